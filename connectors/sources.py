@@ -1,0 +1,223 @@
+"""Catalog sources: JSONL, CSV and a media folder, all yielding :class:`SourceRecord`.
+
+A record is either a valid :class:`~schemas.CatalogItem` or the reason it is not one; a
+bad line never stops the read. Media paths stay as written; :meth:`Catalog.resolve` checks
+them against the media root when they are used.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from connectors.errors import ItemError, SourceError
+from connectors.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES
+from connectors.paths import resolve_media_path
+from schemas import CatalogItem, Modality
+
+FORMATS = ("jsonl", "csv", "folder")
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One entry of a catalog: ``item`` when valid, else ``error``; ``source`` says where it was."""
+
+    source: str
+    item: CatalogItem | None = None
+    error: ItemError | None = None
+
+
+@dataclass(frozen=True)
+class CsvColumns:
+    """Which CSV columns hold what; columns not named here go to ``metadata`` (unless listed in ``drop``)."""
+
+    id: str = "id"
+    text: str | None = "text"
+    image: str | None = "image"
+    audio: str | None = "audio"
+    drop: tuple[str, ...] = ()
+
+
+@dataclass
+class Catalog:
+    """A readable catalog and the root its media paths are resolved under."""
+
+    path: Path
+    format: str
+    media_root: Path
+    csv_columns: CsvColumns = field(default_factory=CsvColumns)
+    folder_ignore: tuple[str, ...] = ()
+
+    def records(self) -> Iterator[SourceRecord]:
+        reader = {"jsonl": _read_jsonl, "csv": _read_csv, "folder": _read_folder}[self.format]
+        seen: dict[str, str] = {}
+        for record in reader(self):
+            if record.item is not None:
+                first = seen.get(record.item.id)
+                if first is not None:
+                    yield SourceRecord(record.source, error=ItemError(
+                        record.item.id, f"duplicate item id; first defined at {first}"))
+                    continue
+                seen[record.item.id] = record.source
+            yield record
+
+    def items(self) -> list[CatalogItem]:
+        """All valid items (use :meth:`records` to see the invalid ones too)."""
+        return [r.item for r in self.records() if r.item is not None]
+
+    def resolve(self, item: CatalogItem, modality: Modality) -> Path:
+        ref = getattr(item, modality.value)
+        return resolve_media_path(ref, self.media_root, item_id=item.id, modality=modality.value)
+
+
+def open_catalog(
+    path: str | Path,
+    *,
+    media_root: str | Path | None = None,
+    format: str | None = None,
+    csv_columns: CsvColumns | None = None,
+    folder_ignore: Sequence[str] = (),
+) -> Catalog:
+    """Open a catalog file or media folder; ``format`` is guessed from the path when omitted."""
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f"catalog {str(path)!r} does not exist")
+    if format is None:
+        if path.is_dir():
+            format = "folder"
+        elif path.suffix.lower() in (".jsonl", ".ndjson"):
+            format = "jsonl"
+        elif path.suffix.lower() in (".csv", ".tsv"):
+            format = "csv"
+        else:
+            raise SourceError(
+                f"cannot tell the format of {str(path)!r} from its name; pass format= one of {list(FORMATS)}")
+    if format not in FORMATS:
+        raise SourceError(f"unknown catalog format {format!r}; valid: {list(FORMATS)}")
+    if format == "folder" and not path.is_dir():
+        raise SourceError(f"format 'folder' needs a directory, got file {str(path)!r}")
+    if format != "folder" and path.is_dir():
+        raise SourceError(f"format {format!r} needs a file, got directory {str(path)!r}")
+    root = Path(media_root) if media_root is not None else (path if path.is_dir() else path.parent)
+    if not root.is_dir():
+        raise SourceError(f"media root {str(root)!r} is not a directory")
+    return Catalog(path=path, format=format, media_root=root.resolve(),
+                   csv_columns=csv_columns or CsvColumns(), folder_ignore=tuple(folder_ignore))
+
+
+def _validation_reason(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "item"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _guess_id(data: object) -> str | None:
+    if isinstance(data, dict) and isinstance(data.get("id"), (str, int)):
+        return str(data["id"])
+    return None
+
+
+def _read_jsonl(catalog: Catalog) -> Iterator[SourceRecord]:
+    with open(catalog.path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            source = f"{catalog.path.name}:{number}"
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield SourceRecord(source, error=ItemError(None, f"invalid JSON at {source}: {exc.msg} (col {exc.colno})"))
+                continue
+            if not isinstance(data, dict):
+                yield SourceRecord(source, error=ItemError(None, f"{source}: expected a JSON object, got {type(data).__name__}"))
+                continue
+            if isinstance(data.get("id"), int):
+                data["id"] = str(data["id"])
+            try:
+                yield SourceRecord(source, item=CatalogItem.model_validate(data))
+            except ValidationError as exc:
+                yield SourceRecord(source, error=ItemError(_guess_id(data), _validation_reason(exc)))
+
+
+def _read_csv(catalog: Catalog) -> Iterator[SourceRecord]:
+    cols = catalog.csv_columns
+    delimiter = "\t" if catalog.path.suffix.lower() == ".tsv" else ","
+    with open(catalog.path, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        header = reader.fieldnames or []
+        if cols.id not in header:
+            raise SourceError(f"CSV {str(catalog.path)!r} has no id column {cols.id!r}; columns: {header}")
+        for name in (cols.text, cols.image, cols.audio):
+            if name is not None and name not in header and name not in ("text", "image", "audio"):
+                raise SourceError(f"CSV {str(catalog.path)!r} has no column {name!r}; columns: {header}")
+        mapped = {cols.id, cols.text, cols.image, cols.audio, *cols.drop}
+        for number, row in enumerate(reader, start=2):
+            source = f"{catalog.path.name}:{number}"
+            if None in row:
+                yield SourceRecord(source, error=ItemError(row.get(cols.id), f"{source}: more fields than header columns"))
+                continue
+            data = {
+                "id": row.get(cols.id) or "",
+                "text": row.get(cols.text) if cols.text else None,
+                "image": row.get(cols.image) if cols.image else None,
+                "audio": row.get(cols.audio) if cols.audio else None,
+                "metadata": {k: v for k, v in row.items() if k not in mapped and v not in (None, "")},
+            }
+            try:
+                yield SourceRecord(source, item=CatalogItem.model_validate(data))
+            except ValidationError as exc:
+                yield SourceRecord(source, error=ItemError(data["id"] or None, _validation_reason(exc)))
+
+
+def _read_folder(catalog: Catalog) -> Iterator[SourceRecord]:
+    """Group files by stem: NAME.png|jpg|webp|svg + NAME.txt + NAME.wav|ogg|mp3|flac -> one item.
+
+    The item id is the stem's path relative to the folder; its sub-folder is the ``category``.
+    Where several images (or sounds) share a stem, the first suffix in the supported list wins.
+    """
+    root = catalog.path
+    groups: dict[Path, dict[str, Path]] = {}
+    for file in sorted(root.rglob("*")):
+        if not file.is_file() or any(file.match(pattern) for pattern in catalog.folder_ignore):
+            continue
+        suffix = file.suffix.lower()
+        rel = file.relative_to(root)
+        slot = ("image" if suffix in IMAGE_SUFFIXES else "audio" if suffix in AUDIO_SUFFIXES
+                else "text" if suffix == ".txt" else None)
+        if slot is None:
+            continue
+        group = groups.setdefault(rel.with_suffix(""), {})
+        order = IMAGE_SUFFIXES if slot == "image" else AUDIO_SUFFIXES if slot == "audio" else (".txt",)
+        current = group.get(slot)
+        if current is None or order.index(suffix) < order.index(current.suffix.lower()):
+            group[slot] = file
+    for stem, files in sorted(groups.items()):
+        item_id = stem.as_posix()
+        source = f"{root.name}/{item_id}"
+        text = None
+        if "text" in files:
+            try:
+                lines = files["text"].read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                yield SourceRecord(source, error=ItemError(item_id, f"cannot read text: {exc}",
+                                                           path=str(files['text']), modality="text"))
+                continue
+            text = lines[0].strip() if lines else None
+        data = {
+            "id": item_id,
+            "text": text,
+            "image": files["image"].relative_to(root).as_posix() if "image" in files else None,
+            "audio": files["audio"].relative_to(root).as_posix() if "audio" in files else None,
+            "metadata": {"category": stem.parent.as_posix()} if stem.parent != Path(".") else {},
+        }
+        try:
+            yield SourceRecord(source, item=CatalogItem.model_validate(data))
+        except ValidationError as exc:
+            yield SourceRecord(source, error=ItemError(item_id, _validation_reason(exc)))

@@ -1,0 +1,55 @@
+"""Data contracts of mmalign: pydantic models only (no torch, no I/O).
+
+Non-Python clients get these as JSON Schema with ``mmalign schemas export DIR``.
+"""
+
+from schemas.catalog import CatalogItem, Interaction, MediaRef, Modality, VectorName
+from schemas.encoders import (
+    EncoderSpec,
+    HFTextSpec,
+    LibrosaAudioSpec,
+    OpenClipImageSpec,
+    OpenClipTextSpec,
+    Preset,
+    TimmImageSpec,
+    WhisperCT2AudioSpec,
+)
+from schemas.reports import DeadLetterRecord, EncoderInfo, FeatureReport, ModalityCounts
+from schemas.store import StoreConfig
+
+SCHEMA_VERSION = 1
+
+#: Every model whose JSON Schema is exported, by file stem.
+EXPORTED_MODELS = {
+    "catalog_item": CatalogItem,
+    "interaction": Interaction,
+    "encoder_spec": EncoderSpec,
+    "preset": Preset,
+    "store_config": StoreConfig,
+    "encoder_info": EncoderInfo,
+    "feature_report": FeatureReport,
+    "dead_letter_record": DeadLetterRecord,
+}
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "EXPORTED_MODELS",
+    "CatalogItem",
+    "Interaction",
+    "MediaRef",
+    "Modality",
+    "VectorName",
+    "EncoderSpec",
+    "HFTextSpec",
+    "LibrosaAudioSpec",
+    "OpenClipImageSpec",
+    "OpenClipTextSpec",
+    "Preset",
+    "TimmImageSpec",
+    "WhisperCT2AudioSpec",
+    "DeadLetterRecord",
+    "EncoderInfo",
+    "FeatureReport",
+    "ModalityCounts",
+    "StoreConfig",
+]
