@@ -1,0 +1,198 @@
+"""The ``mmalign`` command line: thin click commands over library calls.
+
+Only click and the spec registry are imported at start-up; each command imports what it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from plugin.registry import DEFAULT_PRESET, RegistryError, list_presets
+
+MODALITIES = ("image", "text", "audio")
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
+    weights = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            _fail(f"--weights expects ENCODER=PATH_OR_TAG, got {value!r}")
+        weights[name] = path
+    return weights
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mmalign")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """mmalign: multimodal retrieval for Qdrant (image, text, audio in one shared space)."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), format="%(levelname)s %(name)s: %(message)s")
+
+
+# -- encoders ---------------------------------------------------------------------------------
+@main.group()
+def encoders() -> None:
+    """Encoders and presets (answered from specs: no weights are loaded)."""
+
+
+@encoders.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def encoders_list(as_json: bool) -> None:
+    """List registered encoders (with output size) and presets."""
+    from plugin.registry import encoder_info, get_preset, list_encoders
+    from plugin.weights import is_packaged, packaged_weights_available
+
+    infos = [encoder_info(name) for name in list_encoders()]
+    presets = [get_preset(name) for name in list_presets()]
+    if as_json:
+        click.echo(json.dumps({
+            "encoders": [i.model_dump(mode="json") for i in infos],
+            "presets": [p.model_dump(mode="json") for p in presets],
+            "default_preset": DEFAULT_PRESET,
+        }, indent=2))
+        return
+    click.echo(f"{'encoder':<22}{'modality':<10}{'dim':>6}  {'kind':<18}weights")
+    for info in infos:
+        status = ""
+        if is_packaged(info.weights):
+            status = " (installed)" if packaged_weights_available(info.weights) else " (NOT installed)"
+        click.echo(f"{info.name:<22}{info.modality.value:<10}{info.dim:>6}  {info.kind:<18}{info.weights}{status}")
+    click.echo("")
+    click.echo(f"{'preset':<16}{'image':<22}{'text':<22}audio")
+    for preset in presets:
+        mark = " (default)" if preset.name == DEFAULT_PRESET else ""
+        click.echo(f"{preset.name:<16}{preset.image or '-':<22}{preset.text or '-':<22}{preset.audio or '-'}{mark}")
+
+
+# -- features --------------------------------------------------------------------------------
+@main.command()
+@click.argument("catalog", type=click.Path(exists=True))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Feature cache folder.")
+@click.option("--preset", default=DEFAULT_PRESET, show_default=True, help=f"One of: {', '.join(list_presets())}.")
+@click.option("--media-root", type=click.Path(exists=True, file_okay=False),
+              help="Root that media paths are relative to (default: the catalog's folder).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "folder"]), help="Default: from the name.")
+@click.option("--modality", "modalities", multiple=True, type=click.Choice(MODALITIES),
+              help="Only these modalities (repeatable; default: all the preset has).")
+@click.option("--weights", multiple=True, metavar="ENCODER=PATH",
+              help="Weights for an encoder: a local path or a tag (repeatable).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Default: per modality (32 image, 64 text, 8 audio).")
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(min=1), help="Decode threads.")
+@click.option("--dead-letter", type=click.Path(dir_okay=False), help="Default: OUT/dead_letter.jsonl.")
+@click.option("--csv-id-column", default="id", show_default=True)
+@click.option("--csv-text-column", default="text", show_default=True)
+@click.option("--csv-image-column", default="image", show_default=True)
+@click.option("--csv-audio-column", default="audio", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+def features(catalog, out_dir, preset, media_root, fmt, modalities, weights, device, batch_size, workers,
+             dead_letter, csv_id_column, csv_text_column, csv_image_column, csv_audio_column, as_json, progress):
+    """Encode CATALOG (JSONL, CSV or media folder) into the feature cache OUT."""
+    from connectors import SourceError
+    from connectors.sources import CsvColumns, open_catalog
+    from plugin.features import extract_features
+    from plugin.weights import WeightsError
+
+    try:
+        source = open_catalog(catalog, media_root=media_root, format=fmt, csv_columns=CsvColumns(
+            id=csv_id_column, text=csv_text_column, image=csv_image_column, audio=csv_audio_column))
+        report = extract_features(
+            source, out_dir, preset=preset, modalities=modalities or None, weights=_parse_weights(weights),
+            device=device, batch_size=batch_size, workers=workers, dead_letter=dead_letter,
+            show_progress=sys.stderr.isatty() if progress is None else progress)
+    except (SourceError, RegistryError, WeightsError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+        return
+    click.echo(f"catalog {report.catalog}: {report.records_ok} items, {report.records_invalid} invalid records")
+    click.echo(f"{'modality':<9}{'encoder':<20}{'dim':>5}{'present':>9}{'encoded':>9}{'cached':>8}{'failed':>8}"
+               f"{'items/s':>9}")
+    for modality, c in report.modalities.items():
+        click.echo(f"{modality.value:<9}{c.encoder:<20}{c.dim:>5}{c.present:>9}{c.encoded:>9}{c.cached:>8}"
+                   f"{c.failed:>8}{c.items_per_s:>9.1f}")
+    failed = report.records_invalid + sum(c.failed for c in report.modalities.values())
+    click.echo(f"features in {report.out_dir} ({report.seconds:.1f}s)"
+               + (f"; {failed} problem(s) written to {report.dead_letter}" if failed else ""))
+
+
+# -- schemas -----------------------------------------------------------------------------------
+@main.group()
+def schemas() -> None:
+    """Data contracts."""
+
+
+@schemas.command("export")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+def schemas_export(out_dir: str) -> None:
+    """Write one JSON Schema per data contract into OUT_DIR."""
+    from plugin.schema_export import export_schemas
+
+    for path in export_schemas(out_dir):
+        click.echo(str(path))
+
+
+# -- store -------------------------------------------------------------------------------------
+def store_options(fn):
+    """--qdrant-path | --qdrant-url [--api-key] [--grpc]: shared by every command that opens the store."""
+    fn = click.option("--grpc", is_flag=True, help="Use gRPC with a server.")(fn)
+    fn = click.option("--api-key", envvar="QDRANT_API_KEY", help="Server API key (or $QDRANT_API_KEY).")(fn)
+    fn = click.option("--qdrant-url", envvar="QDRANT_URL", help="Qdrant server URL (or $QDRANT_URL).")(fn)
+    fn = click.option("--qdrant-path", help="Embedded store folder (default ./mmalign-data/qdrant), or :memory:.")(fn)
+    return fn
+
+
+def store_config(qdrant_path, qdrant_url, api_key, grpc):
+    from pydantic import ValidationError
+
+    from schemas import StoreConfig
+
+    try:
+        return StoreConfig(path=qdrant_path, url=qdrant_url, api_key=api_key, prefer_grpc=grpc)
+    except ValidationError as exc:
+        _fail("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors()))
+
+
+@main.group()
+def store() -> None:
+    """The Qdrant store (embedded by default, or a server by URL)."""
+
+
+@store.command("info")
+@store_options
+@click.option("--json", "as_json", is_flag=True)
+def store_info(qdrant_path, qdrant_url, api_key, grpc, as_json):
+    """List collections with point counts and the bundle/D each was built with."""
+    from connectors.store import StoreError, VectorStore
+
+    try:
+        with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
+            rows = []
+            for name in vs.list_collections():
+                record = vs.collection_record(name)
+                rows.append({"name": name, "points": vs.count(name), "dim": record.dim,
+                             "bundle_id": record.bundle_id})
+    except StoreError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no collections")
+    for row in rows:
+        click.echo(f"{row['name']:<30}{row['points']:>9} points  D={row['dim']}  bundle={row['bundle_id']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

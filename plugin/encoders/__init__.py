@@ -1,0 +1,28 @@
+"""Frozen encoders, one per spec kind, all with the same ``encode`` signature."""
+
+from __future__ import annotations
+
+from plugin.encoders.base import Encoder
+from plugin.registry import get_encoder_spec
+
+_KINDS = {
+    "timm_image": ("plugin.encoders.timm_image", "TimmImageEncoder"),
+    "open_clip_image": ("plugin.encoders.open_clip", "OpenClipImageEncoder"),
+    "open_clip_text": ("plugin.encoders.open_clip", "OpenClipTextEncoder"),
+    "hf_text": ("plugin.encoders.hf_text", "HFTextEncoder"),
+    "librosa_audio": ("plugin.encoders.audio", "LibrosaAudioEncoder"),
+    "whisper_ct2_audio": ("plugin.encoders.audio", "WhisperCT2AudioEncoder"),
+}
+
+
+def build_encoder(spec_or_name, device: str = "auto") -> Encoder:
+    """Load the encoder a spec (or registered name) describes."""
+    import importlib
+
+    spec = get_encoder_spec(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
+    module_name, class_name = _KINDS[spec.kind]
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(spec, device=device)
+
+
+__all__ = ["Encoder", "build_encoder"]

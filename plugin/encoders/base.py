@@ -1,0 +1,110 @@
+"""The encoder contract (sentence-transformers style): ``encode(inputs) -> float32 (n, d)``."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plugin.registry import encoder_id
+from schemas import Modality
+from schemas.encoders import EncoderSpec
+
+DEFAULT_BATCH_SIZE = {Modality.IMAGE: 32, Modality.TEXT: 64, Modality.AUDIO: 8}
+
+
+class Encoder(ABC):
+    """A frozen encoder. Inputs: PIL images, strings, or mono float32 waveforms at ``sample_rate``."""
+
+    def __init__(self, spec: EncoderSpec, device: str = "auto"):
+        self.spec = spec
+        self.device_preference = device
+
+    @property
+    def modality(self) -> Modality:
+        return self.spec.modality
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    @property
+    def encoder_id(self) -> str:
+        return encoder_id(self.spec)
+
+    def load_input(self, path: str | Path, item_id: str) -> Any:
+        """Decode a media file into this encoder's input type (text encoders take strings, not files)."""
+        from connectors import media
+
+        if self.modality is Modality.IMAGE:
+            return media.load_image(path, item_id=item_id, background=tuple(self.spec.background))
+        if self.modality is Modality.AUDIO:
+            return media.load_audio(path, item_id=item_id, sample_rate=self.spec.sample_rate,
+                                    max_seconds=self.spec.max_seconds)
+        raise TypeError(f"{self.spec.name} encodes text; pass strings, not files")
+
+    def encode(self, inputs: Sequence[Any], batch_size: int | None = None,
+               show_progress_bar: bool | None = None) -> np.ndarray:
+        """Encode all inputs; returns float32 (n, dim). Rows may be non-finite for broken inputs: check them."""
+        if len(inputs) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        chunks = list(self.iter_encode(inputs, batch_size=batch_size, show_progress_bar=show_progress_bar))
+        return np.concatenate(chunks, axis=0)
+
+    def iter_encode(self, inputs: Sequence[Any], batch_size: int | None = None,
+                    show_progress_bar: bool | None = None) -> Iterator[np.ndarray]:
+        """Yield one float32 (b, dim) array per batch, so that callers can overlap work."""
+        size = batch_size or DEFAULT_BATCH_SIZE[self.modality]
+        if size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {size}")
+        progress = None
+        if show_progress_bar:
+            from tqdm import tqdm
+
+            progress = tqdm(total=len(inputs), desc=f"encode {self.spec.name}", unit="item")
+        try:
+            for start in range(0, len(inputs), size):
+                batch = list(inputs[start:start + size])
+                out = np.asarray(self._encode_batch(batch), dtype=np.float32)
+                if out.shape != (len(batch), self.dim):
+                    raise RuntimeError(f"encoder {self.spec.name!r} returned shape {out.shape}, "
+                                       f"expected {(len(batch), self.dim)}")
+                if progress is not None:
+                    progress.update(len(batch))
+                yield out
+        finally:
+            if progress is not None:
+                progress.close()
+
+    @abstractmethod
+    def _encode_batch(self, batch: list[Any]) -> np.ndarray:
+        """Encode one batch."""
+
+
+class TorchEncoder(Encoder):
+    """Shared by torch-backed encoders: device choice, eval mode, inference mode, autocast on GPU."""
+
+    def __init__(self, spec: EncoderSpec, device: str = "auto"):
+        super().__init__(spec, device)
+        from plugin.device import select_device
+
+        self.device = select_device(device)
+        self.model = self._build().to(self.device).eval()
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+
+    @abstractmethod
+    def _build(self):
+        """Build the torch module with its weights loaded."""
+
+    def _run(self, fn, *args):
+        import torch
+
+        from plugin.device import autocast
+
+        with torch.inference_mode(), autocast(self.device):
+            out = fn(*args)
+        return out.float().cpu().numpy()

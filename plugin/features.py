@@ -1,0 +1,258 @@
+"""``mmalign features``: encode a catalog's media into the feature cache.
+
+Per modality: resolve and hash every item's input, skip what the cache holds with the same
+hash, decode the rest on worker threads while the encoder runs on batches, and append the
+results to the cache shard by shard (a killed run keeps what it flushed). Bad items go to
+the dead-letter file with the reason; the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from connectors.dead_letter import DeadLetterWriter
+from connectors.errors import ItemError
+from connectors.media import file_sha256
+from connectors.sources import Catalog, open_catalog
+from plugin.feature_cache import FeatureCache
+from plugin.registry import DEFAULT_PRESET, encoder_id, get_encoder_spec, get_preset, with_weights
+from schemas import CatalogItem, FeatureReport, Modality, ModalityCounts
+from schemas.encoders import EncoderSpec
+
+log = logging.getLogger(__name__)
+
+#: Rows per cache shard: what a killed run can lose at most.
+DEFAULT_SHARD_SIZE = 256
+
+
+@dataclass(frozen=True)
+class _Job:
+    item: CatalogItem
+    content_hash: str
+    path: Path | None  # None for text
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def preset_specs(preset: str, weights: Mapping[str, str] | None = None,
+                 modalities: Sequence[Modality | str] | None = None) -> dict[Modality, EncoderSpec]:
+    """The encoder spec per modality of a preset, with weight overrides (encoder name -> weights)."""
+    chosen = get_preset(preset)
+    wanted = {Modality(m) for m in modalities} if modalities else set(Modality)
+    weights = dict(weights or {})
+    specs: dict[Modality, EncoderSpec] = {}
+    for modality in Modality:
+        name = chosen.encoder_for(modality)
+        if name is None or modality not in wanted:
+            continue
+        spec = get_encoder_spec(name)
+        if name in weights:
+            spec = with_weights(spec, weights.pop(name))
+        specs[modality] = spec
+    if weights:
+        raise ValueError(f"--weights names encoders not used by preset {preset!r}: {sorted(weights)}; "
+                         f"it uses {[s.name for s in specs.values()]}")
+    return specs
+
+
+def extract_features(
+    catalog: Catalog | str | Path,
+    out_dir: str | Path,
+    *,
+    preset: str = DEFAULT_PRESET,
+    modalities: Sequence[Modality | str] | None = None,
+    weights: Mapping[str, str] | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    workers: int = 4,
+    dead_letter: str | Path | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    show_progress: bool = False,
+    build_encoder: Callable | None = None,
+) -> FeatureReport:
+    """Encode every item's modalities into ``out_dir``; returns the per-modality counts."""
+    started = time.perf_counter()
+    if not isinstance(catalog, Catalog):
+        catalog = open_catalog(catalog)
+    specs = preset_specs(preset, weights, modalities)
+    out_dir = Path(out_dir)
+    cache = FeatureCache(out_dir)
+    letters = DeadLetterWriter(dead_letter or out_dir / "dead_letter.jsonl")
+    if build_encoder is None:
+        from plugin.encoders import build_encoder
+
+    items: list[CatalogItem] = []
+    report = FeatureReport(catalog=str(catalog.path), preset=preset, out_dir=str(out_dir),
+                           dead_letter=str(letters.path))
+    for record in catalog.records():
+        if record.item is None:
+            report.records_invalid += 1
+            letters.write_error(record.error, stage="parse", source=record.source)
+        else:
+            report.records_ok += 1
+            items.append(record.item)
+
+    for modality, spec in specs.items():
+        counts = ModalityCounts(encoder=spec.name, encoder_id=encoder_id(spec), dim=spec.dim)
+        report.modalities[modality] = counts
+        todo = _plan(catalog, items, modality, cache.index(modality, spec), counts, letters)
+        if not todo:
+            continue
+        t0 = time.perf_counter()
+        encoder = build_encoder(spec, device=device)
+        _encode_jobs(encoder, todo, cache, spec, counts, letters, batch_size=batch_size, workers=workers,
+                     shard_size=shard_size, show_progress=show_progress)
+        counts.seconds = time.perf_counter() - t0
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _plan(catalog: Catalog, items: list[CatalogItem], modality: Modality, index, counts: ModalityCounts,
+          letters: DeadLetterWriter) -> list[_Job]:
+    todo = []
+    for item in items:
+        value = getattr(item, modality.value)
+        if value is None:
+            continue
+        counts.present += 1
+        try:
+            if modality is Modality.TEXT:
+                path, content_hash = None, text_hash(value)
+            else:
+                path = catalog.resolve(item, modality)
+                content_hash = file_sha256(path)
+        except ItemError as err:
+            counts.failed += 1
+            letters.write_error(err, stage="load")
+            continue
+        except OSError as exc:
+            counts.failed += 1
+            letters.write_error(ItemError(item.id, f"cannot read file: {exc}", path=value, modality=modality.value))
+            continue
+        cached = index.get(item.id)
+        if cached is not None and cached.content_hash == content_hash:
+            counts.cached += 1
+        else:
+            todo.append(_Job(item, content_hash, path))
+    return todo
+
+
+def _decode(encoder, job: _Job):
+    if job.path is None:
+        return job.item.text
+    return encoder.load_input(job.path, job.item.id)
+
+
+def _decoded_batches(encoder, jobs: list[_Job], batch_size: int, workers: int,
+                     letters: DeadLetterWriter, counts: ModalityCounts) -> Iterator[tuple[int, list[_Job], list]]:
+    """Decode on a thread pool, ``workers`` batches ahead of the encoder; failures go to the dead letter."""
+    lock = threading.Lock()
+
+    def failed() -> None:
+        with lock:
+            counts.failed += 1
+
+    def decode_batch(batch: list[_Job]):
+        ok_jobs, inputs = [], []
+        for job in batch:
+            try:
+                inputs.append(_decode(encoder, job))
+                ok_jobs.append(job)
+            except ItemError as err:
+                err.item_id = err.item_id or job.item.id
+                letters.write_error(err, stage="load")
+                failed()
+            except Exception as exc:  # a decoder bug must not end the run
+                letters.write_error(ItemError(job.item.id, f"cannot decode: {type(exc).__name__}: {exc}",
+                                              path=str(job.path), modality=encoder.modality.value), stage="load")
+                failed()
+        return len(batch), ok_jobs, inputs
+
+    batches = [jobs[i:i + batch_size] for i in range(0, len(jobs), batch_size)]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending = [pool.submit(decode_batch, b) for b in batches[:workers + 1]]
+        next_batch = len(pending)
+        while pending:
+            result = pending.pop(0).result()
+            if next_batch < len(batches):
+                pending.append(pool.submit(decode_batch, batches[next_batch]))
+                next_batch += 1
+            yield result
+
+
+def _encode_jobs(encoder, jobs: list[_Job], cache: FeatureCache, spec: EncoderSpec, counts: ModalityCounts,
+                 letters: DeadLetterWriter, *, batch_size: int | None, workers: int, shard_size: int,
+                 show_progress: bool) -> None:
+    from plugin.encoders.base import DEFAULT_BATCH_SIZE
+
+    size = batch_size or DEFAULT_BATCH_SIZE[spec.modality]
+    progress = None
+    if show_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(jobs), desc=f"{spec.modality.value} ({spec.name})", unit="item")
+    buffer_ids: list[str] = []
+    buffer_hashes: list[str] = []
+    buffer_rows: list[np.ndarray] = []
+
+    def flush() -> None:
+        if buffer_ids:
+            cache.write(spec.modality, spec, list(buffer_ids), list(buffer_hashes), np.stack(buffer_rows))
+            buffer_ids.clear(), buffer_hashes.clear(), buffer_rows.clear()
+
+    try:
+        for n_batch, ok_jobs, inputs in _decoded_batches(encoder, jobs, size, workers, letters, counts):
+            if ok_jobs:
+                try:
+                    features = encoder.encode(inputs, batch_size=len(inputs))
+                except Exception as exc:
+                    # One bad input can sink a batch: retry one at a time to isolate it.
+                    log.warning("batch of %d failed in %s (%s); retrying item by item", len(inputs), spec.name, exc)
+                    features = _encode_one_by_one(encoder, ok_jobs, inputs, letters, counts)
+                for job, row in zip(ok_jobs, features):
+                    if row is None:
+                        continue
+                    if not np.all(np.isfinite(row)):
+                        letters.write_error(ItemError(job.item.id, "encoder produced NaN or infinite features",
+                                                      path=str(job.path) if job.path else None,
+                                                      modality=spec.modality.value), stage="encode")
+                        counts.failed += 1
+                        continue
+                    buffer_ids.append(job.item.id)
+                    buffer_hashes.append(job.content_hash)
+                    buffer_rows.append(row)
+                    counts.encoded += 1
+                if len(buffer_ids) >= shard_size:
+                    flush()
+            if progress is not None:
+                progress.update(n_batch)
+    finally:
+        flush()
+        if progress is not None:
+            progress.close()
+
+
+def _encode_one_by_one(encoder, jobs: list[_Job], inputs: list, letters: DeadLetterWriter,
+                       counts: ModalityCounts) -> list[np.ndarray | None]:
+    rows: list[np.ndarray | None] = []
+    for job, value in zip(jobs, inputs):
+        try:
+            rows.append(encoder.encode([value], batch_size=1)[0])
+        except Exception as exc:
+            letters.write_error(ItemError(job.item.id, f"encoder failed: {type(exc).__name__}: {exc}",
+                                          path=str(job.path) if job.path else None,
+                                          modality=encoder.modality.value), stage="encode")
+            counts.failed += 1
+            rows.append(None)
+    return rows
