@@ -59,7 +59,8 @@ class WhisperCT2AudioEncoder(Encoder):
         ct2_device = "cuda" if device in ("auto", "cuda") and ctranslate2.get_cuda_device_count() > 0 else "cpu"
         self.device = ct2_device
         threads = int(os.environ.get("MMALIGN_CT2_THREADS", 0)) or min(os.cpu_count() or 1, 8)
-        self.model = ctranslate2.models.Whisper(str(path), device=ct2_device, compute_type="default",
+        self.model = ctranslate2.models.Whisper(str(path), device=ct2_device,
+                                                compute_type="default" if ct2_device == "cuda" else "float32",
                                                 intra_threads=threads)
         self.features = WhisperFeatureExtractor(feature_size=spec.n_mels, sampling_rate=WHISPER_SAMPLE_RATE)
 

@@ -57,7 +57,7 @@ class Encoder(ABC):
     def iter_encode(self, inputs: Sequence[Any], batch_size: int | None = None,
                     show_progress_bar: bool | None = None) -> Iterator[np.ndarray]:
         """Yield one float32 (b, dim) array per batch, so that callers can overlap work."""
-        size = batch_size or DEFAULT_BATCH_SIZE[self.modality]
+        size = DEFAULT_BATCH_SIZE[self.modality] if batch_size is None else batch_size
         if size < 1:
             raise ValueError(f"batch_size must be >= 1, got {size}")
         progress = None

@@ -1,0 +1,59 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+import plugin
+from plugin.cli import main
+from plugin.registry import RegistryError, encoder_id, get_encoder_spec, with_weights
+
+
+def test_builtin_encoders_and_sizes_without_loading():
+    assert {"efficientnet-lite0", "minilm-l6", "whisper-tiny-en", "logmel-stats"} <= set(plugin.list_encoders())
+    assert plugin.get_embedding_size("efficientnet-lite0") == 1280
+    assert plugin.get_embedding_size("minilm-l6") == 384
+    assert plugin.get_embedding_size("whisper-tiny-en") == 384
+    preset = plugin.get_preset("offline-small")
+    assert (preset.image, preset.text, preset.audio) == ("efficientnet-lite0", "minilm-l6", "whisper-tiny-en")
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(RegistryError, match=r"encoder 'vit-x' is not registered; available: \[.*minilm-l6"):
+        plugin.get_encoder_spec("vit-x")
+    with pytest.raises(RegistryError, match=r"available: \[.*offline-small"):
+        plugin.get_preset("nope")
+
+
+def test_encoder_id_tracks_what_changes_features():
+    spec = get_encoder_spec("minilm-l6")
+    assert encoder_id(spec).startswith("minilm-l6:")
+    assert encoder_id(spec) == encoder_id(spec.model_copy(update={"description": "other words"}))
+    assert encoder_id(spec) != encoder_id(with_weights(spec, "/some/other/weights"))
+    assert encoder_id(spec) != encoder_id(spec.model_copy(update={"max_length": 128}))
+
+
+def test_register_conflict_needs_replace():
+    spec = {"kind": "librosa_audio", "name": "logmel-stats", "dim": 2 * (32 + 0), "n_mels": 32, "n_mfcc": 0}
+    with pytest.raises(ValueError, match="already registered"):
+        plugin.register_encoder(spec)
+
+
+def test_import_plugin_and_cli_do_not_import_torch():
+    code = ("import sys, plugin, plugin.cli, connectors.sources, connectors.store, connectors.media; "
+            "heavy = [m for m in ('torch', 'transformers', 'open_clip', 'librosa', 'timm', 'qdrant_client') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_cli_encoders_list_json():
+    result = CliRunner().invoke(main, ["encoders", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    dims = {e["name"]: e["dim"] for e in data["encoders"]}
+    assert dims["efficientnet-lite0"] == 1280 and data["default_preset"] == "offline-small"
+    assert any(p["name"] == "offline-small" for p in data["presets"])
+    text = CliRunner().invoke(main, ["encoders", "list"]).output
+    assert "efficientnet-lite0" in text and "(default)" in text

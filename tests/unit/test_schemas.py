@@ -1,0 +1,72 @@
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from schemas import CatalogItem, Interaction, Modality, Preset, StoreConfig
+from schemas.encoders import ENCODER_SPEC_ADAPTER
+
+
+def test_item_needs_a_modality_and_names_itself():
+    with pytest.raises(ValidationError, match="item 'x' has no modality"):
+        CatalogItem(id="x", metadata={"a": 1})
+
+
+def test_blank_fields_count_as_missing():
+    item = CatalogItem(id="x", text="  ", image="a.png")
+    assert item.text is None and item.modalities == [Modality.IMAGE]
+
+
+def test_item_rejects_unknown_fields_and_padded_ids():
+    with pytest.raises(ValidationError, match="extra"):
+        CatalogItem(id="x", text="t", colour="red")
+    with pytest.raises(ValidationError, match="whitespace"):
+        CatalogItem(id=" x", text="t")
+
+
+def test_interaction_weight_must_be_finite():
+    assert Interaction(user_id="u", item_id="i", weight=-1).weight == -1
+    with pytest.raises(ValidationError, match="finite"):
+        Interaction(user_id="u", item_id="i", weight=float("nan"))
+
+
+def test_store_config_one_target():
+    assert StoreConfig().resolved_path.endswith("qdrant")
+    assert StoreConfig(url="http://localhost:6333", api_key="k", prefer_grpc=True).is_server
+    with pytest.raises(ValidationError, match="not both"):
+        StoreConfig(path=":memory:", url="http://localhost:6333")
+    with pytest.raises(ValidationError, match="server"):
+        StoreConfig(path=":memory:", api_key="k")
+
+
+def test_encoder_spec_discriminator_and_dim_checks():
+    spec = ENCODER_SPEC_ADAPTER.validate_python({"kind": "librosa_audio", "name": "a", "dim": 168})
+    assert spec.modality is Modality.AUDIO
+    with pytest.raises(ValidationError, match="2\\*\\(n_mels\\+n_mfcc\\)"):
+        ENCODER_SPEC_ADAPTER.validate_python({"kind": "librosa_audio", "name": "a", "dim": 10})
+    with pytest.raises(ValidationError, match="does not match any of the expected tags|kind"):
+        ENCODER_SPEC_ADAPTER.validate_python({"kind": "nope", "name": "a", "dim": 1})
+    with pytest.raises(ValidationError):
+        ENCODER_SPEC_ADAPTER.validate_python({"kind": "hf_text", "name": "a", "dim": 3, "typo": 1})
+    with pytest.raises(ValidationError, match="frozen"):
+        spec.dim = 3
+
+
+def test_preset_needs_an_encoder():
+    with pytest.raises(ValidationError, match="names no encoder"):
+        Preset(name="empty")
+
+
+def test_schema_export_writes_valid_json(tmp_path):
+    from click.testing import CliRunner
+
+    from plugin.cli import main
+
+    result = CliRunner().invoke(main, ["schemas", "export", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert "catalog_item.schema.json" in files and "encoder_spec.schema.json" in files
+    item_schema = json.loads((tmp_path / "catalog_item.schema.json").read_text())
+    assert set(item_schema["properties"]) >= {"id", "text", "image", "audio", "metadata"}
+    spec_schema = json.loads((tmp_path / "encoder_spec.schema.json").read_text())
+    assert "discriminator" in json.dumps(spec_schema)
