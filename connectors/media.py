@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -63,10 +64,37 @@ def _render_svg(path: Path, item_id: str) -> bytes:
     except (ImportError, OSError) as exc:  # OSError: libcairo missing
         raise MediaError(item_id, f"SVG needs cairosvg and libcairo2 ({exc}); pip install cairosvg",
                          path=str(path), modality="image") from exc
+    data = path.read_bytes()
     try:
-        return cairosvg.svg2png(url=str(path), output_width=SVG_RENDER_SIZE)
+        if b"<!ENTITY" in data:
+            data = _expand_internal_entities(data)
+        return cairosvg.svg2png(bytestring=data, output_width=SVG_RENDER_SIZE, url=str(path))
     except Exception as exc:  # cairosvg raises many types on bad XML
         raise ValueError(f"cannot render SVG: {exc}") from exc
+
+
+_ENTITY = re.compile(rb'<!ENTITY\s+([A-Za-z_][\w.-]*)\s+"([^"]*)"\s*>')
+_DOCTYPE = re.compile(rb"<!DOCTYPE[^\[>]*(\[.*?\])?\s*>", re.S)
+#: Expanded SVGs larger than this are refused (entity-expansion bombs).
+MAX_EXPANDED_SVG_BYTES = 32 << 20
+
+
+def _expand_internal_entities(data: bytes) -> bytes:
+    """Inline the DOCTYPE's internal ``<!ENTITY name "value">`` declarations (Illustrator SVGs use them).
+
+    The safe XML parser refuses any entity; external entities (``SYSTEM``) are never resolved
+    here, they stay unexpanded and the parser rejects them.
+    """
+    doctype = _DOCTYPE.search(data)
+    if doctype is None:
+        return data
+    entities = dict(_ENTITY.findall(doctype.group(0)))
+    body = data[: doctype.start()] + data[doctype.end():]
+    for name, value in entities.items():
+        body = body.replace(b"&" + name + b";", value)
+        if len(body) > MAX_EXPANDED_SVG_BYTES:
+            raise ValueError("SVG entity expansion is too large")
+    return body
 
 
 def load_audio(path: str | Path, *, item_id: str, sample_rate: int, max_seconds: float) -> np.ndarray:

@@ -118,10 +118,10 @@ def features(catalog, out_dir, preset, media_root, fmt, modalities, weights, dev
         return
     click.echo(f"catalog {report.catalog}: {report.records_ok} items, {report.records_invalid} invalid records")
     click.echo(f"{'modality':<9}{'encoder':<20}{'dim':>5}{'present':>9}{'encoded':>9}{'cached':>8}{'failed':>8}"
-               f"{'items/s':>9}")
+               f"{'items/s':>9}{'load s':>8}")
     for modality, c in report.modalities.items():
         click.echo(f"{modality.value:<9}{c.encoder:<20}{c.dim:>5}{c.present:>9}{c.encoded:>9}{c.cached:>8}"
-                   f"{c.failed:>8}{c.items_per_s:>9.1f}")
+                   f"{c.failed:>8}{c.items_per_s:>9.1f}{c.load_seconds:>8.1f}")
     failed = report.records_invalid + sum(c.failed for c in report.modalities.values())
     click.echo(f"features in {report.out_dir} ({report.seconds:.1f}s)"
                + (f"; {failed} problem(s) written to {report.dead_letter}" if failed else ""))

@@ -111,6 +111,8 @@ def extract_features(
             continue
         t0 = time.perf_counter()
         encoder = build_encoder(spec, device=device)
+        counts.load_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
         _encode_jobs(encoder, todo, cache, spec, counts, letters, batch_size=batch_size, workers=workers,
                      shard_size=shard_size, show_progress=show_progress)
         counts.seconds = time.perf_counter() - t0

@@ -35,7 +35,8 @@ class ModalityCounts(BaseModel):
     encoded: int = Field(0, description="Encoded in this run.")
     cached: int = Field(0, description="Skipped: already in the cache with the same content hash.")
     failed: int = Field(0, description="Could not be loaded or encoded; see the dead-letter file.")
-    seconds: float = 0.0
+    load_seconds: float = Field(0.0, description="Building the encoder (weights loading).")
+    seconds: float = Field(0.0, description="Decoding and encoding, model loading excluded.")
 
     @property
     def items_per_s(self) -> float:
