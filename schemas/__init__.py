@@ -16,6 +16,7 @@ from schemas.encoders import (
 )
 from schemas.reports import DeadLetterRecord, EncoderInfo, FeatureReport, ModalityCounts
 from schemas.store import StoreConfig
+from schemas.training import EvalReport, RetrievalResult, TrainConfig
 
 SCHEMA_VERSION = 1
 
@@ -29,6 +30,8 @@ EXPORTED_MODELS = {
     "encoder_info": EncoderInfo,
     "feature_report": FeatureReport,
     "dead_letter_record": DeadLetterRecord,
+    "train_config": TrainConfig,
+    "eval_report": EvalReport,
 }
 
 __all__ = [
@@ -52,4 +55,7 @@ __all__ = [
     "FeatureReport",
     "ModalityCounts",
     "StoreConfig",
+    "TrainConfig",
+    "EvalReport",
+    "RetrievalResult",
 ]

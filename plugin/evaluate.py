@@ -1,0 +1,64 @@
+"""Cross-modal retrieval evaluation of any model that embeds one modality at a time and fuses."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from plugin.metrics import ranks_of_targets, retrieval_metrics
+from plugin.paired import PairedFeatures
+from schemas import Modality
+
+FUSED = "fused"
+
+
+class Embedder(Protocol):
+    modalities: list[Modality]
+
+    def embed(self, modality: Modality, x: np.ndarray) -> np.ndarray: ...
+
+    def fuse(self, data: PairedFeatures) -> np.ndarray: ...
+
+
+def evaluate_embedder(name: str, model: Embedder, data: PairedFeatures, *, with_fused: bool = True) -> list[dict]:
+    """One row per (query modality -> target) with recall@1/5/10, MRR and the number of queries.
+
+    A query is an item that has both the query and the target modality; its relevant result is
+    the same item; the corpus is every evaluated item that has the target modality.
+    """
+    modalities = [m for m in model.modalities if m in data.masks and data.masks[m].any()]
+    embedded = {m: model.embed(m, data.features[m][data.masks[m]]) for m in modalities}
+    rows_of = {m: np.flatnonzero(data.masks[m]) for m in modalities}
+    targets: list[tuple[str, np.ndarray, np.ndarray]] = [(m.value, embedded[m], rows_of[m]) for m in modalities]
+    if with_fused:
+        targets.append((FUSED, model.fuse(data), np.arange(len(data))))
+    results = []
+    for query in modalities:
+        for target_name, corpus, corpus_rows in targets:
+            if target_name == query.value:
+                continue
+            position = {int(r): n for n, r in enumerate(corpus_rows)}
+            q_rows = rows_of[query]
+            keep = [n for n, r in enumerate(q_rows) if int(r) in position]
+            if not keep:
+                continue
+            target_index = np.array([position[int(q_rows[n])] for n in keep])
+            ranks = ranks_of_targets(embedded[query][keep], corpus, target_index)
+            results.append({"model": name, "query": query.value, "target": target_name,
+                            **retrieval_metrics(ranks)})
+    return results
+
+
+def primary_metric(results: list[dict]) -> float:
+    """What training selects on: mean recall@10 over the cross-modal pairs (fused targets excluded)."""
+    values = [r["recall@10"] for r in results if r["target"] != FUSED]
+    return float(np.mean(values)) if values else 0.0
+
+
+def format_table(results: list[dict]) -> str:
+    lines = [f"{'model':<9}{'query':<7}{'target':<8}{'R@1':>7}{'R@5':>7}{'R@10':>7}{'MRR':>7}{'n':>6}"]
+    for r in results:
+        lines.append(f"{r['model']:<9}{r['query']:<7}{r['target']:<8}{r['recall@1']:>7.3f}{r['recall@5']:>7.3f}"
+                     f"{r['recall@10']:>7.3f}{r['mrr']:>7.3f}{r['n_queries']:>6}")
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""Training configuration and evaluation results (recorded in every bundle)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dim: int = Field(256, gt=0, description="D, the shared space.")
+    rank: int = Field(32, gt=0, description="r of each low-rank projection.")
+    init: Literal["cca", "svd", "random"] = "cca"
+    fusion: Literal["weighted", "concat"] = "weighted"
+    seed: int = 0
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    val_fraction: float = Field(0.15, ge=0, lt=1, description="Of the non-test items; early stopping and tuning.")
+    cca_regs: tuple[float, ...] = Field((0.1, 0.3, 1.0), description="CCA ridge values tried; val picks one.")
+    cca_power: float = Field(2.0, ge=0, description="Canonical directions are scaled by correlation**power.")
+    teacher_epochs: int = Field(60, ge=0)
+    teacher_hidden: int = Field(1024, gt=0)
+    teacher_layers: int = Field(2, ge=1)
+    teacher_lr: float = Field(3e-4, gt=0)
+    epochs: int = Field(60, ge=0, description="Student epochs.")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    batch_size: int = Field(256, ge=2)
+    patience: int = Field(10, ge=1)
+    modality_dropout: float = Field(0.3, ge=0, lt=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    distill: bool = True
+    alpha: float = Field(1.0, ge=0, description="Weight of CE(P_teacher || Q_student).")
+    beta: float = Field(1.0, ge=0, description="Weight of 1 - cos(student, teacher joint).")
+    tau_teacher: float = Field(0.05, gt=0)
+    tau_student: float = Field(0.05, gt=0)
+    cooccurrence_weight: float = Field(1.0, ge=0, description="Teacher term for items shared by users.")
+
+
+class RetrievalResult(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    model: str
+    query: str
+    target: str
+    recall_at_1: float = Field(alias="recall@1")
+    recall_at_5: float = Field(alias="recall@5")
+    recall_at_10: float = Field(alias="recall@10")
+    mrr: float
+    n_queries: int
+
+
+class EvalReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bundle_id: str
+    n_items: int
+    results: list[RetrievalResult]
