@@ -127,6 +127,116 @@ def features(catalog, out_dir, preset, media_root, fmt, modalities, weights, dev
                + (f"; {failed} problem(s) written to {report.dead_letter}" if failed else ""))
 
 
+# -- train / eval ------------------------------------------------------------------------------
+DEFAULT_FEATURES_DIR = "mmalign-data/features"
+
+
+def catalog_options(fn):
+    fn = click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "folder"]),
+                      help="Catalog format (default: from the name).")(fn)
+    fn = click.option("--media-root", type=click.Path(exists=True, file_okay=False),
+                      help="Root that media paths are relative to (default: the catalog's folder).")(fn)
+    fn = click.option("--features", "features_dir", default=DEFAULT_FEATURES_DIR, show_default=True,
+                      type=click.Path(file_okay=False), help="Feature cache (filled as needed).")(fn)
+    return fn
+
+
+@main.command()
+@click.argument("catalog", type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write.")
+@click.option("--preset", default=DEFAULT_PRESET, show_default=True)
+@click.option("--dim", default=256, show_default=True, type=click.IntRange(min=2), help="D, the shared space.")
+@click.option("--rank", default=32, show_default=True, type=click.IntRange(min=1), help="r of each projection.")
+@click.option("--epochs", default=150, show_default=True, type=click.IntRange(min=0),
+              help="Max epochs of teacher and student (early stopping on the val split).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--test-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1, min_open=True,
+                                                                                        max_open=True))
+@click.option("--init", type=click.Choice(["cca", "svd", "random"]), default="cca", show_default=True)
+@click.option("--fusion", type=click.Choice(["weighted", "concat"]), default="weighted", show_default=True)
+@click.option("--no-distill", is_flag=True, help="Train the student without the teacher (ablation).")
+@click.option("--interactions", type=click.Path(exists=True, dir_okay=False),
+              help="user_id,item_id[,weight][,timestamp] file: adds the teacher's co-occurrence term.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="TrainConfig JSON; command-line options override it.")
+@click.option("--weights", multiple=True, metavar="ENCODER=PATH")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the held-out results as one JSON object.")
+@catalog_options
+@click.pass_context
+def train(ctx, catalog, out, preset, dim, rank, epochs, seed, test_fraction, init, fusion, no_distill,
+          interactions, config_file, weights, device, as_json, fmt, media_root, features_dir):
+    """Train the alignment on CATALOG's features and write a bundle to OUT."""
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from connectors import SourceError
+    from connectors.sources import open_catalog
+    from plugin.alignment import train_bundle
+    from plugin.evaluate import format_table
+    from plugin.weights import WeightsError
+    from schemas import TrainConfig
+
+    base = json.loads(Path(config_file).read_text()) if config_file else {}
+    given = {name: value for name, value in dict(dim=dim, rank=rank, seed=seed, test_fraction=test_fraction,
+                                                 init=init, fusion=fusion).items()
+             if not config_file or ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+    if not config_file or ctx.get_parameter_source("epochs") != click.core.ParameterSource.DEFAULT:
+        given.update(epochs=epochs, teacher_epochs=epochs)
+    if no_distill:
+        given["distill"] = False
+    try:
+        cfg = TrainConfig.model_validate({**base, **given})
+    except ValidationError as exc:
+        _fail(f"invalid training config: {exc}")
+    echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    try:
+        source = open_catalog(catalog, media_root=media_root, format=fmt)
+        summary = train_bundle(source, out, preset=preset, features_dir=features_dir, cfg=cfg,
+                               weights=_parse_weights(weights), interactions=interactions, device=device,
+                               show_progress=sys.stderr.isatty(), echo=echo)
+    except (SourceError, RegistryError, WeightsError, ValueError) as exc:
+        _fail(str(exc))
+    results = summary["metrics"]["results"]
+    if as_json:
+        click.echo(json.dumps({"bundle_id": summary["bundle_id"], "n_items": summary["metrics"]["n_items"],
+                               "results": results}, indent=2))
+        return
+    params = summary["parameters"]
+    click.echo(f"bundle {summary['bundle_id']} -> {out} ({summary['seconds']}s)")
+    click.echo(f"parameters: student {params['student']:,}, teacher {params['teacher']:,} "
+               f"(ratio 1/{params['teacher'] / max(params['student'], 1):.0f})")
+    click.echo(f"held-out test items: {summary['metrics']['n_items']}")
+    click.echo(format_table(results))
+
+
+@main.command("eval")
+@click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("catalog", required=False, type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--device", default="auto", show_default=True)
+@catalog_options
+def eval_command(bundle_path, catalog, as_json, device, fmt, media_root, features_dir):
+    """Evaluate a bundle on its held-out items: every model, every query -> target pair."""
+    from connectors import SourceError
+    from connectors.sources import open_catalog
+    from plugin.alignment import evaluate_bundle
+    from plugin.bundle import BundleError
+    from plugin.evaluate import format_table
+
+    try:
+        source = open_catalog(catalog, media_root=media_root, format=fmt) if catalog else None
+        report = evaluate_bundle(bundle_path, source, features_dir=features_dir, device=device)
+    except (SourceError, BundleError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"bundle {report['bundle_id']}: {report['n_items']} held-out items")
+    click.echo(format_table(report["results"]))
+
+
 # -- schemas -----------------------------------------------------------------------------------
 @main.group()
 def schemas() -> None:

@@ -80,12 +80,17 @@ def extract_features(
     shard_size: int = DEFAULT_SHARD_SIZE,
     show_progress: bool = False,
     build_encoder: Callable | None = None,
+    specs: Mapping[Modality, EncoderSpec] | None = None,
 ) -> FeatureReport:
-    """Encode every item's modalities into ``out_dir``; returns the per-modality counts."""
+    """Encode every item's modalities into ``out_dir``; returns the per-modality counts.
+
+    ``specs`` (modality -> encoder spec) overrides the preset, e.g. with the specs a bundle recorded.
+    """
     started = time.perf_counter()
     if not isinstance(catalog, Catalog):
         catalog = open_catalog(catalog)
-    specs = preset_specs(preset, weights, modalities)
+    if specs is None:
+        specs = preset_specs(preset, weights, modalities)
     out_dir = Path(out_dir)
     cache = FeatureCache(out_dir)
     letters = DeadLetterWriter(dead_letter or out_dir / "dead_letter.jsonl")

@@ -6,11 +6,24 @@ import torch
 import torch.nn.functional as F
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
-    """Symmetric InfoNCE: row i of ``a`` and row i of ``b`` are positives, the rest negatives."""
+def info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor | float,
+             soft_targets: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE: row i of ``a`` and row i of ``b`` are positives, the rest negatives.
+
+    ``soft_targets`` (n, n), rows summing to 1, spreads the positive mass over near-duplicate
+    items (e.g. two stamps both described "A frog."), which are otherwise false negatives.
+    """
     logits = logit_scale * a @ b.T
-    target = torch.arange(len(a), device=a.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    if soft_targets is None:
+        target = torch.arange(len(a), device=a.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    return 0.5 * (F.cross_entropy(logits, soft_targets) + F.cross_entropy(logits.T, soft_targets.T))
+
+
+def soft_targets_from(reference: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Row-stochastic targets from a reference similarity (unit rows): near-identical items share mass."""
+    sim = reference @ reference.T
+    return F.softmax(sim / temperature, dim=1)
 
 
 def relational_ce(teacher_a: torch.Tensor, teacher_b: torch.Tensor, student_a: torch.Tensor,

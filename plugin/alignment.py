@@ -1,0 +1,205 @@
+"""``mmalign train`` and ``mmalign eval``: from a catalog's cached features to a bundle and its metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from connectors.sources import Catalog, open_catalog
+from plugin.evaluate import evaluate_embedder, primary_metric
+from plugin.feature_cache import FeatureCache
+from plugin.features import extract_features, preset_specs
+from plugin.paired import PairedFeatures, split_items
+from plugin.registry import DEFAULT_PRESET, encoder_id
+from schemas import Modality, TrainConfig
+from schemas.encoders import EncoderSpec
+
+log = logging.getLogger(__name__)
+MODELS = ("raw", "svd", "cca", "teacher", "student")
+
+
+def load_paired(cache: FeatureCache, specs: dict[Modality, EncoderSpec], item_ids: Sequence[str]) -> PairedFeatures:
+    """Features of ``item_ids`` from the cache; items with no cached modality are left out."""
+    tables = {m: cache.load(m, spec, list(item_ids)) for m, spec in specs.items()}
+    have = set().union(*(t.item_ids for t in tables.values())) if tables else set()
+    ids = [i for i in item_ids if i in have]
+    features, masks = {}, {}
+    for m, table in tables.items():
+        position = {item: n for n, item in enumerate(table.item_ids)}
+        matrix = np.zeros((len(ids), specs[m].dim), dtype=np.float32)
+        mask = np.zeros(len(ids), dtype=bool)
+        for n, item in enumerate(ids):
+            row = position.get(item)
+            if row is not None:
+                matrix[n], mask[n] = table.features[row], True
+        features[m], masks[m] = matrix, mask
+    data = PairedFeatures.from_arrays(ids, features, masks)
+    data.encoder_ids = {m: encoder_id(s) for m, s in specs.items()}
+    return data
+
+
+def _catalog_features(catalog, features_dir, preset, weights, device, show_progress):
+    """Make sure the cache holds the catalog's features (a rerun only encodes what is new)."""
+    if not isinstance(catalog, Catalog):
+        catalog = open_catalog(catalog)
+    specs = preset_specs(preset, weights)
+    report = extract_features(catalog, features_dir, preset=preset, weights=weights, device=device,
+                              show_progress=show_progress)
+    items = catalog.items()
+    data = load_paired(FeatureCache(features_dir), specs, [i.id for i in items])
+    return catalog, specs, report, data
+
+
+class RawEmbedder:
+    """Raw encoder features, where two modalities' encoders share one space (e.g. CLIP image/text)."""
+
+    def __init__(self, modalities):
+        self.modalities = list(modalities)
+
+    def embed(self, modality, x):
+        return np.asarray(x, dtype=np.float32)
+
+    def fuse(self, data):
+        total = sum(np.where(data.masks[m][:, None], data.features[m] / np.maximum(
+            np.linalg.norm(data.features[m], axis=1, keepdims=True), 1e-12), 0) for m in self.modalities)
+        return total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)
+
+
+def shared_space_modalities(specs: Mapping[Modality, EncoderSpec]) -> list[Modality]:
+    """Modalities whose encoders are two towers of one open_clip model (same arch and weights)."""
+    clip = [(m, s) for m, s in specs.items() if s.kind in ("open_clip_image", "open_clip_text")]
+    if len(clip) == 2 and clip[0][1].arch == clip[1][1].arch and clip[0][1].weights == clip[1][1].weights:
+        return [m for m, _ in clip]
+    return []
+
+
+def train_bundle(catalog, out: str | Path, *, preset: str = DEFAULT_PRESET, features_dir: str | Path,
+                 cfg: TrainConfig | None = None, weights: Mapping[str, str] | None = None,
+                 interactions: str | Path | None = None, device: str = "auto", show_progress: bool = False,
+                 echo: Callable[[str], None] = log.info) -> dict:
+    """Fit svd/cca baselines, the teacher and the distilled student; save the bundle; return the summary."""
+    import torch
+
+    from plugin.bundle import save_bundle
+    from plugin.train import TorchEmbedder, build_student, fit_cca, fit_svd, train_student, train_teacher
+
+    cfg = cfg or TrainConfig()
+    started = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    catalog, specs, feature_report, data = _catalog_features(catalog, features_dir, preset, weights, device,
+                                                             show_progress)
+    if len(data.modalities) < 2:
+        raise ValueError(f"alignment needs at least two modalities with features; have "
+                         f"{[m.value for m in data.modalities]}")
+    specs = {m: s for m, s in specs.items() if m in data.modalities}
+    data = PairedFeatures(data.item_ids, {m: data.features[m] for m in specs}, {m: data.masks[m] for m in specs},
+                          data.encoder_ids)
+    train_ids, val_ids, test_ids = split_items(data.item_ids, cfg.test_fraction, cfg.val_fraction, cfg.seed)
+    train, val = data.select(train_ids), data.select(val_ids)
+    if len(val) < 2:
+        raise ValueError(f"the validation split has {len(val)} items; lower --test-fraction or add items")
+    echo(f"items: {len(data)} (train {len(train)}, val {len(val)}, test {len(test_ids)}); "
+         f"modalities: {', '.join(f'{m.value}={int(data.masks[m].sum())}' for m in data.modalities)}")
+
+    t0 = time.perf_counter()
+    best = None
+    for reg in cfg.cca_regs:
+        fit = fit_cca(train, cfg.rank, reg, cfg.cca_power)
+        model = build_student(train.dims(), cfg, fit)
+        score = primary_metric(evaluate_embedder("cca", TorchEmbedder(model, "cca"), val, with_fused=False))
+        echo(f"cca reg={reg}: val {score:.3f}")
+        if best is None or score > best[0]:
+            best = (score, reg, fit, model)
+    _, reg, cca_fit, cca_model = best
+    svd_model = build_student(train.dims(), cfg, fit_svd(train, cfg.rank))
+    baselines = {"svd": svd_model, "cca": cca_model}
+    closed_form_s = time.perf_counter() - t0
+
+    cooccurrence = None
+    if interactions is not None:
+        from plugin.interactions import cooccurrence_matrix
+
+        cooccurrence = cooccurrence_matrix(interactions, train.item_ids)
+        echo(f"interactions: co-occurrence over {int((cooccurrence.sum(1) > 0).sum())} training items")
+
+    t0 = time.perf_counter()
+    teacher_fit = fit_cca(train, cfg.dim, reg, cfg.cca_power)
+    teacher, teacher_result = train_teacher(train, val, cfg, teacher_fit, cooccurrence)
+    teacher_s = time.perf_counter() - t0
+    echo(f"teacher: best val {teacher_result.best_val:.3f} at epoch {teacher_result.best_epoch} "
+         f"({len(teacher_result.history) - 1} epochs, {teacher_s:.1f}s)")
+    t0 = time.perf_counter()
+    student, student_result = train_student(train, val, cfg, cca_fit if cfg.init == "cca" else (
+        fit_svd(train, cfg.rank) if cfg.init == "svd" else None), teacher if cfg.distill else None)
+    student_s = time.perf_counter() - t0
+    echo(f"student: best val {student_result.best_val:.3f} at epoch {student_result.best_epoch} "
+         f"({len(student_result.history) - 1} epochs, {student_s:.1f}s)")
+
+    test = data.select(test_ids)
+    models = {"svd": svd_model, "cca": cca_model, "teacher": teacher, "student": student}
+    results = _evaluate_models(models, test, shared_space_modalities(specs))
+    summary = {
+        "split": {"seed": cfg.seed, "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction,
+                  "n_train": len(train), "n_val": len(val), "test_ids": test_ids},
+        "training_summary": {
+            "cca_reg": reg,
+            "teacher": {"best_epoch": teacher_result.best_epoch, "best_val": teacher_result.best_val,
+                        "epochs_run": len(teacher_result.history) - 1, "seconds": round(teacher_s, 2)},
+            "student": {"best_epoch": student_result.best_epoch, "best_val": student_result.best_val,
+                        "epochs_run": len(student_result.history) - 1, "seconds": round(student_s, 2)},
+            "closed_form_seconds": round(closed_form_s, 2),
+            "interactions": str(interactions) if interactions else None,
+        },
+        "parameters": {"student": student.n_parameters(), "teacher": teacher.n_parameters()},
+        "metrics": {"split": "test", "n_items": len(test), "results": results},
+        "preset": preset,
+    }
+    bundle_id = save_bundle(out, specs=specs, cfg=cfg, student=student, teacher=teacher, baselines=baselines,
+                            summary=summary)
+    summary["bundle_id"] = bundle_id
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    summary["feature_report"] = feature_report
+    return summary
+
+
+def _evaluate_models(models: dict, data: PairedFeatures, raw_modalities: list[Modality]) -> list[dict]:
+    from plugin.train import TorchEmbedder
+
+    results = []
+    if raw_modalities:
+        results += evaluate_embedder("raw", RawEmbedder(raw_modalities), data)
+    for name, model in models.items():
+        if model is not None:
+            results += evaluate_embedder(name, TorchEmbedder(model, name), data)
+    return results
+
+
+def evaluate_bundle(bundle_path: str | Path, catalog=None, *, features_dir: str | Path,
+                    item_ids: Sequence[str] | None = None, device: str = "auto",
+                    show_progress: bool = False) -> dict:
+    """Metrics of every model in the bundle on its held-out items (or on ``item_ids``).
+
+    With a catalog, features are (re)extracted into the cache first; without one, the cache must
+    already hold them.
+    """
+    from plugin.bundle import load_bundle
+
+    bundle = load_bundle(bundle_path)
+    specs = {m: bundle.encoder_spec(m) for m in bundle.modalities}
+    if catalog is not None:
+        if not isinstance(catalog, Catalog):
+            catalog = open_catalog(catalog)
+        extract_features(catalog, features_dir, specs=specs, device=device, show_progress=show_progress)
+    ids = list(item_ids) if item_ids is not None else list(bundle.config["split"]["test_ids"])
+    data = load_paired(FeatureCache(features_dir), specs, ids)
+    if len(data) == 0:
+        raise ValueError(f"none of the {len(ids)} evaluation items has cached features in {str(features_dir)!r}; "
+                         f"pass the catalog so that they are extracted")
+    models = {"svd": bundle.baselines.get("svd"), "cca": bundle.baselines.get("cca"), "teacher": bundle.teacher,
+              "student": bundle.student}
+    results = _evaluate_models(models, data, shared_space_modalities(specs))
+    return {"bundle_id": bundle.bundle_id, "n_items": len(data), "results": results}
