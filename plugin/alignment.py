@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -77,93 +78,122 @@ def shared_space_modalities(specs: Mapping[Modality, EncoderSpec]) -> list[Modal
     return []
 
 
-def train_bundle(catalog, out: str | Path, *, preset: str = DEFAULT_PRESET, features_dir: str | Path,
-                 cfg: TrainConfig | None = None, weights: Mapping[str, str] | None = None,
-                 interactions: str | Path | None = None, device: str = "auto", show_progress: bool = False,
-                 echo: Callable[[str], None] = log.info) -> dict:
-    """Fit svd/cca baselines, the teacher and the distilled student; save the bundle; return the summary."""
+@dataclass
+class AlignmentResult:
+    """Everything one training run produced, before it is written as a bundle."""
+
+    models: dict  # svd, cca, teacher, student
+    split: dict
+    training_summary: dict
+    test: PairedFeatures
+    results: list[dict]
+
+
+def fit_alignment(data: PairedFeatures, cfg: TrainConfig, *, cooccurrence: np.ndarray | None = None,
+                  raw_modalities: Sequence[Modality] = (), echo: Callable[[str], None] = log.info
+                  ) -> AlignmentResult:
+    """Split, fit svd/cca (CCA ridge picked on val), train the teacher, distil the student, test."""
     import torch
 
-    from plugin.bundle import save_bundle
     from plugin.train import TorchEmbedder, build_student, fit_cca, fit_svd, train_student, train_teacher
 
-    cfg = cfg or TrainConfig()
-    started = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    catalog, specs, feature_report, data = _catalog_features(catalog, features_dir, preset, weights, device,
-                                                             show_progress)
     if len(data.modalities) < 2:
         raise ValueError(f"alignment needs at least two modalities with features; have "
                          f"{[m.value for m in data.modalities]}")
-    specs = {m: s for m, s in specs.items() if m in data.modalities}
-    data = PairedFeatures(data.item_ids, {m: data.features[m] for m in specs}, {m: data.masks[m] for m in specs},
-                          data.encoder_ids)
     train_ids, val_ids, test_ids = split_items(data.item_ids, cfg.test_fraction, cfg.val_fraction, cfg.seed)
-    train, val = data.select(train_ids), data.select(val_ids)
+    train, val, test = data.select(train_ids), data.select(val_ids), data.select(test_ids)
     if len(val) < 2:
         raise ValueError(f"the validation split has {len(val)} items; lower --test-fraction or add items")
-    echo(f"items: {len(data)} (train {len(train)}, val {len(val)}, test {len(test_ids)}); "
+    echo(f"items: {len(data)} (train {len(train)}, val {len(val)}, test {len(test)}); "
          f"modalities: {', '.join(f'{m.value}={int(data.masks[m].sum())}' for m in data.modalities)}")
-
     t0 = time.perf_counter()
     best = None
     for reg in cfg.cca_regs:
-        fit = fit_cca(train, cfg.rank, reg, cfg.cca_power)
-        model = build_student(train.dims(), cfg, fit)
+        model = build_student(train.dims(), cfg, fit_cca(train, cfg.rank, reg, cfg.cca_power))
         score = primary_metric(evaluate_embedder("cca", TorchEmbedder(model, "cca"), val, with_fused=False))
         echo(f"cca reg={reg}: val {score:.3f}")
         if best is None or score > best[0]:
-            best = (score, reg, fit, model)
-    _, reg, cca_fit, cca_model = best
-    svd_model = build_student(train.dims(), cfg, fit_svd(train, cfg.rank))
-    baselines = {"svd": svd_model, "cca": cca_model}
+            best = (score, reg, model)
+    _, reg, cca_model = best
+    cca_fit = fit_cca(train, cfg.rank, reg, cfg.cca_power)
+    svd_fit = fit_svd(train, cfg.rank)
+    svd_model = build_student(train.dims(), cfg, svd_fit)
     closed_form_s = time.perf_counter() - t0
 
-    cooccurrence = None
-    if interactions is not None:
-        from plugin.interactions import cooccurrence_matrix
-
-        cooccurrence = cooccurrence_matrix(interactions, train.item_ids)
-        echo(f"interactions: co-occurrence over {int((cooccurrence.sum(1) > 0).sum())} training items")
-
     t0 = time.perf_counter()
-    teacher_fit = fit_cca(train, cfg.dim, reg, cfg.cca_power)
-    teacher, teacher_result = train_teacher(train, val, cfg, teacher_fit, cooccurrence)
+    teacher, teacher_result = train_teacher(train, val, cfg, fit_cca(train, cfg.dim, reg, cfg.cca_power),
+                                            _align_cooccurrence(cooccurrence, data, train_ids))
     teacher_s = time.perf_counter() - t0
     echo(f"teacher: best val {teacher_result.best_val:.3f} at epoch {teacher_result.best_epoch} "
          f"({len(teacher_result.history) - 1} epochs, {teacher_s:.1f}s)")
     t0 = time.perf_counter()
-    student, student_result = train_student(train, val, cfg, cca_fit if cfg.init == "cca" else (
-        fit_svd(train, cfg.rank) if cfg.init == "svd" else None), teacher if cfg.distill else None)
+    init = {"cca": cca_fit, "svd": svd_fit, "random": None}[cfg.init]
+    student, student_result = train_student(train, val, cfg, init, teacher if cfg.distill else None)
     student_s = time.perf_counter() - t0
     echo(f"student: best val {student_result.best_val:.3f} at epoch {student_result.best_epoch} "
          f"({len(student_result.history) - 1} epochs, {student_s:.1f}s)")
-
-    test = data.select(test_ids)
     models = {"svd": svd_model, "cca": cca_model, "teacher": teacher, "student": student}
-    results = _evaluate_models(models, test, shared_space_modalities(specs))
-    summary = {
-        "split": {"seed": cfg.seed, "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction,
-                  "n_train": len(train), "n_val": len(val), "test_ids": test_ids},
-        "training_summary": {
+    return AlignmentResult(
+        models=models,
+        split={"seed": cfg.seed, "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction,
+               "n_train": len(train), "n_val": len(val), "test_ids": test_ids},
+        training_summary={
             "cca_reg": reg,
             "teacher": {"best_epoch": teacher_result.best_epoch, "best_val": teacher_result.best_val,
                         "epochs_run": len(teacher_result.history) - 1, "seconds": round(teacher_s, 2)},
             "student": {"best_epoch": student_result.best_epoch, "best_val": student_result.best_val,
                         "epochs_run": len(student_result.history) - 1, "seconds": round(student_s, 2)},
             "closed_form_seconds": round(closed_form_s, 2),
-            "interactions": str(interactions) if interactions else None,
         },
+        test=test,
+        results=_evaluate_models(models, test, list(raw_modalities)),
+    )
+
+
+def _align_cooccurrence(cooccurrence, data: PairedFeatures, train_ids: list[str]):
+    """Restrict an (N, N) co-occurrence over ``data`` to the training items, in train order."""
+    if cooccurrence is None:
+        return None
+    position = {item: n for n, item in enumerate(data.item_ids)}
+    idx = np.array([position[i] for i in train_ids])
+    return np.asarray(cooccurrence)[np.ix_(idx, idx)]
+
+
+def train_bundle(catalog, out: str | Path, *, preset: str = DEFAULT_PRESET, features_dir: str | Path,
+                 cfg: TrainConfig | None = None, weights: Mapping[str, str] | None = None,
+                 interactions: str | Path | None = None, device: str = "auto", show_progress: bool = False,
+                 echo: Callable[[str], None] = log.info) -> dict:
+    """Features (cached) -> :func:`fit_alignment` -> bundle on disk; returns the summary."""
+    from plugin.bundle import save_bundle
+
+    cfg = cfg or TrainConfig()
+    started = time.perf_counter()
+    catalog, specs, feature_report, data = _catalog_features(catalog, features_dir, preset, weights, device,
+                                                             show_progress)
+    specs = {m: s for m, s in specs.items() if m in data.modalities}
+    data = PairedFeatures(data.item_ids, {m: data.features[m] for m in specs}, {m: data.masks[m] for m in specs},
+                          data.encoder_ids)
+    cooccurrence = None
+    if interactions is not None:
+        from plugin.interactions import cooccurrence_matrix
+
+        cooccurrence = cooccurrence_matrix(interactions, data.item_ids)
+        echo(f"interactions: {int((cooccurrence.sum(1) > 0).sum())} items co-occur with another")
+    result = fit_alignment(data, cfg, cooccurrence=cooccurrence, raw_modalities=shared_space_modalities(specs),
+                           echo=echo)
+    student, teacher = result.models["student"], result.models["teacher"]
+    summary = {
+        "split": result.split,
+        "training_summary": {**result.training_summary, "interactions": str(interactions) if interactions else None},
         "parameters": {"student": student.n_parameters(), "teacher": teacher.n_parameters()},
-        "metrics": {"split": "test", "n_items": len(test), "results": results},
+        "metrics": {"split": "test", "n_items": len(result.test), "results": result.results},
         "preset": preset,
     }
-    bundle_id = save_bundle(out, specs=specs, cfg=cfg, student=student, teacher=teacher, baselines=baselines,
-                            summary=summary)
-    summary["bundle_id"] = bundle_id
-    summary["seconds"] = round(time.perf_counter() - started, 1)
-    summary["feature_report"] = feature_report
-    return summary
+    bundle_id = save_bundle(out, specs=specs, cfg=cfg, student=student, teacher=teacher,
+                            baselines={k: result.models[k] for k in ("svd", "cca")}, summary=summary)
+    return {**summary, "bundle_id": bundle_id, "seconds": round(time.perf_counter() - started, 1),
+            "feature_report": feature_report}
 
 
 def _evaluate_models(models: dict, data: PairedFeatures, raw_modalities: list[Modality]) -> list[dict]:
