@@ -29,6 +29,26 @@ def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
     return weights
 
 
+def store_options(fn):
+    """--qdrant-path | --qdrant-url [--api-key] [--grpc]: shared by every command that opens the store."""
+    fn = click.option("--grpc", is_flag=True, help="Use gRPC with a server.")(fn)
+    fn = click.option("--api-key", envvar="QDRANT_API_KEY", help="Server API key (or $QDRANT_API_KEY).")(fn)
+    fn = click.option("--qdrant-url", envvar="QDRANT_URL", help="Qdrant server URL (or $QDRANT_URL).")(fn)
+    fn = click.option("--qdrant-path", help="Embedded store folder (default ./mmalign-data/qdrant), or :memory:.")(fn)
+    return fn
+
+
+def store_config(qdrant_path, qdrant_url, api_key, grpc):
+    from pydantic import ValidationError
+
+    from schemas import StoreConfig
+
+    try:
+        return StoreConfig(path=qdrant_path, url=qdrant_url, api_key=api_key, prefer_grpc=grpc)
+    except ValidationError as exc:
+        _fail("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors()))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mmalign")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
@@ -237,6 +257,102 @@ def eval_command(bundle_path, catalog, as_json, device, fmt, media_root, feature
     click.echo(format_table(report["results"]))
 
 
+# -- ingest / search -----------------------------------------------------------------------------
+def _print_ingest(report) -> None:
+    click.echo(f"collection {report.collection} (-> {report.physical_collection}), bundle {report.bundle_id}")
+    click.echo(f"ok {report.ok}, unchanged {report.unchanged}, failed {report.failed}"
+               + (f", degraded {report.degraded}" if report.degraded else "") + f" in {report.seconds:.1f}s")
+    for name, stage in report.stages.items():
+        click.echo(f"  {name:<11}{stage.items:>7} items {stage.seconds:>8.2f}s {stage.items_per_s:>9.1f} items/s")
+    if report.failed or report.degraded:
+        click.echo(f"problems written to {report.dead_letter}")
+
+
+@main.command()
+@click.argument("catalog", type=click.Path(exists=True))
+@click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--collection", required=True, help="Name apps query (an alias to NAME__vN).")
+@click.option("--batch-size", "chunk_size", default=256, show_default=True, type=click.IntRange(min=1),
+              help="Items per chunk (encode, project, upsert).")
+@click.option("--dead-letter", type=click.Path(dir_okay=False))
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@catalog_options
+@store_options
+def ingest(catalog, bundle_path, collection, chunk_size, dead_letter, device, as_json, fmt, media_root, features_dir,
+           qdrant_path, qdrant_url, api_key, grpc):
+    """Embed CATALOG with BUNDLE and upsert it into COLLECTION (idempotent, incremental, resumable)."""
+    from connectors import SourceError
+    from connectors.sources import open_catalog
+    from connectors.store import StoreError
+    from plugin.bundle import BundleError
+    from plugin.ingest import ingest as run_ingest
+
+    config = store_config(qdrant_path, qdrant_url, api_key, grpc)
+    try:
+        report = run_ingest(open_catalog(catalog, media_root=media_root, format=fmt), bundle=bundle_path,
+                            collection=collection, store=config, features_dir=features_dir, chunk_size=chunk_size,
+                            dead_letter=dead_letter, device=device, show_progress=sys.stderr.isatty())
+    except (SourceError, StoreError, BundleError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+    else:
+        _print_ingest(report)
+
+
+def print_hits(hits, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([h.to_json() for h in hits], indent=2, default=str))
+        return
+    if not hits:
+        click.echo("no results")
+    for rank, hit in enumerate(hits, start=1):
+        text = hit.payload.get("text") or ""
+        mods = ",".join(hit.payload.get("modalities", []))
+        click.echo(f"{rank:>3}. {hit.score:7.4f}  {hit.id:<40} [{mods}] {text[:60]}")
+
+
+@main.command()
+@click.option("--collection", required=True)
+@click.option("--text", "texts", multiple=True, help="Text query (repeatable).")
+@click.option("--image", "images", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Image file query (repeatable).")
+@click.option("--audio", "audios", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Audio file query (repeatable).")
+@click.option("--like", "likes", multiple=True, help="Item id: more like this (repeatable).")
+@click.option("--using", type=click.Choice(["fused", "image", "text", "audio"]), default="fused", show_default=True,
+              help="Which stored vector to search.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE", help="Payload filter (repeatable; AND "
+              "across keys, OR within a key).")
+@click.option("--fusion", type=click.Choice(["rrf", "mean"]), default="rrf", show_default=True,
+              help="How several query inputs are combined.")
+@click.option("--bundle", "bundle_path", type=click.Path(exists=True, file_okay=False),
+              help="Default: the bundle the collection was built with.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help='Print [{"id", "score", "payload"}, ...].')
+@store_options
+def search(collection, texts, images, audios, likes, using, k, filters, fusion, bundle_path, device, as_json,
+           qdrant_path, qdrant_url, api_key, grpc):
+    """Cross-modal search: any query modality against any named vector."""
+    from connectors.store import StoreError
+    from plugin.bundle import BundleError
+    from plugin.search import Searcher, parse_filters
+
+    try:
+        searcher = Searcher(collection, store=store_config(qdrant_path, qdrant_url, api_key, grpc),
+                            bundle=bundle_path, device=device)
+        try:
+            hits = searcher.search(text=texts, image=images, audio=audios, like=likes, using=using, k=k,
+                                   filters=parse_filters(filters), fusion=fusion)
+        finally:
+            searcher.close()
+    except (StoreError, BundleError, ValueError) as exc:
+        _fail(str(exc))
+    print_hits(hits, as_json)
+
+
 # -- schemas -----------------------------------------------------------------------------------
 @main.group()
 def schemas() -> None:
@@ -254,26 +370,6 @@ def schemas_export(out_dir: str) -> None:
 
 
 # -- store -------------------------------------------------------------------------------------
-def store_options(fn):
-    """--qdrant-path | --qdrant-url [--api-key] [--grpc]: shared by every command that opens the store."""
-    fn = click.option("--grpc", is_flag=True, help="Use gRPC with a server.")(fn)
-    fn = click.option("--api-key", envvar="QDRANT_API_KEY", help="Server API key (or $QDRANT_API_KEY).")(fn)
-    fn = click.option("--qdrant-url", envvar="QDRANT_URL", help="Qdrant server URL (or $QDRANT_URL).")(fn)
-    fn = click.option("--qdrant-path", help="Embedded store folder (default ./mmalign-data/qdrant), or :memory:.")(fn)
-    return fn
-
-
-def store_config(qdrant_path, qdrant_url, api_key, grpc):
-    from pydantic import ValidationError
-
-    from schemas import StoreConfig
-
-    try:
-        return StoreConfig(path=qdrant_path, url=qdrant_url, api_key=api_key, prefer_grpc=grpc)
-    except ValidationError as exc:
-        _fail("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors()))
-
-
 @main.group()
 def store() -> None:
     """The Qdrant store (embedded by default, or a server by URL)."""

@@ -81,10 +81,15 @@ def extract_features(
     show_progress: bool = False,
     build_encoder: Callable | None = None,
     specs: Mapping[Modality, EncoderSpec] | None = None,
+    items: Sequence[CatalogItem] | None = None,
+    encoder_pool: dict | None = None,
+    letters: DeadLetterWriter | None = None,
 ) -> FeatureReport:
     """Encode every item's modalities into ``out_dir``; returns the per-modality counts.
 
     ``specs`` (modality -> encoder spec) overrides the preset, e.g. with the specs a bundle recorded.
+    ``items`` encodes only these (already parsed) items of the catalog, and ``encoder_pool`` keeps
+    built encoders between calls: ingest calls this chunk by chunk.
     """
     started = time.perf_counter()
     if not isinstance(catalog, Catalog):
@@ -93,20 +98,25 @@ def extract_features(
         specs = preset_specs(preset, weights, modalities)
     out_dir = Path(out_dir)
     cache = FeatureCache(out_dir)
-    letters = DeadLetterWriter(dead_letter or out_dir / "dead_letter.jsonl")
+    letters = letters or DeadLetterWriter(dead_letter or out_dir / "dead_letter.jsonl")
     if build_encoder is None:
         from plugin.encoders import build_encoder
+    pool = encoder_pool if encoder_pool is not None else {}
 
-    items: list[CatalogItem] = []
     report = FeatureReport(catalog=str(catalog.path), preset=preset, out_dir=str(out_dir),
                            dead_letter=str(letters.path))
-    for record in catalog.records():
-        if record.item is None:
-            report.records_invalid += 1
-            letters.write_error(record.error, stage="parse", source=record.source)
-        else:
-            report.records_ok += 1
-            items.append(record.item)
+    if items is not None:
+        items = list(items)
+        report.records_ok = len(items)
+    else:
+        items = []
+        for record in catalog.records():
+            if record.item is None:
+                report.records_invalid += 1
+                letters.write_error(record.error, stage="parse", source=record.source)
+            else:
+                report.records_ok += 1
+                items.append(record.item)
 
     for modality, spec in specs.items():
         counts = ModalityCounts(encoder=spec.name, encoder_id=encoder_id(spec), dim=spec.dim)
@@ -115,7 +125,10 @@ def extract_features(
         if not todo:
             continue
         t0 = time.perf_counter()
-        encoder = build_encoder(spec, device=device)
+        key = encoder_id(spec)
+        if key not in pool:
+            pool[key] = build_encoder(spec, device=device)
+        encoder = pool[key]
         counts.load_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
         _encode_jobs(encoder, todo, cache, spec, counts, letters, batch_size=batch_size, workers=workers,

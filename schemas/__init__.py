@@ -14,7 +14,14 @@ from schemas.encoders import (
     TimmImageSpec,
     WhisperCT2AudioSpec,
 )
-from schemas.reports import DeadLetterRecord, EncoderInfo, FeatureReport, ModalityCounts
+from schemas.reports import (
+    DeadLetterRecord,
+    EncoderInfo,
+    FeatureReport,
+    IngestReport,
+    ModalityCounts,
+    StageTiming,
+)
 from schemas.store import StoreConfig
 from schemas.training import EvalReport, RetrievalResult, TrainConfig
 
@@ -32,6 +39,7 @@ EXPORTED_MODELS = {
     "dead_letter_record": DeadLetterRecord,
     "train_config": TrainConfig,
     "eval_report": EvalReport,
+    "ingest_report": IngestReport,
 }
 
 __all__ = [
@@ -54,6 +62,8 @@ __all__ = [
     "EncoderInfo",
     "FeatureReport",
     "ModalityCounts",
+    "IngestReport",
+    "StageTiming",
     "StoreConfig",
     "TrainConfig",
     "EvalReport",

@@ -70,3 +70,33 @@ class DeadLetterRecord(BaseModel):
     path: str | None = None
     source: str | None = Field(default=None, description="Catalog file and line/row, where known.")
     at: datetime
+
+
+class StageTiming(BaseModel):
+    """Wall time of one pipeline stage; stages overlap, so they do not add up to the total."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float = 0.0
+    items: int = 0
+
+    @property
+    def items_per_s(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else 0.0
+
+
+class IngestReport(BaseModel):
+    """Summary of ``mmalign ingest``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str
+    physical_collection: str
+    bundle_id: str
+    ok: int = Field(0, description="Upserted in this run.")
+    unchanged: int = Field(0, description="Skipped: same content hash and bundle already stored.")
+    failed: int = Field(0, description="Not upserted: invalid record or no usable modality.")
+    degraded: int = Field(0, description="Upserted without a modality that failed to load (see dead letter).")
+    stages: dict[str, StageTiming] = Field(default_factory=dict)
+    seconds: float = 0.0
+    dead_letter: str | None = None

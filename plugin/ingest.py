@@ -1,0 +1,268 @@
+"""``mmalign ingest``: catalog -> features (cached) -> student projection -> fusion -> Qdrant.
+
+The catalog is processed in chunks. Per chunk: skip items whose content hash and bundle are
+already stored, encode the rest through the feature cache (decode threads + batched encoder),
+project and fuse, and hand the points to a background upsert thread, so the next chunk is
+encoded while this one is written. Point ids are uuid5(item id) and unchanged items are
+skipped, so a rerun after a crash finishes the job without duplicates or loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from connectors.dead_letter import DeadLetterWriter
+from connectors.errors import ItemError
+from connectors.media import file_sha256
+from connectors.sources import Catalog, open_catalog
+from connectors.store import PointData, StoreError, VectorStore
+from plugin.feature_cache import FeatureCache
+from plugin.features import extract_features, text_hash
+from plugin.versions import resolve_for_write
+from schemas import CatalogItem, IngestReport, Modality, StageTiming, StoreConfig, VectorName
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK = 256
+RESERVED_PAYLOAD = ("item_id", "text", "image", "audio", "metadata", "modalities", "content_hash", "bundle_id",
+                    "ingested_at")
+
+
+def modality_hashes(catalog: Catalog, item: CatalogItem) -> dict[Modality, str | None]:
+    """Content hash per modality (None where the file cannot be read: the encoder step reports why)."""
+    hashes: dict[Modality, str | None] = {}
+    for m in item.modalities:
+        if m is Modality.TEXT:
+            hashes[m] = text_hash(item.text)
+            continue
+        try:
+            hashes[m] = file_sha256(catalog.resolve(item, m))
+        except (ItemError, OSError):
+            hashes[m] = None
+    return hashes
+
+
+def item_content_hash(item: CatalogItem, hashes: dict[Modality, str | None]) -> str:
+    body = {"modalities": {m.value: h for m, h in hashes.items()}, "metadata": item.metadata,
+            "refs": {"image": item.image, "audio": item.audio}}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def build_payload(item: CatalogItem, modalities: list[Modality], content_hash: str, bundle_id: str) -> dict:
+    return {
+        "text": item.text,
+        "image": item.image,
+        "audio": item.audio,
+        "metadata": item.metadata,
+        "modalities": [m.value for m in modalities],
+        "content_hash": content_hash,
+        "bundle_id": bundle_id,
+        "ingested_at": datetime.now(timezone.utc).isoformat(),
+    }
+
+
+class _Upserter:
+    """Background writer: a bounded queue of point batches; the first failure is re-raised on close."""
+
+    def __init__(self, store: VectorStore, collection: str, timing: StageTiming, max_pending: int = 2):
+        self.store, self.collection, self.timing = store, collection, timing
+        self.queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="mmalign-upsert", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = self.queue.get()
+            if batch is None:
+                return
+            if self.error is not None:
+                continue
+            t0 = time.perf_counter()
+            try:
+                self.store.upsert(self.collection, batch)
+                self.timing.items += len(batch)
+            except BaseException as exc:  # reported by close()
+                self.error = exc
+            self.timing.seconds += time.perf_counter() - t0
+
+    def put(self, batch: list[PointData]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(batch)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def ingest(
+    catalog: Catalog | str | Path,
+    *,
+    bundle,
+    collection: str,
+    store: VectorStore | StoreConfig | None = None,
+    features_dir: str | Path = "mmalign-data/features",
+    chunk_size: int = DEFAULT_CHUNK,
+    dead_letter: str | Path | None = None,
+    device: str = "auto",
+    show_progress: bool = False,
+    pipelined: bool = True,
+    encoder_pool: dict | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Ingest a catalog into ``collection`` (an alias to a versioned collection, created on first use).
+
+    ``bundle`` is a loaded :class:`~plugin.bundle.Bundle` or a bundle path.
+    """
+    from plugin.bundle import Bundle, load_bundle
+
+    started = time.perf_counter()
+    if not isinstance(bundle, Bundle):
+        bundle_path = str(Path(bundle).resolve())
+        bundle = load_bundle(bundle, with_teacher=False)
+    else:
+        bundle_path = str(bundle.path.resolve())
+    if bundle.config["fusion"]["strategy"] != "weighted":
+        raise ValueError(f"bundle {bundle.bundle_id} uses {bundle.config['fusion']['strategy']!r} fusion, whose "
+                         f"fused vector is not of size D; ingest needs 'weighted' fusion")
+    if not isinstance(catalog, Catalog):
+        catalog = open_catalog(catalog)
+    own_store = not isinstance(store, VectorStore)
+    vs = store if isinstance(store, VectorStore) else VectorStore(store or StoreConfig())
+    specs = {m: bundle.encoder_spec(m) for m in bundle.modalities}
+    letters = DeadLetterWriter(dead_letter or Path(features_dir) / "ingest_dead_letter.jsonl")
+    record = resolve_for_write(vs, collection, bundle.dim, bundle.bundle_id,
+                               extra={"bundle_path": bundle_path, "encoders": {m.value: s.name for m, s in specs.items()}})
+    target = record.name
+    report = IngestReport(collection=collection, physical_collection=target, bundle_id=bundle.bundle_id,
+                          dead_letter=str(letters.path))
+    stages = {name: StageTiming() for name in ("read", "skip_check", "encode", "project", "upsert")}
+    report.stages = stages
+    cache = FeatureCache(features_dir)
+    pool = encoder_pool if encoder_pool is not None else {}
+
+    t0 = time.perf_counter()
+    items: list[CatalogItem] = []
+    for rec in catalog.records():
+        if rec.item is None:
+            report.failed += 1
+            letters.write_error(rec.error, stage="parse", source=rec.source)
+        else:
+            items.append(rec.item)
+    stages["read"] = StageTiming(seconds=time.perf_counter() - t0, items=len(items))
+
+    progress = None
+    if show_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(items), desc=f"ingest {collection}", unit="item")
+    upserter = _Upserter(vs, target, stages["upsert"]) if pipelined else None
+    try:
+        for number, start in enumerate(range(0, len(items), chunk_size)):
+            chunk = items[start:start + chunk_size]
+            points = _process_chunk(chunk, catalog=catalog, bundle=bundle, specs=specs, vs=vs, target=target,
+                                    cache=cache, features_dir=features_dir, letters=letters, device=device,
+                                    pool=pool, report=report, stages=stages)
+            if points:
+                if upserter is not None:
+                    upserter.put(points)
+                else:
+                    t0 = time.perf_counter()
+                    vs.upsert(target, points)
+                    stages["upsert"].seconds += time.perf_counter() - t0
+                    stages["upsert"].items += len(points)
+            if progress is not None:
+                progress.update(len(chunk))
+            if on_chunk is not None:
+                on_chunk(number)
+    finally:
+        if upserter is not None:
+            upserter.close()
+        if progress is not None:
+            progress.close()
+        if own_store:
+            vs.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _process_chunk(chunk, *, catalog, bundle, specs, vs, target, cache, features_dir, letters, device, pool,
+                   report, stages) -> list[PointData]:
+    t0 = time.perf_counter()
+    hashes = {item.id: modality_hashes(catalog, item) for item in chunk}
+    content = {item.id: item_content_hash(item, hashes[item.id]) for item in chunk}
+    stored = {p.payload.get("item_id"): p.payload for p in vs.retrieve(target, [i.id for i in chunk])}
+    todo = []
+    for item in chunk:
+        payload = stored.get(item.id)
+        if payload and payload.get("content_hash") == content[item.id] and payload.get("bundle_id") == bundle.bundle_id:
+            report.unchanged += 1
+        else:
+            todo.append(item)
+    stages["skip_check"].seconds += time.perf_counter() - t0
+    stages["skip_check"].items += len(chunk)
+    if not todo:
+        return []
+
+    t0 = time.perf_counter()
+    extract_features(catalog, features_dir, specs=specs, items=todo, encoder_pool=pool, letters=letters,
+                     device=device)
+    features: dict[Modality, dict[str, np.ndarray]] = {}
+    for m, spec in specs.items():
+        wanted = [i.id for i in todo if hashes[i.id].get(m) is not None]
+        table = cache.load(m, spec, wanted)
+        # Only features of the current content count: a stale cache row of a file that now fails is not used.
+        features[m] = {item_id: row for item_id, h, row in zip(table.item_ids, table.content_hashes, table.features)
+                       if h == hashes[item_id][m]}
+    stages["encode"].seconds += time.perf_counter() - t0
+    stages["encode"].items += len(todo)
+
+    t0 = time.perf_counter()
+    usable = [i for i in todo if any(i.id in features[m] for m in specs)]
+    for item in todo:
+        if item not in usable:
+            report.failed += 1
+            if not any(m in specs for m in item.modalities):
+                letters.write_error(ItemError(item.id, f"item has only {[m.value for m in item.modalities]}; the "
+                                                       f"bundle projects {[m.value for m in specs]}"), stage="project")
+    points = []
+    if usable:
+        import torch
+
+        n = len(usable)
+        embeddings, masks = {}, {}
+        for m in bundle.student.modalities:
+            mask = np.array([i.id in features.get(m, {}) for i in usable])
+            matrix = np.zeros((n, bundle.dim), dtype=np.float32)
+            if mask.any():
+                rows = np.stack([features[m][i.id] for i, keep in zip(usable, mask) if keep])
+                matrix[mask] = bundle.embed(m, rows)
+            embeddings[m], masks[m] = matrix, mask
+        with torch.no_grad():
+            fused = bundle.student.fusion({m: torch.from_numpy(e) for m, e in embeddings.items()},
+                                          {m: torch.from_numpy(k) for m, k in masks.items()}).numpy()
+        for row, item in enumerate(usable):
+            present = [m for m in bundle.student.modalities if masks[m][row]]
+            vectors = {VectorName(m.value): embeddings[m][row] for m in present}
+            vectors[VectorName.FUSED] = fused[row]
+            if len(present) < len([m for m in item.modalities if m in specs]):
+                report.degraded += 1
+            points.append(PointData(item.id, vectors,
+                                    build_payload(item, present, content[item.id], bundle.bundle_id)))
+        report.ok += len(points)
+    stages["project"].seconds += time.perf_counter() - t0
+    stages["project"].items += len(usable)
+    return points

@@ -1,0 +1,160 @@
+"""Cross-modal search: text, image or audio queries (several at once) against any named vector.
+
+Several query inputs are combined with Qdrant prefetch + reciprocal rank fusion (``rrf``) or
+by averaging their vectors (``mean``). ``like`` takes item ids ("more like this").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from connectors.store import StoreError, VectorStore, point_id
+from plugin.ingest import RESERVED_PAYLOAD
+from plugin.versions import resolve_for_read
+from schemas import Modality, StoreConfig, VectorName
+
+log = logging.getLogger(__name__)
+FUSIONS = ("rrf", "mean")
+
+
+@dataclass
+class Hit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "score": self.score, "payload": self.payload}
+
+
+def build_filter(filters: Mapping[str, Any] | None, exclude_ids: Sequence[str] = ()):
+    """key=value conditions (AND). Keys other than the reserved payload fields address ``metadata.<key>``;
+    a list value matches any of its elements."""
+    from qdrant_client import models
+
+    must = []
+    for key, value in (filters or {}).items():
+        path = key if key in RESERVED_PAYLOAD or key.startswith("metadata.") else f"metadata.{key}"
+        values = value if isinstance(value, (list, tuple)) else [value]
+        expanded: list = []
+        for v in values:
+            expanded.append(v)
+            if isinstance(v, str) and v.lstrip("-").isdigit():
+                expanded.append(int(v))
+        must.append(models.FieldCondition(key=path, match=models.MatchAny(any=expanded)))
+    must_not = [models.HasIdCondition(has_id=[point_id(i) for i in exclude_ids])] if exclude_ids else []
+    if not must and not must_not:
+        return None
+    return models.Filter(must=must or None, must_not=must_not or None)
+
+
+def parse_filters(values: Sequence[str]) -> dict[str, list[str]]:
+    """``["category=animals", "category=food", "lang=en"]`` -> {"category": [...], "lang": [...]}."""
+    out: dict[str, list[str]] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise ValueError(f"filter {value!r} is not KEY=VALUE")
+        out.setdefault(key.strip(), []).append(val.strip())
+    return out
+
+
+class Searcher:
+    """Keeps the bundle and the query encoders loaded between queries."""
+
+    def __init__(self, collection: str, *, store: VectorStore | StoreConfig | None = None, bundle=None,
+                 device: str = "auto", encoder_pool: dict | None = None):
+        from plugin.bundle import Bundle, load_bundle
+
+        self.store = store if isinstance(store, VectorStore) else VectorStore(store or StoreConfig())
+        self.collection = collection
+        self.record = resolve_for_read(self.store, collection)
+        if bundle is None:
+            path = self.record.extra.get("bundle_path")
+            if not path or not Path(path).exists():
+                raise StoreError(f"collection {collection!r} was built with bundle {self.record.bundle_id!r}, whose "
+                                 f"folder {path!r} is not available here; pass --bundle")
+            bundle = path
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, with_teacher=False)
+        VectorStore.check_compatible(self.record, dim=self.bundle.dim, bundle_id=self.bundle.bundle_id)
+        self.device = device
+        self._encoders = encoder_pool if encoder_pool is not None else {}
+
+    def _encoder(self, modality: Modality):
+        from plugin.encoders import build_encoder
+        from plugin.registry import encoder_id
+
+        spec = self.bundle.encoder_spec(modality)
+        key = encoder_id(spec)
+        if key not in self._encoders:
+            self._encoders[key] = build_encoder(spec, device=self.device)
+        return self._encoders[key]
+
+    def embed_query(self, modality: Modality | str, value: str | Path) -> np.ndarray:
+        """A text, or an image/audio file path -> unit vector in the shared space (D,)."""
+        modality = Modality(modality)
+        if modality not in self.bundle.modalities:
+            raise ValueError(f"bundle {self.bundle.bundle_id} has no {modality.value} projection; it has "
+                             f"{[m.value for m in self.bundle.modalities]}")
+        encoder = self._encoder(modality)
+        if modality is Modality.TEXT:
+            inputs = [str(value)]
+        else:
+            path = Path(value)
+            if not path.is_file():
+                raise ValueError(f"{modality.value} query file {str(path)!r} does not exist")
+            inputs = [encoder.load_input(path, item_id=f"query:{path.name}")]
+        features = encoder.encode(inputs, batch_size=1)
+        return self.bundle.embed(modality, features)[0]
+
+    def item_vector(self, item_id: str, using: str) -> np.ndarray:
+        [point] = self.store.retrieve(self.collection, [item_id], with_vectors=True) or [None]
+        if point is None:
+            raise ValueError(f"item {item_id!r} is not in collection {self.collection!r}")
+        vectors = point.vector or {}
+        vector = vectors.get(using) or vectors.get(VectorName.FUSED.value)
+        return np.asarray(vector, dtype=np.float32)
+
+    def search(self, *, text: Sequence[str] = (), image: Sequence[str | Path] = (), audio: Sequence[str | Path] = (),
+               like: Sequence[str] = (), using: str = "fused", k: int = 10, filters: Mapping[str, Any] | None = None,
+               fusion: str = "rrf", with_payload: bool = True) -> list[Hit]:
+        from qdrant_client import models
+
+        valid = [v.value for v in VectorName]
+        if using not in valid:
+            raise ValueError(f"--using {using!r} is not a vector name; valid: {valid}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion {fusion!r} is unknown; valid: {list(FUSIONS)}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        vectors = [self.embed_query(Modality.TEXT, t) for t in text]
+        vectors += [self.embed_query(Modality.IMAGE, p) for p in image]
+        vectors += [self.embed_query(Modality.AUDIO, p) for p in audio]
+        vectors += [self.item_vector(i, using) for i in like]
+        if not vectors:
+            raise ValueError("give at least one query: text, image, audio or like")
+        query_filter = build_filter(filters, exclude_ids=like)
+        client = self.store.client
+        if len(vectors) == 1 or fusion == "mean":
+            query = np.mean(vectors, axis=0)
+            query = query / max(np.linalg.norm(query), 1e-12)
+            response = self.store._call("query", lambda: client.query_points(
+                self.collection, query=query.tolist(), using=using, limit=k, query_filter=query_filter,
+                with_payload=with_payload))
+        else:
+            prefetch = [models.Prefetch(query=v.tolist(), using=using, limit=max(k * 4, 50), filter=query_filter)
+                        for v in vectors]
+            response = self.store._call("query", lambda: client.query_points(
+                self.collection, prefetch=prefetch, query=models.FusionQuery(fusion=models.Fusion.RRF), limit=k,
+                with_payload=with_payload))
+        return [Hit(id=(p.payload or {}).get("item_id", str(p.id)), score=float(p.score), payload=p.payload or {})
+                for p in response.points]
+
+    def close(self) -> None:
+        self.store.close()

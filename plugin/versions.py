@@ -1,0 +1,55 @@
+"""Versioned collections: apps query an alias (``catalog``) that points at ``catalog__vN``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from connectors.store import CollectionRecord, StoreError, VectorStore
+
+VERSION_SEP = "__v"
+
+
+def version_name(alias: str, version: int) -> str:
+    return f"{alias}{VERSION_SEP}{version}"
+
+
+def parse_version(name: str) -> tuple[str, int] | None:
+    match = re.fullmatch(rf"(.+){re.escape(VERSION_SEP)}(\d+)", name)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def list_versions(store: VectorStore, alias: str) -> list[str]:
+    found = [(parse_version(n), n) for n in store.list_collections()]
+    return [n for parsed, n in sorted((p, n) for p, n in found if p and p[0] == alias)]
+
+
+def resolve_for_write(store: VectorStore, name: str, dim: int, bundle_id: str,
+                      extra: Mapping[str, Any] | None = None) -> CollectionRecord:
+    """The physical collection to write ``name``'s points to, creating ``name__v1`` + alias on first use.
+
+    A plain (non-alias) collection called ``name`` is used as it is. The record must match the bundle.
+    """
+    target = store.resolve_alias(name)
+    if target is None and store.collection_exists(name):
+        target = name
+    if target is None:
+        target = version_name(name, 1)
+        if store.collection_exists(target):
+            raise StoreError(f"collection {target!r} exists but no alias {name!r} points at it; "
+                             f"point the alias (mmalign rollback) or drop {target!r}")
+        record = store.create_collection(target, dim, bundle_id=bundle_id, extra=extra)
+        store.set_alias(name, target)
+        return record
+    record = store.collection_record(target)
+    VectorStore.check_compatible(record, dim=dim, bundle_id=bundle_id)
+    return record
+
+
+def resolve_for_read(store: VectorStore, name: str) -> CollectionRecord:
+    record = store.collection_record(name)
+    if record is None:
+        existing = store.list_collections()
+        raise StoreError(f"collection {name!r} does not exist; collections: {existing}")
+    return record
