@@ -1,75 +1,19 @@
 """Turn the Debian package ``tuxpaint-stamps-default`` into an mmalign catalog (JSONL).
 
-Each stamp NAME gives one item: ``NAME.png`` (or ``NAME.svg``) image, the first line of
-``NAME.txt`` (English description) as text, ``NAME.ogg|wav`` sound effect where present,
-and its category (the sub-folder) in metadata. The spoken English description
-``NAME_desc.ogg`` is recorded in metadata (``spoken_description``) for audio-query demos.
-Media stay where Debian put them: the catalog uses paths relative to the stamps folder.
-
-    sudo apt-get install -y tuxpaint-stamps-default
+    apt-get install -y tuxpaint-stamps-default
     python examples/tuxpaint_catalog.py --out examples/data/tuxpaint.jsonl
+
+See ``connectors/tuxpaint.py`` for what each item holds. Media are not copied: pass
+``--media-root /usr/share/tuxpaint/stamps`` to mmalign.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-DEFAULT_STAMPS = Path("/usr/share/tuxpaint/stamps")
-IMAGE_ORDER = (".png", ".svg")
-SOUND_ORDER = (".ogg", ".wav")
-
-
-def find_stamps_dir() -> Path:
-    """Where the package put the stamps (``dpkg -L`` when the default is not there)."""
-    if DEFAULT_STAMPS.is_dir():
-        return DEFAULT_STAMPS
-    import subprocess
-
-    try:
-        listing = subprocess.run(["dpkg", "-L", "tuxpaint-stamps-default"], capture_output=True, text=True,
-                                 check=True).stdout.splitlines()
-    except (OSError, subprocess.CalledProcessError):
-        listing = []
-    for line in listing:
-        if line.rstrip("/").endswith("share/tuxpaint/stamps"):
-            return Path(line)
-    raise SystemExit("tuxpaint stamps not found: sudo apt-get install -y tuxpaint-stamps-default")
-
-
-def first_english_line(path: Path) -> str | None:
-    try:
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            line = line.strip()
-            if line and "=" not in line.split(" ")[0]:
-                return line
-    except OSError:
-        return None
-    return None
-
-
-def build_items(root: Path) -> list[dict]:
-    items = []
-    for txt in sorted(root.rglob("*.txt")):
-        stem = txt.with_suffix("")
-        name = stem.name
-        text = first_english_line(txt)
-        image = next((stem.with_suffix(s) for s in IMAGE_ORDER if stem.with_suffix(s).is_file()), None)
-        if image is None:
-            continue  # a .txt without a stamp image is not a stamp
-        sound = next((stem.with_suffix(s) for s in SOUND_ORDER if stem.with_suffix(s).is_file()), None)
-        spoken = stem.parent / f"{name}_desc.ogg"
-        rel = stem.relative_to(root)
-        metadata = {"category": rel.parts[0], "subcategory": "/".join(rel.parts[:-1]), "name": name}
-        if spoken.is_file():
-            metadata["spoken_description"] = spoken.relative_to(root).as_posix()
-        item = {"id": rel.as_posix(), "text": text, "image": image.relative_to(root).as_posix(), "metadata": metadata}
-        if sound is not None:
-            item["audio"] = sound.relative_to(root).as_posix()
-        items.append(item)
-    return items
+from connectors.tuxpaint import write_catalog
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,18 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stamps", type=Path, default=None, help="stamps folder (default: from dpkg)")
     parser.add_argument("--limit", type=int, default=None, help="keep the first N stamps (sorted by id)")
     args = parser.parse_args(argv)
-    root = (args.stamps or find_stamps_dir()).resolve()
-    items = build_items(root)
-    if args.limit:
-        items = items[: args.limit]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as handle:
-        for item in items:
-            handle.write(json.dumps(item, ensure_ascii=False) + "\n")
+    try:
+        root, items = write_catalog(args.out, args.stamps, args.limit)
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     with_audio = sum("audio" in i for i in items)
     with_text = sum(bool(i["text"]) for i in items)
-    print(f"{len(items)} items ({with_text} with text, {with_audio} with a sound effect) -> {out}")
+    print(f"{len(items)} items ({with_text} with text, {with_audio} with a sound effect) -> {args.out}")
     print(f"media root: {root}  (pass --media-root {root} to mmalign)")
     return 0 if items else 1
 

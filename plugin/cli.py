@@ -353,6 +353,21 @@ def search(collection, texts, images, audios, likes, using, k, filters, fusion, 
     print_hits(hits, as_json)
 
 
+@main.command()
+@click.option("--data-dir", default="mmalign-data", show_default=True, type=click.Path(file_okay=False),
+              help="Where the catalog, features, bundle and embedded Qdrant go.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("-k", "k", default=5, show_default=True, type=click.IntRange(min=1))
+def quickstart(data_dir, device, k):
+    """Real catalog end to end: tuxpaint stamps -> features -> bundle -> Qdrant -> cross-modal queries."""
+    from plugin.quickstart import quickstart as run
+
+    try:
+        run(data_dir, echo=click.echo, device=device, show_progress=sys.stderr.isatty(), k=k)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+
+
 # -- schemas -----------------------------------------------------------------------------------
 @main.group()
 def schemas() -> None:
