@@ -42,12 +42,14 @@ def build_filter(filters: Mapping[str, Any] | None, exclude_ids: Sequence[str] =
     for key, value in (filters or {}).items():
         path = key if key in RESERVED_PAYLOAD or key.startswith("metadata.") else f"metadata.{key}"
         values = value if isinstance(value, (list, tuple)) else [value]
-        expanded: list = []
+        # A CLI value "2" should match a stored 2 as well as "2": one condition per value type, OR-ed.
+        by_type: dict[type, list] = {}
         for v in values:
-            expanded.append(v)
+            by_type.setdefault(type(v), []).append(v)
             if isinstance(v, str) and v.lstrip("-").isdigit():
-                expanded.append(int(v))
-        must.append(models.FieldCondition(key=path, match=models.MatchAny(any=expanded)))
+                by_type.setdefault(int, []).append(int(v))
+        conditions = [models.FieldCondition(key=path, match=models.MatchAny(any=vs)) for vs in by_type.values()]
+        must.append(conditions[0] if len(conditions) == 1 else models.Filter(should=conditions))
     must_not = [models.HasIdCondition(has_id=[point_id(i) for i in exclude_ids])] if exclude_ids else []
     if not must and not must_not:
         return None

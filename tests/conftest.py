@@ -94,12 +94,17 @@ def media_dir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_hf_text_dir(tmp_path_factory) -> Path:
     """A 1-layer BERT with random weights and a word-piece vocab, saved like any HF model folder."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel, BertTokenizer
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    try:  # transformers 5: the vocabulary itself
+        tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(vocab)})
+    except TypeError:  # transformers 4: a vocab file
+        tokenizer = BertTokenizer(vocab_file=str(folder / "vocab.txt"))
+    assert tokenizer("a red frog")["input_ids"][1:-1] == [vocab.index(w) for w in ("a", "red", "frog")]
+    tokenizer.save_pretrained(folder)
     import torch
 
     torch.manual_seed(0)
@@ -109,9 +114,9 @@ def tiny_hf_text_dir(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_preset(tiny_hf_text_dir):
-    """Register tiny encoders for every modality and a preset using them; unregister afterwards."""
+    """Register tiny encoders for every modality and a preset using them (for the whole session)."""
     from plugin import registry
 
     specs = [

@@ -92,9 +92,21 @@ class TorchEncoder(Encoder):
         from plugin.device import select_device
 
         self.device = select_device(device)
-        self.model = self._build().to(self.device).eval()
+        self.model = self._build_deterministic().to(self.device).eval()
         for param in self.model.parameters():
             param.requires_grad_(False)
+
+    def _build_deterministic(self):
+        """Random-init towers (``weights`` None: tiny test towers) get the same weights every time,
+        seeded from the encoder id, so features cached by one process match queries of another."""
+        import torch
+
+        if self.spec.weights is not None:
+            return self._build()
+        seed = int(self.encoder_id.split(":")[1], 16) % (2**31)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self._build()
 
     @abstractmethod
     def _build(self):

@@ -30,6 +30,7 @@ def test_hf_text_tower_mean_pooling(tiny_preset):
     out = enc.encode(["a red frog", "the blue car", "a red frog"], batch_size=2)
     _check(out, 3, 16)
     np.testing.assert_allclose(out[0], out[2], atol=1e-5)
+    assert float(out[0] @ out[1]) < 0.99  # different words, different vectors
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     with pytest.raises(TypeError, match="not str"):
         enc.encode([3])

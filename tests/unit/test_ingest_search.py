@@ -1,0 +1,193 @@
+"""Ingest and search on the embedded store with tiny towers and tiny media."""
+
+import json
+
+import numpy as np
+import pytest
+
+from connectors.store import StoreError, VectorStore
+from plugin.ingest import ingest
+from plugin.search import Searcher
+from schemas import StoreConfig
+from tests.conftest import write_png, write_wav
+
+N_ITEMS = 36
+WORDS = ["red", "green", "blue", "big", "small", "frog", "cat", "dog", "car", "tree", "house", "coin"]
+
+
+def make_catalog(root, n=N_ITEMS, seed=0):
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(n):
+        color = tuple(int(c) for c in rng.integers(0, 255, 3))
+        write_png(root / f"img{i}.png", color, size=(24, 24))
+        item = {"id": f"item{i}", "text": "a " + " ".join(rng.choice(WORDS, 3)), "image": f"img{i}.png",
+                "metadata": {"group": "even" if i % 2 == 0 else "odd", "n": i}}
+        if i % 3 == 0:
+            write_wav(root / f"snd{i}.wav", freq=200.0 + 40 * i, seconds=0.3, rate=8000)
+            item["audio"] = f"snd{i}.wav"
+        lines.append(json.dumps(item))
+    (root / "catalog.jsonl").write_text("\n".join(lines) + "\n")
+    return root / "catalog.jsonl"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_preset):
+    """A tiny catalog, its features and a bundle trained on them (once per module)."""
+    from plugin.alignment import train_bundle
+    from schemas import TrainConfig
+
+    base = tmp_path_factory.mktemp("ingest")
+    catalog = make_catalog(base / "catalog")
+    cfg = TrainConfig(dim=8, rank=4, epochs=2, teacher_epochs=2, teacher_hidden=16, teacher_layers=1)
+    train_bundle(catalog, base / "bundle", preset=tiny_preset, features_dir=base / "features", cfg=cfg, device="cpu")
+    train_bundle(catalog, base / "bundle2", preset=tiny_preset, features_dir=base / "features",
+                 cfg=cfg.model_copy(update={"seed": 1}), device="cpu")
+    return base, catalog
+
+
+@pytest.fixture
+def store():
+    with VectorStore(StoreConfig(path=":memory:")) as vs:
+        yield vs
+
+
+def _ingest(trained, store, **kw):
+    base, catalog = trained
+    return ingest(catalog, bundle=kw.pop("bundle", base / "bundle"), collection="items", store=store,
+                  features_dir=base / "features", device="cpu", **kw)
+
+
+def test_ingest_creates_versioned_collection_with_named_vectors(trained, store):
+    report = _ingest(trained, store)
+    assert (report.ok, report.unchanged, report.failed) == (N_ITEMS, 0, 0)
+    assert report.physical_collection == "items__v1" and store.resolve_alias("items") == "items__v1"
+    assert store.count("items") == N_ITEMS
+    [with_audio, without] = store.retrieve("items", ["item0", "item1"], with_vectors=True)
+    assert set(with_audio.vector) == {"image", "text", "audio", "fused"}
+    assert set(without.vector) == {"image", "text", "fused"}
+    payload = with_audio.payload
+    assert payload["modalities"] == ["image", "text", "audio"] and payload["bundle_id"] == report.bundle_id
+    assert payload["metadata"] == {"group": "even", "n": 0} and payload["content_hash"] and payload["ingested_at"]
+    assert set(report.stages) == {"read", "skip_check", "encode", "project", "upsert"}
+
+
+def test_reingest_is_idempotent_and_incremental(trained, store):
+    _ingest(trained, store)
+    again = _ingest(trained, store)
+    assert (again.ok, again.unchanged) == (0, N_ITEMS) and store.count("items") == N_ITEMS
+    base, catalog = trained
+    lines = catalog.read_text().splitlines()
+    changed = json.loads(lines[4])
+    changed["text"] = "a completely new description"
+    edited = catalog.parent / "edited.jsonl"
+    edited.write_text("\n".join([*lines[:4], json.dumps(changed), *lines[5:]]) + "\n")
+    third = ingest(edited, bundle=base / "bundle", collection="items", store=store, features_dir=base / "features",
+                   device="cpu")
+    assert (third.ok, third.unchanged) == (1, N_ITEMS - 1) and store.count("items") == N_ITEMS
+    [point] = store.retrieve("items", ["item4"])
+    assert point.payload["text"] == "a completely new description"
+
+
+def test_resume_after_interruption_has_no_duplicates_or_loss(trained, store):
+    def crash(chunk_number):
+        if chunk_number == 1:
+            raise KeyboardInterrupt("killed half way")
+
+    with pytest.raises(KeyboardInterrupt):
+        _ingest(trained, store, chunk_size=10, on_chunk=crash)
+    partial = store.count("items")
+    assert 0 < partial < N_ITEMS
+    report = _ingest(trained, store, chunk_size=10)
+    assert report.unchanged == partial and report.ok == N_ITEMS - partial
+    assert store.count("items") == N_ITEMS
+    ids = {p.payload["item_id"] for p in store.client.scroll("items", limit=1000)[0]}
+    assert ids == {f"item{i}" for i in range(N_ITEMS)}
+
+
+def test_pipelined_and_naive_give_the_same_points(trained):
+    vectors = []
+    for pipelined in (True, False):
+        with VectorStore(StoreConfig(path=":memory:")) as vs:
+            _ingest(trained, vs, chunk_size=7, pipelined=pipelined)
+            vectors.append({p.payload["item_id"]: p.vector["fused"]
+                            for p in vs.client.scroll("items", limit=1000, with_vectors=True)[0]})
+    assert vectors[0].keys() == vectors[1].keys()
+    for key in vectors[0]:
+        np.testing.assert_allclose(vectors[0][key], vectors[1][key], atol=1e-6)
+
+
+def test_other_bundle_is_refused_with_the_recorded_one_named(trained, store):
+    report = _ingest(trained, store)
+    base, _ = trained
+    with pytest.raises(StoreError, match=f"built with bundle '{report.bundle_id}'"):
+        _ingest(trained, store, bundle=base / "bundle2")
+    with pytest.raises(StoreError, match=f"built with bundle '{report.bundle_id}'"):
+        Searcher("items", store=store, bundle=base / "bundle2")
+
+
+def test_bad_items_are_dead_lettered_and_the_run_goes_on(trained, store, tmp_path):
+    base, catalog = trained
+    (catalog.parent / "broken.png").write_bytes(b"not a png")
+    extra = [json.dumps({"id": "broken-image", "image": "broken.png"}),
+             json.dumps({"id": "broken-but-text", "image": "broken.png", "text": "a red frog"}), "{nope"]
+    bad = catalog.parent / "with_bad.jsonl"
+    bad.write_text(catalog.read_text() + "\n".join(extra) + "\n")
+    report = ingest(bad, bundle=base / "bundle", collection="items", store=store, features_dir=base / "features",
+                    device="cpu", dead_letter=tmp_path / "dl.jsonl")
+    assert (report.ok, report.failed, report.degraded) == (N_ITEMS + 1, 2, 1)
+    letters = [json.loads(line) for line in (tmp_path / "dl.jsonl").read_text().splitlines()]
+    assert {r["item_id"] for r in letters} >= {"broken-image", "broken-but-text", None}
+    [point] = store.retrieve("items", ["broken-but-text"], with_vectors=True)
+    assert set(point.vector) == {"text", "fused"}
+
+
+def test_each_query_modality_finds_its_own_item(trained, store):
+    base, catalog = trained
+    _ingest(trained, store)
+    searcher = Searcher("items", store=store, device="cpu")
+    root = catalog.parent
+    text = json.loads(catalog.read_text().splitlines()[5])["text"]
+    hits = searcher.search(text=[text], using="text", k=3)
+    assert hits[0].payload["text"] == text and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert searcher.search(image=[root / "img7.png"], using="image", k=1)[0].id == "item7"
+    assert searcher.search(audio=[root / "snd9.wav"], using="audio", k=1)[0].id == "item9"
+    assert all(h.id != "item3" for h in searcher.search(like=["item3"], k=5))
+    with pytest.raises(ValueError, match="give at least one query"):
+        searcher.search()
+
+
+def test_filters_and_multi_input_rrf(trained, store):
+    base, catalog = trained
+    _ingest(trained, store)
+    searcher = Searcher("items", store=store, device="cpu")
+    root = catalog.parent
+    hits = searcher.search(image=[root / "img2.png"], using="image", k=10, filters={"group": ["odd"]})
+    assert hits and all(h.payload["metadata"]["group"] == "odd" for h in hits)
+    assert searcher.search(image=[root / "img2.png"], using="image", k=3, filters={"n": ["2"]})[0].id == "item2"
+    both = searcher.search(image=[root / "img6.png", root / "img9.png"], using="image", k=2)
+    assert {h.id for h in both} == {"item6", "item9"}  # each input's own top hit wins under RRF
+    mean = searcher.search(image=[root / "img6.png", root / "img9.png"], using="image", k=5, fusion="mean")
+    assert len(mean) == 5
+
+
+def test_cli_ingest_and_search_json(trained, tmp_path):
+    from click.testing import CliRunner
+
+    from plugin.cli import main
+
+    base, catalog = trained
+    qdrant = str(tmp_path / "q")
+    runner = CliRunner()
+    result = runner.invoke(main, ["ingest", str(catalog), "--bundle", str(base / "bundle"), "--collection", "c",
+                                  "--features", str(base / "features"), "--qdrant-path", qdrant, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert f"ok {N_ITEMS}, unchanged 0, failed 0" in result.output
+    result = runner.invoke(main, ["search", "--collection", "c", "--qdrant-path", qdrant, "--image",
+                                  str(catalog.parent / "img4.png"), "--using", "image", "-k", "3", "--json",
+                                  "--filter", "group=even", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.output)
+    assert hits[0]["id"] == "item4" and set(hits[0]) == {"id", "score", "payload"}
+    missing = runner.invoke(main, ["search", "--collection", "nope", "--qdrant-path", qdrant, "--text", "x"])
+    assert missing.exit_code != 0 and "does not exist" in missing.output
