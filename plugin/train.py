@@ -152,6 +152,20 @@ def _batch_soft_targets(batch_f, batch_m, cfg: TrainConfig):
     return soft / soft.sum(1, keepdim=True)
 
 
+def _mixup(batch_f, batch_m, alpha: float, generator):
+    """Mix each item with another of the batch (same λ for all its modalities): new pairs, with the
+    teacher labelling them. Only modalities both items have stay present."""
+    import torch
+
+    n = len(next(iter(batch_f.values())))
+    perm = torch.randperm(n, generator=generator)
+    lam = torch.distributions.Beta(alpha, alpha).sample((n, 1))
+    lam = torch.maximum(lam, 1 - lam)  # the original item dominates
+    feats = {m: lam * f + (1 - lam) * f[perm] for m, f in batch_f.items()}
+    masks = {m: k & k[perm] for m, k in batch_m.items()}
+    return feats, masks
+
+
 def _noisy(batch_f, cfg: TrainConfig, generator):
     """Gaussian feature noise scaled to each row's norm: augmentation in feature space."""
     import torch
@@ -346,6 +360,12 @@ def train_student(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, 
     def step(batch_f, batch_m, idx, scale, generator):
         soft = _batch_soft_targets(batch_f, batch_m, cfg)
         batch_f = _noisy(batch_f, cfg, generator)
+        teacher_unit = None
+        if cfg.mixup > 0 and teacher is not None:
+            batch_f, batch_m = _mixup(batch_f, batch_m, cfg.mixup, generator)
+            soft = None
+            with torch.no_grad():
+                teacher_unit, _ = teacher(batch_f, batch_m)
         emb = {m: student.embed(m, batch_f[m]) for m in student.modalities}
         loss, count = _pair_losses(emb, batch_m, scale, student.modalities, soft)
         fused = student.fusion(emb, _drop_modalities(batch_m, cfg.modality_dropout, generator))
@@ -355,13 +375,14 @@ def train_student(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, 
                 loss = loss + 0.5 * info_nce(emb[m][present], fused[present], scale)
         if targets is not None:
             t_unit, t_joint = targets
+            batch_unit = teacher_unit if teacher_unit is not None else {m: t_unit[m][idx] for m in t_unit}
             for a, b in combinations(student.modalities, 2):
                 both = batch_m[a] & batch_m[b]
                 if both.sum() >= 2 and cfg.alpha > 0:
                     loss = loss + cfg.alpha * relational_ce(
-                        t_unit[a][idx][both], t_unit[b][idx][both], emb[a][both], emb[b][both],
+                        batch_unit[a][both], batch_unit[b][both], emb[a][both], emb[b][both],
                         cfg.tau_teacher, cfg.tau_student)
-            if cfg.beta > 0:
+            if cfg.beta > 0 and teacher_unit is None:
                 for m in student.modalities:
                     present = batch_m[m]
                     if present.any():
