@@ -204,19 +204,24 @@ class FitResult:
     history: list[float]
 
 
-def _fit(model, params, train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, epochs: int, lr: float,
-         step_loss: Callable, kind: str) -> FitResult:
-    """Generic loop: AdamW, learnable temperature, early stopping on the validation primary metric.
+def _fit(model, params, train: PairedFeatures, val: PairedFeatures | None, cfg: TrainConfig, epochs: int,
+         lr: float, step_loss: Callable, kind: str, val_score: Callable | None = None) -> FitResult:
+    """Generic loop: AdamW, learnable temperature, early stopping on the validation score
+    (``val_score(model)``; default: the cross-modal primary metric on ``val``).
 
     Epoch 0 is the initialisation itself, so training can only keep or improve the val score.
     """
     import torch
 
+    if val_score is None:
+        def val_score(m):
+            return primary_metric(evaluate_embedder(kind, TorchEmbedder(m, kind), val, with_fused=False))
+
     generator = torch.Generator().manual_seed(cfg.seed)
     logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
     optimizer = torch.optim.AdamW([*params, logit_scale], lr=lr, weight_decay=cfg.weight_decay)
     best_state = copy.deepcopy(model.state_dict())
-    best_val = primary_metric(evaluate_embedder(kind, TorchEmbedder(model, kind), val, with_fused=False))
+    best_val = val_score(model)
     best_epoch, history, bad = 0, [best_val], 0
     n = len(train)
     feats, masks = _tensors(train)
@@ -235,7 +240,7 @@ def _fit(model, params, train: PairedFeatures, val: PairedFeatures, cfg: TrainCo
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        score = primary_metric(evaluate_embedder(kind, TorchEmbedder(model, kind), val, with_fused=False))
+        score = val_score(model)
         history.append(score)
         if score > best_val + 1e-9:
             best_val, best_epoch, bad = score, epoch, 0

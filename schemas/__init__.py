@@ -22,6 +22,7 @@ from schemas.reports import (
     ModalityCounts,
     StageTiming,
 )
+from schemas.recommend import UserVectorConfig
 from schemas.store import StoreConfig
 from schemas.training import EvalReport, RetrievalResult, TrainConfig
 
@@ -40,6 +41,7 @@ EXPORTED_MODELS = {
     "train_config": TrainConfig,
     "eval_report": EvalReport,
     "ingest_report": IngestReport,
+    "user_vector_config": UserVectorConfig,
 }
 
 __all__ = [
@@ -65,6 +67,7 @@ __all__ = [
     "IngestReport",
     "StageTiming",
     "StoreConfig",
+    "UserVectorConfig",
     "TrainConfig",
     "EvalReport",
     "RetrievalResult",

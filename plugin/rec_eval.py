@@ -1,0 +1,161 @@
+"""Offline evaluation of recommenders: temporal leave-last-out, Recall@K and NDCG@K.
+
+Baselines on the same split: popularity, item-kNN (cosine on the binarised user–item matrix)
+and PureSVD (truncated SVD of that matrix). Ours: scores = item vectors · user vector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from schemas import Interaction, UserVectorConfig
+
+KS = (10, 20)
+SPLITS = ("leave-last-out", "temporal")
+
+
+@dataclass
+class RecSplit:
+    """Per user: the training history (time order) and one held-out item."""
+
+    train: list[Interaction]
+    test: dict[str, str]
+    name: str
+
+
+def _order_key(row: Interaction):
+    return (row.timestamp.timestamp() if row.timestamp else 0.0, row.item_id)
+
+
+def split_interactions(interactions: Sequence[Interaction], how: str = "leave-last-out",
+                       test_fraction: float = 0.1) -> RecSplit:
+    """``leave-last-out``: each user's latest interaction (ties broken by item id) is held out, for
+    users with at least two. ``temporal``: a global time cut; the first interaction of each user
+    after the cut is held out and everything after the cut is dropped from training."""
+    if how not in SPLITS:
+        raise ValueError(f"split {how!r} is unknown; valid: {list(SPLITS)}")
+    by_user: dict[str, list[Interaction]] = {}
+    for row in interactions:
+        by_user.setdefault(row.user_id, []).append(row)
+    train: list[Interaction] = []
+    test: dict[str, str] = {}
+    if how == "leave-last-out":
+        for user, rows in by_user.items():
+            rows.sort(key=_order_key)
+            if len(rows) < 2:
+                train.extend(rows)
+                continue
+            train.extend(rows[:-1])
+            test[user] = rows[-1].item_id
+        return RecSplit(train, test, "temporal leave-last-out (each user's latest interaction held out)")
+    times = sorted(_order_key(r)[0] for r in interactions)
+    cut = times[int(len(times) * (1 - test_fraction))]
+    for user, rows in by_user.items():
+        rows.sort(key=_order_key)
+        before = [r for r in rows if _order_key(r)[0] < cut]
+        after = [r for r in rows if _order_key(r)[0] >= cut]
+        train.extend(before)
+        if before and after:
+            test[user] = after[0].item_id
+    return RecSplit(train, test, f"global temporal cut at the {100 * (1 - test_fraction):.0f}th percentile of time")
+
+
+def ranking_metrics(scores: np.ndarray, target: int, exclude: np.ndarray, ks=KS) -> dict[str, float]:
+    scores = scores.astype(np.float64).copy()
+    scores[exclude] = -np.inf
+    rank = int((scores > scores[target]).sum())
+    out = {}
+    for k in ks:
+        out[f"recall@{k}"] = float(rank < k)
+        out[f"ndcg@{k}"] = float(1.0 / np.log2(rank + 2)) if rank < k else 0.0
+    return out
+
+
+class Matrix:
+    """Binarised user–item matrix of the training part (positives only)."""
+
+    def __init__(self, split: RecSplit, item_ids: Sequence[str], cfg: UserVectorConfig):
+        from plugin.user_vectors import strength
+
+        self.item_index = {item: n for n, item in enumerate(item_ids)}
+        self.users = sorted({r.user_id for r in split.train} | set(split.test))
+        self.user_index = {u: n for n, u in enumerate(self.users)}
+        self.seen: dict[str, set[int]] = {u: set() for u in self.users}
+        self.matrix = np.zeros((len(self.users), len(item_ids)), dtype=np.float32)
+        for row in split.train:
+            i = self.item_index.get(row.item_id)
+            if i is None:
+                continue
+            self.seen[row.user_id].add(i)
+            if strength(row.weight, cfg) > 0:
+                self.matrix[self.user_index[row.user_id], i] = 1.0
+
+
+def popularity_scorer(m: Matrix) -> Callable[[str], np.ndarray]:
+    counts = m.matrix.sum(0)
+    return lambda user: counts
+
+
+def item_knn_scorer(m: Matrix, neighbours: int = 100) -> Callable[[str], np.ndarray]:
+    x = m.matrix
+    norms = np.linalg.norm(x, axis=0) + 1e-9
+    sim = (x.T @ x) / np.outer(norms, norms)
+    np.fill_diagonal(sim, 0)
+    if neighbours < sim.shape[0]:
+        cutoff = -np.partition(-sim, neighbours, axis=1)[:, neighbours][:, None]
+        sim = np.where(sim >= cutoff, sim, 0)
+    return lambda user: x[m.user_index[user]] @ sim
+
+
+def pure_svd_scorer(m: Matrix, rank: int = 50) -> Callable[[str], np.ndarray]:
+    _, _, vt = np.linalg.svd(m.matrix, full_matrices=False)
+    v = vt[:rank].T
+    return lambda user: (m.matrix[m.user_index[user]] @ v) @ v.T
+
+
+def user_vector_scorer(split: RecSplit, item_ids: Sequence[str], item_matrix: np.ndarray,
+                       cfg: UserVectorConfig) -> Callable[[str], np.ndarray]:
+    from plugin.user_vectors import build_profiles
+
+    vectors = {item: item_matrix[n] for n, item in enumerate(item_ids)}
+    profiles = build_profiles(split.train, vectors, cfg, item_matrix.shape[1])
+
+    def score(user: str) -> np.ndarray:
+        profile = profiles.get(user)
+        vector = profile.vector if profile is not None else None
+        return item_matrix @ vector if vector is not None else np.zeros(len(item_ids))
+
+    return score
+
+
+def evaluate_scorer(name: str, scorer: Callable[[str], np.ndarray], m: Matrix, split: RecSplit,
+                    ks=KS) -> dict:
+    totals: dict[str, float] = {}
+    n = 0
+    for user, item in split.test.items():
+        target = m.item_index.get(item)
+        if target is None:
+            continue
+        exclude = np.fromiter(m.seen.get(user, ()), dtype=np.int64)
+        for key, value in ranking_metrics(np.asarray(scorer(user)), target, exclude, ks).items():
+            totals[key] = totals.get(key, 0.0) + value
+        n += 1
+    return {"model": name, **{k: v / max(n, 1) for k, v in totals.items()}, "n_users": n}
+
+
+def baseline_results(split: RecSplit, item_ids: Sequence[str], cfg: UserVectorConfig) -> tuple[Matrix, list[dict]]:
+    m = Matrix(split, item_ids, cfg)
+    return m, [evaluate_scorer("popularity", popularity_scorer(m), m, split),
+               evaluate_scorer("item-knn", item_knn_scorer(m), m, split),
+               evaluate_scorer("pure-svd", pure_svd_scorer(m), m, split)]
+
+
+def format_rec_table(rows: Sequence[Mapping]) -> str:
+    lines = [f"{'model':<34}{'R@10':>8}{'R@20':>8}{'NDCG@10':>9}{'NDCG@20':>9}{'users':>7}"]
+    for r in rows:
+        lines.append(f"{r['model']:<34}{r['recall@10']:>8.4f}{r['recall@20']:>8.4f}{r['ndcg@10']:>9.4f}"
+                     f"{r['ndcg@20']:>9.4f}{r['n_users']:>7}")
+    return "\n".join(lines)

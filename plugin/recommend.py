@@ -1,0 +1,195 @@
+"""Recommendations from user vectors (stored in a ``users`` collection) or Qdrant's RecommendQuery.
+
+Strategies: ``vector`` (the user vector, seen items excluded), ``best_score`` and
+``average_vector`` (Qdrant RecommendQuery over the user's positive and negative item ids).
+Cold start (no history): the query the app passes (text/image/audio), else popularity.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from connectors.store import PointData, StoreError, VectorStore, point_id
+from plugin.search import Hit, Searcher, build_filter
+from plugin.user_vectors import UserProfile, strength, update_profile
+from plugin.versions import resolve_for_read
+from schemas import Interaction, StoreConfig, UserVectorConfig
+
+log = logging.getLogger(__name__)
+STRATEGIES = ("vector", "best_score", "average_vector")
+#: RecommendQuery examples per side: the most recent ones.
+MAX_EXAMPLES = 50
+
+
+def users_collection_name(collection: str) -> str:
+    return f"{collection}_users"
+
+
+class Recommender:
+    def __init__(self, collection: str, *, store: VectorStore | StoreConfig | None = None,
+                 cfg: UserVectorConfig | None = None, users_collection: str | None = None):
+        self.store = store if isinstance(store, VectorStore) else VectorStore(store or StoreConfig())
+        self.collection = collection
+        self.record = resolve_for_read(self.store, collection)
+        self.cfg = cfg or UserVectorConfig()
+        self.users = users_collection or users_collection_name(collection)
+        self.popularity: Counter = Counter()
+
+    # -- item vectors ------------------------------------------------------------------------------
+    def item_vectors(self, item_ids: Iterable[str]) -> dict[str, np.ndarray]:
+        ids = sorted(set(item_ids))
+        out = {}
+        for start in range(0, len(ids), 512):
+            for p in self.store.retrieve(self.collection, ids[start:start + 512], with_vectors=["fused"]):
+                out[p.payload["item_id"]] = np.asarray(p.vector["fused"], dtype=np.float64)
+        return out
+
+    # -- user profiles -----------------------------------------------------------------------------
+    def _ensure_users(self) -> None:
+        if not self.store.collection_exists(self.users):
+            self.store.create_collection(self.users, self.record.dim, bundle_id=self.record.bundle_id,
+                                         extra={"items_collection": self.collection})
+
+    def get_profile(self, user_id: str) -> UserProfile | None:
+        if not self.store.collection_exists(self.users):
+            return None
+        points = self.store.retrieve(self.users, [user_id], with_vectors=["fused"])
+        if not points:
+            return None
+        p = points[0]
+        payload = p.payload
+        vector = np.asarray(p.vector["fused"], dtype=np.float64) * float(payload["norm"])
+        return UserProfile(user_id, vector, float(payload["ref_time"]), list(payload["seen"]),
+                           int(payload["n_positive"]), int(payload["n_negative"]), int(payload.get("unknown", 0)),
+                           list(payload.get("negatives", [])))
+
+    def _save(self, profiles: Sequence[UserProfile]) -> None:
+        self._ensure_users()
+        points = []
+        for prof in profiles:
+            vector = prof.vector
+            if vector is None:  # nothing usable yet (or all feedback cancelled out)
+                vector, norm = np.zeros(self.record.dim), 0.0
+                vector[0] = 1.0
+            else:
+                norm = float(np.linalg.norm(prof.sum_vector))
+            points.append(PointData(prof.user_id, {"fused": vector}, {
+                "user_id": prof.user_id, "norm": norm, "ref_time": prof.ref_time, "seen": prof.seen,
+                "n_positive": prof.n_positive, "n_negative": prof.n_negative, "unknown": prof.unknown,
+                "negatives": prof.negatives,
+                "last_update": time.time()}))
+        self.store.upsert(self.users, points)
+
+    def update_user(self, user_id: str, interactions: Sequence[Interaction], now: float | None = None) -> UserProfile:
+        """Add new interactions to the stored profile (no recomputation from scratch)."""
+        previous = self.get_profile(user_id)
+        vectors = self.item_vectors(r.item_id for r in interactions)
+        profile = update_profile(previous, user_id, interactions, vectors, self.cfg, self.record.dim, now)
+        self._save([profile])
+        self.popularity.update(r.item_id for r in interactions if strength(r.weight, self.cfg) > 0)
+        return profile
+
+    def rebuild_users(self, interactions: Sequence[Interaction]) -> dict[str, Any]:
+        """(Re)compute every user's profile from ``interactions``; returns counts (unknown ids included)."""
+        vectors = self.item_vectors(r.item_id for r in interactions)
+        by_user: dict[str, list[Interaction]] = {}
+        for row in interactions:
+            by_user.setdefault(row.user_id, []).append(row)
+        profiles = [update_profile(None, u, rows, vectors, self.cfg, self.record.dim) for u, rows in by_user.items()]
+        if self.store.collection_exists(self.users):
+            self.store.delete_collection(self.users)
+        for start in range(0, len(profiles), 256):
+            self._save(profiles[start:start + 256])
+        self.popularity = Counter(r.item_id for r in interactions if r.item_id in vectors
+                                  and strength(r.weight, self.cfg) > 0)
+        unknown = sum(p.unknown for p in profiles)
+        return {"users": len(profiles), "interactions": len(interactions), "unknown_item_rows": unknown,
+                "unknown_item_ids": len({r.item_id for r in interactions if r.item_id not in vectors})}
+
+    # -- recommending ----------------------------------------------------------------------------
+    def recommend(self, user_id: str, *, k: int = 10, filters: Mapping[str, Any] | None = None,
+                  exclude_seen: bool = True, strategy: str = "vector", cold_start_query: Mapping | None = None,
+                  searcher: Searcher | None = None) -> list[Hit]:
+        from qdrant_client import models
+
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy {strategy!r} is unknown; valid: {list(STRATEGIES)}")
+        profile = self.get_profile(user_id)
+        if profile is None or profile.vector is None:
+            return self.cold_start(k=k, filters=filters, query=cold_start_query, searcher=searcher,
+                                   exclude=profile.seen if profile else ())
+        query_filter = build_filter(filters, exclude_ids=profile.seen if exclude_seen else ())
+        if strategy == "vector":
+            query: Any = profile.vector.tolist()
+        else:
+            positive, negative = self._examples(profile)
+            if not positive:
+                return self.cold_start(k=k, filters=filters, query=cold_start_query, searcher=searcher,
+                                       exclude=profile.seen)
+            query = models.RecommendQuery(recommend=models.RecommendInput(
+                positive=[point_id(i) for i in positive], negative=[point_id(i) for i in negative] or None,
+                strategy=models.RecommendStrategy.BEST_SCORE if strategy == "best_score"
+                else models.RecommendStrategy.AVERAGE_VECTOR))
+        response = self.store._call("recommend", lambda: self.store.client.query_points(
+            self.collection, query=query, using="fused", limit=k, query_filter=query_filter, with_payload=True))
+        return [Hit((p.payload or {}).get("item_id", str(p.id)), float(p.score), p.payload or {})
+                for p in response.points]
+
+    def _examples(self, profile: UserProfile) -> tuple[list[str], list[str]]:
+        """Positive and negative example ids for RecommendQuery (the profile keeps the order seen)."""
+        negatives = set(profile.negatives)
+        positives = [i for i in profile.seen if i not in negatives]
+        return positives[-MAX_EXAMPLES:], profile.negatives[-MAX_EXAMPLES:]
+
+    def more_like(self, item_ids: Sequence[str], *, k: int = 10, negative: Sequence[str] = (),
+                  filters: Mapping[str, Any] | None = None, strategy: str = "average_vector") -> list[Hit]:
+        """Anonymous sessions: items like these (and unlike ``negative``), the examples excluded."""
+        from qdrant_client import models
+
+        if not item_ids:
+            raise ValueError("more_like needs at least one item id")
+        query = models.RecommendQuery(recommend=models.RecommendInput(
+            positive=[point_id(i) for i in item_ids], negative=[point_id(i) for i in negative] or None,
+            strategy=models.RecommendStrategy.BEST_SCORE if strategy == "best_score"
+            else models.RecommendStrategy.AVERAGE_VECTOR))
+        response = self.store._call("recommend", lambda: self.store.client.query_points(
+            self.collection, query=query, using="fused", limit=k, with_payload=True,
+            query_filter=build_filter(filters, exclude_ids=[*item_ids, *negative])))
+        return [Hit((p.payload or {}).get("item_id", str(p.id)), float(p.score), p.payload or {})
+                for p in response.points]
+
+    def cold_start(self, *, k: int, filters=None, query: Mapping | None = None, searcher: Searcher | None = None,
+                   exclude: Sequence[str] = ()) -> list[Hit]:
+        if query:
+            searcher = searcher or Searcher(self.collection, store=self.store)
+            return searcher.search(k=k, filters=filters, **query)
+        if not self.popularity:
+            raise StoreError("the user has no history and no popularity is known: pass interactions or a "
+                             "text/image/audio query for cold start")
+        ranked = [i for i, _ in self.popularity.most_common() if i not in set(exclude)]
+        hits = []
+        for start in range(0, len(ranked), 256):
+            points = {p.payload["item_id"]: p for p in self.store.retrieve(self.collection, ranked[start:start + 256])}
+            for item in ranked[start:start + 256]:
+                p = points.get(item)
+                if p is None or not _matches(p.payload, filters):
+                    continue
+                hits.append(Hit(item, float(self.popularity[item]), p.payload))
+                if len(hits) == k:
+                    return hits
+        return hits
+
+
+def _matches(payload: Mapping, filters: Mapping | None) -> bool:
+    for key, value in (filters or {}).items():
+        got = payload.get(key) if key in payload else (payload.get("metadata") or {}).get(key.removeprefix("metadata."))
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if str(got) not in {str(v) for v in values}:
+            return False
+    return True
