@@ -88,39 +88,15 @@ def main(argv=None) -> int:
 
 
 def recommend_query_rows(split, item_ids, item_matrix, user_cfg, matrix) -> dict:
-    """Qdrant RecommendQuery (best_score) with each user's 50 latest positives, seen items excluded."""
-    from qdrant_client import models
-
-    from connectors.store import PointData, VectorStore, point_id
-    from plugin.rec_eval import KS
-    from plugin.user_vectors import strength
+    """Qdrant RecommendQuery (best_score) on the student's item vectors, in an in-memory collection."""
+    from connectors.store import PointData, VectorStore
+    from plugin.rec_eval import recommend_query_result
     from schemas import StoreConfig
 
     with VectorStore(StoreConfig(path=":memory:")) as store:
         store.create_collection("movies", item_matrix.shape[1])
         store.upsert("movies", [PointData(item, {"fused": item_matrix[n]}) for n, item in enumerate(item_ids)])
-        history: dict[str, list] = {}
-        for row in sorted(split.train, key=lambda r: (r.timestamp.timestamp() if r.timestamp else 0, r.item_id)):
-            history.setdefault(row.user_id, []).append(row)
-        totals, n = {}, 0
-        for user, target in split.test.items():
-            rows = history.get(user, [])
-            positives = [r.item_id for r in rows if strength(r.weight, user_cfg) > 0][-50:]
-            if not positives or target not in matrix.item_index:
-                continue
-            seen = {r.item_id for r in rows}
-            hits = store.client.query_points("movies", using="fused", limit=max(KS), query=models.RecommendQuery(
-                recommend=models.RecommendInput(positive=[point_id(i) for i in positives],
-                                                strategy=models.RecommendStrategy.BEST_SCORE)),
-                query_filter=models.Filter(must_not=[models.HasIdCondition(has_id=[point_id(i) for i in seen])]),
-                with_payload=True).points
-            ranked = [h.payload["item_id"] for h in hits]
-            rank = ranked.index(target) if target in ranked else 10**9
-            for k in KS:
-                totals[f"recall@{k}"] = totals.get(f"recall@{k}", 0) + float(rank < k)
-                totals[f"ndcg@{k}"] = totals.get(f"ndcg@{k}", 0) + (1 / np.log2(rank + 2) if rank < k else 0)
-            n += 1
-    return {"model": "qdrant RecommendQuery best_score", **{k: v / n for k, v in totals.items()}, "n_users": n}
+        return recommend_query_result(store, "movies", split, set(matrix.item_index), user_cfg)
 
 
 if __name__ == "__main__":

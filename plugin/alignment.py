@@ -16,7 +16,7 @@ from plugin.feature_cache import FeatureCache
 from plugin.features import extract_features, preset_specs
 from plugin.paired import PairedFeatures, split_items
 from plugin.registry import DEFAULT_PRESET, encoder_id
-from schemas import Modality, TrainConfig
+from schemas import Modality, TrainConfig, UserVectorConfig
 from schemas.encoders import EncoderSpec
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class AlignmentResult:
     results: list[dict]
 
 
-def fit_alignment(data: PairedFeatures, cfg: TrainConfig, *, cooccurrence: np.ndarray | None = None,
+def fit_alignment(data: PairedFeatures, cfg: TrainConfig, *, interactions: Sequence | None = None,
                   raw_modalities: Sequence[Modality] = (), echo: Callable[[str], None] = log.info
                   ) -> AlignmentResult:
     """Split, fit svd/cca (CCA ridge picked on val), train the teacher, distil the student, test."""
@@ -123,7 +123,7 @@ def fit_alignment(data: PairedFeatures, cfg: TrainConfig, *, cooccurrence: np.nd
 
     t0 = time.perf_counter()
     teacher, teacher_result = train_teacher(train, val, cfg, fit_cca(train, cfg.dim, reg, cfg.cca_power),
-                                            _align_cooccurrence(cooccurrence, data, train_ids))
+                                            _train_histories(interactions, train))
     teacher_s = time.perf_counter() - t0
     echo(f"teacher: best val {teacher_result.best_val:.3f} at epoch {teacher_result.best_epoch} "
          f"({len(teacher_result.history) - 1} epochs, {teacher_s:.1f}s)")
@@ -151,20 +151,27 @@ def fit_alignment(data: PairedFeatures, cfg: TrainConfig, *, cooccurrence: np.nd
     )
 
 
-def _align_cooccurrence(cooccurrence, data: PairedFeatures, train_ids: list[str]):
-    """Restrict an (N, N) co-occurrence over ``data`` to the training items, in train order."""
-    if cooccurrence is None:
+def _train_histories(interactions, train: PairedFeatures):
+    """Users' histories over the training items only (held-out items never leak into training)."""
+    if not interactions:
         return None
-    position = {item: n for n, item in enumerate(data.item_ids)}
-    idx = np.array([position[i] for i in train_ids])
-    return np.asarray(cooccurrence)[np.ix_(idx, idx)]
+    from plugin.rec_space import user_histories
+
+    return user_histories(interactions, train.item_ids, UserVectorConfig()) or None
 
 
 def train_bundle(catalog, out: str | Path, *, preset: str = DEFAULT_PRESET, features_dir: str | Path,
                  cfg: TrainConfig | None = None, weights: Mapping[str, str] | None = None,
-                 interactions: str | Path | None = None, device: str = "auto", show_progress: bool = False,
+                 interactions: str | Path | None = None, interactions_holdout: str | None = None,
+                 device: str = "auto", show_progress: bool = False,
                  echo: Callable[[str], None] = log.info) -> dict:
-    """Features (cached) -> :func:`fit_alignment` -> bundle on disk; returns the summary."""
+    """Features (cached) -> alignment -> bundle on disk; returns the summary.
+
+    Two or more modalities: :func:`fit_alignment` (cross-modal; interactions add the teacher's
+    co-occurrence term). One modality: with interactions, :func:`plugin.rec_space.fit_cooccurrence_space`;
+    without, a content-only PCA bundle. ``interactions_holdout`` ("leave-last-out" or "temporal")
+    trains on the training part of that split only, so that ``eval-rec`` on the same split is fair.
+    """
     from plugin.bundle import save_bundle
 
     cfg = cfg or TrainConfig()
@@ -172,28 +179,64 @@ def train_bundle(catalog, out: str | Path, *, preset: str = DEFAULT_PRESET, feat
     catalog, specs, feature_report, data = _catalog_features(catalog, features_dir, preset, weights, device,
                                                              show_progress)
     specs = {m: s for m, s in specs.items() if m in data.modalities}
+    if not specs:
+        raise ValueError("no item has features for any modality of the preset; see the dead-letter file")
     data = PairedFeatures(data.item_ids, {m: data.features[m] for m in specs}, {m: data.masks[m] for m in specs},
                           data.encoder_ids)
-    cooccurrence = None
+    rows = None
     if interactions is not None:
-        from plugin.interactions import cooccurrence_matrix
-
-        cooccurrence = cooccurrence_matrix(interactions, data.item_ids)
-        echo(f"interactions: {int((cooccurrence.sum(1) > 0).sum())} items co-occur with another")
-    result = fit_alignment(data, cfg, cooccurrence=cooccurrence, raw_modalities=shared_space_modalities(specs),
-                           echo=echo)
-    student, teacher = result.models["student"], result.models["teacher"]
+        rows = _load_interactions(interactions, interactions_holdout, set(data.item_ids), echo)
+    if len(specs) >= 2:
+        result = fit_alignment(data, cfg, interactions=rows, raw_modalities=shared_space_modalities(specs), echo=echo)
+        models, training = result.models, result.training_summary
+        split, metrics = result.split, {"split": "test", "n_items": len(result.test), "results": result.results}
+    else:
+        models, training = _single_modality(data, cfg, rows, echo)
+        split = {"seed": cfg.seed, "test_ids": [], "kind": "interactions" if rows else "none"}
+        metrics = {"split": "none", "n_items": 0, "results": []}
+    student, teacher = models["student"], models.get("teacher")
     summary = {
-        "split": result.split,
-        "training_summary": {**result.training_summary, "interactions": str(interactions) if interactions else None},
-        "parameters": {"student": student.n_parameters(), "teacher": teacher.n_parameters()},
-        "metrics": {"split": "test", "n_items": len(result.test), "results": result.results},
+        "split": split,
+        "training_summary": {**training, "interactions": str(interactions) if interactions else None,
+                             "interactions_holdout": interactions_holdout},
+        "parameters": {"student": student.n_parameters(), "teacher": teacher.n_parameters() if teacher else 0},
+        "metrics": metrics,
         "preset": preset,
     }
     bundle_id = save_bundle(out, specs=specs, cfg=cfg, student=student, teacher=teacher,
-                            baselines={k: result.models[k] for k in ("svd", "cca")}, summary=summary)
+                            baselines={k: models[k] for k in ("svd", "cca") if k in models}, summary=summary)
     return {**summary, "bundle_id": bundle_id, "seconds": round(time.perf_counter() - started, 1),
             "feature_report": feature_report}
+
+
+def _load_interactions(path, holdout: str | None, known: set[str], echo) -> list:
+    from connectors.interactions import read_interactions
+    from plugin.rec_eval import split_interactions
+
+    load = read_interactions(path)
+    unknown = sum(r.item_id not in known for r in load.interactions)
+    echo(f"interactions: {len(load.interactions)} rows ({len(load.invalid)} invalid, {unknown} naming items "
+         f"without features: not used)")
+    rows = [r for r in load.interactions if r.item_id in known]
+    if holdout:
+        split = split_interactions(rows, holdout)
+        echo(f"interactions: training on {len(split.train)} rows; {split.name} held out for eval-rec")
+        rows = split.train
+    return rows
+
+
+def _single_modality(data: PairedFeatures, cfg: TrainConfig, interactions, echo):
+    from plugin.train import build_student, fit_svd
+
+    if interactions:
+        from plugin.rec_space import fit_cooccurrence_space
+
+        fitted = fit_cooccurrence_space(data, interactions, cfg, echo=echo)
+        return fitted["models"], fitted["summary"]
+    echo(f"one modality ({data.modalities[0].value}) and no interactions: nothing to align; the bundle is the "
+         f"content-only PCA projection (pass --interactions to learn a space that serves recommendation)")
+    student = build_student(data.dims(), cfg, fit_svd(data, cfg.rank))
+    return {"student": student, "svd": student}, {"objective": "content-only PCA"}
 
 
 def _evaluate_models(models: dict, data: PairedFeatures, raw_modalities: list[Modality]) -> list[dict]:

@@ -177,6 +177,8 @@ def catalog_options(fn):
 @click.option("--no-distill", is_flag=True, help="Train the student without the teacher (ablation).")
 @click.option("--interactions", type=click.Path(exists=True, dir_okay=False),
               help="user_id,item_id[,weight][,timestamp] file: adds the teacher's co-occurrence term.")
+@click.option("--holdout", type=click.Choice(["leave-last-out", "temporal"]),
+              help="Train on the training part of this interactions split only (for a fair eval-rec).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="TrainConfig JSON; command-line options override it.")
 @click.option("--weights", multiple=True, metavar="ENCODER=PATH")
@@ -185,7 +187,7 @@ def catalog_options(fn):
 @catalog_options
 @click.pass_context
 def train(ctx, catalog, out, preset, dim, rank, epochs, seed, test_fraction, init, fusion, no_distill,
-          interactions, config_file, weights, device, as_json, fmt, media_root, features_dir):
+          interactions, holdout, config_file, weights, device, as_json, fmt, media_root, features_dir):
     """Train the alignment on CATALOG's features and write a bundle to OUT."""
     from pathlib import Path
 
@@ -214,7 +216,8 @@ def train(ctx, catalog, out, preset, dim, rank, epochs, seed, test_fraction, ini
     try:
         source = open_catalog(catalog, media_root=media_root, format=fmt)
         summary = train_bundle(source, out, preset=preset, features_dir=features_dir, cfg=cfg,
-                               weights=_parse_weights(weights), interactions=interactions, device=device,
+                               weights=_parse_weights(weights), interactions=interactions,
+                               interactions_holdout=holdout, device=device,
                                show_progress=sys.stderr.isatty(), echo=echo)
     except (SourceError, RegistryError, WeightsError, ValueError) as exc:
         _fail(str(exc))
@@ -225,10 +228,13 @@ def train(ctx, catalog, out, preset, dim, rank, epochs, seed, test_fraction, ini
         return
     params = summary["parameters"]
     click.echo(f"bundle {summary['bundle_id']} -> {out} ({summary['seconds']}s)")
-    click.echo(f"parameters: student {params['student']:,}, teacher {params['teacher']:,} "
-               f"(ratio 1/{params['teacher'] / max(params['student'], 1):.0f})")
-    click.echo(f"held-out test items: {summary['metrics']['n_items']}")
-    click.echo(format_table(results))
+    ratio = f" (ratio 1/{params['teacher'] / params['student']:.0f})" if params["teacher"] else ""
+    click.echo(f"parameters: student {params['student']:,}, teacher {params['teacher']:,}{ratio}")
+    if results:
+        click.echo(f"held-out test items: {summary['metrics']['n_items']}")
+        click.echo(format_table(results))
+    else:
+        click.echo("one modality: no cross-modal evaluation (use eval-rec with interactions)")
 
 
 @main.command("eval")
@@ -366,6 +372,99 @@ def quickstart(data_dir, device, k):
         run(data_dir, echo=click.echo, device=device, show_progress=sys.stderr.isatty(), k=k)
     except FileNotFoundError as exc:
         _fail(str(exc))
+
+
+# -- recommend ---------------------------------------------------------------------------------------
+def _user_cfg(half_life_days, negative_below):
+    from schemas import UserVectorConfig
+
+    return UserVectorConfig(half_life_days=half_life_days, negative_below=negative_below)
+
+
+def user_vector_options(fn):
+    fn = click.option("--negative-below", type=float,
+                      help="Interaction weights below this are negative feedback (e.g. 3 for star ratings).")(fn)
+    fn = click.option("--half-life-days", type=click.FloatRange(min=0, min_open=True),
+                      help="Time decay of older interactions (default: none).")(fn)
+    return fn
+
+
+@main.command()
+@click.option("--collection", required=True, help="The items collection.")
+@click.option("--user", "user_id", help="User id (omit with --like for an anonymous session).")
+@click.option("--interactions", type=click.Path(exists=True, dir_okay=False),
+              help="Rebuild all user vectors from this file first (user_id,item_id[,weight][,timestamp]).")
+@click.option("--like", "likes", multiple=True, help="Anonymous session: items like these (repeatable).")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE")
+@click.option("--strategy", type=click.Choice(["vector", "best_score", "average_vector"]), default="vector",
+              show_default=True, help="User vector, or Qdrant RecommendQuery over the user's items.")
+@click.option("--include-seen", is_flag=True, help="Do not exclude items the user already has.")
+@click.option("--text", "cold_text", help="Cold start: a text query for users with no history.")
+@click.option("--json", "as_json", is_flag=True)
+@user_vector_options
+@store_options
+def recommend(collection, user_id, interactions, likes, k, filters, strategy, include_seen, cold_text, as_json,
+              half_life_days, negative_below, qdrant_path, qdrant_url, api_key, grpc):
+    """Recommend items for a user (user vectors in the shared space) or for an anonymous session."""
+    from connectors import SourceError
+    from connectors.interactions import read_interactions
+    from connectors.store import StoreError
+    from plugin.recommend import Recommender
+    from plugin.search import parse_filters
+
+    if not user_id and not likes:
+        _fail("give --user, or --like ITEM for an anonymous session")
+    try:
+        rec = Recommender(collection, store=store_config(qdrant_path, qdrant_url, api_key, grpc),
+                          cfg=_user_cfg(half_life_days, negative_below))
+        try:
+            if interactions:
+                load = read_interactions(interactions)
+                counts = rec.rebuild_users(load.interactions)
+                click.echo(f"user vectors: {counts['users']} users from {counts['interactions']} interactions; "
+                           f"{counts['unknown_item_rows']} rows name {counts['unknown_item_ids']} unknown item(s); "
+                           f"{len(load.invalid)} invalid rows", err=True)
+            if likes:
+                hits = rec.more_like(likes, k=k, filters=parse_filters(filters))
+            else:
+                hits = rec.recommend(user_id, k=k, filters=parse_filters(filters), exclude_seen=not include_seen,
+                                     strategy=strategy, cold_start_query={"text": [cold_text]} if cold_text else None)
+        finally:
+            rec.store.close()
+    except (SourceError, StoreError, ValueError) as exc:
+        _fail(str(exc))
+    print_hits(hits, as_json)
+
+
+@main.command("eval-rec")
+@click.option("--collection", required=True)
+@click.option("--interactions", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--split", "how", type=click.Choice(["leave-last-out", "temporal"]), default="leave-last-out",
+              show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@user_vector_options
+@store_options
+def eval_rec(collection, interactions, how, as_json, half_life_days, negative_below, qdrant_path, qdrant_url,
+             api_key, grpc):
+    """Recall/NDCG@10/20 of user vectors vs popularity, item-kNN, PureSVD and RecommendQuery."""
+    from connectors import SourceError
+    from connectors.store import StoreError, VectorStore
+    from plugin.rec_eval import evaluate_collection, format_rec_table
+
+    try:
+        with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
+            report = evaluate_collection(collection, interactions, store=vs, how=how,
+                                         cfg=_user_cfg(half_life_days, negative_below))
+    except (SourceError, StoreError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"{report['collection']}: {report['n_items']} items; split: {report['split']}")
+    click.echo(f"interactions: {report['interactions']} ({report['unknown_item_rows']} rows name "
+               f"{report['unknown_item_ids']} items not in the collection; {report['invalid_rows']} invalid)")
+    click.echo(format_rec_table(report["results"]))
 
 
 # -- schemas -----------------------------------------------------------------------------------

@@ -146,11 +146,12 @@ def evaluate_scorer(name: str, scorer: Callable[[str], np.ndarray], m: Matrix, s
     return {"model": name, **{k: v / max(n, 1) for k, v in totals.items()}, "n_users": n}
 
 
-def baseline_results(split: RecSplit, item_ids: Sequence[str], cfg: UserVectorConfig) -> tuple[Matrix, list[dict]]:
+def baseline_results(split: RecSplit, item_ids: Sequence[str], cfg: UserVectorConfig, svd_rank: int = 50,
+                     knn_neighbours: int = 100) -> tuple[Matrix, list[dict]]:
     m = Matrix(split, item_ids, cfg)
     return m, [evaluate_scorer("popularity", popularity_scorer(m), m, split),
-               evaluate_scorer("item-knn", item_knn_scorer(m), m, split),
-               evaluate_scorer("pure-svd", pure_svd_scorer(m), m, split)]
+               evaluate_scorer("item-knn", item_knn_scorer(m, knn_neighbours), m, split),
+               evaluate_scorer(f"pure-svd (rank {svd_rank})", pure_svd_scorer(m, svd_rank), m, split)]
 
 
 def format_rec_table(rows: Sequence[Mapping]) -> str:
@@ -159,3 +160,75 @@ def format_rec_table(rows: Sequence[Mapping]) -> str:
         lines.append(f"{r['model']:<34}{r['recall@10']:>8.4f}{r['recall@20']:>8.4f}{r['ndcg@10']:>9.4f}"
                      f"{r['ndcg@20']:>9.4f}{r['n_users']:>7}")
     return "\n".join(lines)
+
+
+def recommend_query_result(store, collection: str, split: RecSplit, known: set[str], cfg: UserVectorConfig,
+                           strategy: str = "best_score", ks=KS, max_examples: int = 50) -> dict:
+    """Qdrant RecommendQuery with each user's latest positives as examples, seen items excluded."""
+    from qdrant_client import models
+
+    from connectors.store import point_id
+    from plugin.user_vectors import strength
+
+    history: dict[str, list[Interaction]] = {}
+    for row in sorted(split.train, key=_order_key):
+        history.setdefault(row.user_id, []).append(row)
+    totals: dict[str, float] = {}
+    n = 0
+    for user, target in split.test.items():
+        rows = history.get(user, [])
+        positives = [r.item_id for r in rows if strength(r.weight, cfg) > 0][-max_examples:]
+        negatives = [r.item_id for r in rows if strength(r.weight, cfg) < 0][-max_examples:]
+        if not positives or target not in known:
+            continue
+        seen = {r.item_id for r in rows}
+        query = models.RecommendQuery(recommend=models.RecommendInput(
+            positive=[point_id(i) for i in positives], negative=[point_id(i) for i in negatives] or None,
+            strategy=models.RecommendStrategy(strategy)))
+        hits = store._call("recommend", lambda: store.client.query_points(
+            collection, using="fused", limit=max(ks), query=query, with_payload=["item_id"],
+            query_filter=models.Filter(must_not=[models.HasIdCondition(has_id=[point_id(i) for i in seen])]))).points
+        ranked = [h.payload["item_id"] for h in hits]
+        rank = ranked.index(target) if target in ranked else 10**9
+        for k in ks:
+            totals[f"recall@{k}"] = totals.get(f"recall@{k}", 0.0) + float(rank < k)
+            totals[f"ndcg@{k}"] = totals.get(f"ndcg@{k}", 0.0) + (float(1 / np.log2(rank + 2)) if rank < k else 0.0)
+        n += 1
+    return {"model": f"qdrant RecommendQuery {strategy}", **{k: v / max(n, 1) for k, v in totals.items()},
+            "n_users": n}
+
+
+def collection_item_vectors(store, collection: str) -> tuple[list[str], np.ndarray]:
+    """Every item id and fused vector of a collection (scrolled in pages)."""
+    ids, vectors, offset = [], [], None
+    while True:
+        points, offset = store._call("scroll", lambda: store.client.scroll(
+            collection, limit=1024, offset=offset, with_payload=["item_id"], with_vectors=["fused"]))
+        for p in points:
+            ids.append(p.payload["item_id"])
+            vectors.append(p.vector["fused"])
+        if offset is None:
+            break
+    return ids, np.asarray(vectors, dtype=np.float64).reshape(len(ids), -1)
+
+
+def evaluate_collection(collection: str, interactions_path, *, store, how: str = "leave-last-out",
+                        cfg: UserVectorConfig | None = None) -> dict:
+    """Baselines, user vectors and RecommendQuery on one split of the interactions, over the collection's items."""
+    from connectors.interactions import read_interactions
+    from plugin.versions import resolve_for_read
+
+    cfg = cfg or UserVectorConfig()
+    resolve_for_read(store, collection)
+    item_ids, matrix = collection_item_vectors(store, collection)
+    known = set(item_ids)
+    load = read_interactions(interactions_path)
+    rows = [r for r in load.interactions if r.item_id in known]
+    split = split_interactions(rows, how)
+    m, results = baseline_results(split, item_ids, cfg)
+    results.append(evaluate_scorer("user vector (mmalign)", user_vector_scorer(split, item_ids, matrix, cfg), m, split))
+    results.append(recommend_query_result(store, collection, split, known, cfg))
+    return {"collection": collection, "split": split.name, "n_items": len(item_ids),
+            "interactions": len(load.interactions), "invalid_rows": len(load.invalid),
+            "unknown_item_rows": len(load.interactions) - len(rows),
+            "unknown_item_ids": len({r.item_id for r in load.interactions} - known), "results": results}

@@ -21,24 +21,6 @@ from schemas import Interaction, TrainConfig, UserVectorConfig
 log = logging.getLogger(__name__)
 
 
-def cooccurrence_from(interactions: Sequence[Interaction], item_ids: Sequence[str],
-                      cfg: UserVectorConfig) -> np.ndarray:
-    from plugin.user_vectors import strength
-
-    position = {item: n for n, item in enumerate(item_ids)}
-    by_user: dict[str, set[int]] = {}
-    for row in interactions:
-        n = position.get(row.item_id)
-        if n is not None and strength(row.weight, cfg) > 0:
-            by_user.setdefault(row.user_id, set()).add(n)
-    counts = np.zeros((len(item_ids), len(item_ids)), dtype=np.float32)
-    for items in by_user.values():
-        idx = np.fromiter(items, dtype=np.int64)
-        counts[np.ix_(idx, idx)] += 1
-    np.fill_diagonal(counts, 0)
-    return counts
-
-
 def fit_cooccurrence_space(data: PairedFeatures, interactions: Sequence[Interaction], cfg: TrainConfig,
                            user_cfg: UserVectorConfig | None = None,
                            echo: Callable[[str], None] = log.info) -> dict:
@@ -72,12 +54,12 @@ def fit_cooccurrence_space(data: PairedFeatures, interactions: Sequence[Interact
     for m in teacher.modalities:
         teacher.towers[m.value].init_linear(teacher_fit.mean[m], teacher_fit.components[m])
 
-    histories = _histories(inner.train, data.item_ids, user_cfg)
+    histories = user_histories(inner.train, data.item_ids, user_cfg)
     feats_all, masks_all = _tensors(data)
 
     def teacher_step(batch_f, batch_m, idx, scale, generator):
         raw = {m: teacher.unimodal(m, feats_all[m]) for m in teacher.modalities}
-        return _history_loss(teacher.joint(raw, masks_all), histories, scale, generator, cfg.batch_size)
+        return history_loss(teacher.joint(raw, masks_all), histories, scale, generator, cfg.batch_size)
 
     teacher_result = _fit(teacher, list(teacher.parameters()), data, None, cfg, cfg.teacher_epochs, cfg.teacher_lr,
                           teacher_step, "teacher", val_score=val_score)
@@ -93,7 +75,7 @@ def fit_cooccurrence_space(data: PairedFeatures, interactions: Sequence[Interact
     def student_step(batch_f, batch_m, idx, scale, generator):
         emb = {m: student.embed(m, feats_all[m]) for m in student.modalities}
         items = student.fusion(emb, masks_all)
-        loss = _history_loss(items, histories, scale, generator, cfg.batch_size)
+        loss = history_loss(items, histories, scale, generator, cfg.batch_size)
         target = t_joint[idx]
         if cfg.alpha > 0:
             loss = loss + cfg.alpha * relational_ce(target, target, items[idx], items[idx], cfg.tau_teacher,
@@ -120,7 +102,7 @@ def fit_cooccurrence_space(data: PairedFeatures, interactions: Sequence[Interact
     }
 
 
-def _histories(interactions: Sequence[Interaction], item_ids: Sequence[str], cfg: UserVectorConfig):
+def user_histories(interactions: Sequence[Interaction], item_ids: Sequence[str], cfg: UserVectorConfig):
     """Per user, the positive item rows in time order (users with at least two)."""
     from plugin.user_vectors import strength
 
@@ -133,7 +115,7 @@ def _histories(interactions: Sequence[Interaction], item_ids: Sequence[str], cfg
     return [np.array(rows) for rows in by_user.values() if len(rows) >= 2]
 
 
-def _history_loss(items, histories, scale, generator, batch_size: int):
+def history_loss(items, histories, scale, generator, batch_size: int):
     """Co-occurrence as next-item prediction: for sampled users and a random cut in their history, the
     normalised sum of the item vectors before the cut must score the item at the cut above every other
     item the user has not seen (full softmax over the catalog)."""

@@ -267,9 +267,10 @@ def build_student(dims: dict[Modality, int], cfg: TrainConfig, fit: LinearFit | 
 
 
 def train_teacher(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, fit: LinearFit,
-                  cooccurrence: np.ndarray | None = None):
+                  histories: list | None = None):
     """Teacher: pairwise InfoNCE between unimodal embeddings + InfoNCE between each e_m and the joint
-    embedding of the item seen through a random subset of its modalities (+ co-occurrence term)."""
+    embedding of the item seen through a random subset of its modalities, + with ``histories`` (per
+    user, training-item rows in time order) the co-occurrence term of :func:`plugin.rec_space.history_loss`."""
     import torch
 
     from plugin.losses import info_nce
@@ -280,7 +281,7 @@ def train_teacher(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, 
     for m in teacher.modalities:
         k = min(cfg.dim, fit.components[m].shape[1])
         teacher.towers[m.value].init_linear(fit.mean[m], fit.components[m][:, :k] * fit.scale[m][:k])
-    partners = _cooccurrence_partners(cooccurrence)
+    all_f, all_m = _tensors(train)
 
     if cfg.teacher_freeze_linear:
         for m in teacher.modalities:
@@ -299,49 +300,18 @@ def train_teacher(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, 
             if present.sum() >= 2:
                 loss = loss + info_nce(unit[m][present], joint[present], scale, _sub_targets(soft, present))
                 count += 1
-        if partners is not None and cfg.cooccurrence_weight > 0:
-            cooc = _cooccurrence_loss(teacher, joint, idx, partners, train, scale, generator)
-            if cooc is not None:
-                loss = loss + cfg.cooccurrence_weight * cooc
-                count += 1
+        if histories and cfg.cooccurrence_weight > 0:
+            from plugin.rec_space import history_loss
+
+            all_raw = {m: teacher.unimodal(m, all_f[m]) for m in teacher.modalities}
+            items = teacher.joint(all_raw, all_m)
+            loss = loss + cfg.cooccurrence_weight * history_loss(items, histories, scale, generator, len(idx))
+            count += 1
         return loss / max(count, 1) if count else None
 
     result = _fit(teacher, [p for p in teacher.parameters() if p.requires_grad], train, val, cfg, cfg.teacher_epochs, cfg.teacher_lr,
                   step, "teacher")
     return teacher, result
-
-
-def _cooccurrence_partners(cooccurrence):
-    """Row-normalised item-item co-occurrence counts (N, N) -> sampling distributions, or None."""
-    if cooccurrence is None:
-        return None
-    counts = np.asarray(cooccurrence, dtype=np.float64)
-    np.fill_diagonal(counts, 0)
-    sums = counts.sum(1, keepdims=True)
-    has = sums[:, 0] > 0
-    probs = np.divide(counts, sums, out=np.zeros_like(counts), where=sums > 0)
-    return {"probs": probs, "has": has}
-
-
-def _cooccurrence_loss(teacher, joint, idx, partners, train, scale, generator):
-    """Items consumed by the same users are positives: InfoNCE between an item's joint embedding and
-    that of a partner sampled in proportion to co-occurrence."""
-    import torch
-
-    from plugin.losses import info_nce
-
-    rows = idx.numpy()
-    usable = rows[partners["has"][rows]]
-    if len(usable) < 2:
-        return None
-    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-    partner_rows = np.array([rng.choice(len(train), p=partners["probs"][r]) for r in usable])
-    feats, masks = _tensors(train, partner_rows)
-    raw = {m: teacher.unimodal(m, feats[m]) for m in teacher.modalities}
-    partner_joint = teacher.joint(raw, masks)
-    position = {int(r): n for n, r in enumerate(rows)}
-    anchor = joint[[position[int(r)] for r in usable]]
-    return info_nce(anchor, partner_joint, scale)
 
 
 def train_student(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, fit: LinearFit | None,
