@@ -467,6 +467,92 @@ def eval_rec(collection, interactions, how, as_json, half_life_days, negative_be
     click.echo(format_rec_table(report["results"]))
 
 
+# -- versions --------------------------------------------------------------------------------------
+@main.command()
+@click.option("--collection", required=True, help="The alias apps query.")
+@click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--catalog", type=click.Path(exists=True), help="Needed when the new bundle's encoders differ.")
+@click.option("--keep", default=2, show_default=True, type=click.IntRange(min=0),
+              help="Previous versions to keep after the swap.")
+@click.option("--min-quality", type=float, help="Refuse the swap if the new bundle's probe is below this.")
+@click.option("--reencode", is_flag=True, help="Re-encode from the catalog even if the encoders are the same.")
+@click.option("--batch-size", "chunk_size", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@catalog_options
+@store_options
+def reembed(collection, bundle_path, catalog, keep, min_quality, reencode, chunk_size, device, as_json, fmt,
+            media_root, features_dir, qdrant_path, qdrant_url, api_key, grpc):
+    """Build the next version with a new bundle, verify it, swap the alias (zero downtime)."""
+    from connectors import SourceError
+    from connectors.sources import open_catalog
+    from connectors.store import StoreError
+    from plugin.bundle import BundleError
+    from plugin.reembed import reembed as run
+
+    try:
+        source = open_catalog(catalog, media_root=media_root, format=fmt) if catalog else None
+        report = run(collection, bundle=bundle_path, store=store_config(qdrant_path, qdrant_url, api_key, grpc),
+                     features_dir=features_dir, catalog=source, keep=keep, min_quality=min_quality,
+                     chunk_size=chunk_size, device=device, force_reencode=reencode)
+    except (SourceError, StoreError, BundleError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(f"{report.collection}: {report.old_version} ({report.old_bundle}) -> {report.new_version} "
+                   f"({report.new_bundle}), {report.mode}")
+        click.echo(f"written {report.written}, already there {report.resumed}, failed {report.failed}, "
+                   f"expected {report.expected} ({report.seconds:.1f}s)")
+        click.echo(f"quality probe (student text→image R@10): old {report.quality_old}, new {report.quality_new}")
+        click.echo(f"alias now on {report.new_version}" if report.swapped else f"NOT swapped: {report.reason}")
+        if report.dropped:
+            click.echo(f"dropped: {', '.join(report.dropped)}")
+    if not report.swapped:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("collection")
+@click.option("--json", "as_json", is_flag=True)
+@store_options
+def versions(collection, as_json, qdrant_path, qdrant_url, api_key, grpc):
+    """List the versions of COLLECTION (bundle, points, created, which is live)."""
+    from connectors.store import StoreError, VectorStore
+    from plugin.versions import version_table
+
+    try:
+        with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
+            rows = version_table(vs, collection)
+    except StoreError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no versions of {collection!r}")
+    for r in rows:
+        click.echo(f"{'*' if r['live'] else ' '} {r['name']:<28}{r['points']:>8} points  bundle {r['bundle_id']}  "
+                   f"{r['state']:<9}{r['created_at'] or ''}")
+
+
+@main.command()
+@click.argument("collection")
+@click.option("--to", "to", help="Version to make live (vK or K); default: the previous ready one.")
+@store_options
+def rollback(collection, to, qdrant_path, qdrant_url, api_key, grpc):
+    """Point COLLECTION back at an earlier version (atomic alias swap)."""
+    from connectors.store import StoreError, VectorStore
+    from plugin.versions import rollback as run
+
+    try:
+        with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
+            name = run(vs, collection, to)
+    except (StoreError, ValueError) as exc:
+        _fail(str(exc))
+    click.echo(f"{collection} -> {name}")
+
+
 # -- schemas -----------------------------------------------------------------------------------
 @main.group()
 def schemas() -> None:

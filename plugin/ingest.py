@@ -199,6 +199,32 @@ def ingest(
     return report
 
 
+def project_items(bundle, item_ids: list[str], features: dict[Modality, dict[str, np.ndarray]]
+                  ) -> list[dict[VectorName, np.ndarray]]:
+    """Student projection of each item's raw features (a modality is absent where it has none) and the
+    fused vector; one batch per modality."""
+    import torch
+
+    n = len(item_ids)
+    embeddings, masks = {}, {}
+    for m in bundle.student.modalities:
+        rows = features.get(m, {})
+        mask = np.array([i in rows for i in item_ids], dtype=bool)
+        matrix = np.zeros((n, bundle.dim), dtype=np.float32)
+        if mask.any():
+            matrix[mask] = bundle.embed(m, np.stack([rows[i] for i, keep in zip(item_ids, mask) if keep]))
+        embeddings[m], masks[m] = matrix, mask
+    with torch.no_grad():
+        fused = bundle.student.fusion({m: torch.from_numpy(e) for m, e in embeddings.items()},
+                                      {m: torch.from_numpy(k) for m, k in masks.items()}).numpy()
+    out = []
+    for row in range(n):
+        named = {VectorName(m.value): embeddings[m][row] for m in bundle.student.modalities if masks[m][row]}
+        named[VectorName.FUSED] = fused[row]
+        out.append(named)
+    return out
+
+
 def _process_chunk(chunk, *, catalog, bundle, specs, vs, target, cache, features_dir, letters, device, pool,
                    report, stages) -> list[PointData]:
     t0 = time.perf_counter()
@@ -240,28 +266,12 @@ def _process_chunk(chunk, *, catalog, bundle, specs, vs, target, cache, features
                                                        f"bundle projects {[m.value for m in specs]}"), stage="project")
     points = []
     if usable:
-        import torch
-
-        n = len(usable)
-        embeddings, masks = {}, {}
-        for m in bundle.student.modalities:
-            mask = np.array([i.id in features.get(m, {}) for i in usable])
-            matrix = np.zeros((n, bundle.dim), dtype=np.float32)
-            if mask.any():
-                rows = np.stack([features[m][i.id] for i, keep in zip(usable, mask) if keep])
-                matrix[mask] = bundle.embed(m, rows)
-            embeddings[m], masks[m] = matrix, mask
-        with torch.no_grad():
-            fused = bundle.student.fusion({m: torch.from_numpy(e) for m, e in embeddings.items()},
-                                          {m: torch.from_numpy(k) for m, k in masks.items()}).numpy()
-        for row, item in enumerate(usable):
-            present = [m for m in bundle.student.modalities if masks[m][row]]
-            vectors = {VectorName(m.value): embeddings[m][row] for m in present}
-            vectors[VectorName.FUSED] = fused[row]
+        vectors = project_items(bundle, [i.id for i in usable], features)
+        for item, named in zip(usable, vectors):
+            present = [Modality(v.value) for v in named if v is not VectorName.FUSED]
             if len(present) < len([m for m in item.modalities if m in specs]):
                 report.degraded += 1
-            points.append(PointData(item.id, vectors,
-                                    build_payload(item, present, content[item.id], bundle.bundle_id)))
+            points.append(PointData(item.id, named, build_payload(item, present, content[item.id], bundle.bundle_id)))
         report.ok += len(points)
     stages["project"].seconds += time.perf_counter() - t0
     stages["project"].items += len(usable)

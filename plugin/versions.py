@@ -11,6 +11,12 @@ from connectors.store import CollectionRecord, StoreError, VectorStore
 VERSION_SEP = "__v"
 
 
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def version_name(alias: str, version: int) -> str:
     return f"{alias}{VERSION_SEP}{version}"
 
@@ -39,7 +45,8 @@ def resolve_for_write(store: VectorStore, name: str, dim: int, bundle_id: str,
         if store.collection_exists(target):
             raise StoreError(f"collection {target!r} exists but no alias {name!r} points at it; "
                              f"point the alias (mmalign rollback) or drop {target!r}")
-        record = store.create_collection(target, dim, bundle_id=bundle_id, extra=extra)
+        record = store.create_collection(target, dim, bundle_id=bundle_id,
+                                         extra={**(extra or {}), "created_at": _now(), "state": "ready"})
         store.set_alias(name, target)
         return record
     record = store.collection_record(target)
@@ -53,3 +60,37 @@ def resolve_for_read(store: VectorStore, name: str) -> CollectionRecord:
         existing = store.list_collections()
         raise StoreError(f"collection {name!r} does not exist; collections: {existing}")
     return record
+
+
+def version_table(store: VectorStore, alias: str) -> list[dict[str, Any]]:
+    """Every version of ``alias``: name, version number, bundle, point count, created time, live or not."""
+    live = store.resolve_alias(alias)
+    rows = []
+    for name in list_versions(store, alias):
+        record = store.collection_record(name)
+        rows.append({"name": name, "version": parse_version(name)[1], "bundle_id": record.bundle_id,
+                     "points": store.count(name), "created_at": record.extra.get("created_at"),
+                     "state": record.extra.get("state", "ready"), "live": name == live})
+    return rows
+
+
+def rollback(store: VectorStore, alias: str, to: str | int | None = None) -> str:
+    """Point ``alias`` back at version ``to`` (default: the newest ready version older than the live one)."""
+    live = store.resolve_alias(alias)
+    rows = version_table(store, alias)
+    if to is not None:
+        wanted = to if isinstance(to, int) else int(str(to).lstrip("v"))
+        target = next((r for r in rows if r["version"] == wanted), None)
+        if target is None:
+            raise StoreError(f"{alias!r} has no version v{wanted}; versions: {[r['name'] for r in rows]}")
+    else:
+        live_version = parse_version(live)[1] if live and parse_version(live) else None
+        older = [r for r in rows if live_version is not None and r["version"] < live_version and r["state"] == "ready"]
+        if not older:
+            raise StoreError(f"{alias!r} has no older ready version to roll back to; versions: "
+                             f"{[(r['name'], r['state']) for r in rows]}")
+        target = older[-1]
+    if target["state"] != "ready":
+        raise StoreError(f"{target['name']} is {target['state']!r}, not ready: refusing to make it live")
+    store.set_alias(alias, target["name"])
+    return target["name"]

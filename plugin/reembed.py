@@ -1,0 +1,204 @@
+"""``mmalign reembed``: build the next version of a collection with a new bundle, verify, swap the alias.
+
+Same encoders as the live version: points are re-projected from the feature cache (nothing is
+decoded or encoded). Other encoders: the catalog is re-ingested into the new version. Either way
+the new version is written in chunks and is resumable (a rerun skips points already written with
+the new bundle). Before the swap: every item of the live version must be accounted for (written,
+or failed with a reason), and the new bundle's quality probe is reported next to the old one;
+``min_quality`` can refuse the swap. The alias moves in one atomic operation; older versions
+beyond ``keep`` are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from connectors.dead_letter import DeadLetterWriter
+from connectors.errors import ItemError
+from connectors.store import PointData, StoreError, VectorStore
+from plugin.feature_cache import FeatureCache
+from plugin.versions import _now, list_versions, parse_version, version_name
+from schemas import Modality, StoreConfig, VectorName
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReembedReport:
+    collection: str
+    old_version: str
+    new_version: str
+    old_bundle: str | None
+    new_bundle: str
+    mode: str  # "reproject" or "reencode"
+    expected: int = 0
+    written: int = 0
+    resumed: int = 0
+    failed: int = 0
+    quality_old: float | None = None
+    quality_new: float | None = None
+    swapped: bool = False
+    dropped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def bundle_quality(config: dict) -> float | None:
+    """The quality probe: the student's held-out text→image recall@10 recorded in the bundle
+    (else the mean recall@10 of its cross-modal rows)."""
+    rows = [r for r in config.get("metrics", {}).get("results", []) if r["model"] == "student"]
+    for r in rows:
+        if (r["query"], r["target"]) == ("text", "image"):
+            return float(r["recall@10"])
+    cross = [r["recall@10"] for r in rows if r["target"] != "fused"]
+    return float(np.mean(cross)) if cross else None
+
+
+def _same_encoders(old_config: dict, new_config: dict) -> bool:
+    old = {m: e["encoder_id"] for m, e in old_config["encoders"].items()}
+    new = {m: e["encoder_id"] for m, e in new_config["encoders"].items()}
+    return all(old.get(m) == eid for m, eid in new.items())
+
+
+def reembed(collection: str, *, bundle, store: VectorStore | StoreConfig | None = None,
+            features_dir: str | Path = "mmalign-data/features", catalog=None, keep: int = 2,
+            min_quality: float | None = None, chunk_size: int = 256, dead_letter: str | Path | None = None,
+            device: str = "auto", force_reencode: bool = False,
+            on_chunk: Callable[[int], None] | None = None) -> ReembedReport:
+    from plugin.bundle import Bundle, load_bundle
+
+    started = time.perf_counter()
+    vs = store if isinstance(store, VectorStore) else VectorStore(store or StoreConfig())
+    live = vs.resolve_alias(collection)
+    if live is None:
+        raise StoreError(f"{collection!r} is not an alias of a versioned collection; ingest it first")
+    old_record = vs.collection_record(live)
+    bundle_path = str(Path(bundle.path if isinstance(bundle, Bundle) else bundle).resolve())
+    new_bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, with_teacher=False)
+    old_config = _bundle_config(old_record)
+    mode = "reproject" if (old_config is not None and _same_encoders(old_config, new_bundle.config)
+                           and not force_reencode) else "reencode"
+    target = _next_version(vs, collection, live, new_bundle, bundle_path)
+    report = ReembedReport(collection, live, target, old_record.bundle_id, new_bundle.bundle_id, mode,
+                           expected=vs.count(live))
+    letters = DeadLetterWriter(dead_letter or Path(features_dir) / "reembed_dead_letter.jsonl")
+    if mode == "reproject":
+        _reproject(vs, live, target, new_bundle, FeatureCache(features_dir), report, letters, chunk_size, on_chunk)
+    else:
+        if catalog is None:
+            raise StoreError(f"bundle {new_bundle.bundle_id} uses other encoders than {old_record.bundle_id}: the "
+                             f"items must be re-encoded, so pass the catalog (--catalog)")
+        from plugin.ingest import ingest
+
+        result = ingest(catalog, bundle=new_bundle, collection=target, store=vs, features_dir=features_dir,
+                        chunk_size=chunk_size, dead_letter=letters.path, device=device, on_chunk=on_chunk)
+        report.written, report.resumed, report.failed = result.ok, result.unchanged, result.failed
+        report.expected = result.ok + result.unchanged + result.failed  # every catalog record accounted for
+    _verify_and_swap(vs, collection, live, target, new_bundle, old_config, report, keep, min_quality)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _bundle_config(record) -> dict | None:
+    import json
+
+    path = record.extra.get("bundle_path")
+    if not path or not (Path(path) / "config.json").exists():
+        return None
+    return json.loads((Path(path) / "config.json").read_text())
+
+
+def _next_version(vs: VectorStore, alias: str, live: str, bundle, bundle_path: str) -> str:
+    """The version to build: an unfinished one for this bundle is resumed; else max + 1."""
+    versions = list_versions(vs, alias)
+    for name in versions:
+        record = vs.collection_record(name)
+        if name != live and record.extra.get("state") == "building" and record.bundle_id == bundle.bundle_id:
+            return name
+    number = max([parse_version(n)[1] for n in versions] + [0]) + 1
+    name = version_name(alias, number)
+    vs.create_collection(name, bundle.dim, bundle_id=bundle.bundle_id, extra={
+        "bundle_path": bundle_path, "created_at": _now(), "state": "building",
+        "encoders": {m.value: bundle.encoder_spec(m).name for m in bundle.modalities}})
+    return name
+
+
+def _reproject(vs, live, target, bundle, cache: FeatureCache, report, letters, chunk_size, on_chunk) -> None:
+    """Scroll the live version; project each item's cached raw features with the new student."""
+    from plugin.ingest import project_items
+
+    specs = {m: bundle.encoder_spec(m) for m in bundle.modalities}
+    offset, number = None, 0
+    while True:
+        points, offset = vs._call("scroll", lambda: vs.client.scroll(live, limit=chunk_size, offset=offset,
+                                                                        with_payload=True, with_vectors=False))
+        if not points:
+            break
+        payloads = [p.payload for p in points]
+        ids = [p["item_id"] for p in payloads]
+        done = {p.payload["item_id"] for p in vs.retrieve(target, ids)
+                if p.payload.get("bundle_id") == bundle.bundle_id}
+        report.resumed += len(done)
+        todo = [p for p in payloads if p["item_id"] not in done]
+        if todo:
+            features = {m: cache.load(m, spec, [p["item_id"] for p in todo]) for m, spec in specs.items()}
+            rows = {m: dict(zip(t.item_ids, t.features)) for m, t in features.items()}
+            ok = []
+            for payload in todo:
+                item_id = payload["item_id"]
+                present = [Modality(m) for m in payload.get("modalities", []) if Modality(m) in specs]
+                missing = [m for m in present if item_id not in rows[m]]
+                if missing or not present:
+                    report.failed += 1
+                    letters.write_error(ItemError(item_id, f"no cached {[m.value for m in missing] or 'usable'} "
+                                                           f"features to re-project; re-embed with --catalog"),
+                                        stage="project")
+                    continue
+                ok.append((payload, present))
+            usable = {m: {p["item_id"]: rows[m][p["item_id"]] for p, present in ok if m in present} for m in specs}
+            vectors = project_items(bundle, [p["item_id"] for p, _ in ok], usable)
+            out = []
+            for (payload, _), named in zip(ok, vectors):
+                new_payload = {k: v for k, v in payload.items() if k != "item_id"}
+                new_payload.update(bundle_id=bundle.bundle_id, ingested_at=_now())
+                out.append(PointData(payload["item_id"], named, new_payload))
+            vs.upsert(target, out)
+            report.written += len(out)
+        if on_chunk is not None:
+            on_chunk(number)
+        number += 1
+        if offset is None:
+            break
+
+
+def _verify_and_swap(vs, alias, live, target, bundle, old_config, report, keep, min_quality) -> None:
+    count = vs.count(target)
+    report.quality_old = bundle_quality(old_config) if old_config else None
+    report.quality_new = bundle_quality(bundle.config)
+    if count + report.failed != report.expected:
+        report.reason = (f"count mismatch: {target} has {count} points + {report.failed} failed, live {live} has "
+                         f"{report.expected}; the alias stays on {live}")
+        return
+    if min_quality is not None and (report.quality_new is None or report.quality_new < min_quality):
+        report.reason = (f"quality probe {report.quality_new} is below --min-quality {min_quality}; "
+                         f"the alias stays on {live}")
+        return
+    vs.update_record(target, state="ready", verified_at=_now(), points=count)
+    vs.set_alias(alias, target)
+    report.swapped = True
+    versions = list_versions(vs, alias)
+    keep_names = set(versions[-(keep + 1):]) | {target}
+    for name in versions:
+        if name not in keep_names:
+            vs.delete_collection(name)
+            report.dropped.append(name)
