@@ -266,7 +266,8 @@ def eval_command(bundle_path, catalog, as_json, device, fmt, media_root, feature
 # -- ingest / search -----------------------------------------------------------------------------
 def _print_ingest(report) -> None:
     click.echo(f"collection {report.collection} (-> {report.physical_collection}), bundle {report.bundle_id}")
-    click.echo(f"ok {report.ok}, unchanged {report.unchanged}, failed {report.failed}"
+    click.echo(f"ok {report.ok}, unchanged {report.unchanged}, payload-only {report.payload_updated}, "
+               f"failed {report.failed}"
                + (f", degraded {report.degraded}" if report.degraded else "") + f" in {report.seconds:.1f}s")
     for name, stage in report.stages.items():
         click.echo(f"  {name:<11}{stage.items:>7} items {stage.seconds:>8.2f}s {stage.items_per_s:>9.1f} items/s")

@@ -25,7 +25,7 @@ from connectors.dead_letter import DeadLetterWriter
 from connectors.errors import ItemError
 from connectors.media import file_sha256
 from connectors.sources import Catalog, open_catalog
-from connectors.store import PointData, StoreError, VectorStore
+from connectors.store import PointData, StoreError, VectorStore, point_id
 from plugin.feature_cache import FeatureCache
 from plugin.features import extract_features, text_hash
 from plugin.versions import resolve_for_write
@@ -34,8 +34,8 @@ from schemas import CatalogItem, IngestReport, Modality, StageTiming, StoreConfi
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 256
-RESERVED_PAYLOAD = ("item_id", "text", "image", "audio", "metadata", "modalities", "content_hash", "bundle_id",
-                    "ingested_at")
+RESERVED_PAYLOAD = ("item_id", "text", "image", "audio", "metadata", "modalities", "content_hash", "media_hash",
+                    "bundle_id", "ingested_at")
 
 
 def modality_hashes(catalog: Catalog, item: CatalogItem) -> dict[Modality, str | None]:
@@ -58,8 +58,16 @@ def item_content_hash(item: CatalogItem, hashes: dict[Modality, str | None]) -> 
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def build_payload(item: CatalogItem, modalities: list[Modality], content_hash: str, bundle_id: str) -> dict:
+def media_hash(hashes: dict[Modality, str | None]) -> str:
+    """What the vectors depend on: the media/text content only (metadata and paths excluded)."""
+    body = {m.value: h for m, h in hashes.items()}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def build_payload(item: CatalogItem, modalities: list[Modality], content_hash: str, bundle_id: str,
+                  media: str | None = None) -> dict:
     return {
+        "media_hash": media,
         "text": item.text,
         "image": item.image,
         "audio": item.audio,
@@ -231,13 +239,24 @@ def _process_chunk(chunk, *, catalog, bundle, specs, vs, target, cache, features
     hashes = {item.id: modality_hashes(catalog, item) for item in chunk}
     content = {item.id: item_content_hash(item, hashes[item.id]) for item in chunk}
     stored = {p.payload.get("item_id"): p.payload for p in vs.retrieve(target, [i.id for i in chunk])}
-    todo = []
+    media = {item.id: media_hash(hashes[item.id]) for item in chunk}
+    todo, payload_only = [], []
     for item in chunk:
         payload = stored.get(item.id)
-        if payload and payload.get("content_hash") == content[item.id] and payload.get("bundle_id") == bundle.bundle_id:
+        same_bundle = payload is not None and payload.get("bundle_id") == bundle.bundle_id
+        if same_bundle and payload.get("content_hash") == content[item.id]:
             report.unchanged += 1
+        elif same_bundle and payload.get("media_hash") == media[item.id] and None not in hashes[item.id].values():
+            payload_only.append((item, payload))  # metadata edit: vectors stay valid
         else:
             todo.append(item)
+    if payload_only:
+        for item, old in payload_only:
+            present = [Modality(m) for m in old.get("modalities", [])]
+            new_payload = build_payload(item, present, content[item.id], bundle.bundle_id, media[item.id])
+            vs._call("set payload", lambda: vs.client.overwrite_payload(
+                target, payload={"item_id": item.id, **new_payload}, points=[point_id(item.id)]))
+        report.payload_updated += len(payload_only)
     stages["skip_check"].seconds += time.perf_counter() - t0
     stages["skip_check"].items += len(chunk)
     if not todo:
@@ -271,7 +290,8 @@ def _process_chunk(chunk, *, catalog, bundle, specs, vs, target, cache, features
             present = [Modality(v.value) for v in named if v is not VectorName.FUSED]
             if len(present) < len([m for m in item.modalities if m in specs]):
                 report.degraded += 1
-            points.append(PointData(item.id, named, build_payload(item, present, content[item.id], bundle.bundle_id)))
+            points.append(PointData(item.id, named, build_payload(item, present, content[item.id], bundle.bundle_id,
+                                                                  media[item.id])))
         report.ok += len(points)
     stages["project"].seconds += time.perf_counter() - t0
     stages["project"].items += len(usable)

@@ -95,6 +95,7 @@ class IngestReport(BaseModel):
     bundle_id: str
     ok: int = Field(0, description="Upserted in this run.")
     unchanged: int = Field(0, description="Skipped: same content hash and bundle already stored.")
+    payload_updated: int = Field(0, description="Metadata changed only: payload rewritten in place, no re-embedding.")
     failed: int = Field(0, description="Not upserted: invalid record or no usable modality.")
     degraded: int = Field(0, description="Upserted without a modality that failed to load (see dead letter).")
     stages: dict[str, StageTiming] = Field(default_factory=dict)

@@ -89,6 +89,24 @@ def test_reingest_is_idempotent_and_incremental(trained, store):
     assert point.payload["text"] == "a completely new description"
 
 
+def test_metadata_only_change_updates_payload_without_reembedding(trained, store):
+    base, catalog = trained
+    _ingest(trained, store)
+    [before] = store.retrieve("items", ["item2"], with_vectors=True)
+    lines = catalog.read_text().splitlines()
+    edited_item = json.loads(lines[2])
+    edited_item["metadata"] = {"group": "even", "n": 2, "on_sale": True}
+    edited = catalog.parent / "meta_edit.jsonl"
+    edited.write_text("\n".join([*lines[:2], json.dumps(edited_item), *lines[3:]]) + "\n")
+    report = ingest(edited, bundle=base / "bundle", collection="items", store=store, features_dir=base / "features",
+                    device="cpu")
+    assert (report.ok, report.payload_updated, report.unchanged) == (0, 1, N_ITEMS - 1)
+    [after] = store.retrieve("items", ["item2"], with_vectors=True)
+    assert after.payload["metadata"]["on_sale"] is True and after.vector == before.vector
+    assert after.payload["content_hash"] != before.payload["content_hash"]
+    assert _ingest(trained, store).payload_updated == 1  # and back again
+
+
 def test_resume_after_interruption_has_no_duplicates_or_loss(trained, store):
     def crash(chunk_number):
         if chunk_number == 1:
@@ -182,7 +200,7 @@ def test_cli_ingest_and_search_json(trained, tmp_path):
     result = runner.invoke(main, ["ingest", str(catalog), "--bundle", str(base / "bundle"), "--collection", "c",
                                   "--features", str(base / "features"), "--qdrant-path", qdrant, "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert f"ok {N_ITEMS}, unchanged 0, failed 0" in result.output
+    assert f"ok {N_ITEMS}, unchanged 0, payload-only 0, failed 0" in result.output
     result = runner.invoke(main, ["search", "--collection", "c", "--qdrant-path", qdrant, "--image",
                                   str(catalog.parent / "img4.png"), "--using", "image", "-k", "3", "--json",
                                   "--filter", "group=even", "--device", "cpu"])

@@ -1,0 +1,123 @@
+"""Re-embedding into a new version with a zero-downtime alias swap, resumable, verified, reversible."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from connectors.store import StoreError, VectorStore
+from plugin.ingest import ingest
+from plugin.reembed import reembed
+from plugin.versions import rollback, version_table
+from schemas import StoreConfig
+from tests.unit.test_ingest_search import N_ITEMS, trained  # noqa: F401  (module fixture)
+
+
+@pytest.fixture
+def store():
+    with VectorStore(StoreConfig(path=":memory:")) as vs:
+        yield vs
+
+
+@pytest.fixture
+def live(trained, store):  # noqa: F811
+    base, catalog = trained
+    ingest(catalog, bundle=base / "bundle", collection="items", store=store, features_dir=base / "features",
+           device="cpu")
+    return base, catalog
+
+
+def _fused(store, name):
+    points = store.client.scroll(name, limit=1000, with_vectors=["fused"])[0]
+    return {p.payload["item_id"]: np.asarray(p.vector["fused"]) for p in points}
+
+
+def test_reproject_swaps_alias_and_matches_a_full_ingest(live, store):
+    base, catalog = live
+    report = reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features")
+    assert report.mode == "reproject" and report.swapped and report.written == N_ITEMS
+    assert store.resolve_alias("items") == "items__v2" and store.count("items") == N_ITEMS
+    with VectorStore(StoreConfig(path=":memory:")) as fresh:
+        ingest(catalog, bundle=base / "bundle2", collection="items", store=fresh, features_dir=base / "features",
+               device="cpu")
+        direct = _fused(fresh, "items")
+    reprojected = _fused(store, "items")
+    assert direct.keys() == reprojected.keys()
+    for key in direct:
+        np.testing.assert_allclose(reprojected[key], direct[key], atol=1e-5)
+    rows = version_table(store, "items")
+    assert [(r["name"], r["live"], r["state"]) for r in rows] == [("items__v1", False, "ready"),
+                                                                   ("items__v2", True, "ready")]
+
+
+def test_queries_during_reembed_always_see_a_complete_version(live, store):
+    base, _ = live
+    errors, counts, stop = [], [], threading.Event()
+    query = np.ones(8, dtype=np.float32).tolist()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                hits = store.client.query_points("items", query=query, using="fused", limit=5).points
+                counts.append((store.count("items"), len(hits)))
+            except Exception as exc:  # any failure is a downtime
+                errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        report = reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features", chunk_size=5)
+    finally:
+        stop.set()
+        thread.join()
+    assert report.swapped and not errors and counts
+    assert all(count == N_ITEMS and hits == 5 for count, hits in counts)
+
+
+def test_killed_reembed_resumes_with_exact_count(live, store):
+    base, _ = live
+
+    def crash(chunk):
+        if chunk == 2:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features", chunk_size=5,
+                on_chunk=crash)
+    assert store.resolve_alias("items") == "items__v1"  # nothing swapped
+    partial = store.count("items__v2")
+    report = reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features", chunk_size=5)
+    assert report.new_version == "items__v2" and report.resumed == partial and report.written == N_ITEMS - partial
+    assert report.swapped and store.count("items") == N_ITEMS
+
+
+def test_failed_verification_leaves_alias_and_rollback_restores(live, store):
+    base, catalog = live
+    before = _fused(store, "items")
+    refused = reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features",
+                      min_quality=2.0)
+    assert not refused.swapped and "below --min-quality" in refused.reason
+    assert store.resolve_alias("items") == "items__v1"
+    with pytest.raises(StoreError, match="building"):
+        rollback(store, "items", to=2)
+    done = reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features")
+    assert done.swapped and done.new_version == "items__v2"  # the unfinished version is reused
+    assert rollback(store, "items") == "items__v1"
+    after = _fused(store, "items")
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key])
+
+
+def test_other_encoders_need_the_catalog(live, store, monkeypatch):
+    base, _ = live
+    monkeypatch.setattr("plugin.reembed._same_encoders", lambda old, new: False)
+    with pytest.raises(StoreError, match="pass the catalog"):
+        reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features")
+
+
+def test_keep_drops_old_versions(live, store):
+    base, _ = live
+    reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features", keep=1)
+    report = reembed("items", bundle=base / "bundle", store=store, features_dir=base / "features", keep=0)
+    assert report.new_version == "items__v3" and report.dropped == ["items__v1", "items__v2"]
+    assert [r["name"] for r in version_table(store, "items")] == ["items__v3"]
