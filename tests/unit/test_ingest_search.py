@@ -209,3 +209,30 @@ def test_cli_ingest_and_search_json(trained, tmp_path):
     assert hits[0]["id"] == "item4" and set(hits[0]) == {"id", "score", "payload"}
     missing = runner.invoke(main, ["search", "--collection", "nope", "--qdrant-path", qdrant, "--text", "x"])
     assert missing.exit_code != 0 and "does not exist" in missing.output
+
+
+@pytest.mark.qdrant_server
+def test_embedded_and_server_give_the_same_results(trained):
+    """Congruence: the same ingest and queries on the embedded engine and on a Qdrant server."""
+    import os
+    import uuid
+
+    url = os.environ.get("QDRANT_URL")
+    if not url:
+        pytest.skip("QDRANT_URL is not set: no Qdrant server to compare against")
+    base, catalog = trained
+    name = f"mmalign_test_{uuid.uuid4().hex[:8]}"
+    answers = []
+    for config in (StoreConfig(path=":memory:"), StoreConfig(url=url, api_key=os.environ.get("QDRANT_API_KEY"))):
+        with VectorStore(config) as vs:
+            try:
+                _ = ingest(catalog, bundle=base / "bundle", collection=name, store=vs, features_dir=base / "features",
+                           device="cpu")
+                searcher = Searcher(name, store=vs, device="cpu")
+                answers.append([[h.id for h in searcher.search(image=[catalog.parent / f"img{i}.png"], k=5,
+                                                               filters={"group": ["even"]})] for i in range(4)])
+            finally:
+                for collection in vs.list_collections():
+                    if collection.startswith(name):
+                        vs.delete_collection(collection)
+    assert answers[0] == answers[1]
