@@ -402,11 +402,13 @@ def user_vector_options(fn):
               show_default=True, help="User vector, or Qdrant RecommendQuery over the user's items.")
 @click.option("--include-seen", is_flag=True, help="Do not exclude items the user already has.")
 @click.option("--text", "cold_text", help="Cold start: a text query for users with no history.")
+@click.option("--popularity-weight", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Add w·log(1+popularity) (scaled to [0, 1]) to user-vector scores; eval-rec suggests w.")
 @click.option("--json", "as_json", is_flag=True)
 @user_vector_options
 @store_options
-def recommend(collection, user_id, interactions, likes, k, filters, strategy, include_seen, cold_text, as_json,
-              half_life_days, negative_below, qdrant_path, qdrant_url, api_key, grpc):
+def recommend(collection, user_id, interactions, likes, k, filters, strategy, include_seen, cold_text,
+              popularity_weight, as_json, half_life_days, negative_below, qdrant_path, qdrant_url, api_key, grpc):
     """Recommend items for a user (user vectors in the shared space) or for an anonymous session."""
     from connectors import SourceError
     from connectors.interactions import read_interactions
@@ -418,7 +420,7 @@ def recommend(collection, user_id, interactions, likes, k, filters, strategy, in
         _fail("give --user, or --like ITEM for an anonymous session")
     try:
         rec = Recommender(collection, store=store_config(qdrant_path, qdrant_url, api_key, grpc),
-                          cfg=_user_cfg(half_life_days, negative_below))
+                          cfg=_user_cfg(half_life_days, negative_below), popularity_weight=popularity_weight)
         try:
             if interactions:
                 load = read_interactions(interactions)

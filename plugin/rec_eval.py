@@ -116,19 +116,44 @@ def pure_svd_scorer(m: Matrix, rank: int = 50) -> Callable[[str], np.ndarray]:
     return lambda user: (m.matrix[m.user_index[user]] @ v) @ v.T
 
 
+def popularity_prior(counts: np.ndarray) -> np.ndarray:
+    """log(1 + count) scaled to [0, 1]: the prior added to cosine scores (see :class:`Recommender`)."""
+    logs = np.log1p(np.asarray(counts, dtype=np.float64))
+    return logs / logs.max() if logs.max() > 0 else logs
+
+
 def user_vector_scorer(split: RecSplit, item_ids: Sequence[str], item_matrix: np.ndarray,
-                       cfg: UserVectorConfig) -> Callable[[str], np.ndarray]:
+                       cfg: UserVectorConfig, popularity_weight: float = 0.0,
+                       matrix: Matrix | None = None) -> Callable[[str], np.ndarray]:
+    """cos(user vector, item) [+ popularity_weight · prior(training popularity)]."""
     from plugin.user_vectors import build_profiles
 
     vectors = {item: item_matrix[n] for n, item in enumerate(item_ids)}
     profiles = build_profiles(split.train, vectors, cfg, item_matrix.shape[1])
+    prior = 0.0
+    if popularity_weight:
+        matrix = matrix or Matrix(split, item_ids, cfg)
+        prior = popularity_weight * popularity_prior(matrix.matrix.sum(0))
 
     def score(user: str) -> np.ndarray:
         profile = profiles.get(user)
         vector = profile.vector if profile is not None else None
-        return item_matrix @ vector if vector is not None else np.zeros(len(item_ids))
+        return (item_matrix @ vector if vector is not None else np.zeros(len(item_ids))) + prior
 
     return score
+
+
+POPULARITY_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def choose_popularity_weight(train: Sequence[Interaction], item_ids: Sequence[str], item_matrix: np.ndarray,
+                             cfg: UserVectorConfig, grid: Sequence[float] = POPULARITY_GRID) -> tuple[float, dict]:
+    """The weight with the best NDCG@10 on a leave-last-out split of the *training* interactions."""
+    inner = split_interactions(train, "leave-last-out")
+    m = Matrix(inner, item_ids, cfg)
+    scores = {w: evaluate_scorer("val", user_vector_scorer(inner, item_ids, item_matrix, cfg, w, m), m, inner)
+              ["ndcg@10"] for w in grid}
+    return max(scores, key=scores.get), scores
 
 
 def evaluate_scorer(name: str, scorer: Callable[[str], np.ndarray], m: Matrix, split: RecSplit,
@@ -227,6 +252,9 @@ def evaluate_collection(collection: str, interactions_path, *, store, how: str =
     split = split_interactions(rows, how)
     m, results = baseline_results(split, item_ids, cfg)
     results.append(evaluate_scorer("user vector (mmalign)", user_vector_scorer(split, item_ids, matrix, cfg), m, split))
+    weight, _ = choose_popularity_weight(split.train, item_ids, matrix, cfg)
+    results.append(evaluate_scorer(f"user vector + popularity prior (w={weight:g})", user_vector_scorer(
+        split, item_ids, matrix, cfg, weight, m), m, split))
     results.append(recommend_query_result(store, collection, split, known, cfg))
     return {"collection": collection, "split": split.name, "n_items": len(item_ids),
             "interactions": len(load.interactions), "invalid_rows": len(load.invalid),

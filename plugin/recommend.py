@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("vector", "best_score", "average_vector")
 #: RecommendQuery examples per side: the most recent ones.
 MAX_EXAMPLES = 50
+#: Items whose popularity is kept with the users collection (cold start and the popularity prior).
+MAX_STORED_POPULARITY = 10_000
+#: Candidates fetched by the user vector before the popularity prior re-ranks them.
+PRIOR_CANDIDATES = 200
 
 
 def users_collection_name(collection: str) -> str:
@@ -33,13 +37,20 @@ def users_collection_name(collection: str) -> str:
 
 class Recommender:
     def __init__(self, collection: str, *, store: VectorStore | StoreConfig | None = None,
-                 cfg: UserVectorConfig | None = None, users_collection: str | None = None):
+                 cfg: UserVectorConfig | None = None, users_collection: str | None = None,
+                 popularity_weight: float = 0.0):
         self.store = store if isinstance(store, VectorStore) else VectorStore(store or StoreConfig())
         self.collection = collection
         self.record = resolve_for_read(self.store, collection)
         self.cfg = cfg or UserVectorConfig()
         self.users = users_collection or users_collection_name(collection)
-        self.popularity: Counter = Counter()
+        self.popularity_weight = popularity_weight
+        self.popularity: Counter = self._stored_popularity()
+
+    def _stored_popularity(self) -> Counter:
+        """Item popularity saved by the last :meth:`rebuild_users` (positive interactions per item)."""
+        record = self.store.collection_record(self.users) if self.store.collection_exists(self.users) else None
+        return Counter(record.extra.get("popularity", {})) if record else Counter()
 
     # -- item vectors ------------------------------------------------------------------------------
     def item_vectors(self, item_ids: Iterable[str]) -> dict[str, np.ndarray]:
@@ -108,6 +119,8 @@ class Recommender:
             self._save(profiles[start:start + 256])
         self.popularity = Counter(r.item_id for r in interactions if r.item_id in vectors
                                   and strength(r.weight, self.cfg) > 0)
+        self._ensure_users()
+        self.store.update_record(self.users, popularity=dict(self.popularity.most_common(MAX_STORED_POPULARITY)))
         unknown = sum(p.unknown for p in profiles)
         return {"users": len(profiles), "interactions": len(interactions), "unknown_item_rows": unknown,
                 "unknown_item_ids": len({r.item_id for r in interactions if r.item_id not in vectors})}
@@ -136,10 +149,18 @@ class Recommender:
                 positive=[point_id(i) for i in positive], negative=[point_id(i) for i in negative] or None,
                 strategy=models.RecommendStrategy.BEST_SCORE if strategy == "best_score"
                 else models.RecommendStrategy.AVERAGE_VECTOR))
+        use_prior = strategy == "vector" and self.popularity_weight > 0 and self.popularity
+        limit = max(k, PRIOR_CANDIDATES) if use_prior else k
         response = self.store._call("recommend", lambda: self.store.client.query_points(
-            self.collection, query=query, using="fused", limit=k, query_filter=query_filter, with_payload=True))
-        return [Hit((p.payload or {}).get("item_id", str(p.id)), float(p.score), p.payload or {})
+            self.collection, query=query, using="fused", limit=limit, query_filter=query_filter, with_payload=True))
+        hits = [Hit((p.payload or {}).get("item_id", str(p.id)), float(p.score), p.payload or {})
                 for p in response.points]
+        if use_prior:
+            top = np.log1p(max(self.popularity.values()))
+            for hit in hits:
+                hit.score += self.popularity_weight * float(np.log1p(self.popularity.get(hit.id, 0)) / top)
+            hits.sort(key=lambda h: -h.score)
+        return hits[:k]
 
     def _examples(self, profile: UserProfile) -> tuple[list[str], list[str]]:
         """Positive and negative example ids for RecommendQuery (the profile keeps the order seen)."""

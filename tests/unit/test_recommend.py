@@ -225,3 +225,29 @@ def test_movielens_catalog_from_recbole(tmp_path):
     items = open_catalog(tmp_path / "ml.jsonl").items()
     assert n == len(items) == 1682 and items[0].text.startswith("Toy Story (1995). Genres: Animation")
     assert inter.name == "ml-100k.inter"
+
+
+def test_popularity_prior_reranks_and_popularity_persists(store):
+    history = [ev("u", "a0", 0), ev("u", "a1", 1)] + [ev(f"p{i}", "a9", 0) for i in range(5)]
+    rec = Recommender("items", store=store)
+    rec.rebuild_users(history)
+    plain = [h.id for h in rec.recommend("u", k=3)]
+    boosted = Recommender("items", store=store, popularity_weight=1.0)  # popularity read back from the store
+    assert boosted.popularity["a9"] == 5
+    hits = boosted.recommend("u", k=3)
+    assert hits[0].id == "a9" and [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert "a9" in plain or hits[0].id != plain[0]
+    assert [h.id for h in Recommender("items", store=store).recommend("nobody", k=1)] == ["a9"]  # cold start
+
+
+def test_choose_popularity_weight_on_training_part():
+    from plugin.rec_eval import choose_popularity_weight
+
+    vectors = cluster_vectors()
+    items = sorted(vectors)
+    # Users who watched two b items next watch c0, which many one-off users watched: only popularity finds it.
+    rows = [e for u in range(12) for e in (ev(f"u{u}", f"b{u % 5}", 0), ev(f"u{u}", f"b{(u + 1) % 5}", 1),
+                                           ev(f"u{u}", "c0", 2))]
+    rows += [ev(f"v{v}", "c0", 0) for v in range(6)]
+    weight, scores = choose_popularity_weight(rows, items, np.stack([vectors[i] for i in items]), UserVectorConfig())
+    assert weight > 0 and scores[weight] > scores[0.0] + 0.3
