@@ -23,6 +23,9 @@ from schemas.encoders import EncoderSpec
 
 FORMAT_VERSION = 1
 
+#: folder -> (index, shard names it covers), shared by every FeatureCache of this process.
+_INDEX_CACHE: dict[str, tuple[dict, list[str]]] = {}
+
 
 @dataclass(frozen=True)
 class CacheEntry:
@@ -54,19 +57,27 @@ class FeatureCache:
         return self.root / Modality(modality).value / f"{name}--{digest}"
 
     def index(self, modality: Modality, spec: EncoderSpec) -> dict[str, CacheEntry]:
-        """Item id -> where its newest features are; reads shard headers only."""
+        """Item id -> where its newest features are. Reads shard headers only, and only of shards
+        this process has not read yet (ingest asks once per chunk; shards are append-only)."""
         from safetensors import safe_open
 
         folder = self.directory(modality, spec)
-        entries: dict[str, CacheEntry] = {}
-        for shard in sorted(folder.glob("shard-*.safetensors")):
-            with safe_open(str(shard), framework="numpy") as handle:
+        shards = sorted(p.name for p in folder.glob("shard-*.safetensors"))
+        key = str(folder.resolve())
+        cached = _INDEX_CACHE.get(key)
+        if cached is None or not set(cached[1]) <= set(shards) or (cached[1] and shards[: len(cached[1])] != cached[1]):
+            cached = ({}, [])  # first look, or shards were rewritten (compact): read everything
+        entries, seen = dict(cached[0]), list(cached[1])
+        for name in shards[len(seen):]:
+            with safe_open(str(folder / name), framework="numpy") as handle:
                 meta = handle.metadata() or {}
             ids = json.loads(meta.get("item_ids", "[]"))
             hashes = json.loads(meta.get("content_hashes", "[]"))
             for row, (item_id, content_hash) in enumerate(zip(ids, hashes)):
-                entries[item_id] = CacheEntry(content_hash, shard.name, row)
-        return entries
+                entries[item_id] = CacheEntry(content_hash, name, row)
+            seen.append(name)
+        _INDEX_CACHE[key] = (entries, seen)
+        return dict(entries)
 
     def write(self, modality: Modality, spec: EncoderSpec, item_ids: list[str], content_hashes: list[str],
               features: np.ndarray) -> Path | None:

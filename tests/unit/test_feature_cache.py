@@ -30,3 +30,15 @@ def test_shards_are_plain_safetensors(tmp_path):
     path = cache.write(Modality.AUDIO, spec, ["x"], ["h"], np.zeros((1, spec.dim), np.float32))
     assert load_file(str(path))["features"].shape == (1, spec.dim)
     assert (path.parent / "encoder.json").exists()
+
+
+def test_index_sees_shards_written_after_it_was_read(tmp_path):
+    spec = get_encoder_spec("logmel-stats")
+    cache = FeatureCache(tmp_path)
+    cache.write(Modality.AUDIO, spec, ["x"], ["h1"], np.zeros((1, spec.dim), np.float32))
+    assert set(cache.index(Modality.AUDIO, spec)) == {"x"}
+    FeatureCache(tmp_path).write(Modality.AUDIO, spec, ["y", "x"], ["h2", "h1b"], np.ones((2, spec.dim), np.float32))
+    index = cache.index(Modality.AUDIO, spec)
+    assert set(index) == {"x", "y"} and index["x"].content_hash == "h1b"
+    cache.compact(Modality.AUDIO, spec)
+    assert cache.index(Modality.AUDIO, spec)["x"].content_hash == "h1b"
