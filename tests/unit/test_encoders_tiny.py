@@ -78,3 +78,29 @@ def test_device_validation():
     assert select_device("cpu").type == "cpu"
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         select_device("tpu")
+
+
+def test_open_clip_tower_loads_a_local_checkpoint(tiny_preset, images, tmp_path):
+    """Real CLIP weights come from a local file on offline machines: the same path, tiny weights."""
+    from safetensors.torch import save_file
+
+    from plugin.registry import get_encoder_spec, with_weights
+
+    first = plugin.build_encoder("tiny-clip-image", device="cpu")
+    checkpoint = tmp_path / "open_clip_model.safetensors"
+    state = {k: v.contiguous() for k, v in first.model.state_dict().items()}
+    import torch
+
+    with torch.no_grad():  # make the file differ from the seeded init, so loading it is observable
+        state = {k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}
+    save_file(state, str(checkpoint))
+    spec = with_weights(get_encoder_spec("tiny-clip-image"), str(checkpoint))
+    loaded = plugin.build_encoder(spec, device="cpu")
+    for key, value in loaded.model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert not np.allclose(loaded.encode(images), first.encode(images))
+    text_spec = with_weights(get_encoder_spec("tiny-bert"), str(tmp_path / "missing-folder"))
+    from plugin.weights import WeightsError
+
+    with pytest.raises(WeightsError, match="does not exist"):
+        plugin.build_encoder(text_spec, device="cpu")
