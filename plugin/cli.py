@@ -587,10 +587,11 @@ def store_info(qdrant_path, qdrant_url, api_key, grpc, as_json):
 
     try:
         with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
+            aliases = {a.collection_name: a.alias_name for a in vs.client.get_aliases().aliases}
             rows = []
             for name in vs.list_collections():
                 record = vs.collection_record(name)
-                rows.append({"name": name, "points": vs.count(name), "dim": record.dim,
+                rows.append({"name": name, "alias": aliases.get(name), "points": vs.count(name), "dim": record.dim,
                              "bundle_id": record.bundle_id})
     except StoreError as exc:
         _fail(str(exc))
@@ -600,7 +601,8 @@ def store_info(qdrant_path, qdrant_url, api_key, grpc, as_json):
     if not rows:
         click.echo("no collections")
     for row in rows:
-        click.echo(f"{row['name']:<30}{row['points']:>9} points  D={row['dim']}  bundle={row['bundle_id']}")
+        alias = f"  (alias {row['alias']})" if row["alias"] else ""
+        click.echo(f"{row['name']:<30}{row['points']:>9} points  D={row['dim']}  bundle={row['bundle_id']}{alias}")
 
 
 if __name__ == "__main__":  # pragma: no cover

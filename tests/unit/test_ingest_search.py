@@ -207,6 +207,10 @@ def test_cli_ingest_and_search_json(trained, tmp_path):
     assert result.exit_code == 0, result.output
     hits = json.loads(result.output)
     assert hits[0]["id"] == "item4" and set(hits[0]) == {"id", "score", "payload"}
+    info = runner.invoke(main, ["store", "info", "--qdrant-path", qdrant, "--json"])
+    assert json.loads(info.stdout) == [{"name": "c__v1", "alias": "c", "points": N_ITEMS, "dim": 8,
+                                        "bundle_id": json.loads((base / "bundle" / "config.json").read_text())[
+                                            "bundle_id"]}]
     missing = runner.invoke(main, ["search", "--collection", "nope", "--qdrant-path", qdrant, "--text", "x"])
     assert missing.exit_code != 0 and "does not exist" in missing.output
 
