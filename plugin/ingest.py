@@ -244,7 +244,9 @@ def _process_chunk(chunk, *, catalog, bundle, specs, vs, target, cache, features
     for item in chunk:
         payload = stored.get(item.id)
         same_bundle = payload is not None and payload.get("bundle_id") == bundle.bundle_id
-        if same_bundle and payload.get("content_hash") == content[item.id]:
+        wanted = {m.value for m in item.modalities if m in specs}
+        complete = payload is not None and wanted <= set(payload.get("modalities", []))
+        if same_bundle and complete and payload.get("content_hash") == content[item.id]:
             report.unchanged += 1
         elif same_bundle and payload.get("media_hash") == media[item.id] and None not in hashes[item.id].values():
             payload_only.append((item, payload))  # metadata edit: vectors stay valid

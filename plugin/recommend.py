@@ -67,9 +67,19 @@ class Recommender:
             self.store.create_collection(self.users, self.record.dim, bundle_id=self.record.bundle_id,
                                          extra={"items_collection": self.collection})
 
+    def _check_users_bundle(self) -> None:
+        """User vectors live in one bundle's space; after a re-embed they must be rebuilt."""
+        record = self.store.collection_record(self.users)
+        items = self.store.collection_record(self.collection)
+        if record is not None and record.bundle_id != items.bundle_id:
+            raise StoreError(f"user vectors in {self.users!r} were built for bundle {record.bundle_id!r}, but "
+                             f"{self.collection!r} now serves {items.bundle_id!r}: rebuild them (recommend "
+                             f"--interactions FILE, or Recommender.rebuild_users)")
+
     def get_profile(self, user_id: str) -> UserProfile | None:
         if not self.store.collection_exists(self.users):
             return None
+        self._check_users_bundle()
         points = self.store.retrieve(self.users, [user_id], with_vectors=["fused"])
         if not points:
             return None
@@ -103,7 +113,9 @@ class Recommender:
         vectors = self.item_vectors(r.item_id for r in interactions)
         profile = update_profile(previous, user_id, interactions, vectors, self.cfg, self.record.dim, now)
         self._save([profile])
-        self.popularity.update(r.item_id for r in interactions if strength(r.weight, self.cfg) > 0)
+        self.popularity.update(r.item_id for r in interactions if r.item_id in vectors
+                               and strength(r.weight, self.cfg) > 0)
+        self.store.update_record(self.users, popularity=dict(self.popularity.most_common(MAX_STORED_POPULARITY)))
         return profile
 
     def rebuild_users(self, interactions: Sequence[Interaction]) -> dict[str, Any]:
@@ -134,7 +146,8 @@ class Recommender:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy {strategy!r} is unknown; valid: {list(STRATEGIES)}")
         profile = self.get_profile(user_id)
-        if profile is None or profile.vector is None:
+        if profile is None or profile.vector is None or profile.n_positive == 0:
+            # no history, or only dislikes: the negated sum would point at outliers, not at taste
             return self.cold_start(k=k, filters=filters, query=cold_start_query, searcher=searcher,
                                    exclude=profile.seen if profile else ())
         query_filter = build_filter(filters, exclude_ids=profile.seen if exclude_seen else ())
@@ -189,7 +202,8 @@ class Recommender:
                    exclude: Sequence[str] = ()) -> list[Hit]:
         if query:
             searcher = searcher or Searcher(self.collection, store=self.store)
-            return searcher.search(k=k, filters=filters, **query)
+            hits = searcher.search(k=k + len(exclude), filters=filters, **query)
+            return [h for h in hits if h.id not in set(exclude)][:k]
         if not self.popularity:
             raise StoreError("the user has no history and no popularity is known: pass interactions or a "
                              "text/image/audio query for cold start")

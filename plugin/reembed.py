@@ -77,7 +77,10 @@ def reembed(collection: str, *, bundle, store: VectorStore | StoreConfig | None 
             on_chunk: Callable[[int], None] | None = None) -> ReembedReport:
     from plugin.bundle import Bundle, load_bundle
 
+    from datetime import datetime, timezone
+
     started = time.perf_counter()
+    started_at = datetime.now(timezone.utc)
     vs = store if isinstance(store, VectorStore) else VectorStore(store or StoreConfig())
     live = vs.resolve_alias(collection)
     if live is None:
@@ -103,8 +106,8 @@ def reembed(collection: str, *, bundle, store: VectorStore | StoreConfig | None 
         result = ingest(catalog, bundle=new_bundle, collection=target, store=vs, features_dir=features_dir,
                         chunk_size=chunk_size, dead_letter=letters.path, device=device, on_chunk=on_chunk)
         report.written, report.resumed, report.failed = result.ok, result.unchanged, result.failed
-        report.expected = result.ok + result.unchanged + result.failed  # every catalog record accounted for
-    _verify_and_swap(vs, collection, live, target, new_bundle, old_config, report, keep, min_quality)
+    _verify_and_swap(vs, collection, live, target, new_bundle, old_config, report, keep, min_quality, letters,
+                     started_at)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -181,24 +184,45 @@ def _reproject(vs, live, target, bundle, cache: FeatureCache, report, letters, c
             break
 
 
-def _verify_and_swap(vs, alias, live, target, bundle, old_config, report, keep, min_quality) -> None:
-    count = vs.count(target)
+def _item_ids(vs: VectorStore, name: str) -> set[str]:
+    ids, offset = set(), None
+    while True:
+        points, offset = vs._call("scroll", lambda: vs.client.scroll(name, limit=2048, offset=offset,
+                                                                        with_payload=["item_id"]))
+        ids.update(p.payload["item_id"] for p in points)
+        if offset is None:
+            return ids
+
+
+def _verify_and_swap(vs, alias, live, target, bundle, old_config, report, keep, min_quality, letters,
+                     started_at) -> None:
+    """Swap only if every item of the live version (read again now, so items ingested meanwhile count)
+    is in the new version or was reported failed in this run's dead letters."""
+    from connectors.dead_letter import read_dead_letters
+
     report.quality_old = bundle_quality(old_config) if old_config else None
     report.quality_new = bundle_quality(bundle.config)
-    if count + report.failed != report.expected:
-        report.reason = (f"count mismatch: {target} has {count} points + {report.failed} failed, live {live} has "
-                         f"{report.expected}; the alias stays on {live}")
+    failed_ids = {r.item_id for r in read_dead_letters(letters.path) if r.at >= started_at}
+    live_ids, new_ids = _item_ids(vs, live), _item_ids(vs, target)
+    missing = sorted(live_ids - new_ids - failed_ids)
+    report.expected = len(live_ids)
+    if missing:
+        report.reason = (f"{len(missing)} item(s) of {live} are neither in {target} nor reported failed (e.g. "
+                         f"{missing[:3]}): not in the catalog, or ingested meanwhile; rerun reembed. The alias "
+                         f"stays on {live}")
         return
     if min_quality is not None and (report.quality_new is None or report.quality_new < min_quality):
         report.reason = (f"quality probe {report.quality_new} is below --min-quality {min_quality}; "
                          f"the alias stays on {live}")
         return
-    vs.update_record(target, state="ready", verified_at=_now(), points=count)
+    vs.update_record(target, state="ready", verified_at=_now(), points=len(new_ids))
     vs.set_alias(alias, target)
     report.swapped = True
-    versions = list_versions(vs, alias)
-    keep_names = set(versions[-(keep + 1):]) | {target}
-    for name in versions:
+    # keep the new version, the one that was live (rollback target) and the newest `keep` other ready ones
+    ready = [n for n in list_versions(vs, alias) if n != target and vs.collection_record(n).extra.get("state",
+                                                                                                    "ready") == "ready"]
+    keep_names = {target, live, *ready[-keep:]} if keep > 0 else {target}
+    for name in list_versions(vs, alias):
         if name not in keep_names:
             vs.delete_collection(name)
             report.dropped.append(name)

@@ -88,6 +88,13 @@ class Searcher:
         self.device = device
         self._encoders = encoder_pool if encoder_pool is not None else {}
 
+    def _check_live_bundle(self) -> None:
+        """After a re-embed swapped the alias to another bundle, this searcher's student is stale."""
+        live = self.store.collection_record(self.collection)
+        if live is not None and live.bundle_id != self.bundle.bundle_id:
+            raise StoreError(f"collection {self.collection!r} now serves bundle {live.bundle_id!r} (re-embedded); "
+                             f"this searcher holds {self.bundle.bundle_id!r}: create a new Searcher")
+
     def _encoder(self, modality: Modality):
         from plugin.encoders import build_encoder
         from plugin.registry import encoder_id
@@ -135,6 +142,7 @@ class Searcher:
             raise ValueError(f"fusion {fusion!r} is unknown; valid: {list(FUSIONS)}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        self._check_live_bundle()
         vectors = [self.embed_query(Modality.TEXT, t) for t in text]
         vectors += [self.embed_query(Modality.IMAGE, p) for p in image]
         vectors += [self.embed_query(Modality.AUDIO, p) for p in audio]

@@ -1,8 +1,10 @@
 """User vectors in the shared space, built and updated incrementally from interactions.
 
 A profile keeps the unnormalised sum S = Σ_j s_j · 2^(−(t_ref − t_j)/h) · v_j at a reference time
-t_ref. Moving to a later t' multiplies S by 2^(−(t' − t_ref)/h), so adding new interactions to a
-stored profile gives exactly what recomputing from the whole history gives.
+t_ref. Moving to a later t' multiplies S by 2^(−(t' − t_ref)/h), so adding new timestamped
+interactions to a stored profile gives exactly what recomputing from the whole history gives.
+An interaction without a timestamp counts as happening at the reference time of the update that
+adds it (so with decay, incremental and batch results differ for undated rows).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ class UserProfile:
 
 
 def strength(weight: float, cfg: UserVectorConfig) -> float:
-    if cfg.negative_below is not None and weight < cfg.negative_below:
+    """s_j: negative for a negative weight (explicit dislike) or one below ``negative_below``."""
+    if weight < 0 or (cfg.negative_below is not None and weight < cfg.negative_below):
         return -cfg.negative_strength
     return 1.0 if cfg.positive == "one" else float(weight)
 

@@ -251,3 +251,13 @@ def test_choose_popularity_weight_on_training_part():
     rows += [ev(f"v{v}", "c0", 0) for v in range(6)]
     weight, scores = choose_popularity_weight(rows, items, np.stack([vectors[i] for i in items]), UserVectorConfig())
     assert weight > 0 and scores[weight] > scores[0.0] + 0.3
+
+
+def test_explicit_negative_weights_and_dislike_only_users(store):
+    from plugin.user_vectors import strength
+
+    assert strength(-1.0, UserVectorConfig()) == -1.0 and strength(2.0, UserVectorConfig()) == 1.0
+    rec = Recommender("items", store=store)
+    rec.rebuild_users([ev("fan", "c5"), ev("fan2", "c5"), ev("hater", "a0", 0, -1.0)])
+    hits = rec.recommend("hater", k=3)  # only dislikes: cold start (popularity), the disliked item excluded
+    assert hits[0].id == "c5" and "a0" not in {h.id for h in hits}

@@ -121,3 +121,48 @@ def test_keep_drops_old_versions(live, store):
     report = reembed("items", bundle=base / "bundle", store=store, features_dir=base / "features", keep=0)
     assert report.new_version == "items__v3" and report.dropped == ["items__v1", "items__v2"]
     assert [r["name"] for r in version_table(store, "items")] == ["items__v3"]
+
+
+def test_keep_never_drops_the_rollback_target_for_an_abandoned_build(live, store):
+    base, _ = live
+    refused = reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features",
+                      min_quality=2.0)  # leaves items__v2 'building'
+    assert not refused.swapped
+    store.update_record("items__v2", state="abandoned")  # an operator gave up on it
+    done = reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features", keep=1)
+    assert done.new_version == "items__v3" and "items__v1" not in done.dropped
+    assert rollback(store, "items") == "items__v1"
+
+
+def test_reencode_refuses_to_drop_live_items_missing_from_the_catalog(live, store, monkeypatch, tmp_path):
+    from connectors.sources import open_catalog
+
+    base, catalog = live
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text("\n".join(catalog.read_text().splitlines()[:-3]) + "\n")
+    monkeypatch.setattr("plugin.reembed._same_encoders", lambda old, new: False)
+    report = reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features",
+                     catalog=open_catalog(partial, media_root=catalog.parent), device="cpu")
+    assert not report.swapped and "3 item(s) of items__v1 are neither in items__v2" in report.reason
+    assert store.resolve_alias("items") == "items__v1"
+
+
+def test_stale_searchers_and_user_vectors_are_refused_after_a_swap(live, store):
+    from datetime import datetime, timezone
+
+    from plugin.recommend import Recommender
+    from plugin.search import Searcher
+    from schemas import Interaction
+
+    base, catalog = live
+    searcher = Searcher("items", store=store, device="cpu")
+    rec = Recommender("items", store=store)
+    rec.rebuild_users([Interaction(user_id="u", item_id="item1", timestamp=datetime.now(timezone.utc))])
+    reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features")
+    with pytest.raises(StoreError, match="now serves bundle"):
+        searcher.search(image=[catalog.parent / "img1.png"])
+    with pytest.raises(StoreError, match="rebuild them"):
+        Recommender("items", store=store).recommend("u")
+    fresh = Recommender("items", store=store)
+    fresh.rebuild_users([Interaction(user_id="u", item_id="item1", timestamp=datetime.now(timezone.utc))])
+    assert fresh.recommend("u", k=3)
