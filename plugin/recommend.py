@@ -224,7 +224,8 @@ class Recommender:
 def _matches(payload: Mapping, filters: Mapping | None) -> bool:
     for key, value in (filters or {}).items():
         got = payload.get(key) if key in payload else (payload.get("metadata") or {}).get(key.removeprefix("metadata."))
-        values = value if isinstance(value, (list, tuple)) else [value]
-        if str(got) not in {str(v) for v in values}:
+        values = {str(v) for v in (value if isinstance(value, (list, tuple)) else [value])}
+        have = {str(g) for g in got} if isinstance(got, (list, tuple)) else {str(got)}
+        if not values & have:  # as Qdrant's MatchAny: any stored value matches any wanted one
             return False
     return True

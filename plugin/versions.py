@@ -43,8 +43,8 @@ def resolve_for_write(store: VectorStore, name: str, dim: int, bundle_id: str,
     if target is None:
         target = version_name(name, 1)
         if store.collection_exists(target):
-            raise StoreError(f"collection {target!r} exists but no alias {name!r} points at it; "
-                             f"point the alias (mmalign rollback) or drop {target!r}")
+            raise StoreError(f"collection {target!r} exists but no alias {name!r} points at it; point the alias "
+                             f"at it (mmalign rollback {name} --to v1) or drop {target!r}")
         record = store.create_collection(target, dim, bundle_id=bundle_id,
                                          extra={**(extra or {}), "created_at": _now(), "state": "ready"})
         store.set_alias(name, target)
