@@ -24,31 +24,24 @@ import numpy as np
 
 
 def naive_ingest(items, catalog, bundle, encoders, store, collection) -> float:
-    import torch
-
+    """One item at a time: decode, encode each modality, project and fuse, upsert."""
     from connectors.store import PointData
-    from plugin.ingest import build_payload, item_content_hash, modality_hashes
-    from schemas import Modality, VectorName
+    from plugin.ingest import build_payload, item_content_hash, media_hash, modality_hashes, project_items
+    from schemas import Modality
 
     t0 = time.perf_counter()
     for item in items:
         hashes = modality_hashes(catalog, item)
-        vectors, masks = {}, {}
+        features = {}
         for m in bundle.student.modalities:
             if getattr(item, m.value) is None:
                 continue
             enc = encoders[m]
             value = item.text if m is Modality.TEXT else enc.load_input(catalog.resolve(item, m), item.id)
-            vectors[m] = bundle.embed(m, enc.encode([value], batch_size=1))[0]
-        with torch.no_grad():
-            fused = bundle.student.fusion(
-                {m: torch.from_numpy(vectors.get(m, np.zeros(bundle.dim, np.float32)))[None]
-                 for m in bundle.student.modalities},
-                {m: torch.tensor([m in vectors]) for m in bundle.student.modalities})[0].numpy()
-        named = {VectorName(m.value): v for m, v in vectors.items()}
-        named[VectorName.FUSED] = fused
+            features[m] = {item.id: enc.encode([value], batch_size=1)[0]}
+        [named] = project_items(bundle, [item.id], features)
         store.upsert(collection, [PointData(item.id, named, build_payload(
-            item, list(vectors), item_content_hash(item, hashes), bundle.bundle_id))])
+            item, list(features), item_content_hash(item, hashes), bundle.bundle_id, media_hash(hashes)))])
     return time.perf_counter() - t0
 
 

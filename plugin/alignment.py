@@ -110,13 +110,13 @@ def fit_alignment(data: PairedFeatures, cfg: TrainConfig, *, interactions: Seque
     t0 = time.perf_counter()
     best = None
     for reg in cfg.cca_regs:
-        model = build_student(train.dims(), cfg, fit_cca(train, cfg.rank, reg, cfg.cca_power))
+        fit = fit_cca(train, cfg.rank, reg, cfg.cca_power)
+        model = build_student(train.dims(), cfg, fit)
         score = primary_metric(evaluate_embedder("cca", TorchEmbedder(model, "cca"), val, with_fused=False))
         echo(f"cca reg={reg}: val {score:.3f}")
         if best is None or score > best[0]:
-            best = (score, reg, model)
-    _, reg, cca_model = best
-    cca_fit = fit_cca(train, cfg.rank, reg, cfg.cca_power)
+            best = (score, reg, fit, model)
+    _, reg, cca_fit, cca_model = best
     svd_fit = fit_svd(train, cfg.rank)
     svd_model = build_student(train.dims(), cfg, svd_fit)
     closed_form_s = time.perf_counter() - t0

@@ -84,12 +84,14 @@ def extract_features(
     items: Sequence[CatalogItem] | None = None,
     encoder_pool: dict | None = None,
     letters: DeadLetterWriter | None = None,
+    known_hashes: Mapping[str, Mapping[Modality, str | None]] | None = None,
 ) -> FeatureReport:
     """Encode every item's modalities into ``out_dir``; returns the per-modality counts.
 
     ``specs`` (modality -> encoder spec) overrides the preset, e.g. with the specs a bundle recorded.
     ``items`` encodes only these (already parsed) items of the catalog, and ``encoder_pool`` keeps
-    built encoders between calls: ingest calls this chunk by chunk.
+    built encoders between calls: ingest calls this chunk by chunk. ``known_hashes`` (item id ->
+    modality -> content hash) saves reading media files a second time to hash them.
     """
     started = time.perf_counter()
     if not isinstance(catalog, Catalog):
@@ -121,7 +123,7 @@ def extract_features(
     for modality, spec in specs.items():
         counts = ModalityCounts(encoder=spec.name, encoder_id=encoder_id(spec), dim=spec.dim)
         report.modalities[modality] = counts
-        todo = _plan(catalog, items, modality, cache.index(modality, spec), counts, letters)
+        todo = _plan(catalog, items, modality, cache.index(modality, spec), counts, letters, known_hashes or {})
         if not todo:
             continue
         t0 = time.perf_counter()
@@ -139,7 +141,7 @@ def extract_features(
 
 
 def _plan(catalog: Catalog, items: list[CatalogItem], modality: Modality, index, counts: ModalityCounts,
-          letters: DeadLetterWriter) -> list[_Job]:
+          letters: DeadLetterWriter, known_hashes: Mapping[str, Mapping[Modality, str | None]]) -> list[_Job]:
     todo = []
     for item in items:
         value = getattr(item, modality.value)
@@ -151,7 +153,7 @@ def _plan(catalog: Catalog, items: list[CatalogItem], modality: Modality, index,
                 path, content_hash = None, text_hash(value)
             else:
                 path = catalog.resolve(item, modality)
-                content_hash = file_sha256(path)
+                content_hash = known_hashes.get(item.id, {}).get(modality) or file_sha256(path)
         except ItemError as err:
             counts.failed += 1
             letters.write_error(err, stage="load")

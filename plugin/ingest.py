@@ -25,7 +25,7 @@ from connectors.dead_letter import DeadLetterWriter
 from connectors.errors import ItemError
 from connectors.media import file_sha256
 from connectors.sources import Catalog, open_catalog
-from connectors.store import PointData, StoreError, VectorStore, point_id
+from connectors.store import PointData, VectorStore, point_id
 from plugin.feature_cache import FeatureCache
 from plugin.features import extract_features, text_hash
 from plugin.versions import resolve_for_write
@@ -266,7 +266,7 @@ def _process_chunk(chunk, *, catalog, bundle, specs, vs, target, cache, features
 
     t0 = time.perf_counter()
     extract_features(catalog, features_dir, specs=specs, items=todo, encoder_pool=pool, letters=letters,
-                     device=device)
+                     known_hashes=hashes, device=device)
     features: dict[Modality, dict[str, np.ndarray]] = {}
     for m, spec in specs.items():
         wanted = [i.id for i in todo if hashes[i.id].get(m) is not None]

@@ -6,7 +6,6 @@ ingest into ``stamps`` -> text→image, image→text and sound→items queries, 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,7 +57,7 @@ def quickstart(data_dir: str | Path = "mmalign-data", *, echo: Callable[[str], N
     searcher = Searcher(COLLECTION, store=store, bundle=bundle, device=device)
     shown: dict = {}
     try:
-        test_ids = set(json.loads((bundle_dir / "config.json").read_text())["split"]["test_ids"])
+        test_ids = set(bundle.config["split"]["test_ids"])
         by_id = {i["id"]: i for i in items}
         for text in TEXT_QUERIES:
             hits = searcher.search(text=[text], using="image", k=k)

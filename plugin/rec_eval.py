@@ -193,6 +193,7 @@ def recommend_query_result(store, collection: str, split: RecSplit, known: set[s
     from qdrant_client import models
 
     from connectors.store import point_id
+    from plugin.recommend import recommend_query
     from plugin.user_vectors import strength
 
     history: dict[str, list[Interaction]] = {}
@@ -207,9 +208,7 @@ def recommend_query_result(store, collection: str, split: RecSplit, known: set[s
         if not positives or target not in known:
             continue
         seen = {r.item_id for r in rows}
-        query = models.RecommendQuery(recommend=models.RecommendInput(
-            positive=[point_id(i) for i in positives], negative=[point_id(i) for i in negatives] or None,
-            strategy=models.RecommendStrategy(strategy)))
+        query = recommend_query(positives, negatives, strategy)
         hits = store._call("recommend", lambda: store.client.query_points(
             collection, using="fused", limit=max(ks), query=query, with_payload=["item_id"],
             query_filter=models.Filter(must_not=[models.HasIdCondition(has_id=[point_id(i) for i in seen])]))).points

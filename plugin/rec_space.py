@@ -27,7 +27,7 @@ def fit_cooccurrence_space(data: PairedFeatures, interactions: Sequence[Interact
     """Returns {"svd", "teacher", "student"} models and a training summary."""
     import torch
 
-    from plugin.losses import cosine_gap, info_nce, relational_ce
+    from plugin.losses import cosine_gap, relational_ce
     from plugin.teacher import Teacher
     from plugin.train import TorchEmbedder, _fit, _tensors, build_student, fit_svd
 

@@ -31,6 +31,15 @@ MAX_STORED_POPULARITY = 10_000
 PRIOR_CANDIDATES = 200
 
 
+def recommend_query(positive: Sequence[str], negative: Sequence[str] = (), strategy: str = "best_score"):
+    """Qdrant RecommendQuery over item ids (``best_score`` or ``average_vector``)."""
+    from qdrant_client import models
+
+    return models.RecommendQuery(recommend=models.RecommendInput(
+        positive=[point_id(i) for i in positive], negative=[point_id(i) for i in negative] or None,
+        strategy=models.RecommendStrategy(strategy)))
+
+
 def users_collection_name(collection: str) -> str:
     return f"{collection}_users"
 
@@ -141,7 +150,6 @@ class Recommender:
     def recommend(self, user_id: str, *, k: int = 10, filters: Mapping[str, Any] | None = None,
                   exclude_seen: bool = True, strategy: str = "vector", cold_start_query: Mapping | None = None,
                   searcher: Searcher | None = None) -> list[Hit]:
-        from qdrant_client import models
 
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy {strategy!r} is unknown; valid: {list(STRATEGIES)}")
@@ -158,16 +166,12 @@ class Recommender:
             if not positive:
                 return self.cold_start(k=k, filters=filters, query=cold_start_query, searcher=searcher,
                                        exclude=profile.seen)
-            query = models.RecommendQuery(recommend=models.RecommendInput(
-                positive=[point_id(i) for i in positive], negative=[point_id(i) for i in negative] or None,
-                strategy=models.RecommendStrategy.BEST_SCORE if strategy == "best_score"
-                else models.RecommendStrategy.AVERAGE_VECTOR))
+            query = recommend_query(positive, negative, strategy)
         use_prior = strategy == "vector" and self.popularity_weight > 0 and self.popularity
         limit = max(k, PRIOR_CANDIDATES) if use_prior else k
         response = self.store._call("recommend", lambda: self.store.client.query_points(
             self.collection, query=query, using="fused", limit=limit, query_filter=query_filter, with_payload=True))
-        hits = [Hit((p.payload or {}).get("item_id", str(p.id)), float(p.score), p.payload or {})
-                for p in response.points]
+        hits = [Hit.from_point(p) for p in response.points]
         if use_prior:
             top = np.log1p(max(self.popularity.values()))
             for hit in hits:
@@ -184,19 +188,14 @@ class Recommender:
     def more_like(self, item_ids: Sequence[str], *, k: int = 10, negative: Sequence[str] = (),
                   filters: Mapping[str, Any] | None = None, strategy: str = "average_vector") -> list[Hit]:
         """Anonymous sessions: items like these (and unlike ``negative``), the examples excluded."""
-        from qdrant_client import models
 
         if not item_ids:
             raise ValueError("more_like needs at least one item id")
-        query = models.RecommendQuery(recommend=models.RecommendInput(
-            positive=[point_id(i) for i in item_ids], negative=[point_id(i) for i in negative] or None,
-            strategy=models.RecommendStrategy.BEST_SCORE if strategy == "best_score"
-            else models.RecommendStrategy.AVERAGE_VECTOR))
+        query = recommend_query(item_ids, negative, strategy)
         response = self.store._call("recommend", lambda: self.store.client.query_points(
             self.collection, query=query, using="fused", limit=k, with_payload=True,
             query_filter=build_filter(filters, exclude_ids=[*item_ids, *negative])))
-        return [Hit((p.payload or {}).get("item_id", str(p.id)), float(p.score), p.payload or {})
-                for p in response.points]
+        return [Hit.from_point(p) for p in response.points]
 
     def cold_start(self, *, k: int, filters=None, query: Mapping | None = None, searcher: Searcher | None = None,
                    exclude: Sequence[str] = ()) -> list[Hit]:

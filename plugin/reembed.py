@@ -25,7 +25,7 @@ from connectors.errors import ItemError
 from connectors.store import PointData, StoreError, VectorStore
 from plugin.feature_cache import FeatureCache
 from plugin.versions import _now, list_versions, parse_version, version_name
-from schemas import Modality, StoreConfig, VectorName
+from schemas import Modality, StoreConfig
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,12 @@ class Hit:
     score: float
     payload: dict[str, Any]
 
+    @classmethod
+    def from_point(cls, point) -> Hit:
+        """A Qdrant scored point as a hit, named by its catalog item id."""
+        payload = point.payload or {}
+        return cls(id=payload.get("item_id", str(point.id)), score=float(point.score), payload=payload)
+
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "score": self.score, "payload": self.payload}
 
@@ -163,8 +169,7 @@ class Searcher:
             response = self.store._call("query", lambda: client.query_points(
                 self.collection, prefetch=prefetch, query=models.FusionQuery(fusion=models.Fusion.RRF), limit=k,
                 with_payload=with_payload))
-        return [Hit(id=(p.payload or {}).get("item_id", str(p.id)), score=float(p.score), payload=p.payload or {})
-                for p in response.points]
+        return [Hit.from_point(p) for p in response.points]
 
     def close(self) -> None:
         self.store.close()
