@@ -17,9 +17,9 @@ PAIRS = (("text", "image"), ("image", "text"), ("audio", "image"), ("image", "au
 
 
 def main(argv=None) -> int:
-    from connectors.sources import open_catalog
-    from plugin.alignment import _catalog_features, fit_alignment
-    from schemas import TrainConfig
+    from mmalign.connectors.sources import open_catalog
+    from mmalign.plugin.workflows.train import catalog_features, fit_alignment
+    from mmalign.schemas import TrainConfig
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("catalog")
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     catalog = open_catalog(args.catalog, media_root=args.media_root)
-    _, specs, _, data = _catalog_features(catalog, args.features, args.preset, None, "auto", False)
+    _, specs, _, data = catalog_features(catalog, args.features, args.preset, None, "auto", False)
     rows: dict[tuple[str, str, str], list[float]] = {}
     params = {}
     seconds = []

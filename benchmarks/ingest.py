@@ -25,9 +25,9 @@ import numpy as np
 
 def naive_ingest(items, catalog, bundle, encoders, store, collection) -> float:
     """One item at a time: decode, encode each modality, project and fuse, upsert."""
-    from connectors.store import PointData
-    from plugin.ingest import build_payload, item_content_hash, media_hash, modality_hashes, project_items
-    from schemas import Modality
+    from mmalign.connectors.store import PointData
+    from mmalign.plugin.index.ingest import build_payload, item_content_hash, media_hash, modality_hashes, project_items
+    from mmalign.schemas import Modality
 
     t0 = time.perf_counter()
     for item in items:
@@ -50,14 +50,14 @@ def percentile_ms(samples, q):
 
 
 def main(argv=None) -> int:
-    from connectors.sources import open_catalog
-    from connectors.store import PointData, VectorStore
-    from plugin.bundle import load_bundle
-    from plugin.encoders import build_encoder
-    from plugin.ingest import ingest
-    from plugin.registry import encoder_id
-    from plugin.versions import resolve_for_write
-    from schemas import Modality, StoreConfig
+    from mmalign.connectors.sources import open_catalog
+    from mmalign.connectors.store import PointData, VectorStore
+    from mmalign.plugin.align.bundle import load_bundle
+    from mmalign.plugin.encoders import build_encoder
+    from mmalign.plugin.encoders.registry import encoder_id
+    from mmalign.plugin.index.ingest import ingest
+    from mmalign.plugin.index.versions import resolve_for_write
+    from mmalign.schemas import Modality, StoreConfig
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--catalog", required=True)

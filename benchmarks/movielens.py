@@ -25,13 +25,13 @@ import numpy as np
 
 
 def main(argv=None) -> int:
-    from connectors.interactions import read_interactions
-    from connectors.movielens import write_catalog
-    from connectors.sources import open_catalog
-    from plugin.alignment import load_paired
-    from plugin.feature_cache import FeatureCache
-    from plugin.features import extract_features, preset_specs
-    from plugin.rec_eval import (
+    from mmalign.connectors.datasets.movielens import write_catalog
+    from mmalign.connectors.interactions import read_interactions
+    from mmalign.connectors.sources import open_catalog
+    from mmalign.plugin.align.trainer import TorchEmbedder
+    from mmalign.plugin.features.cache import FeatureCache
+    from mmalign.plugin.features.extract import extract_features, preset_specs
+    from mmalign.plugin.recommend.evaluation import (
         baseline_results,
         choose_popularity_weight,
         evaluate_scorer,
@@ -39,9 +39,9 @@ def main(argv=None) -> int:
         split_interactions,
         user_vector_scorer,
     )
-    from plugin.rec_space import fit_cooccurrence_space
-    from plugin.train import TorchEmbedder
-    from schemas import Modality, TrainConfig, UserVectorConfig
+    from mmalign.plugin.recommend.space import fit_cooccurrence_space
+    from mmalign.plugin.workflows.train import load_paired
+    from mmalign.schemas import Modality, TrainConfig, UserVectorConfig
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--features", default="mmalign-data/features")
@@ -95,9 +95,9 @@ def main(argv=None) -> int:
 
 def recommend_query_rows(split, item_ids, item_matrix, user_cfg, matrix) -> dict:
     """Qdrant RecommendQuery (best_score) on the student's item vectors, in an in-memory collection."""
-    from connectors.store import PointData, VectorStore
-    from plugin.rec_eval import recommend_query_result
-    from schemas import StoreConfig
+    from mmalign.connectors.store import PointData, VectorStore
+    from mmalign.plugin.recommend.evaluation import recommend_query_result
+    from mmalign.schemas import StoreConfig
 
     with VectorStore(StoreConfig(path=":memory:")) as store:
         store.create_collection("movies", item_matrix.shape[1])

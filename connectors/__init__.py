@@ -3,6 +3,30 @@
 Heavy libraries (PIL, librosa, qdrant-client) are imported inside the functions that need them.
 """
 
-from connectors.errors import ItemError, MediaError, SourceError
+from mmalign.connectors.errors import (
+    BatchError,
+    BundleError,
+    ConfigError,
+    DataError,
+    ItemError,
+    MediaError,
+    MmalignError,
+    RegistryError,
+    SourceError,
+    StoreError,
+    WeightsError,
+)
 
-__all__ = ["ItemError", "MediaError", "SourceError"]
+__all__ = [
+    "BatchError",
+    "BundleError",
+    "ConfigError",
+    "DataError",
+    "ItemError",
+    "MediaError",
+    "MmalignError",
+    "RegistryError",
+    "SourceError",
+    "StoreError",
+    "WeightsError",
+]

@@ -7,8 +7,8 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from connectors.errors import ItemError
-from schemas import DeadLetterRecord
+from mmalign.connectors.errors import ItemError
+from mmalign.schemas import DeadLetterRecord
 
 
 class DeadLetterWriter:

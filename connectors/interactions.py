@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from connectors.errors import SourceError
-from schemas import Interaction
+from mmalign.connectors.errors import SourceError
+from mmalign.schemas import Interaction
 
 
 @dataclass

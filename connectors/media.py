@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from connectors.errors import MediaError
+from mmalign.connectors.errors import MediaError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".svg")
 AUDIO_SUFFIXES = (".wav", ".ogg", ".mp3", ".flac")

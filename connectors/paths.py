@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.errors import MediaError
+from mmalign.connectors.errors import MediaError
 
 
 def resolve_media_path(ref: str, root: str | Path, *, item_id: str, modality: str) -> Path:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from connectors.errors import ItemError, SourceError
-from connectors.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES
-from connectors.paths import resolve_media_path
-from schemas import CatalogItem, Modality
+from mmalign.connectors.errors import ItemError, SourceError
+from mmalign.connectors.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES
+from mmalign.connectors.paths import resolve_media_path
+from mmalign.schemas import CatalogItem, Modality
 
 FORMATS = ("jsonl", "csv", "folder")
 

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from schemas import StoreConfig, VectorName
+from mmalign.connectors.errors import StoreError
+from mmalign.schemas import StoreConfig, VectorName
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,6 @@ METADATA_KEY = "mmalign"
 STORE_SCHEMA_VERSION = 1
 
 T = TypeVar("T")
-
-
-class StoreError(Exception):
-    """A store precondition failed or the server kept failing after retries."""
 
 
 def point_id(item_id: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from connectors.movielens import write_catalog
+from mmalign.connectors.datasets.movielens import write_catalog
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import sys
 from datetime import datetime, timezone
 
-from connectors.interactions import read_interactions
-from plugin.recommend import Recommender
-from schemas import Interaction, StoreConfig, UserVectorConfig
+from mmalign.connectors.interactions import read_interactions
+from mmalign.plugin.recommend.recommender import Recommender
+from mmalign.schemas import Interaction, StoreConfig, UserVectorConfig
 
 
 def main(argv: list[str]) -> int:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import sys
 
-from connectors.store import VectorStore
-from plugin.reembed import reembed
-from plugin.versions import rollback, version_table
-from schemas import StoreConfig
+from mmalign.connectors.store import VectorStore
+from mmalign.plugin.index.reembed import reembed
+from mmalign.plugin.index.versions import rollback, version_table
+from mmalign.schemas import StoreConfig
 
 
 def main(argv: list[str]) -> int:

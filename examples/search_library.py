@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from plugin.search import Searcher
-from schemas import StoreConfig
+from mmalign.plugin.index.search import Searcher
+from mmalign.schemas import StoreConfig
 
 
 def main(argv: list[str]) -> int:

@@ -3,7 +3,7 @@
     apt-get install -y tuxpaint-stamps-default
     python examples/tuxpaint_catalog.py --out examples/data/tuxpaint.jsonl
 
-See ``connectors/tuxpaint.py`` for what each item holds. Media are not copied: pass
+See ``connectors/datasets/tuxpaint.py`` for what each item holds. Media are not copied: pass
 ``--media-root /usr/share/tuxpaint/stamps`` to mmalign.
 """
 
@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from connectors.tuxpaint import write_catalog
+from mmalign.connectors.datasets.tuxpaint import write_catalog
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ Importing this package is cheap: torch, transformers, open_clip and librosa are 
 only by the functions that need them.
 """
 
-from plugin.registry import (
+from mmalign.plugin.encoders.registry import (
     DEFAULT_PRESET,
     encoder_id,
     get_embedding_size,
@@ -21,14 +21,14 @@ __version__ = "0.1.0"
 
 def build_encoder(spec_or_name, device: str = "auto"):
     """Build (load) the encoder for a spec or registered name; see :mod:`plugin.encoders`."""
-    from plugin.encoders import build_encoder as _build
+    from mmalign.plugin.encoders import build_encoder as _build
 
     return _build(spec_or_name, device=device)
 
 
 def extract_features(*args, **kwargs):
-    """Encode a catalog into the feature cache; see :func:`plugin.features.extract_features`."""
-    from plugin.features import extract_features as _extract
+    """Encode a catalog into the feature cache; see :func:`mmalign.plugin.features.extract.extract_features`."""
+    from mmalign.plugin.features.extract import extract_features as _extract
 
     return _extract(*args, **kwargs)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, TypeAdapter
 
-from schemas import EXPORTED_MODELS, SCHEMA_VERSION
+from mmalign.schemas import EXPORTED_MODELS, SCHEMA_VERSION
 
 
 def export_schemas(out_dir: str | Path) -> list[Path]:

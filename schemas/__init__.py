@@ -3,8 +3,8 @@
 Non-Python clients get these as JSON Schema with ``mmalign schemas export DIR``.
 """
 
-from schemas.catalog import CatalogItem, Interaction, MediaRef, Modality, VectorName
-from schemas.encoders import (
+from mmalign.schemas.catalog import CatalogItem, Interaction, MediaRef, Modality, VectorName
+from mmalign.schemas.encoders import (
     EncoderSpec,
     HFTextSpec,
     LibrosaAudioSpec,
@@ -14,7 +14,8 @@ from schemas.encoders import (
     TimmImageSpec,
     WhisperCT2AudioSpec,
 )
-from schemas.reports import (
+from mmalign.schemas.recommend import UserVectorConfig
+from mmalign.schemas.reports import (
     DeadLetterRecord,
     EncoderInfo,
     FeatureReport,
@@ -22,9 +23,8 @@ from schemas.reports import (
     ModalityCounts,
     StageTiming,
 )
-from schemas.recommend import UserVectorConfig
-from schemas.store import StoreConfig
-from schemas.training import EvalReport, RetrievalResult, TrainConfig
+from mmalign.schemas.store import StoreConfig
+from mmalign.schemas.training import EvalReport, RetrievalResult, TrainConfig
 
 SCHEMA_VERSION = 1
 

@@ -11,11 +11,11 @@ on first use), or ``None`` (random init: tiny test towers only).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from schemas.catalog import Modality
+from mmalign.schemas.catalog import Modality
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -143,14 +143,7 @@ class WhisperCT2AudioSpec(_SpecBase):
 
 
 EncoderSpec = Annotated[
-    Union[
-        TimmImageSpec,
-        OpenClipImageSpec,
-        OpenClipTextSpec,
-        HFTextSpec,
-        LibrosaAudioSpec,
-        WhisperCT2AudioSpec,
-    ],
+    TimmImageSpec | OpenClipImageSpec | OpenClipTextSpec | HFTextSpec | LibrosaAudioSpec | WhisperCT2AudioSpec,
     Field(discriminator="kind"),
 ]
 

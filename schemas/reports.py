@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.catalog import Modality
+from mmalign.schemas.catalog import Modality
 
 
 class EncoderInfo(BaseModel):

@@ -30,11 +30,6 @@ class TrainConfig(BaseModel):
     patience: int = Field(20, ge=1, description="Epochs without a better val score before stopping.")
     modality_dropout: float = Field(0.3, ge=0, lt=1)
     dropout: float = Field(0.1, ge=0, lt=1)
-    teacher_freeze_linear: bool = Field(False, description="Train only the residual MLPs and the mixer.")
-    soft_target_temperature: float = Field(0.0, ge=0, description="Soft positives from text similarity; 0 = off.")
-    feature_noise: float = Field(0.0, ge=0, description="Gaussian noise on input features (relative).")
-    mixup: float = Field(0.0, ge=0, description="Beta(a, a) feature mixup for the student, labelled by the "
-                                                 "teacher; 0 = off.")
     distill: bool = True
     alpha: float = Field(2.0, ge=0, description="Weight of CE(P_teacher || Q_student).")
     beta: float = Field(0.5, ge=0, description="Weight of 1 - cos(student, teacher joint).")

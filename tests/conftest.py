@@ -117,7 +117,7 @@ def tiny_hf_text_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_preset(tiny_hf_text_dir):
     """Register tiny encoders for every modality and a preset using them (for the whole session)."""
-    from plugin import registry
+    from mmalign.plugin.encoders import registry
 
     specs = [
         {"kind": "open_clip_image", "name": "tiny-clip-image", "dim": 16, "arch": "tiny-clip-test",

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from plugin.encoders.base import Encoder
-from plugin.registry import get_encoder_spec
+from mmalign.plugin.encoders.base import Encoder
+from mmalign.plugin.encoders.registry import get_encoder_spec
 
 _KINDS = {
-    "timm_image": ("plugin.encoders.timm_image", "TimmImageEncoder"),
-    "open_clip_image": ("plugin.encoders.open_clip", "OpenClipImageEncoder"),
-    "open_clip_text": ("plugin.encoders.open_clip", "OpenClipTextEncoder"),
-    "hf_text": ("plugin.encoders.hf_text", "HFTextEncoder"),
-    "librosa_audio": ("plugin.encoders.audio", "LibrosaAudioEncoder"),
-    "whisper_ct2_audio": ("plugin.encoders.audio", "WhisperCT2AudioEncoder"),
+    "timm_image": ("mmalign.plugin.encoders.timm_image", "TimmImageEncoder"),
+    "open_clip_image": ("mmalign.plugin.encoders.open_clip", "OpenClipImageEncoder"),
+    "open_clip_text": ("mmalign.plugin.encoders.open_clip", "OpenClipTextEncoder"),
+    "hf_text": ("mmalign.plugin.encoders.hf_text", "HFTextEncoder"),
+    "librosa_audio": ("mmalign.plugin.encoders.audio", "LibrosaAudioEncoder"),
+    "whisper_ct2_audio": ("mmalign.plugin.encoders.audio", "WhisperCT2AudioEncoder"),
 }
 
 

@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 
-from plugin.encoders.base import Encoder
-from plugin.weights import WeightsError, resolve_local
+from mmalign.plugin.encoders.base import Encoder
+from mmalign.plugin.encoders.weights import WeightsError, resolve_local
 
 #: Whisper's encoder emits 1500 frames per 30 s window: 50 frames a second.
 WHISPER_FRAMES_PER_SECOND = 50

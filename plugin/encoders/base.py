@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from plugin.registry import encoder_id
-from schemas import Modality
-from schemas.encoders import EncoderSpec
+from mmalign.connectors.errors import ConfigError
+from mmalign.plugin.encoders.registry import encoder_id
+from mmalign.schemas import Modality
+from mmalign.schemas.encoders import EncoderSpec
 
 DEFAULT_BATCH_SIZE = {Modality.IMAGE: 32, Modality.TEXT: 64, Modality.AUDIO: 8}
 
@@ -37,7 +38,7 @@ class Encoder(ABC):
 
     def load_input(self, path: str | Path, item_id: str) -> Any:
         """Decode a media file into this encoder's input type (text encoders take strings, not files)."""
-        from connectors import media
+        from mmalign.connectors import media
 
         if self.modality is Modality.IMAGE:
             return media.load_image(path, item_id=item_id, background=tuple(self.spec.background))
@@ -59,7 +60,7 @@ class Encoder(ABC):
         """Yield one float32 (b, dim) array per batch, so that callers can overlap work."""
         size = DEFAULT_BATCH_SIZE[self.modality] if batch_size is None else batch_size
         if size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {size}")
+            raise ConfigError(f"batch_size must be >= 1, got {size}")
         progress = None
         if show_progress_bar:
             from tqdm import tqdm
@@ -89,7 +90,7 @@ class TorchEncoder(Encoder):
 
     def __init__(self, spec: EncoderSpec, device: str = "auto"):
         super().__init__(spec, device)
-        from plugin.device import select_device
+        from mmalign.plugin.encoders.device import select_device
 
         self.device = select_device(device)
         self.model = self._build_deterministic().to(self.device).eval()
@@ -115,7 +116,7 @@ class TorchEncoder(Encoder):
     def _run(self, fn, *args):
         import torch
 
-        from plugin.device import autocast
+        from mmalign.plugin.encoders.device import autocast
 
         with torch.inference_mode(), autocast(self.device):
             out = fn(*args)

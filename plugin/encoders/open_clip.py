@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from plugin.encoders.base import TorchEncoder
-from plugin.weights import WeightsError, resolve_local
+from mmalign.plugin.encoders.base import TorchEncoder
+from mmalign.plugin.encoders.weights import WeightsError, resolve_local
 
 
 def _create(spec):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from plugin.encoders.base import TorchEncoder
-from plugin.weights import WeightsError, resolve_local
+from mmalign.plugin.encoders.base import TorchEncoder
+from mmalign.plugin.encoders.weights import WeightsError, resolve_local
 
 
 class TimmImageEncoder(TorchEncoder):

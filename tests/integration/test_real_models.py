@@ -7,8 +7,8 @@ Real images come from the Debian package tuxpaint-stamps-default and real speech
 import numpy as np
 import pytest
 
-import plugin
-from plugin.weights import packaged_weights_available
+from mmalign import plugin
+from mmalign.plugin.encoders.weights import packaged_weights_available
 
 pytestmark = pytest.mark.real_model
 
@@ -41,7 +41,7 @@ def test_efficientnet_lite0_weights_are_the_imagenet_ones(tuxpaint_stamps):
     import torch
 
     enc = _needs("efficientnet-lite0")
-    from plugin.weights import resolve_packaged
+    from mmalign.plugin.encoders.weights import resolve_packaged
 
     checkpoint = torch.load(str(resolve_packaged(enc.spec.weights)), map_location="cpu", weights_only=True)
     feature = enc.encode([enc.load_input(tuxpaint_stamps / "animals/amphibians/frog.png", "frog")])
@@ -85,15 +85,15 @@ def test_features_on_real_stamps(tuxpaint_stamps, tmp_path):
     """offline-small end to end on a handful of real stamps (the note has the whole-catalog run)."""
     import json
 
-    from plugin.features import extract_features
-    from schemas import Modality
+    from mmalign.plugin.features.extract import extract_features
+    from mmalign.schemas import Modality
 
     catalog = tmp_path / "c.jsonl"
     rows = [{"id": "frog", "text": "A frog.", "image": "animals/amphibians/frog.png",
              "audio": "animals/amphibians/frog.ogg"},
             {"id": "bread", "text": "A loaf of bread.", "image": "food/loaf_of_bread.svg"}]
     catalog.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    from connectors.sources import open_catalog
+    from mmalign.connectors.sources import open_catalog
 
     for name in ("efficientnet-lite0", "minilm-l6", "whisper-tiny-en"):
         _needs(name)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from plugin.alignment import fit_alignment
-from plugin.paired import PairedFeatures
-from schemas import Modality, TrainConfig
+from mmalign.plugin.features.paired import PairedFeatures
+from mmalign.plugin.workflows.train import fit_alignment
+from mmalign.schemas import Modality, TrainConfig
 
 IMAGE, TEXT, AUDIO = Modality.IMAGE, Modality.TEXT, Modality.AUDIO
 
@@ -49,7 +49,7 @@ def test_student_is_low_rank_and_much_smaller_than_teacher():
 
 
 def test_fusion_with_missing_modalities():
-    from plugin.student import Fusion
+    from mmalign.plugin.align.student import Fusion
 
     fusion = Fusion([IMAGE, TEXT, AUDIO])
     e = {m: torch.nn.functional.normalize(torch.randn(3, 8), dim=-1) for m in (IMAGE, TEXT, AUDIO)}
@@ -70,8 +70,8 @@ def test_fusion_with_missing_modalities():
 
 
 def _write_bundle(tmp_path):
-    from plugin.bundle import save_bundle
-    from plugin.registry import get_encoder_spec
+    from mmalign.plugin.align.bundle import save_bundle
+    from mmalign.plugin.encoders.registry import get_encoder_spec
 
     data = synthetic(n=200)
     cfg = TrainConfig(**{**SMALL, "epochs": 3, "teacher_epochs": 3})
@@ -87,8 +87,8 @@ def _write_bundle(tmp_path):
 
 
 def test_bundle_round_trip_gives_identical_outputs(tmp_path):
-    from plugin.bundle import load_bundle
-    from plugin.train import TorchEmbedder
+    from mmalign.plugin.align.bundle import load_bundle
+    from mmalign.plugin.align.trainer import TorchEmbedder
 
     data, result, specs, bundle_id = _write_bundle(tmp_path)
     bundle = load_bundle(tmp_path / "bundle")
@@ -107,8 +107,8 @@ def test_bundle_round_trip_gives_identical_outputs(tmp_path):
 
 
 def test_bundle_refuses_other_encoders_and_schema_versions(tmp_path):
-    from plugin.bundle import BundleError, load_bundle
-    from plugin.registry import get_encoder_spec
+    from mmalign.plugin.align.bundle import BundleError, load_bundle
+    from mmalign.plugin.encoders.registry import get_encoder_spec
 
     _, _, specs, _ = _write_bundle(tmp_path)
     bundle = load_bundle(tmp_path / "bundle")
@@ -129,7 +129,7 @@ def test_train_and_eval_cli_on_tiny_towers(tmp_path, tiny_preset):
     """End to end on a catalog of tiny media: features -> bundle -> eval JSON in the documented shape."""
     from click.testing import CliRunner
 
-    from plugin.cli import main
+    from mmalign.plugin.cli import main
     from tests.conftest import write_png
 
     rng = np.random.default_rng(0)

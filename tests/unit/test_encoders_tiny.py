@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import plugin
+from mmalign import plugin
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_empty_input_and_bad_batch_size(tiny_preset):
 
 
 def test_spec_dim_mismatch_is_refused(tiny_hf_text_dir):
-    from plugin.weights import WeightsError
+    from mmalign.plugin.encoders.weights import WeightsError
 
     spec = plugin.register_encoder({"kind": "hf_text", "name": "tiny-bert-wrong", "dim": 99,
                                     "weights": str(tiny_hf_text_dir)}, replace=True)
@@ -63,7 +63,7 @@ def test_spec_dim_mismatch_is_refused(tiny_hf_text_dir):
 
 
 def test_missing_weights_path_is_clear():
-    from plugin.weights import WeightsError
+    from mmalign.plugin.encoders.weights import WeightsError
 
     spec = plugin.get_encoder_spec("minilm-l6").model_copy(update={"weights": "/no/such/model"})
     with pytest.raises(WeightsError, match="does not exist"):
@@ -73,7 +73,7 @@ def test_missing_weights_path_is_clear():
 
 
 def test_device_validation():
-    from plugin.device import select_device
+    from mmalign.plugin.encoders.device import select_device
 
     assert select_device("cpu").type == "cpu"
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
@@ -84,7 +84,7 @@ def test_open_clip_tower_loads_a_local_checkpoint(tiny_preset, images, tmp_path)
     """Real CLIP weights come from a local file on offline machines: the same path, tiny weights."""
     from safetensors.torch import save_file
 
-    from plugin.registry import get_encoder_spec, with_weights
+    from mmalign.plugin.encoders.registry import get_encoder_spec, with_weights
 
     first = plugin.build_encoder("tiny-clip-image", device="cpu")
     checkpoint = tmp_path / "open_clip_model.safetensors"
@@ -100,7 +100,7 @@ def test_open_clip_tower_loads_a_local_checkpoint(tiny_preset, images, tmp_path)
         assert torch.equal(value, state[key]), key
     assert not np.allclose(loaded.encode(images), first.encode(images))
     text_spec = with_weights(get_encoder_spec("tiny-bert"), str(tmp_path / "missing-folder"))
-    from plugin.weights import WeightsError
+    from mmalign.plugin.encoders.weights import WeightsError
 
     with pytest.raises(WeightsError, match="does not exist"):
         plugin.build_encoder(text_spec, device="cpu")

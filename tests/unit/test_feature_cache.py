@@ -1,8 +1,8 @@
 import numpy as np
 
-from plugin.feature_cache import FeatureCache
-from plugin.registry import get_encoder_spec
-from schemas import Modality
+from mmalign.plugin.encoders.registry import get_encoder_spec
+from mmalign.plugin.features.cache import FeatureCache
+from mmalign.schemas import Modality
 
 
 def test_write_load_newest_wins_and_compact(tmp_path):

@@ -5,11 +5,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from connectors.dead_letter import read_dead_letters
-from plugin.feature_cache import FeatureCache
-from plugin.features import extract_features
-from plugin.registry import get_encoder_spec
-from schemas import Modality
+from mmalign.connectors.dead_letter import read_dead_letters
+from mmalign.plugin.encoders.registry import get_encoder_spec
+from mmalign.plugin.features.cache import FeatureCache
+from mmalign.plugin.features.extract import extract_features
+from mmalign.schemas import Modality
 
 
 def _reasons(path):
@@ -68,7 +68,7 @@ def test_modality_filter_and_unknown_weights_override(media_dir, tmp_path, tiny_
 def test_nan_features_are_dead_lettered(media_dir, tmp_path, tiny_preset):
     import numpy as np
 
-    from plugin.encoders import build_encoder
+    from mmalign.plugin.encoders import build_encoder
 
     def build_nan(spec, device):
         encoder = build_encoder(spec, device=device)
@@ -89,7 +89,7 @@ def test_nan_features_are_dead_lettered(media_dir, tmp_path, tiny_preset):
 
 
 def test_cli_features_json_and_table(media_dir, tmp_path, tiny_preset):
-    from plugin.cli import main
+    from mmalign.plugin.cli import main
 
     out = tmp_path / "features"
     result = CliRunner().invoke(main, ["features", str(media_dir / "catalog.jsonl"), "--preset", tiny_preset,

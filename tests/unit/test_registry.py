@@ -5,9 +5,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-import plugin
-from plugin.cli import main
-from plugin.registry import RegistryError, encoder_id, get_encoder_spec, with_weights
+from mmalign import plugin
+from mmalign.plugin.cli import main
+from mmalign.plugin.encoders.registry import RegistryError, encoder_id, get_encoder_spec, with_weights
 
 
 def test_builtin_encoders_and_sizes_without_loading():

@@ -3,8 +3,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from schemas import CatalogItem, Interaction, Modality, Preset, StoreConfig
-from schemas.encoders import ENCODER_SPEC_ADAPTER
+from mmalign.schemas import CatalogItem, Interaction, Modality, Preset, StoreConfig
+from mmalign.schemas.encoders import ENCODER_SPEC_ADAPTER
 
 
 def test_item_needs_a_modality_and_names_itself():
@@ -60,7 +60,7 @@ def test_preset_needs_an_encoder():
 def test_schema_export_writes_valid_json(tmp_path):
     from click.testing import CliRunner
 
-    from plugin.cli import main
+    from mmalign.plugin.cli import main
 
     result = CliRunner().invoke(main, ["schemas", "export", str(tmp_path)])
     assert result.exit_code == 0, result.output

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from connectors import MediaError, SourceError
-from connectors.sources import CsvColumns, open_catalog
-from schemas import Modality
+from mmalign.connectors import MediaError, SourceError
+from mmalign.connectors.sources import CsvColumns, open_catalog
+from mmalign.schemas import Modality
 
 
 def test_jsonl_records_valid_and_invalid(media_dir):

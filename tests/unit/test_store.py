@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from connectors.store import PointData, StoreError, VectorStore, point_id
-from schemas import StoreConfig
+from mmalign.connectors.store import PointData, StoreError, VectorStore, point_id
+from mmalign.schemas import StoreConfig
 
 
 @pytest.fixture(params=["memory", "path"])

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from connectors.dead_letter import DeadLetterWriter
-from connectors.errors import ItemError
-from connectors.store import PointData, StoreError, VectorStore
-from plugin.feature_cache import FeatureCache
-from plugin.versions import _now, list_versions, parse_version, version_name
-from schemas import Modality, StoreConfig
+from mmalign.connectors.dead_letter import DeadLetterWriter
+from mmalign.connectors.errors import ItemError
+from mmalign.connectors.store import PointData, StoreError, VectorStore
+from mmalign.plugin.features.cache import FeatureCache
+from mmalign.plugin.index.versions import list_versions, parse_version, utc_now, version_name
+from mmalign.schemas import Modality, StoreConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,9 @@ def reembed(collection: str, *, bundle, store: VectorStore | StoreConfig | None 
             min_quality: float | None = None, chunk_size: int = 256, dead_letter: str | Path | None = None,
             device: str = "auto", force_reencode: bool = False,
             on_chunk: Callable[[int], None] | None = None) -> ReembedReport:
-    from plugin.bundle import Bundle, load_bundle
-
     from datetime import datetime, timezone
+
+    from mmalign.plugin.align.bundle import Bundle, load_bundle
 
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc)
@@ -101,7 +101,7 @@ def reembed(collection: str, *, bundle, store: VectorStore | StoreConfig | None 
         if catalog is None:
             raise StoreError(f"bundle {new_bundle.bundle_id} uses other encoders than {old_record.bundle_id}: the "
                              f"items must be re-encoded, so pass the catalog (--catalog)")
-        from plugin.ingest import ingest
+        from mmalign.plugin.index.ingest import ingest
 
         result = ingest(catalog, bundle=new_bundle, collection=target, store=vs, features_dir=features_dir,
                         chunk_size=chunk_size, dead_letter=letters.path, device=device, on_chunk=on_chunk)
@@ -131,14 +131,14 @@ def _next_version(vs: VectorStore, alias: str, live: str, bundle, bundle_path: s
     number = max([parse_version(n)[1] for n in versions] + [0]) + 1
     name = version_name(alias, number)
     vs.create_collection(name, bundle.dim, bundle_id=bundle.bundle_id, extra={
-        "bundle_path": bundle_path, "created_at": _now(), "state": "building",
+        "bundle_path": bundle_path, "created_at": utc_now(), "state": "building",
         "encoders": {m.value: bundle.encoder_spec(m).name for m in bundle.modalities}})
     return name
 
 
 def _reproject(vs, live, target, bundle, cache: FeatureCache, report, letters, chunk_size, on_chunk) -> None:
     """Scroll the live version; project each item's cached raw features with the new student."""
-    from plugin.ingest import project_items
+    from mmalign.plugin.index.ingest import project_items
 
     specs = {m: bundle.encoder_spec(m) for m in bundle.modalities}
     offset, number = None, 0
@@ -173,7 +173,7 @@ def _reproject(vs, live, target, bundle, cache: FeatureCache, report, letters, c
             out = []
             for (payload, _), named in zip(ok, vectors):
                 new_payload = {k: v for k, v in payload.items() if k != "item_id"}
-                new_payload.update(bundle_id=bundle.bundle_id, ingested_at=_now())
+                new_payload.update(bundle_id=bundle.bundle_id, ingested_at=utc_now())
                 out.append(PointData(payload["item_id"], named, new_payload))
             vs.upsert(target, out)
             report.written += len(out)
@@ -198,7 +198,7 @@ def _verify_and_swap(vs, alias, live, target, bundle, old_config, report, keep, 
                      started_at) -> None:
     """Swap only if every item of the live version (read again now, so items ingested meanwhile count)
     is in the new version or was reported failed in this run's dead letters."""
-    from connectors.dead_letter import read_dead_letters
+    from mmalign.connectors.dead_letter import read_dead_letters
 
     report.quality_old = bundle_quality(old_config) if old_config else None
     report.quality_new = bundle_quality(bundle.config)
@@ -215,7 +215,7 @@ def _verify_and_swap(vs, alias, live, target, bundle, old_config, report, keep, 
         report.reason = (f"quality probe {report.quality_new} is below --min-quality {min_quality}; "
                          f"the alias stays on {live}")
         return
-    vs.update_record(target, state="ready", verified_at=_now(), points=len(new_ids))
+    vs.update_record(target, state="ready", verified_at=utc_now(), points=len(new_ids))
     vs.set_alias(alias, target)
     report.swapped = True
     # keep the new version, the one that was live (rollback target) and the newest `keep` other ready ones

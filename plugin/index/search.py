@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from connectors.store import StoreError, VectorStore, point_id
-from plugin.ingest import RESERVED_PAYLOAD
-from plugin.versions import resolve_for_read
-from schemas import Modality, StoreConfig, VectorName
+from mmalign.connectors.errors import ConfigError, DataError
+from mmalign.connectors.store import StoreError, VectorStore, point_id
+from mmalign.plugin.index.ingest import RESERVED_PAYLOAD
+from mmalign.plugin.index.versions import resolve_for_read
+from mmalign.schemas import Modality, StoreConfig, VectorName
 
 log = logging.getLogger(__name__)
 FUSIONS = ("rrf", "mean")
@@ -68,7 +69,7 @@ def parse_filters(values: Sequence[str]) -> dict[str, list[str]]:
     for value in values:
         key, sep, val = value.partition("=")
         if not sep or not key:
-            raise ValueError(f"filter {value!r} is not KEY=VALUE")
+            raise ConfigError(f"filter {value!r} is not KEY=VALUE")
         out.setdefault(key.strip(), []).append(val.strip())
     return out
 
@@ -78,7 +79,7 @@ class Searcher:
 
     def __init__(self, collection: str, *, store: VectorStore | StoreConfig | None = None, bundle=None,
                  device: str = "auto", encoder_pool: dict | None = None):
-        from plugin.bundle import Bundle, load_bundle
+        from mmalign.plugin.align.bundle import Bundle, load_bundle
 
         self.store = store if isinstance(store, VectorStore) else VectorStore(store or StoreConfig())
         self.collection = collection
@@ -102,8 +103,8 @@ class Searcher:
                              f"this searcher holds {self.bundle.bundle_id!r}: create a new Searcher")
 
     def _encoder(self, modality: Modality):
-        from plugin.encoders import build_encoder
-        from plugin.registry import encoder_id
+        from mmalign.plugin.encoders import build_encoder
+        from mmalign.plugin.encoders.registry import encoder_id
 
         spec = self.bundle.encoder_spec(modality)
         key = encoder_id(spec)
@@ -115,7 +116,7 @@ class Searcher:
         """A text, or an image/audio file path -> unit vector in the shared space (D,)."""
         modality = Modality(modality)
         if modality not in self.bundle.modalities:
-            raise ValueError(f"bundle {self.bundle.bundle_id} has no {modality.value} projection; it has "
+            raise ConfigError(f"bundle {self.bundle.bundle_id} has no {modality.value} projection; it has "
                              f"{[m.value for m in self.bundle.modalities]}")
         encoder = self._encoder(modality)
         if modality is Modality.TEXT:
@@ -123,7 +124,7 @@ class Searcher:
         else:
             path = Path(value)
             if not path.is_file():
-                raise ValueError(f"{modality.value} query file {str(path)!r} does not exist")
+                raise ConfigError(f"{modality.value} query file {str(path)!r} does not exist")
             inputs = [encoder.load_input(path, item_id=f"query:{path.name}")]
         features = encoder.encode(inputs, batch_size=1)
         return self.bundle.embed(modality, features)[0]
@@ -131,7 +132,7 @@ class Searcher:
     def item_vector(self, item_id: str, using: str) -> np.ndarray:
         [point] = self.store.retrieve(self.collection, [item_id], with_vectors=True) or [None]
         if point is None:
-            raise ValueError(f"item {item_id!r} is not in collection {self.collection!r}")
+            raise DataError(f"item {item_id!r} is not in collection {self.collection!r}")
         vectors = point.vector or {}
         vector = vectors.get(using) or vectors.get(VectorName.FUSED.value)
         return np.asarray(vector, dtype=np.float32)
@@ -143,18 +144,18 @@ class Searcher:
 
         valid = [v.value for v in VectorName]
         if using not in valid:
-            raise ValueError(f"--using {using!r} is not a vector name; valid: {valid}")
+            raise ConfigError(f"--using {using!r} is not a vector name; valid: {valid}")
         if fusion not in FUSIONS:
-            raise ValueError(f"fusion {fusion!r} is unknown; valid: {list(FUSIONS)}")
+            raise ConfigError(f"fusion {fusion!r} is unknown; valid: {list(FUSIONS)}")
         if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise ConfigError(f"k must be >= 1, got {k}")
         self._check_live_bundle()
         vectors = [self.embed_query(Modality.TEXT, t) for t in text]
         vectors += [self.embed_query(Modality.IMAGE, p) for p in image]
         vectors += [self.embed_query(Modality.AUDIO, p) for p in audio]
         vectors += [self.item_vector(i, using) for i in like]
         if not vectors:
-            raise ValueError("give at least one query: text, image, audio or like")
+            raise ConfigError("give at least one query: text, image, audio or like")
         query_filter = build_filter(filters, exclude_ids=like)
         client = self.store.client
         if len(vectors) == 1 or fusion == "mean":

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from schemas import EncoderInfo, Preset
-from schemas.encoders import ENCODER_SPEC_ADAPTER, EncoderSpec
+from mmalign.connectors.errors import RegistryError
+from mmalign.schemas import EncoderInfo, Preset
+from mmalign.schemas.encoders import ENCODER_SPEC_ADAPTER, EncoderSpec
 
 SPEC_DIR = Path(__file__).parent / "specs"
 DEFAULT_PRESET = "offline-small"
@@ -23,11 +24,6 @@ _ENCODERS: dict[str, EncoderSpec] = {}
 _PRESETS: dict[str, Preset] = {}
 
 
-class RegistryError(KeyError):
-    """Unknown encoder or preset; the message lists the valid names."""
-
-    def __str__(self) -> str:  # KeyError quotes its message otherwise
-        return str(self.args[0])
 
 
 def _scan() -> None:
@@ -45,7 +41,7 @@ def register_encoder(spec: EncoderSpec | dict, *, replace: bool = False) -> Enco
     if isinstance(spec, dict):
         spec = ENCODER_SPEC_ADAPTER.validate_python(spec)
     if spec.name in _ENCODERS and not replace and _ENCODERS[spec.name] != spec:
-        raise ValueError(f"encoder {spec.name!r} is already registered; pass replace=True to override it")
+        raise RegistryError(f"encoder {spec.name!r} is already registered; pass replace=True to override it")
     _ENCODERS[spec.name] = spec
     return spec
 
@@ -58,7 +54,7 @@ def register_preset(preset: Preset | dict, *, replace: bool = False) -> Preset:
     if isinstance(preset, dict):
         preset = Preset.model_validate(preset)
     if preset.name in _PRESETS and not replace and _PRESETS[preset.name] != preset:
-        raise ValueError(f"preset {preset.name!r} is already registered; pass replace=True to override it")
+        raise RegistryError(f"preset {preset.name!r} is already registered; pass replace=True to override it")
     _PRESETS[preset.name] = preset
     return preset
 
@@ -92,7 +88,7 @@ def get_preset(name: str) -> Preset:
         if encoder is not None:
             spec = get_encoder_spec(encoder)
             if spec.modality.value != modality:
-                raise ValueError(f"preset {name!r}: encoder {encoder!r} is a {spec.modality.value} encoder, "
+                raise RegistryError(f"preset {name!r}: encoder {encoder!r} is a {spec.modality.value} encoder, "
                                  f"not {modality}")
     return preset
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mmalign.connectors.errors import ConfigError
+
 VALID_DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -17,11 +19,11 @@ def select_device(preference: str = "auto"):
         return torch.device("cpu")
     base = preference.split(":")[0]
     if base not in VALID_DEVICES:
-        raise ValueError(f"unknown device {preference!r}; valid: {list(VALID_DEVICES)} (or cuda:N)")
+        raise ConfigError(f"unknown device {preference!r}; valid: {list(VALID_DEVICES)} (or cuda:N)")
     if base == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
+        raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device")
     if base == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' was asked for but it is not available")
+        raise ConfigError("device 'mps' was asked for but it is not available")
     return torch.device(preference)
 
 

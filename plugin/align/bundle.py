@@ -15,17 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from plugin.registry import encoder_id
-from schemas import Modality, TrainConfig
-from schemas.encoders import ENCODER_SPEC_ADAPTER, EncoderSpec
+from mmalign.connectors.errors import BundleError
+from mmalign.plugin.encoders.registry import encoder_id
+from mmalign.schemas import Modality, TrainConfig
+from mmalign.schemas.encoders import ENCODER_SPEC_ADAPTER, EncoderSpec
 
 BUNDLE_KIND = "mmalign-bundle"
 BUNDLE_SCHEMA_VERSION = 1
 WEIGHT_FILES = ("student.safetensors", "teacher.safetensors", "baselines.safetensors")
-
-
-class BundleError(ValueError):
-    """A bundle is missing, of another schema version, or does not match the encoders in use."""
 
 
 @dataclass
@@ -123,7 +120,7 @@ def save_bundle(path: str | Path, *, specs: dict[Modality, EncoderSpec], cfg: Tr
 def load_bundle(path: str | Path, *, with_teacher: bool = True) -> Bundle:
     from safetensors.numpy import load_file
 
-    from plugin.teacher import Teacher
+    from mmalign.plugin.align.teacher import Teacher
 
     path = Path(path)
     config_file = path / "config.json"
@@ -139,7 +136,7 @@ def load_bundle(path: str | Path, *, with_teacher: bool = True) -> Bundle:
     if version != BUNDLE_SCHEMA_VERSION:
         raise BundleError(f"bundle {str(path)!r} has schema version {version!r}; this mmalign reads version "
                           f"{BUNDLE_SCHEMA_VERSION}: retrain it or use a matching mmalign")
-    cfg = TrainConfig.model_validate(config["training"])
+    cfg = TrainConfig.model_validate(_without_retired_options(config["training"], path))
     dims = {Modality(m): int(e["dim"]) for m, e in config["encoders"].items()}
     ranks = {Modality(m): int(r) for m, r in config["ranks"].items()}
 
@@ -166,10 +163,22 @@ def load_bundle(path: str | Path, *, with_teacher: bool = True) -> Bundle:
 
 
 def _student_with_ranks(dims, cfg: TrainConfig, ranks):
-    from plugin.student import Student
+    from mmalign.plugin.align.student import Student
 
     student = Student(dims, cfg.dim, cfg.rank, cfg.fusion)
     for m, r in ranks.items():
         if student.projections[m.value].rank != r:
             raise BundleError(f"bundle rank for {m.value} is {r}, config implies {student.projections[m.value].rank}")
     return student
+
+
+#: Training options that were measured to give nothing and removed (kept readable in old bundles).
+RETIRED_OPTIONS = {"teacher_freeze_linear": False, "soft_target_temperature": 0.0, "feature_noise": 0.0, "mixup": 0.0}
+
+
+def _without_retired_options(training: dict[str, Any], path) -> dict[str, Any]:
+    for key, off in RETIRED_OPTIONS.items():
+        if key in training and training[key] != off:
+            raise BundleError(f"bundle {str(path)!r} was trained with the removed option {key}={training[key]!r}; "
+                              f"retrain it with this mmalign")
+    return {k: v for k, v in training.items() if k not in RETIRED_OPTIONS}

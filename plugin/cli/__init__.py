@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from plugin.registry import DEFAULT_PRESET, RegistryError, list_presets
+from mmalign.plugin.encoders.registry import DEFAULT_PRESET, RegistryError, list_presets
 
 MODALITIES = ("image", "text", "audio")
 
@@ -41,7 +41,7 @@ def store_options(fn):
 def store_config(qdrant_path, qdrant_url, api_key, grpc):
     from pydantic import ValidationError
 
-    from schemas import StoreConfig
+    from mmalign.schemas import StoreConfig
 
     try:
         return StoreConfig(path=qdrant_path, url=qdrant_url, api_key=api_key, prefer_grpc=grpc)
@@ -69,8 +69,8 @@ def encoders() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def encoders_list(as_json: bool) -> None:
     """List registered encoders (with output size) and presets."""
-    from plugin.registry import encoder_info, get_preset, list_encoders
-    from plugin.weights import is_packaged, packaged_weights_available
+    from mmalign.plugin.encoders.registry import encoder_info, get_preset, list_encoders
+    from mmalign.plugin.encoders.weights import is_packaged, packaged_weights_available
 
     infos = [encoder_info(name) for name in list_encoders()]
     presets = [get_preset(name) for name in list_presets()]
@@ -119,10 +119,10 @@ def encoders_list(as_json: bool) -> None:
 def features(catalog, out_dir, preset, media_root, fmt, modalities, weights, device, batch_size, workers,
              dead_letter, csv_id_column, csv_text_column, csv_image_column, csv_audio_column, as_json, progress):
     """Encode CATALOG (JSONL, CSV or media folder) into the feature cache OUT."""
-    from connectors import SourceError
-    from connectors.sources import CsvColumns, open_catalog
-    from plugin.features import extract_features
-    from plugin.weights import WeightsError
+    from mmalign.connectors import SourceError
+    from mmalign.connectors.sources import CsvColumns, open_catalog
+    from mmalign.plugin.encoders.weights import WeightsError
+    from mmalign.plugin.features.extract import extract_features
 
     try:
         source = open_catalog(catalog, media_root=media_root, format=fmt, csv_columns=CsvColumns(
@@ -193,12 +193,12 @@ def train(ctx, catalog, out, preset, dim, rank, epochs, seed, test_fraction, ini
 
     from pydantic import ValidationError
 
-    from connectors import SourceError
-    from connectors.sources import open_catalog
-    from plugin.alignment import train_bundle
-    from plugin.evaluate import format_table
-    from plugin.weights import WeightsError
-    from schemas import TrainConfig
+    from mmalign.connectors import SourceError
+    from mmalign.connectors.sources import open_catalog
+    from mmalign.plugin.align.evaluation import format_table
+    from mmalign.plugin.encoders.weights import WeightsError
+    from mmalign.plugin.workflows.train import train_bundle
+    from mmalign.schemas import TrainConfig
 
     base = json.loads(Path(config_file).read_text()) if config_file else {}
     given = {name: value for name, value in dict(dim=dim, rank=rank, seed=seed, test_fraction=test_fraction,
@@ -245,11 +245,11 @@ def train(ctx, catalog, out, preset, dim, rank, epochs, seed, test_fraction, ini
 @catalog_options
 def eval_command(bundle_path, catalog, as_json, device, fmt, media_root, features_dir):
     """Evaluate a bundle on its held-out items: every model, every query -> target pair."""
-    from connectors import SourceError
-    from connectors.sources import open_catalog
-    from plugin.alignment import evaluate_bundle
-    from plugin.bundle import BundleError
-    from plugin.evaluate import format_table
+    from mmalign.connectors import SourceError
+    from mmalign.connectors.sources import open_catalog
+    from mmalign.plugin.align.bundle import BundleError
+    from mmalign.plugin.align.evaluation import format_table
+    from mmalign.plugin.workflows.train import evaluate_bundle
 
     try:
         source = open_catalog(catalog, media_root=media_root, format=fmt) if catalog else None
@@ -289,11 +289,11 @@ def _print_ingest(report) -> None:
 def ingest(catalog, bundle_path, collection, chunk_size, dead_letter, device, as_json, fmt, media_root, features_dir,
            qdrant_path, qdrant_url, api_key, grpc):
     """Embed CATALOG with BUNDLE and upsert it into COLLECTION (idempotent, incremental, resumable)."""
-    from connectors import SourceError
-    from connectors.sources import open_catalog
-    from connectors.store import StoreError
-    from plugin.bundle import BundleError
-    from plugin.ingest import ingest as run_ingest
+    from mmalign.connectors import SourceError
+    from mmalign.connectors.sources import open_catalog
+    from mmalign.connectors.store import StoreError
+    from mmalign.plugin.align.bundle import BundleError
+    from mmalign.plugin.index.ingest import ingest as run_ingest
 
     config = store_config(qdrant_path, qdrant_url, api_key, grpc)
     try:
@@ -343,9 +343,9 @@ def print_hits(hits, as_json: bool) -> None:
 def search(collection, texts, images, audios, likes, using, k, filters, fusion, bundle_path, device, as_json,
            qdrant_path, qdrant_url, api_key, grpc):
     """Cross-modal search: any query modality against any named vector."""
-    from connectors.store import StoreError
-    from plugin.bundle import BundleError
-    from plugin.search import Searcher, parse_filters
+    from mmalign.connectors.store import StoreError
+    from mmalign.plugin.align.bundle import BundleError
+    from mmalign.plugin.index.search import Searcher, parse_filters
 
     try:
         searcher = Searcher(collection, store=store_config(qdrant_path, qdrant_url, api_key, grpc),
@@ -367,7 +367,7 @@ def search(collection, texts, images, audios, likes, using, k, filters, fusion, 
 @click.option("-k", "k", default=5, show_default=True, type=click.IntRange(min=1))
 def quickstart(data_dir, device, k):
     """Real catalog end to end: tuxpaint stamps -> features -> bundle -> Qdrant -> cross-modal queries."""
-    from plugin.quickstart import quickstart as run
+    from mmalign.plugin.workflows.quickstart import quickstart as run
 
     try:
         run(data_dir, echo=click.echo, device=device, show_progress=sys.stderr.isatty(), k=k)
@@ -377,7 +377,7 @@ def quickstart(data_dir, device, k):
 
 # -- recommend ---------------------------------------------------------------------------------------
 def _user_cfg(half_life_days, negative_below):
-    from schemas import UserVectorConfig
+    from mmalign.schemas import UserVectorConfig
 
     return UserVectorConfig(half_life_days=half_life_days, negative_below=negative_below)
 
@@ -410,11 +410,11 @@ def user_vector_options(fn):
 def recommend(collection, user_id, interactions, likes, k, filters, strategy, include_seen, cold_text,
               popularity_weight, as_json, half_life_days, negative_below, qdrant_path, qdrant_url, api_key, grpc):
     """Recommend items for a user (user vectors in the shared space) or for an anonymous session."""
-    from connectors import SourceError
-    from connectors.interactions import read_interactions
-    from connectors.store import StoreError
-    from plugin.recommend import Recommender
-    from plugin.search import parse_filters
+    from mmalign.connectors import SourceError
+    from mmalign.connectors.interactions import read_interactions
+    from mmalign.connectors.store import StoreError
+    from mmalign.plugin.index.search import parse_filters
+    from mmalign.plugin.recommend.recommender import Recommender
 
     if not user_id and not likes:
         _fail("give --user, or --like ITEM for an anonymous session")
@@ -451,9 +451,9 @@ def recommend(collection, user_id, interactions, likes, k, filters, strategy, in
 def eval_rec(collection, interactions, how, as_json, half_life_days, negative_below, qdrant_path, qdrant_url,
              api_key, grpc):
     """Recall/NDCG@10/20 of user vectors vs popularity, item-kNN, PureSVD and RecommendQuery."""
-    from connectors import SourceError
-    from connectors.store import StoreError, VectorStore
-    from plugin.rec_eval import evaluate_collection, format_rec_table
+    from mmalign.connectors import SourceError
+    from mmalign.connectors.store import StoreError, VectorStore
+    from mmalign.plugin.recommend.evaluation import evaluate_collection, format_rec_table
 
     try:
         with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
@@ -487,11 +487,11 @@ def eval_rec(collection, interactions, how, as_json, half_life_days, negative_be
 def reembed(collection, bundle_path, catalog, keep, min_quality, reencode, chunk_size, device, as_json, fmt,
             media_root, features_dir, qdrant_path, qdrant_url, api_key, grpc):
     """Build the next version with a new bundle, verify it, swap the alias (zero downtime)."""
-    from connectors import SourceError
-    from connectors.sources import open_catalog
-    from connectors.store import StoreError
-    from plugin.bundle import BundleError
-    from plugin.reembed import reembed as run
+    from mmalign.connectors import SourceError
+    from mmalign.connectors.sources import open_catalog
+    from mmalign.connectors.store import StoreError
+    from mmalign.plugin.align.bundle import BundleError
+    from mmalign.plugin.index.reembed import reembed as run
 
     try:
         source = open_catalog(catalog, media_root=media_root, format=fmt) if catalog else None
@@ -521,8 +521,8 @@ def reembed(collection, bundle_path, catalog, keep, min_quality, reencode, chunk
 @store_options
 def versions(collection, as_json, qdrant_path, qdrant_url, api_key, grpc):
     """List the versions of COLLECTION (bundle, points, created, which is live)."""
-    from connectors.store import StoreError, VectorStore
-    from plugin.versions import version_table
+    from mmalign.connectors.store import StoreError, VectorStore
+    from mmalign.plugin.index.versions import version_table
 
     try:
         with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
@@ -545,8 +545,8 @@ def versions(collection, as_json, qdrant_path, qdrant_url, api_key, grpc):
 @store_options
 def rollback(collection, to, qdrant_path, qdrant_url, api_key, grpc):
     """Point COLLECTION back at an earlier version (atomic alias swap)."""
-    from connectors.store import StoreError, VectorStore
-    from plugin.versions import rollback as run
+    from mmalign.connectors.store import StoreError, VectorStore
+    from mmalign.plugin.index.versions import rollback as run
 
     try:
         with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
@@ -566,7 +566,7 @@ def schemas() -> None:
 @click.argument("out_dir", type=click.Path(file_okay=False))
 def schemas_export(out_dir: str) -> None:
     """Write one JSON Schema per data contract into OUT_DIR."""
-    from plugin.schema_export import export_schemas
+    from mmalign.plugin.schema_export import export_schemas
 
     for path in export_schemas(out_dir):
         click.echo(str(path))
@@ -583,7 +583,7 @@ def store() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def store_info(qdrant_path, qdrant_url, api_key, grpc, as_json):
     """List collections with point counts and the bundle/D each was built with."""
-    from connectors.store import StoreError, VectorStore
+    from mmalign.connectors.store import StoreError, VectorStore
 
     try:
         with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:

@@ -6,12 +6,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.store import CollectionRecord, StoreError, VectorStore
+from mmalign.connectors.store import CollectionRecord, StoreError, VectorStore
 
 VERSION_SEP = "__v"
 
 
-def _now() -> str:
+def utc_now() -> str:
     from datetime import datetime, timezone
 
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -46,7 +46,7 @@ def resolve_for_write(store: VectorStore, name: str, dim: int, bundle_id: str,
             raise StoreError(f"collection {target!r} exists but no alias {name!r} points at it; point the alias "
                              f"at it (mmalign rollback {name} --to v1) or drop {target!r}")
         record = store.create_collection(target, dim, bundle_id=bundle_id,
-                                         extra={**(extra or {}), "created_at": _now(), "state": "ready"})
+                                         extra={**(extra or {}), "created_at": utc_now(), "state": "ready"})
         store.set_alias(name, target)
         return record
     record = store.collection_record(target)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from mmalign.connectors.errors import WeightsError
 
-class WeightsError(RuntimeError):
-    """Weights cannot be found; the message says how to get them."""
+__all__ = ["WeightsError", "is_packaged", "packaged_weights_available", "resolve_packaged"]
 
 
 def _minilm() -> Path:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 import numpy as np
 
-from plugin.metrics import ranks_of_targets, retrieval_metrics
-from plugin.paired import PairedFeatures
-from schemas import Modality
+from mmalign.plugin.align.metrics import ranks_of_targets, retrieval_metrics
+from mmalign.plugin.features.paired import PairedFeatures
+from mmalign.schemas import Modality
+from mmalign.schemas.encoders import EncoderSpec
 
 FUSED = "fused"
 
@@ -68,3 +70,26 @@ def format_table(results: list[dict]) -> str:
         lines.append(f"{r['model']:<9}{r['query']:<7}{r['target']:<8}{r['recall@1']:>7.3f}{r['recall@5']:>7.3f}"
                      f"{r['recall@10']:>7.3f}{r['mrr']:>7.3f}{r['n_queries']:>6}")
     return "\n".join(lines)
+
+
+class RawEmbedder:
+    """Raw encoder features, where two modalities' encoders share one space (e.g. CLIP image/text)."""
+
+    def __init__(self, modalities):
+        self.modalities = list(modalities)
+
+    def embed(self, modality, x):
+        return np.asarray(x, dtype=np.float32)
+
+    def fuse(self, data):
+        total = sum(np.where(data.masks[m][:, None], data.features[m] / np.maximum(
+            np.linalg.norm(data.features[m], axis=1, keepdims=True), 1e-12), 0) for m in self.modalities)
+        return total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)
+
+
+def shared_space_modalities(specs: Mapping[Modality, EncoderSpec]) -> list[Modality]:
+    """Modalities whose encoders are two towers of one open_clip model (same arch and weights)."""
+    clip = [(m, s) for m, s in specs.items() if s.kind in ("open_clip_image", "open_clip_text")]
+    if len(clip) == 2 and clip[0][1].arch == clip[1][1].arch and clip[0][1].weights == clip[1][1].weights:
+        return [m for m, _ in clip]
+    return []

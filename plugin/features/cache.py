@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from plugin.registry import encoder_id as spec_encoder_id
-from schemas import Modality
-from schemas.encoders import EncoderSpec
+from mmalign.plugin.encoders.registry import encoder_id as spec_encoder_id
+from mmalign.schemas import Modality
+from mmalign.schemas.encoders import EncoderSpec
 
 FORMAT_VERSION = 1
 

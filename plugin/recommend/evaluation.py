@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from schemas import Interaction, UserVectorConfig
+from mmalign.connectors.errors import ConfigError
+from mmalign.schemas import Interaction, UserVectorConfig
 
 KS = (10, 20)
 SPLITS = ("leave-last-out", "temporal")
@@ -36,7 +37,7 @@ def split_interactions(interactions: Sequence[Interaction], how: str = "leave-la
     users with at least two. ``temporal``: a global time cut; the first interaction of each user
     after the cut is held out and everything after the cut is dropped from training."""
     if how not in SPLITS:
-        raise ValueError(f"split {how!r} is unknown; valid: {list(SPLITS)}")
+        raise ConfigError(f"split {how!r} is unknown; valid: {list(SPLITS)}")
     by_user: dict[str, list[Interaction]] = {}
     for row in interactions:
         by_user.setdefault(row.user_id, []).append(row)
@@ -78,7 +79,7 @@ class Matrix:
     """Binarised user–item matrix of the training part (positives only)."""
 
     def __init__(self, split: RecSplit, item_ids: Sequence[str], cfg: UserVectorConfig):
-        from plugin.user_vectors import strength
+        from mmalign.plugin.recommend.user_vectors import strength
 
         self.item_index = {item: n for n, item in enumerate(item_ids)}
         self.users = sorted({r.user_id for r in split.train} | set(split.test))
@@ -126,7 +127,7 @@ def user_vector_scorer(split: RecSplit, item_ids: Sequence[str], item_matrix: np
                        cfg: UserVectorConfig, popularity_weight: float = 0.0,
                        matrix: Matrix | None = None) -> Callable[[str], np.ndarray]:
     """cos(user vector, item) [+ popularity_weight · prior(training popularity)]."""
-    from plugin.user_vectors import build_profiles
+    from mmalign.plugin.recommend.user_vectors import build_profiles
 
     vectors = {item: item_matrix[n] for n, item in enumerate(item_ids)}
     profiles = build_profiles(split.train, vectors, cfg, item_matrix.shape[1])
@@ -192,9 +193,9 @@ def recommend_query_result(store, collection: str, split: RecSplit, known: set[s
     """Qdrant RecommendQuery with each user's latest positives as examples, seen items excluded."""
     from qdrant_client import models
 
-    from connectors.store import point_id
-    from plugin.recommend import recommend_query
-    from plugin.user_vectors import strength
+    from mmalign.connectors.store import point_id
+    from mmalign.plugin.recommend.recommender import recommend_query
+    from mmalign.plugin.recommend.user_vectors import strength
 
     history: dict[str, list[Interaction]] = {}
     for row in sorted(split.train, key=_order_key):
@@ -239,8 +240,8 @@ def collection_item_vectors(store, collection: str) -> tuple[list[str], np.ndarr
 def evaluate_collection(collection: str, interactions_path, *, store, how: str = "leave-last-out",
                         cfg: UserVectorConfig | None = None) -> dict:
     """Baselines, user vectors and RecommendQuery on one split of the interactions, over the collection's items."""
-    from connectors.interactions import read_interactions
-    from plugin.versions import resolve_for_read
+    from mmalign.connectors.interactions import read_interactions
+    from mmalign.plugin.index.versions import resolve_for_read
 
     cfg = cfg or UserVectorConfig()
     resolve_for_read(store, collection)

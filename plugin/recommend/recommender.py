@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from connectors.store import PointData, StoreError, VectorStore, point_id
-from plugin.search import Hit, Searcher, build_filter
-from plugin.user_vectors import UserProfile, strength, update_profile
-from plugin.versions import resolve_for_read
-from schemas import Interaction, StoreConfig, UserVectorConfig
+from mmalign.connectors.errors import ConfigError
+from mmalign.connectors.store import PointData, StoreError, VectorStore, point_id
+from mmalign.plugin.index.search import Hit, Searcher, build_filter
+from mmalign.plugin.index.versions import resolve_for_read
+from mmalign.plugin.recommend.user_vectors import UserProfile, strength, update_profile
+from mmalign.schemas import Interaction, StoreConfig, UserVectorConfig
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("vector", "best_score", "average_vector")
@@ -152,7 +153,7 @@ class Recommender:
                   searcher: Searcher | None = None) -> list[Hit]:
 
         if strategy not in STRATEGIES:
-            raise ValueError(f"strategy {strategy!r} is unknown; valid: {list(STRATEGIES)}")
+            raise ConfigError(f"strategy {strategy!r} is unknown; valid: {list(STRATEGIES)}")
         profile = self.get_profile(user_id)
         if profile is None or profile.vector is None or profile.n_positive == 0:
             # no history, or only dislikes: the negated sum would point at outliers, not at taste
@@ -190,7 +191,7 @@ class Recommender:
         """Anonymous sessions: items like these (and unlike ``negative``), the examples excluded."""
 
         if not item_ids:
-            raise ValueError("more_like needs at least one item id")
+            raise ConfigError("more_like needs at least one item id")
         query = recommend_query(item_ids, negative, strategy)
         response = self.store._call("recommend", lambda: self.store.client.query_points(
             self.collection, query=query, using="fused", limit=k, with_payload=True,

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from connectors.dead_letter import DeadLetterWriter
-from connectors.errors import ItemError
-from connectors.media import file_sha256
-from connectors.sources import Catalog, open_catalog
-from plugin.feature_cache import FeatureCache
-from plugin.registry import DEFAULT_PRESET, encoder_id, get_encoder_spec, get_preset, with_weights
-from schemas import CatalogItem, FeatureReport, Modality, ModalityCounts
-from schemas.encoders import EncoderSpec
+from mmalign.connectors.dead_letter import DeadLetterWriter
+from mmalign.connectors.errors import ConfigError, ItemError
+from mmalign.connectors.media import file_sha256
+from mmalign.connectors.sources import Catalog, open_catalog
+from mmalign.plugin.encoders.registry import DEFAULT_PRESET, encoder_id, get_encoder_spec, get_preset, with_weights
+from mmalign.plugin.features.cache import FeatureCache
+from mmalign.schemas import CatalogItem, FeatureReport, Modality, ModalityCounts
+from mmalign.schemas.encoders import EncoderSpec
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def preset_specs(preset: str, weights: Mapping[str, str] | None = None,
             spec = with_weights(spec, weights.pop(name))
         specs[modality] = spec
     if weights:
-        raise ValueError(f"--weights names encoders not used by preset {preset!r}: {sorted(weights)}; "
+        raise ConfigError(f"--weights names encoders not used by preset {preset!r}: {sorted(weights)}; "
                          f"it uses {[s.name for s in specs.values()]}")
     return specs
 
@@ -102,7 +102,7 @@ def extract_features(
     cache = FeatureCache(out_dir)
     letters = letters or DeadLetterWriter(dead_letter or out_dir / "dead_letter.jsonl")
     if build_encoder is None:
-        from plugin.encoders import build_encoder
+        from mmalign.plugin.encoders import build_encoder
     pool = encoder_pool if encoder_pool is not None else {}
 
     report = FeatureReport(catalog=str(catalog.path), preset=preset, out_dir=str(out_dir),
@@ -216,7 +216,7 @@ def _decoded_batches(encoder, jobs: list[_Job], batch_size: int, workers: int,
 def _encode_jobs(encoder, jobs: list[_Job], cache: FeatureCache, spec: EncoderSpec, counts: ModalityCounts,
                  letters: DeadLetterWriter, *, batch_size: int | None, workers: int, shard_size: int,
                  show_progress: bool) -> None:
-    from plugin.encoders.base import DEFAULT_BATCH_SIZE
+    from mmalign.plugin.encoders.base import DEFAULT_BATCH_SIZE
 
     size = batch_size or DEFAULT_BATCH_SIZE[spec.modality]
     progress = None

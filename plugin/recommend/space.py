@@ -12,11 +12,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
-from plugin.paired import PairedFeatures
-from plugin.rec_eval import Matrix, evaluate_scorer, split_interactions, user_vector_scorer
-from schemas import Interaction, TrainConfig, UserVectorConfig
+from mmalign.plugin.align.cooccurrence import user_histories
+from mmalign.plugin.features.paired import PairedFeatures
+from mmalign.plugin.recommend.evaluation import Matrix, evaluate_scorer, split_interactions, user_vector_scorer
+from mmalign.schemas import Interaction, TrainConfig, UserVectorConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +26,11 @@ def fit_cooccurrence_space(data: PairedFeatures, interactions: Sequence[Interact
     """Returns {"svd", "teacher", "student"} models and a training summary."""
     import torch
 
-    from plugin.losses import cosine_gap, relational_ce
-    from plugin.teacher import Teacher
-    from plugin.train import TorchEmbedder, _fit, _tensors, build_student, fit_svd
+    from mmalign.plugin.align.closed_form import fit_svd
+    from mmalign.plugin.align.losses import cosine_gap, history_loss, relational_ce
+    from mmalign.plugin.align.student import build_student
+    from mmalign.plugin.align.teacher import Teacher
+    from mmalign.plugin.align.trainer import TorchEmbedder, feature_tensors, fit_model
 
     user_cfg = user_cfg or UserVectorConfig()
     torch.manual_seed(cfg.seed)
@@ -55,13 +56,13 @@ def fit_cooccurrence_space(data: PairedFeatures, interactions: Sequence[Interact
         teacher.towers[m.value].init_linear(teacher_fit.mean[m], teacher_fit.components[m])
 
     histories = user_histories(inner.train, data.item_ids, user_cfg)
-    feats_all, masks_all = _tensors(data)
+    feats_all, masks_all = feature_tensors(data)
 
     def teacher_step(batch_f, batch_m, idx, scale, generator):
         raw = {m: teacher.unimodal(m, feats_all[m]) for m in teacher.modalities}
         return history_loss(teacher.joint(raw, masks_all), histories, scale, generator, cfg.batch_size)
 
-    teacher_result = _fit(teacher, list(teacher.parameters()), data, None, cfg, cfg.teacher_epochs, cfg.teacher_lr,
+    teacher_result = fit_model(teacher, list(teacher.parameters()), data, None, cfg, cfg.teacher_epochs, cfg.teacher_lr,
                           teacher_step, "teacher", val_score=val_score)
     teacher_s = time.perf_counter() - t0
     echo(f"teacher: val NDCG@10 {teacher_result.best_val:.4f} at epoch {teacher_result.best_epoch} ({teacher_s:.1f}s)")
@@ -84,7 +85,7 @@ def fit_cooccurrence_space(data: PairedFeatures, interactions: Sequence[Interact
             loss = loss + cfg.beta * cosine_gap(items[idx], target)
         return loss
 
-    student_result = _fit(student, list(student.parameters()), data, None, cfg, cfg.epochs, cfg.lr, student_step,
+    student_result = fit_model(student, list(student.parameters()), data, None, cfg, cfg.epochs, cfg.lr, student_step,
                           "student", val_score=val_score)
     student_s = time.perf_counter() - t0
     echo(f"student: val NDCG@10 {student_result.best_val:.4f} at epoch {student_result.best_epoch} ({student_s:.1f}s)")
@@ -100,40 +101,3 @@ def fit_cooccurrence_space(data: PairedFeatures, interactions: Sequence[Interact
                         "epochs_run": len(student_result.history) - 1, "seconds": round(student_s, 2)},
         },
     }
-
-
-def user_histories(interactions: Sequence[Interaction], item_ids: Sequence[str], cfg: UserVectorConfig):
-    """Per user, the positive item rows in time order (users with at least two)."""
-    from plugin.user_vectors import strength
-
-    position = {item: n for n, item in enumerate(item_ids)}
-    by_user: dict[str, list] = {}
-    for row in sorted(interactions, key=lambda r: (r.timestamp.timestamp() if r.timestamp else 0.0, r.item_id)):
-        n = position.get(row.item_id)
-        if n is not None and strength(row.weight, cfg) > 0:
-            by_user.setdefault(row.user_id, []).append(n)
-    return [np.array(rows) for rows in by_user.values() if len(rows) >= 2]
-
-
-def history_loss(items, histories, scale, generator, batch_size: int):
-    """Co-occurrence as next-item prediction: for sampled users and a random cut in their history, the
-    normalised sum of the item vectors before the cut must score the item at the cut above every other
-    item the user has not seen (full softmax over the catalog)."""
-    import torch
-    import torch.nn.functional as F
-
-    picks = torch.randint(0, len(histories), (batch_size,), generator=generator).tolist()
-    users, targets, seen_masks = [], [], []
-    for p in picks:
-        rows = histories[p]
-        cut = int(torch.randint(1, len(rows), (1,), generator=generator))
-        before = torch.from_numpy(rows[:cut])
-        users.append(items[before].sum(0))
-        targets.append(int(rows[cut]))
-        mask = torch.zeros(len(items), dtype=torch.bool)
-        mask[before] = True
-        seen_masks.append(mask)
-    user_vectors = F.normalize(torch.stack(users), dim=-1)
-    logits = scale * user_vectors @ items.T
-    logits = logits.masked_fill(torch.stack(seen_masks), float("-inf"))
-    return F.cross_entropy(logits, torch.tensor(targets))

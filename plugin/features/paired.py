@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from schemas import Modality
+from mmalign.connectors.errors import ConfigError
+from mmalign.plugin.encoders.registry import encoder_id
+from mmalign.plugin.features.cache import FeatureCache
+from mmalign.schemas import Modality
+from mmalign.schemas.encoders import EncoderSpec
 
 
 @dataclass
@@ -63,7 +68,7 @@ def split_items(item_ids: list[str], test_fraction: float, val_fraction: float, 
                 ) -> tuple[list[str], list[str], list[str]]:
     """Deterministic train/val/test split of item ids (sorted first, so catalog order does not matter)."""
     if not 0 < test_fraction < 1 or not 0 <= val_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1) and val_fraction in [0, 1); "
+        raise ConfigError(f"test_fraction must be in (0, 1) and val_fraction in [0, 1); "
                          f"got {test_fraction}, {val_fraction}")
     ids = sorted(item_ids)
     order = np.random.default_rng(seed).permutation(len(ids))
@@ -72,3 +77,23 @@ def split_items(item_ids: list[str], test_fraction: float, val_fraction: float, 
     rest = [ids[i] for i in order[n_test:]]
     n_val = int(round(val_fraction * len(rest)))
     return rest[n_val:], rest[:n_val], test
+
+
+def load_paired(cache: FeatureCache, specs: dict[Modality, EncoderSpec], item_ids: Sequence[str]) -> PairedFeatures:
+    """Features of ``item_ids`` from the cache; items with no cached modality are left out."""
+    tables = {m: cache.load(m, spec, list(item_ids)) for m, spec in specs.items()}
+    have = set().union(*(t.item_ids for t in tables.values())) if tables else set()
+    ids = [i for i in item_ids if i in have]
+    features, masks = {}, {}
+    for m, table in tables.items():
+        position = {item: n for n, item in enumerate(table.item_ids)}
+        matrix = np.zeros((len(ids), specs[m].dim), dtype=np.float32)
+        mask = np.zeros(len(ids), dtype=bool)
+        for n, item in enumerate(ids):
+            row = position.get(item)
+            if row is not None:
+                matrix[n], mask[n] = table.features[row], True
+        features[m], masks[m] = matrix, mask
+    data = PairedFeatures.from_arrays(ids, features, masks)
+    data.encoder_ids = {m: encoder_id(s) for m, s in specs.items()}
+    return data

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from schemas import Modality
+from mmalign.connectors.errors import ConfigError
+from mmalign.plugin.align.closed_form import LinearFit
+from mmalign.schemas import Modality, TrainConfig
 
 FUSION_STRATEGIES = ("weighted", "concat")
 
@@ -19,7 +21,7 @@ class LowRankProjection(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, rank: int):
         super().__init__()
         if rank < 1 or rank > min(in_dim, out_dim):
-            raise ValueError(f"rank must be in [1, min(d={in_dim}, D={out_dim})], got {rank}")
+            raise ConfigError(f"rank must be in [1, min(d={in_dim}, D={out_dim})], got {rank}")
         self.in_dim, self.out_dim, self.rank = in_dim, out_dim, rank
         self.register_buffer("mean", torch.zeros(in_dim))
         self.V = nn.Parameter(torch.randn(in_dim, rank) / in_dim ** 0.5)
@@ -50,7 +52,7 @@ class Fusion(nn.Module):
     def __init__(self, modalities: list[Modality], strategy: str = "weighted", learn_weights: bool = True):
         super().__init__()
         if strategy not in FUSION_STRATEGIES:
-            raise ValueError(f"unknown fusion {strategy!r}; valid: {list(FUSION_STRATEGIES)}")
+            raise ConfigError(f"unknown fusion {strategy!r}; valid: {list(FUSION_STRATEGIES)}")
         self.modalities = list(modalities)
         self.strategy = strategy
         self.logits = nn.Parameter(torch.zeros(len(modalities)), requires_grad=learn_weights)
@@ -90,3 +92,14 @@ class Student(nn.Module):
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def build_student(dims: dict[Modality, int], cfg: TrainConfig, fit: LinearFit | None) -> Student:
+    """A student of ``cfg``'s shape, initialised from a closed-form fit (or randomly with None)."""
+    student = Student(dims, cfg.dim, cfg.rank, cfg.fusion)
+    if fit is not None:
+        for m in student.modalities:
+            proj = student.projections[m.value]
+            comps = fit.components[m][:, : proj.rank]
+            proj.init_from(fit.mean[m], comps, fit.scale[m][: proj.rank])
+    return student

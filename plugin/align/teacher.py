@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from schemas import Modality
+from mmalign.schemas import Modality
 
 
 class ResidualTower(nn.Module):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from schemas import Interaction, UserVectorConfig
+from mmalign.schemas import Interaction, UserVectorConfig
 
 SECONDS_PER_DAY = 86400.0
 
@@ -37,10 +37,8 @@ class UserProfile:
 
 
 def strength(weight: float, cfg: UserVectorConfig) -> float:
-    """s_j: negative for a negative weight (explicit dislike) or one below ``negative_below``."""
-    if weight < 0 or (cfg.negative_below is not None and weight < cfg.negative_below):
-        return -cfg.negative_strength
-    return 1.0 if cfg.positive == "one" else float(weight)
+    """s_j of one interaction (see :meth:`UserVectorConfig.strength`)."""
+    return cfg.strength(weight)
 
 
 def _decay(dt_seconds: float, cfg: UserVectorConfig) -> float:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from connectors.sources import open_catalog
-from schemas import StoreConfig
+from mmalign.connectors.sources import open_catalog
+from mmalign.schemas import StoreConfig
 
 COLLECTION = "stamps"
 TEXT_QUERIES = ("a frog", "a red fire truck", "something to eat")
@@ -18,11 +18,11 @@ TEXT_QUERIES = ("a frog", "a red fire truck", "something to eat")
 
 def quickstart(data_dir: str | Path = "mmalign-data", *, echo: Callable[[str], None] = print, device: str = "auto",
                show_progress: bool = False, k: int = 5) -> dict:
-    from connectors.tuxpaint import write_catalog
-    from plugin.alignment import train_bundle
-    from plugin.bundle import BundleError, load_bundle
-    from plugin.ingest import ingest
-    from plugin.search import Searcher
+    from mmalign.connectors.datasets.tuxpaint import write_catalog
+    from mmalign.plugin.align.bundle import BundleError, load_bundle
+    from mmalign.plugin.index.ingest import ingest
+    from mmalign.plugin.index.search import Searcher
+    from mmalign.plugin.workflows.train import train_bundle
 
     data = Path(data_dir)
     catalog_path = data / "quickstart" / "tuxpaint.jsonl"

@@ -21,15 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from connectors.dead_letter import DeadLetterWriter
-from connectors.errors import ItemError
-from connectors.media import file_sha256
-from connectors.sources import Catalog, open_catalog
-from connectors.store import PointData, VectorStore, point_id
-from plugin.feature_cache import FeatureCache
-from plugin.features import extract_features, text_hash
-from plugin.versions import resolve_for_write
-from schemas import CatalogItem, IngestReport, Modality, StageTiming, StoreConfig, VectorName
+from mmalign.connectors.dead_letter import DeadLetterWriter
+from mmalign.connectors.errors import BundleError, ItemError
+from mmalign.connectors.media import file_sha256
+from mmalign.connectors.sources import Catalog, open_catalog
+from mmalign.connectors.store import PointData, VectorStore, point_id
+from mmalign.plugin.features.cache import FeatureCache
+from mmalign.plugin.features.extract import extract_features, text_hash
+from mmalign.plugin.index.versions import resolve_for_write
+from mmalign.schemas import CatalogItem, IngestReport, Modality, StageTiming, StoreConfig, VectorName
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,9 @@ def ingest(
 ) -> IngestReport:
     """Ingest a catalog into ``collection`` (an alias to a versioned collection, created on first use).
 
-    ``bundle`` is a loaded :class:`~plugin.bundle.Bundle` or a bundle path.
+    ``bundle`` is a loaded :class:`~mmalign.plugin.align.bundle.Bundle` or a bundle path.
     """
-    from plugin.bundle import Bundle, load_bundle
+    from mmalign.plugin.align.bundle import Bundle, load_bundle
 
     started = time.perf_counter()
     if not isinstance(bundle, Bundle):
@@ -144,7 +144,7 @@ def ingest(
     else:
         bundle_path = str(bundle.path.resolve())
     if bundle.config["fusion"]["strategy"] != "weighted":
-        raise ValueError(f"bundle {bundle.bundle_id} uses {bundle.config['fusion']['strategy']!r} fusion, whose "
+        raise BundleError(f"bundle {bundle.bundle_id} uses {bundle.config['fusion']['strategy']!r} fusion, whose "
                          f"fused vector is not of size D; ingest needs 'weighted' fusion")
     if not isinstance(catalog, Catalog):
         catalog = open_catalog(catalog)

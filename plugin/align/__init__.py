@@ -1,0 +1,1 @@
+"""Alignment: closed-form fits, the joint teacher, the low-rank student, losses, training, bundles, evaluation."""

@@ -1,0 +1,114 @@
+"""Fit every model of a bundle on paired features: svd and cca baselines, the teacher, the student.
+
+No I/O: features in, models and held-out metrics out (``mmalign.plugin.workflows.train`` writes them).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mmalign.connectors.errors import DataError
+from mmalign.plugin.align.closed_form import fit_cca, fit_svd
+from mmalign.plugin.align.cooccurrence import user_histories
+from mmalign.plugin.align.evaluation import RawEmbedder, evaluate_embedder, primary_metric
+from mmalign.plugin.features.paired import PairedFeatures, split_items
+from mmalign.schemas import Modality, TrainConfig, UserVectorConfig
+
+log = logging.getLogger(__name__)
+MODELS = ("raw", "svd", "cca", "teacher", "student")
+
+
+@dataclass
+class AlignmentResult:
+    """Everything one training run produced, before it is written as a bundle."""
+
+    models: dict  # svd, cca, teacher, student
+    split: dict
+    training_summary: dict
+    test: PairedFeatures
+    results: list[dict]
+
+
+def fit_alignment(data: PairedFeatures, cfg: TrainConfig, *, interactions: Sequence | None = None,
+                  raw_modalities: Sequence[Modality] = (), echo: Callable[[str], None] = log.info
+                  ) -> AlignmentResult:
+    """Split, fit svd/cca (CCA ridge picked on val), train the teacher, distil the student, test."""
+    import torch
+
+    from mmalign.plugin.align.student import build_student
+    from mmalign.plugin.align.trainer import TorchEmbedder, train_student, train_teacher
+
+    torch.manual_seed(cfg.seed)
+    if len(data.modalities) < 2:
+        raise DataError(f"alignment needs at least two modalities with features; have "
+                         f"{[m.value for m in data.modalities]}")
+    train_ids, val_ids, test_ids = split_items(data.item_ids, cfg.test_fraction, cfg.val_fraction, cfg.seed)
+    train, val, test = data.select(train_ids), data.select(val_ids), data.select(test_ids)
+    if len(val) < 2:
+        raise DataError(f"the validation split has {len(val)} items; lower --test-fraction or add items")
+    echo(f"items: {len(data)} (train {len(train)}, val {len(val)}, test {len(test)}); "
+         f"modalities: {', '.join(f'{m.value}={int(data.masks[m].sum())}' for m in data.modalities)}")
+    t0 = time.perf_counter()
+    best = None
+    for reg in cfg.cca_regs:
+        fit = fit_cca(train, cfg.rank, reg, cfg.cca_power)
+        model = build_student(train.dims(), cfg, fit)
+        score = primary_metric(evaluate_embedder("cca", TorchEmbedder(model, "cca"), val, with_fused=False))
+        echo(f"cca reg={reg}: val {score:.3f}")
+        if best is None or score > best[0]:
+            best = (score, reg, fit, model)
+    _, reg, cca_fit, cca_model = best
+    svd_fit = fit_svd(train, cfg.rank)
+    svd_model = build_student(train.dims(), cfg, svd_fit)
+    closed_form_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    teacher, teacher_result = train_teacher(train, val, cfg, fit_cca(train, cfg.dim, reg, cfg.cca_power),
+                                            _train_histories(interactions, train))
+    teacher_s = time.perf_counter() - t0
+    echo(f"teacher: best val {teacher_result.best_val:.3f} at epoch {teacher_result.best_epoch} "
+         f"({len(teacher_result.history) - 1} epochs, {teacher_s:.1f}s)")
+    t0 = time.perf_counter()
+    init = {"cca": cca_fit, "svd": svd_fit, "random": None}[cfg.init]
+    student, student_result = train_student(train, val, cfg, init, teacher if cfg.distill else None)
+    student_s = time.perf_counter() - t0
+    echo(f"student: best val {student_result.best_val:.3f} at epoch {student_result.best_epoch} "
+         f"({len(student_result.history) - 1} epochs, {student_s:.1f}s)")
+    models = {"svd": svd_model, "cca": cca_model, "teacher": teacher, "student": student}
+    return AlignmentResult(
+        models=models,
+        split={"seed": cfg.seed, "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction,
+               "n_train": len(train), "n_val": len(val), "test_ids": test_ids},
+        training_summary={
+            "cca_reg": reg,
+            "teacher": {"best_epoch": teacher_result.best_epoch, "best_val": teacher_result.best_val,
+                        "epochs_run": len(teacher_result.history) - 1, "seconds": round(teacher_s, 2)},
+            "student": {"best_epoch": student_result.best_epoch, "best_val": student_result.best_val,
+                        "epochs_run": len(student_result.history) - 1, "seconds": round(student_s, 2)},
+            "closed_form_seconds": round(closed_form_s, 2),
+        },
+        test=test,
+        results=evaluate_models(models, test, list(raw_modalities)),
+    )
+
+
+def evaluate_models(models: dict, data: PairedFeatures, raw_modalities: list[Modality]) -> list[dict]:
+    from mmalign.plugin.align.trainer import TorchEmbedder
+
+    results = []
+    if raw_modalities:
+        results += evaluate_embedder("raw", RawEmbedder(raw_modalities), data)
+    for name, model in models.items():
+        if model is not None:
+            results += evaluate_embedder(name, TorchEmbedder(model, name), data)
+    return results
+
+
+def _train_histories(interactions, train: PairedFeatures):
+    """Users' histories over the training items only (held-out items never leak into training)."""
+    if not interactions:
+        return None
+    return user_histories(interactions, train.item_ids, UserVectorConfig()) or None

@@ -1,0 +1,227 @@
+"""Training loops: the generic early-stopping fit, the joint teacher and the distilled student.
+
+Everything is tuned on a validation split carved from the training items; the test split is
+only recorded (in the bundle) for ``mmalign eval``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+from mmalign.plugin.align.closed_form import LinearFit
+from mmalign.plugin.align.evaluation import evaluate_embedder, primary_metric
+from mmalign.plugin.features.paired import PairedFeatures
+from mmalign.schemas import Modality, TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def feature_tensors(data: PairedFeatures, index: np.ndarray | None = None):
+    import torch
+
+    index = np.arange(len(data)) if index is None else index
+    feats = {m: torch.from_numpy(np.ascontiguousarray(data.features[m][index])) for m in data.features}
+    masks = {m: torch.from_numpy(data.masks[m][index]) for m in data.masks}
+    return feats, masks
+
+
+class TorchEmbedder:
+    """Adapts a Student or Teacher to the evaluation protocol (numpy in, numpy out, eval mode)."""
+
+    def __init__(self, model, kind: str):
+        self.model, self.kind = model, kind
+        self.modalities = list(model.modalities)
+
+    def embed(self, modality: Modality, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        self.model.eval()
+        with torch.no_grad():
+            return self.model.embed(modality, torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+    def fuse(self, data: PairedFeatures) -> np.ndarray:
+        import torch
+
+        self.model.eval()
+        feats, masks = feature_tensors(data)
+        with torch.no_grad():
+            return self.model(feats, masks)[1].numpy()
+
+
+def _pair_losses(embeddings, masks, logit_scale, modalities):
+    from mmalign.plugin.align.losses import info_nce
+
+    total, count = 0.0, 0
+    for a, b in combinations(modalities, 2):
+        both = masks[a] & masks[b]
+        if both.sum() >= 2:
+            total = total + info_nce(embeddings[a][both], embeddings[b][both], logit_scale)
+            count += 1
+    return total, count
+
+
+def drop_modalities(masks, rate, generator):
+    """Randomly hide modalities (never all of an item's) so the joint/fused paths learn to cope."""
+    import torch
+
+    if rate <= 0:
+        return masks
+    mods = list(masks)
+    present = torch.stack([masks[m] for m in mods], 1)
+    keep = present & (torch.rand(present.shape, generator=generator) >= rate)
+    empty = keep.sum(1) == 0
+    if empty.any():
+        # keep one random present modality for rows that lost them all
+        choice = torch.multinomial(present[empty].float(), 1, generator=generator).squeeze(1)
+        keep[empty] = False
+        keep[empty.nonzero().squeeze(1), choice] = True
+    return {m: keep[:, i] for i, m in enumerate(mods)}
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val: float
+    history: list[float]
+
+
+def fit_model(model, params, train: PairedFeatures, val: PairedFeatures | None, cfg: TrainConfig, epochs: int,
+         lr: float, step_loss: Callable, kind: str, val_score: Callable | None = None) -> FitResult:
+    """Generic loop: AdamW, learnable temperature, early stopping on the validation score
+    (``val_score(model)``; default: the cross-modal primary metric on ``val``).
+
+    Epoch 0 is the initialisation itself, so training can only keep or improve the val score.
+    """
+    import torch
+
+    if val_score is None:
+        def val_score(m):
+            return primary_metric(evaluate_embedder(kind, TorchEmbedder(m, kind), val, with_fused=False))
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    optimizer = torch.optim.AdamW([*params, logit_scale], lr=lr, weight_decay=cfg.weight_decay)
+    best_state = copy.deepcopy(model.state_dict())
+    best_val = val_score(model)
+    best_epoch, history, bad = 0, [best_val], 0
+    n = len(train)
+    feats, masks = feature_tensors(train)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            if len(idx) < 2:
+                continue
+            batch_f = {m: f[idx] for m, f in feats.items()}
+            batch_m = {m: k[idx] for m, k in masks.items()}
+            loss = step_loss(batch_f, batch_m, idx, logit_scale.exp().clamp(max=100), generator)
+            if not torch.is_tensor(loss):
+                continue
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        score = val_score(model)
+        history.append(score)
+        if score > best_val + 1e-9:
+            best_val, best_epoch, bad = score, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    return FitResult(best_epoch, best_val, history)
+
+
+def train_teacher(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, fit: LinearFit,
+                  histories: list | None = None):
+    """Teacher: pairwise InfoNCE between unimodal embeddings + InfoNCE between each e_m and the joint
+    embedding of the item seen through a random subset of its modalities, + with ``histories`` (per
+    user, training-item rows in time order) the co-occurrence term :func:`history_loss`."""
+    import torch
+
+    from mmalign.plugin.align.losses import history_loss, info_nce
+    from mmalign.plugin.align.teacher import Teacher
+
+    torch.manual_seed(cfg.seed)
+    teacher = Teacher(train.dims(), cfg.dim, cfg.teacher_hidden, cfg.teacher_layers, dropout=cfg.dropout)
+    for m in teacher.modalities:
+        k = min(cfg.dim, fit.components[m].shape[1])
+        teacher.towers[m.value].init_linear(fit.mean[m], fit.components[m][:, :k] * fit.scale[m][:k])
+    all_f, all_m = feature_tensors(train)
+
+    def step(batch_f, batch_m, idx, scale, generator):
+        raw = {m: teacher.unimodal(m, batch_f[m]) for m in teacher.modalities}
+        unit = {m: torch.nn.functional.normalize(r, dim=-1) for m, r in raw.items()}
+        loss, count = _pair_losses(unit, batch_m, scale, teacher.modalities)
+        dropped = drop_modalities(batch_m, cfg.modality_dropout, generator)
+        joint = teacher.joint(raw, dropped)
+        for m in teacher.modalities:
+            present = batch_m[m]
+            if present.sum() >= 2:
+                loss = loss + info_nce(unit[m][present], joint[present], scale)
+                count += 1
+        if histories and cfg.cooccurrence_weight > 0:
+            all_raw = {m: teacher.unimodal(m, all_f[m]) for m in teacher.modalities}
+            items = teacher.joint(all_raw, all_m)
+            loss = loss + cfg.cooccurrence_weight * history_loss(items, histories, scale, generator, len(idx))
+            count += 1
+        return loss / max(count, 1) if count else None
+
+    result = fit_model(teacher, list(teacher.parameters()), train, val, cfg, cfg.teacher_epochs, cfg.teacher_lr,
+                       step, "teacher")
+    return teacher, result
+
+
+def train_student(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, fit: LinearFit | None,
+                  teacher=None):
+    """Student: InfoNCE between its modalities (+ each modality vs. its fused vector), plus, with a
+    teacher, alpha * CE(P_teacher || Q_student) + beta * (1 - cos(s_m, teacher joint))."""
+    import torch
+
+    from mmalign.plugin.align.losses import cosine_gap, info_nce, relational_ce
+    from mmalign.plugin.align.student import build_student
+
+    torch.manual_seed(cfg.seed)
+    student = build_student(train.dims(), cfg, fit)
+    targets = None
+    if teacher is not None:
+        teacher.eval()
+        feats, masks = feature_tensors(train)
+        with torch.no_grad():
+            targets = teacher(feats, masks)
+
+    def step(batch_f, batch_m, idx, scale, generator):
+        emb = {m: student.embed(m, batch_f[m]) for m in student.modalities}
+        loss, count = _pair_losses(emb, batch_m, scale, student.modalities)
+        fused = student.fusion(emb, drop_modalities(batch_m, cfg.modality_dropout, generator))
+        for m in student.modalities:
+            present = batch_m[m]
+            if present.sum() >= 2:
+                loss = loss + 0.5 * info_nce(emb[m][present], fused[present], scale)
+        if targets is not None:
+            t_unit, t_joint = targets
+            batch_unit = {m: t_unit[m][idx] for m in t_unit}
+            for a, b in combinations(student.modalities, 2):
+                both = batch_m[a] & batch_m[b]
+                if both.sum() >= 2 and cfg.alpha > 0:
+                    loss = loss + cfg.alpha * relational_ce(
+                        batch_unit[a][both], batch_unit[b][both], emb[a][both], emb[b][both],
+                        cfg.tau_teacher, cfg.tau_student)
+            if cfg.beta > 0:
+                for m in student.modalities:
+                    present = batch_m[m]
+                    if present.any():
+                        loss = loss + cfg.beta * cosine_gap(emb[m][present], t_joint[idx][present])
+        return loss / max(count, 1) if count else None
+
+    result = fit_model(student, list(student.parameters()), train, val, cfg, cfg.epochs, cfg.lr, step, "student")
+    return student, result

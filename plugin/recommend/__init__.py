@@ -1,0 +1,1 @@
+"""Recommendation: user vectors, the recommender, the co-occurrence space, evaluation and baselines."""

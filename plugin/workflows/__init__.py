@@ -1,0 +1,1 @@
+"""End-to-end jobs built from the other subpackages: train/eval a bundle, the quickstart."""

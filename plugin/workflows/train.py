@@ -1,0 +1,139 @@
+"""``mmalign train`` and ``mmalign eval``: from a catalog's cached features to a bundle and its metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from mmalign.connectors.errors import DataError
+from mmalign.connectors.sources import Catalog, open_catalog
+from mmalign.plugin.align.evaluation import shared_space_modalities
+from mmalign.plugin.align.fit import evaluate_models, fit_alignment
+from mmalign.plugin.encoders.registry import DEFAULT_PRESET
+from mmalign.plugin.features.cache import FeatureCache
+from mmalign.plugin.features.extract import extract_features, preset_specs
+from mmalign.plugin.features.paired import PairedFeatures, load_paired
+from mmalign.schemas import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def catalog_features(catalog, features_dir, preset, weights, device, show_progress):
+    """Make sure the cache holds the catalog's features (a rerun only encodes what is new)."""
+    if not isinstance(catalog, Catalog):
+        catalog = open_catalog(catalog)
+    specs = preset_specs(preset, weights)
+    report = extract_features(catalog, features_dir, preset=preset, weights=weights, device=device,
+                              show_progress=show_progress)
+    items = catalog.items()
+    data = load_paired(FeatureCache(features_dir), specs, [i.id for i in items])
+    return catalog, specs, report, data
+
+
+def train_bundle(catalog, out: str | Path, *, preset: str = DEFAULT_PRESET, features_dir: str | Path,
+                 cfg: TrainConfig | None = None, weights: Mapping[str, str] | None = None,
+                 interactions: str | Path | None = None, interactions_holdout: str | None = None,
+                 device: str = "auto", show_progress: bool = False,
+                 echo: Callable[[str], None] = log.info) -> dict:
+    """Features (cached) -> alignment -> bundle on disk; returns the summary.
+
+    Two or more modalities: :func:`fit_alignment` (cross-modal; interactions add the teacher's
+    co-occurrence term). One modality: with interactions, :func:`mmalign.plugin.recommend.space.fit_cooccurrence_space`;
+    without, a content-only PCA bundle. ``interactions_holdout`` ("leave-last-out" or "temporal")
+    trains on the training part of that split only, so that ``eval-rec`` on the same split is fair.
+    """
+    from mmalign.plugin.align.bundle import save_bundle
+
+    cfg = cfg or TrainConfig()
+    started = time.perf_counter()
+    catalog, specs, feature_report, data = catalog_features(catalog, features_dir, preset, weights, device,
+                                                             show_progress)
+    specs = {m: s for m, s in specs.items() if m in data.modalities}
+    if not specs:
+        raise DataError("no item has features for any modality of the preset; see the dead-letter file")
+    data = PairedFeatures(data.item_ids, {m: data.features[m] for m in specs}, {m: data.masks[m] for m in specs},
+                          data.encoder_ids)
+    rows = None
+    if interactions is not None:
+        rows = _load_interactions(interactions, interactions_holdout, set(data.item_ids), echo)
+    if len(specs) >= 2:
+        result = fit_alignment(data, cfg, interactions=rows, raw_modalities=shared_space_modalities(specs), echo=echo)
+        models, training = result.models, result.training_summary
+        split, metrics = result.split, {"split": "test", "n_items": len(result.test), "results": result.results}
+    else:
+        models, training = _single_modality(data, cfg, rows, echo)
+        split = {"seed": cfg.seed, "test_ids": [], "kind": "interactions" if rows else "none"}
+        metrics = {"split": "none", "n_items": 0, "results": []}
+    student, teacher = models["student"], models.get("teacher")
+    summary = {
+        "split": split,
+        "training_summary": {**training, "interactions": str(interactions) if interactions else None,
+                             "interactions_holdout": interactions_holdout},
+        "parameters": {"student": student.n_parameters(), "teacher": teacher.n_parameters() if teacher else 0},
+        "metrics": metrics,
+        "preset": preset,
+    }
+    bundle_id = save_bundle(out, specs=specs, cfg=cfg, student=student, teacher=teacher,
+                            baselines={k: models[k] for k in ("svd", "cca") if k in models}, summary=summary)
+    return {**summary, "bundle_id": bundle_id, "seconds": round(time.perf_counter() - started, 1),
+            "feature_report": feature_report}
+
+
+def _load_interactions(path, holdout: str | None, known: set[str], echo) -> list:
+    from mmalign.connectors.interactions import read_interactions
+    from mmalign.plugin.recommend.evaluation import split_interactions
+
+    load = read_interactions(path)
+    unknown = sum(r.item_id not in known for r in load.interactions)
+    echo(f"interactions: {len(load.interactions)} rows ({len(load.invalid)} invalid, {unknown} naming items "
+         f"without features: not used)")
+    rows = [r for r in load.interactions if r.item_id in known]
+    if holdout:
+        split = split_interactions(rows, holdout)
+        echo(f"interactions: training on {len(split.train)} rows; {split.name} held out for eval-rec")
+        rows = split.train
+    return rows
+
+
+def _single_modality(data: PairedFeatures, cfg: TrainConfig, interactions, echo):
+    from mmalign.plugin.align.closed_form import fit_svd
+    from mmalign.plugin.align.student import build_student
+
+    if interactions:
+        from mmalign.plugin.recommend.space import fit_cooccurrence_space
+
+        fitted = fit_cooccurrence_space(data, interactions, cfg, echo=echo)
+        return fitted["models"], fitted["summary"]
+    echo(f"one modality ({data.modalities[0].value}) and no interactions: nothing to align; the bundle is the "
+         f"content-only PCA projection (pass --interactions to learn a space that serves recommendation)")
+    student = build_student(data.dims(), cfg, fit_svd(data, cfg.rank))
+    return {"student": student, "svd": student}, {"objective": "content-only PCA"}
+
+
+def evaluate_bundle(bundle_path: str | Path, catalog=None, *, features_dir: str | Path,
+                    item_ids: Sequence[str] | None = None, device: str = "auto",
+                    show_progress: bool = False) -> dict:
+    """Metrics of every model in the bundle on its held-out items (or on ``item_ids``).
+
+    With a catalog, features are (re)extracted into the cache first; without one, the cache must
+    already hold them.
+    """
+    from mmalign.plugin.align.bundle import load_bundle
+
+    bundle = load_bundle(bundle_path)
+    specs = {m: bundle.encoder_spec(m) for m in bundle.modalities}
+    if catalog is not None:
+        if not isinstance(catalog, Catalog):
+            catalog = open_catalog(catalog)
+        extract_features(catalog, features_dir, specs=specs, device=device, show_progress=show_progress)
+    ids = list(item_ids) if item_ids is not None else list(bundle.config["split"]["test_ids"])
+    data = load_paired(FeatureCache(features_dir), specs, ids)
+    if len(data) == 0:
+        raise DataError(f"none of the {len(ids)} evaluation items has cached features in {str(features_dir)!r}; "
+                         f"pass the catalog so that they are extracted")
+    models = {"svd": bundle.baselines.get("svd"), "cca": bundle.baselines.get("cca"), "teacher": bundle.teacher,
+              "student": bundle.student}
+    results = evaluate_models(models, data, shared_space_modalities(specs))
+    return {"bundle_id": bundle.bundle_id, "n_items": len(data), "results": results}
