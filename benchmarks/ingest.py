@@ -132,7 +132,7 @@ def main(argv=None) -> int:
         for _ in range(args.queries):
             q = rng.normal(size=bundle.dim).astype(np.float32)
             t0 = time.perf_counter()
-            store.client.query_points("synthetic", query=q.tolist(), using="fused", limit=10)
+            store.query("synthetic", q, limit=10)
             samples.append(time.perf_counter() - t0)
         print(f"{f'qdrant query, {args.points:,} points':<34}{percentile_ms(samples, 50):>9.1f}"
               f"{percentile_ms(samples, 99):>9.1f}")

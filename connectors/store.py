@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -63,23 +64,27 @@ class VectorStore:
         self._client = client
 
     # -- connection -------------------------------------------------------------------
-    @property
-    def client(self):
+    def _open(self):
+        """The qdrant-client instance, opened on first use. Only this class touches it."""
         if self._client is None:
             from qdrant_client import QdrantClient
 
             cfg = self.config
-            if cfg.is_server:
-                self._client = QdrantClient(url=cfg.url, api_key=cfg.api_key, prefer_grpc=cfg.prefer_grpc,
-                                            timeout=int(cfg.timeout_s))
-            elif cfg.resolved_path == ":memory:":
-                self._client = QdrantClient(location=":memory:")
-            else:
-                from pathlib import Path
-
-                Path(cfg.resolved_path).mkdir(parents=True, exist_ok=True)
-                self._client = QdrantClient(path=cfg.resolved_path)
+            try:
+                if cfg.is_server:
+                    self._client = QdrantClient(url=cfg.url, api_key=cfg.api_key, prefer_grpc=cfg.prefer_grpc,
+                                                timeout=int(cfg.timeout_s))
+                elif cfg.resolved_path == ":memory:":
+                    self._client = QdrantClient(location=":memory:")
+                else:
+                    Path(cfg.resolved_path).mkdir(parents=True, exist_ok=True)
+                    self._client = QdrantClient(path=cfg.resolved_path)
+            except Exception as exc:  # e.g. the path is held by another process
+                raise StoreError(f"cannot open the store at {self._target()!r}: {exc}") from exc
         return self._client
+
+    def _target(self) -> str:
+        return self.config.url or self.config.resolved_path
 
     def close(self) -> None:
         if self._client is not None:
@@ -92,19 +97,18 @@ class VectorStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run a client call; on a server, retry transport failures with exponential backoff."""
+    def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(client)``; on a server, retry transient failures with exponential backoff."""
         attempts = self.config.max_retries + 1 if self.config.is_server else 1
         delay = 0.5
         for attempt in range(1, attempts + 1):
             try:
-                return fn()
+                return fn(self._open())
             except StoreError:
                 raise
-            except Exception as exc:  # transport errors differ between REST and gRPC
-                if attempt == attempts or not _is_transient(exc):
-                    target = self.config.url or self.config.resolved_path
-                    raise StoreError(f"{what} failed on {target!r} after {attempt} attempt(s): {exc}") from exc
+            except Exception as exc:
+                if attempt == attempts or not is_transient(exc):
+                    raise StoreError(f"{what} failed on {self._target()!r} after {attempt} attempt(s): {exc}") from exc
                 log.warning("%s failed (%s); retry %d/%d in %.1fs", what, exc, attempt, attempts - 1, delay)
                 time.sleep(delay)
                 delay *= 2
@@ -122,7 +126,7 @@ class VectorStore:
                                   extra=dict(extra or {}))
         vectors = {v.value: models.VectorParams(size=dim, distance=models.Distance.COSINE, on_disk=on_disk)
                    for v in VectorName}
-        self._call(f"create collection {name!r}", lambda: self.client.create_collection(
+        self._call(f"create collection {name!r}", lambda c: c.create_collection(
             collection_name=name,
             vectors_config=vectors,
             shard_number=self.config.shard_number,
@@ -150,13 +154,13 @@ class VectorStore:
                 f"use that bundle, or re-embed the collection with the new one")
 
     def collection_exists(self, name: str) -> bool:
-        return self._call(f"check collection {name!r}", lambda: self.client.collection_exists(name))
+        return self._call(f"check collection {name!r}", lambda c: c.collection_exists(name))
 
     def collection_record(self, name: str) -> CollectionRecord | None:
         """mmalign's record of ``name`` (an alias is followed); None when the collection is absent."""
         if not self.collection_exists(name):
             return None
-        info = self._call(f"read collection {name!r}", lambda: self.client.get_collection(name))
+        info = self._call(f"read collection {name!r}", lambda c: c.get_collection(name))
         meta = (info.config.metadata or {}).get(METADATA_KEY)
         if meta is None:
             params = info.config.params.vectors
@@ -173,27 +177,34 @@ class VectorStore:
             raise StoreError(f"collection {name!r} does not exist")
         merged = CollectionRecord(record.name, record.dim, record.bundle_id, record.schema_version,
                                   {**record.extra, **extra})
-        self._call(f"update collection {name!r}", lambda: self.client.update_collection(
+        self._call(f"update collection {name!r}", lambda c: c.update_collection(
             collection_name=name, metadata={METADATA_KEY: _record_to_json(merged)}))
         return merged
 
+    def vector_sizes(self, name: str) -> dict[str, int]:
+        """Named vectors of ``name`` and their sizes."""
+        info = self._call(f"read collection {name!r}", lambda c: c.get_collection(name))
+        params = info.config.params.vectors
+        return {key: value.size for key, value in params.items()} if isinstance(params, dict) else {}
+
     def list_collections(self) -> list[str]:
-        response = self._call("list collections", self.client.get_collections)
+        response = self._call("list collections", lambda c: c.get_collections())
         return sorted(c.name for c in response.collections)
 
     def delete_collection(self, name: str) -> None:
-        self._call(f"delete collection {name!r}", lambda: self.client.delete_collection(name))
+        self._call(f"delete collection {name!r}", lambda c: c.delete_collection(name))
 
     def count(self, name: str) -> int:
-        return self._call(f"count {name!r}", lambda: self.client.count(name, exact=True).count)
+        return self._call(f"count {name!r}", lambda c: c.count(name, exact=True).count)
 
     # -- aliases --------------------------------------------------------------------------
+    def aliases(self) -> dict[str, str]:
+        """Every alias and the collection it points at."""
+        response = self._call("list aliases", lambda c: c.get_aliases())
+        return {entry.alias_name: entry.collection_name for entry in response.aliases}
+
     def resolve_alias(self, alias: str) -> str | None:
-        response = self._call("list aliases", self.client.get_aliases)
-        for entry in response.aliases:
-            if entry.alias_name == alias:
-                return entry.collection_name
-        return None
+        return self.aliases().get(alias)
 
     def set_alias(self, alias: str, collection: str) -> None:
         """Point ``alias`` at ``collection`` in one atomic operation (delete + create together)."""
@@ -206,7 +217,7 @@ class VectorStore:
             ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
         ops.append(models.CreateAliasOperation(
             create_alias=models.CreateAlias(collection_name=collection, alias_name=alias)))
-        self._call(f"set alias {alias!r}", lambda: self.client.update_collection_aliases(change_aliases_operations=ops))
+        self._call(f"set alias {alias!r}", lambda c: c.update_collection_aliases(change_aliases_operations=ops))
 
     # -- points ------------------------------------------------------------------------------
     def upsert(self, name: str, points: Iterable[PointData], *, batch_size: int | None = None) -> int:
@@ -222,7 +233,7 @@ class VectorStore:
             if batch:
                 current = batch
                 self._call(f"upsert {len(current)} points into {name!r}",
-                           lambda: self.client.upsert(collection_name=name, points=current, wait=True))
+                           lambda c: c.upsert(collection_name=name, points=current, wait=True))
                 written += len(current)
                 batch = []
 
@@ -244,9 +255,48 @@ class VectorStore:
 
     def retrieve(self, name: str, item_ids: Sequence[str], *, with_vectors: bool | Sequence[str] = False):
         ids = [point_id(i) for i in item_ids]
-        return self._call(f"retrieve from {name!r}", lambda: self.client.retrieve(
+        return self._call(f"retrieve from {name!r}", lambda c: c.retrieve(
             collection_name=name, ids=ids, with_payload=True,
             with_vectors=list(with_vectors) if not isinstance(with_vectors, bool) else with_vectors))
+
+
+    def overwrite_payload(self, name: str, item_id: str, payload: Mapping[str, Any]) -> None:
+        """Replace one item's payload, leaving its vectors as they are."""
+        full = {"item_id": item_id, **payload}
+        self._call(f"set payload of {item_id!r} in {name!r}", lambda c: c.overwrite_payload(
+            collection_name=name, payload=full, points=[point_id(item_id)]))
+
+    def scroll_pages(self, name: str, *, with_payload: bool | Sequence[str] = True,
+                     with_vectors: bool | Sequence[str] = False, page_size: int = 1024) -> Iterator[list[Any]]:
+        """The points of ``name`` in pages of ``page_size`` (each page is one retried call)."""
+        offset = None
+        payload = list(with_payload) if not isinstance(with_payload, bool) else with_payload
+        vectors = list(with_vectors) if not isinstance(with_vectors, bool) else with_vectors
+        while True:
+            points, offset = self._call(f"scroll {name!r}", lambda c, start=offset: c.scroll(
+                name, limit=page_size, offset=start, with_payload=payload, with_vectors=vectors))
+            if points:
+                yield list(points)
+            if offset is None or not points:
+                return
+
+    def scroll(self, name: str, **options: Any) -> Iterator[Any]:
+        """Every point of ``name`` (options as :meth:`scroll_pages`)."""
+        for page in self.scroll_pages(name, **options):
+            yield from page
+
+    def query(self, name: str, query: Any = None, *, using: VectorName | str = VectorName.FUSED, limit: int = 10,
+              query_filter: Any = None, prefetch: Any = None, with_payload: bool | Sequence[str] = True) -> list[Any]:
+        """Qdrant's query API on ``name``: ``query`` is a vector, a RecommendQuery or a FusionQuery over
+        ``prefetch``; returns the scored points, best first."""
+        vector_name = _name(using)
+        if isinstance(query, np.ndarray):
+            query = query.astype(np.float32).tolist()
+        payload = list(with_payload) if not isinstance(with_payload, bool) else with_payload
+        response = self._call(f"query {name!r}", lambda c: c.query_points(
+            name, query=query, using=None if prefetch is not None else vector_name, prefetch=prefetch, limit=limit,
+            query_filter=query_filter, with_payload=payload))
+        return list(response.points)
 
 
 def _name(key: VectorName | str) -> str:
@@ -262,11 +312,32 @@ def _record_to_json(record: CollectionRecord) -> dict[str, Any]:
             "extra": record.extra}
 
 
-def _is_transient(exc: Exception) -> bool:
-    """Connection refused/reset, timeouts and 5xx are worth a retry; 4xx (bad request) are not."""
-    text = f"{type(exc).__name__} {exc}".lower()
-    status = getattr(exc, "status_code", None)
-    if isinstance(status, int):
-        return status >= 500 or status == 429
-    return any(word in text for word in ("timeout", "timed out", "connect", "unavailable", "reset", "refused",
-                                          "temporarily", "503", "502", "504"))
+def is_transient(exc: BaseException) -> bool:
+    """Worth a retry: connection failures, timeouts, HTTP 5xx/429 and gRPC UNAVAILABLE-like codes.
+
+    Decided by exception type and status code (REST and gRPC raise different types), never by text.
+    """
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code is not None and (exc.status_code >= 500 or exc.status_code == 429)
+    if isinstance(exc, ResponseHandlingException):
+        return is_transient(exc.source)
+    try:
+        import httpx
+
+        if isinstance(exc, httpx.TransportError):
+            return True
+    except ImportError:  # pragma: no cover - httpx ships with qdrant-client
+        pass
+    try:
+        import grpc
+
+        if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+            return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                  grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED)
+    except ImportError:  # pragma: no cover - grpcio ships with qdrant-client
+        pass
+    return False

@@ -587,7 +587,7 @@ def store_info(qdrant_path, qdrant_url, api_key, grpc, as_json):
 
     try:
         with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
-            aliases = {a.collection_name: a.alias_name for a in vs.client.get_aliases().aliases}
+            aliases = {collection: alias for alias, collection in vs.aliases().items()}
             rows = []
             for name in vs.list_collections():
                 record = vs.collection_record(name)

@@ -256,8 +256,7 @@ def _process_chunk(chunk, *, catalog, bundle, specs, vs, target, cache, features
         for item, old in payload_only:
             present = [Modality(m) for m in old.get("modalities", [])]
             new_payload = build_payload(item, present, content[item.id], bundle.bundle_id, media[item.id])
-            vs._call("set payload", lambda: vs.client.overwrite_payload(
-                target, payload={"item_id": item.id, **new_payload}, points=[point_id(item.id)]))
+            vs.overwrite_payload(target, item.id, new_payload)
         report.payload_updated += len(payload_only)
     stages["skip_check"].seconds += time.perf_counter() - t0
     stages["skip_check"].items += len(chunk)

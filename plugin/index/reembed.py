@@ -141,12 +141,7 @@ def _reproject(vs, live, target, bundle, cache: FeatureCache, report, letters, c
     from mmalign.plugin.index.ingest import project_items
 
     specs = {m: bundle.encoder_spec(m) for m in bundle.modalities}
-    offset, number = None, 0
-    while True:
-        points, offset = vs._call("scroll", lambda: vs.client.scroll(live, limit=chunk_size, offset=offset,
-                                                                        with_payload=True, with_vectors=False))
-        if not points:
-            break
+    for number, points in enumerate(vs.scroll_pages(live, page_size=chunk_size)):
         payloads = [p.payload for p in points]
         ids = [p["item_id"] for p in payloads]
         done = {p.payload["item_id"] for p in vs.retrieve(target, ids)
@@ -179,19 +174,10 @@ def _reproject(vs, live, target, bundle, cache: FeatureCache, report, letters, c
             report.written += len(out)
         if on_chunk is not None:
             on_chunk(number)
-        number += 1
-        if offset is None:
-            break
 
 
 def _item_ids(vs: VectorStore, name: str) -> set[str]:
-    ids, offset = set(), None
-    while True:
-        points, offset = vs._call("scroll", lambda: vs.client.scroll(name, limit=2048, offset=offset,
-                                                                        with_payload=["item_id"]))
-        ids.update(p.payload["item_id"] for p in points)
-        if offset is None:
-            return ids
+    return {p.payload["item_id"] for p in vs.scroll(name, with_payload=["item_id"], page_size=2048)}
 
 
 def _verify_and_swap(vs, alias, live, target, bundle, old_config, report, keep, min_quality, letters,

@@ -157,20 +157,17 @@ class Searcher:
         if not vectors:
             raise ConfigError("give at least one query: text, image, audio or like")
         query_filter = build_filter(filters, exclude_ids=like)
-        client = self.store.client
         if len(vectors) == 1 or fusion == "mean":
             query = np.mean(vectors, axis=0)
             query = query / max(np.linalg.norm(query), 1e-12)
-            response = self.store._call("query", lambda: client.query_points(
-                self.collection, query=query.tolist(), using=using, limit=k, query_filter=query_filter,
-                with_payload=with_payload))
+            points = self.store.query(self.collection, query, using=using, limit=k, query_filter=query_filter,
+                                      with_payload=with_payload)
         else:
             prefetch = [models.Prefetch(query=v.tolist(), using=using, limit=max(k * 4, 50), filter=query_filter)
                         for v in vectors]
-            response = self.store._call("query", lambda: client.query_points(
-                self.collection, prefetch=prefetch, query=models.FusionQuery(fusion=models.Fusion.RRF), limit=k,
-                with_payload=with_payload))
-        return [Hit.from_point(p) for p in response.points]
+            points = self.store.query(self.collection, models.FusionQuery(fusion=models.Fusion.RRF),
+                                      prefetch=prefetch, limit=k, with_payload=with_payload)
+        return [Hit.from_point(p) for p in points]
 
     def close(self) -> None:
         self.store.close()

@@ -210,9 +210,9 @@ def recommend_query_result(store, collection: str, split: RecSplit, known: set[s
             continue
         seen = {r.item_id for r in rows}
         query = recommend_query(positives, negatives, strategy)
-        hits = store._call("recommend", lambda: store.client.query_points(
-            collection, using="fused", limit=max(ks), query=query, with_payload=["item_id"],
-            query_filter=models.Filter(must_not=[models.HasIdCondition(has_id=[point_id(i) for i in seen])]))).points
+        hits = store.query(collection, query, limit=max(ks), with_payload=["item_id"],
+                           query_filter=models.Filter(must_not=[models.HasIdCondition(
+                               has_id=[point_id(i) for i in seen])]))
         ranked = [h.payload["item_id"] for h in hits]
         rank = ranked.index(target) if target in ranked else 10**9
         for k in ks:
@@ -225,15 +225,10 @@ def recommend_query_result(store, collection: str, split: RecSplit, known: set[s
 
 def collection_item_vectors(store, collection: str) -> tuple[list[str], np.ndarray]:
     """Every item id and fused vector of a collection (scrolled in pages)."""
-    ids, vectors, offset = [], [], None
-    while True:
-        points, offset = store._call("scroll", lambda: store.client.scroll(
-            collection, limit=1024, offset=offset, with_payload=["item_id"], with_vectors=["fused"]))
-        for p in points:
-            ids.append(p.payload["item_id"])
-            vectors.append(p.vector["fused"])
-        if offset is None:
-            break
+    ids, vectors = [], []
+    for p in store.scroll(collection, with_payload=["item_id"], with_vectors=["fused"]):
+        ids.append(p.payload["item_id"])
+        vectors.append(p.vector["fused"])
     return ids, np.asarray(vectors, dtype=np.float64).reshape(len(ids), -1)
 
 

@@ -170,9 +170,8 @@ class Recommender:
             query = recommend_query(positive, negative, strategy)
         use_prior = strategy == "vector" and self.popularity_weight > 0 and self.popularity
         limit = max(k, PRIOR_CANDIDATES) if use_prior else k
-        response = self.store._call("recommend", lambda: self.store.client.query_points(
-            self.collection, query=query, using="fused", limit=limit, query_filter=query_filter, with_payload=True))
-        hits = [Hit.from_point(p) for p in response.points]
+        points = self.store.query(self.collection, query, limit=limit, query_filter=query_filter)
+        hits = [Hit.from_point(p) for p in points]
         if use_prior:
             top = np.log1p(max(self.popularity.values()))
             for hit in hits:
@@ -193,10 +192,9 @@ class Recommender:
         if not item_ids:
             raise ConfigError("more_like needs at least one item id")
         query = recommend_query(item_ids, negative, strategy)
-        response = self.store._call("recommend", lambda: self.store.client.query_points(
-            self.collection, query=query, using="fused", limit=k, with_payload=True,
-            query_filter=build_filter(filters, exclude_ids=[*item_ids, *negative])))
-        return [Hit.from_point(p) for p in response.points]
+        points = self.store.query(self.collection, query, limit=k,
+                                  query_filter=build_filter(filters, exclude_ids=[*item_ids, *negative]))
+        return [Hit.from_point(p) for p in points]
 
     def cold_start(self, *, k: int, filters=None, query: Mapping | None = None, searcher: Searcher | None = None,
                    exclude: Sequence[str] = ()) -> list[Hit]:

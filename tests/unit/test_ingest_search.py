@@ -119,7 +119,7 @@ def test_resume_after_interruption_has_no_duplicates_or_loss(trained, store):
     report = _ingest(trained, store, chunk_size=10)
     assert report.unchanged == partial and report.ok == N_ITEMS - partial
     assert store.count("items") == N_ITEMS
-    ids = {p.payload["item_id"] for p in store.client.scroll("items", limit=1000)[0]}
+    ids = {p.payload["item_id"] for p in store.scroll("items")}
     assert ids == {f"item{i}" for i in range(N_ITEMS)}
 
 
@@ -129,7 +129,7 @@ def test_pipelined_and_naive_give_the_same_points(trained):
         with VectorStore(StoreConfig(path=":memory:")) as vs:
             _ingest(trained, vs, chunk_size=7, pipelined=pipelined)
             vectors.append({p.payload["item_id"]: p.vector["fused"]
-                            for p in vs.client.scroll("items", limit=1000, with_vectors=True)[0]})
+                            for p in vs.scroll("items", with_vectors=True)})
     assert vectors[0].keys() == vectors[1].keys()
     for key in vectors[0]:
         np.testing.assert_allclose(vectors[0][key], vectors[1][key], atol=1e-6)

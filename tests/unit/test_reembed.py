@@ -28,7 +28,7 @@ def live(trained, store):  # noqa: F811
 
 
 def _fused(store, name):
-    points = store.client.scroll(name, limit=1000, with_vectors=["fused"])[0]
+    points = store.scroll(name, with_vectors=["fused"])
     return {p.payload["item_id"]: np.asarray(p.vector["fused"]) for p in points}
 
 
@@ -58,7 +58,7 @@ def test_queries_during_reembed_always_see_a_complete_version(live, store):
     def reader():
         while not stop.is_set():
             try:
-                hits = store.client.query_points("items", query=query, using="fused", limit=5).points
+                hits = store.query("items", query, limit=5)
                 counts.append((store.count("items"), len(hits)))
             except Exception as exc:  # any failure is a downtime
                 errors.append(exc)

@@ -23,8 +23,7 @@ def _points(n, dim=4, seed=0):
 def test_named_vectors_and_record(store):
     record = store.create_collection("c__v1", 4, bundle_id="b1")
     assert (record.dim, record.bundle_id) == (4, "b1")
-    info = store.client.get_collection("c__v1")
-    assert set(info.config.params.vectors) == {"image", "text", "audio", "fused"}
+    assert store.vector_sizes("c__v1") == {"image": 4, "text": 4, "audio": 4, "fused": 4}
     assert store.collection_record("c__v1").bundle_id == "b1"
     with pytest.raises(StoreError, match="already exists"):
         store.create_collection("c__v1", 4)
@@ -125,7 +124,32 @@ def test_server_and_embedded_agree():
                 vs.delete_collection("mmalign_congruence")
             vs.create_collection("mmalign_congruence", 4, bundle_id="b")
             vs.upsert("mmalign_congruence", _points(20))
-            hits = vs.client.query_points("mmalign_congruence", query=[1, 0, 0, 0], using="fused", limit=5).points
+            hits = vs.query("mmalign_congruence", [1, 0, 0, 0], limit=5)
             results.append([h.id for h in hits])
             vs.delete_collection("mmalign_congruence")
     assert results[0] == results[1]
+
+
+def test_retries_are_decided_by_exception_type_and_status():
+    import httpx
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    from mmalign.connectors.store import is_transient
+
+    def response(status):
+        return UnexpectedResponse(status, "x", b"", httpx.Headers())
+
+    assert is_transient(response(503)) and is_transient(response(429))
+    assert not is_transient(response(400)) and not is_transient(response(404))
+    assert is_transient(ResponseHandlingException(httpx.ConnectError("refused")))
+    assert is_transient(ConnectionRefusedError()) and is_transient(TimeoutError())
+    # the words of a message decide nothing
+    assert not is_transient(ValueError("connection refused: timeout 503"))
+
+
+def test_store_held_by_another_client_is_one_clear_error(tmp_path):
+    path = str(tmp_path / "held")
+    with VectorStore(StoreConfig(path=path)) as first:
+        first.list_collections()
+        with pytest.raises(StoreError, match="cannot open the store at"):
+            VectorStore(StoreConfig(path=path)).list_collections()
