@@ -18,7 +18,8 @@ PAIRS = (("text", "image"), ("image", "text"), ("audio", "image"), ("image", "au
 
 def main(argv=None) -> int:
     from mmalign.connectors.sources import open_catalog
-    from mmalign.plugin.workflows.train import catalog_features, fit_alignment
+    from mmalign.plugin.align.fit import fit_alignment
+    from mmalign.plugin.workflows.train import catalog_features
     from mmalign.schemas import TrainConfig
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

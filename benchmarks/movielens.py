@@ -29,18 +29,18 @@ def main(argv=None) -> int:
     from mmalign.connectors.interactions import read_interactions
     from mmalign.connectors.sources import open_catalog
     from mmalign.plugin.align.trainer import TorchEmbedder
+    from mmalign.plugin.cli.render import rec_table
     from mmalign.plugin.features.cache import FeatureCache
     from mmalign.plugin.features.extract import extract_features, preset_specs
+    from mmalign.plugin.features.paired import load_paired
     from mmalign.plugin.recommend.evaluation import (
         baseline_results,
         choose_popularity_weight,
         evaluate_scorer,
-        format_rec_table,
         split_interactions,
         user_vector_scorer,
     )
     from mmalign.plugin.recommend.space import fit_cooccurrence_space
-    from mmalign.plugin.workflows.train import load_paired
     from mmalign.schemas import Modality, TrainConfig, UserVectorConfig
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps({"split": split.name, "results": rows}, indent=2))
     else:
-        print(format_rec_table(rows))
+        print(rec_table(rows))
         print(f"student {student.n_parameters():,} parameters, teacher {teacher.n_parameters():,}; "
               f"co-occurrence training {train_s:.0f}s")
     return 0

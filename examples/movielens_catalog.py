@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from mmalign.connectors.datasets.movielens import write_catalog
+from mmalign.connectors.errors import SourceError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         interactions, n = write_catalog(args.out)
-    except FileNotFoundError as exc:
+    except SourceError as exc:
         print(exc, file=sys.stderr)
         return 1
     print(f"{n} movies -> {args.out}")

@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
                       cfg=UserVectorConfig(negative_below=3, half_life_days=30))
     try:
         counts = rec.rebuild_users(read_interactions("examples/data/tuxpaint_interactions.csv").interactions)
-        print(f"{counts['users']} users rebuilt ({counts['unknown_item_rows']} rows with unknown items)")
+        print(f"{counts.users} users rebuilt ({counts.unknown_item_rows} rows with unknown items)")
         for hit in rec.recommend(user, k=5):
             print(f"  {hit.score:.3f}  {hit.id}")
         # the user now likes a frog: an incremental update, no recomputation
@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
         print("anonymous session like two apples:", [h.id for h in rec.more_like(
             ["food/fruit/apple_red", "food/fruit/apple_green"], k=3)])
     finally:
-        rec.store.close()
+        rec.close()
     return 0
 
 

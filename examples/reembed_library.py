@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
         print(f"{report.old_version} -> {report.new_version} ({report.mode}, {report.seconds:.1f}s): "
               f"{'swapped' if report.swapped else 'NOT swapped: ' + str(report.reason)}")
         for row in version_table(store, "stamps"):
-            print(f"  {'*' if row['live'] else ' '} {row['name']} {row['points']} points bundle {row['bundle_id']}")
+            print(f"  {'*' if row.live else ' '} {row.name} {row.points} points bundle {row.bundle_id}")
         if report.swapped:
             print("rolled back to", rollback(store, "stamps"))
     return 0

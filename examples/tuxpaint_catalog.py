@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from mmalign.connectors.datasets.tuxpaint import write_catalog
+from mmalign.connectors.errors import SourceError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         root, items = write_catalog(args.out, args.stamps, args.limit)
-    except FileNotFoundError as exc:
+    except SourceError as exc:
         print(exc, file=sys.stderr)
         return 1
     with_audio = sum("audio" in i for i in items)

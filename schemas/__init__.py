@@ -21,10 +21,23 @@ from mmalign.schemas.reports import (
     FeatureReport,
     IngestReport,
     ModalityCounts,
+    RecEvalReport,
+    RecRow,
+    ReembedReport,
+    SearchHit,
     StageTiming,
+    UserRebuildReport,
+    VersionInfo,
 )
 from mmalign.schemas.store import StoreConfig
-from mmalign.schemas.training import EvalReport, RetrievalResult, TrainConfig
+from mmalign.schemas.training import (
+    EvalReport,
+    HeldOutMetrics,
+    ParameterCounts,
+    RetrievalResult,
+    TrainConfig,
+    TrainReport,
+)
 
 SCHEMA_VERSION = 1
 
@@ -40,8 +53,14 @@ EXPORTED_MODELS = {
     "dead_letter_record": DeadLetterRecord,
     "train_config": TrainConfig,
     "eval_report": EvalReport,
+    "train_report": TrainReport,
     "ingest_report": IngestReport,
+    "reembed_report": ReembedReport,
+    "search_hit": SearchHit,
+    "version_info": VersionInfo,
     "user_vector_config": UserVectorConfig,
+    "user_rebuild_report": UserRebuildReport,
+    "rec_eval_report": RecEvalReport,
 }
 
 __all__ = [
@@ -71,4 +90,13 @@ __all__ = [
     "TrainConfig",
     "EvalReport",
     "RetrievalResult",
+    "HeldOutMetrics",
+    "ParameterCounts",
+    "TrainReport",
+    "RecEvalReport",
+    "RecRow",
+    "ReembedReport",
+    "SearchHit",
+    "UserRebuildReport",
+    "VersionInfo",
 ]

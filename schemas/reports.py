@@ -101,3 +101,90 @@ class IngestReport(BaseModel):
     stages: dict[str, StageTiming] = Field(default_factory=dict)
     seconds: float = 0.0
     dead_letter: str | None = None
+
+
+class RecRow(BaseModel):
+    """One recommender's quality on held-out interactions (leave-last-out or temporal)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    model: str
+    recall_at_10: float = Field(alias="recall@10")
+    recall_at_20: float = Field(alias="recall@20")
+    ndcg_at_10: float = Field(alias="ndcg@10")
+    ndcg_at_20: float = Field(alias="ndcg@20")
+    n_users: int
+
+
+class RecEvalReport(BaseModel):
+    """Summary of ``mmalign eval-rec``: baselines, user vectors and RecommendQuery on one split."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str
+    split: str
+    n_items: int
+    interactions: int
+    invalid_rows: int
+    unknown_item_rows: int = Field(description="Interaction rows naming an item not in the collection.")
+    unknown_item_ids: int
+    results: list[RecRow]
+
+
+class UserRebuildReport(BaseModel):
+    """What rebuilding the user vectors from an interactions file did."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    users: int
+    interactions: int
+    unknown_item_rows: int
+    unknown_item_ids: int
+    invalid_rows: int = 0
+
+
+class ReembedReport(BaseModel):
+    """Summary of ``mmalign reembed``: the version built, what was written, whether the alias moved."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str
+    old_version: str
+    new_version: str
+    old_bundle: str | None
+    new_bundle: str
+    mode: str = Field(description="reproject (from cached features) or reencode (from the catalog)")
+    expected: int = 0
+    written: int = 0
+    resumed: int = 0
+    failed: int = 0
+    quality_old: float | None = None
+    quality_new: float | None = None
+    swapped: bool = False
+    dropped: list[str] = Field(default_factory=list)
+    seconds: float = 0.0
+    reason: str | None = None
+
+
+class SearchHit(BaseModel):
+    """One search or recommendation result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    score: float
+    payload: dict = Field(default_factory=dict)
+
+
+class VersionInfo(BaseModel):
+    """One physical version of a logical collection, as ``mmalign versions --json`` prints it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: int
+    live: bool
+    points: int
+    bundle_id: str | None
+    state: str | None = None
+    created_at: str | None = None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from mmalign.schemas.reports import FeatureReport
 
 
 class TrainConfig(BaseModel):
@@ -57,3 +59,36 @@ class EvalReport(BaseModel):
     bundle_id: str
     n_items: int
     results: list[RetrievalResult]
+
+
+class HeldOutMetrics(BaseModel):
+    """Every model's retrieval quality on the held-out test items (empty for one-modality bundles)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    split: str = Field(description="test, or none when there is nothing cross-modal to evaluate")
+    n_items: int
+    results: list[RetrievalResult]
+
+
+class ParameterCounts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    student: int
+    teacher: int = Field(description="0 when the bundle has no teacher.")
+
+
+class TrainReport(BaseModel):
+    """Summary of ``mmalign train`` (also recorded in the bundle's config.json, less the feature report)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bundle_id: str
+    out: str
+    preset: str
+    seconds: float
+    parameters: ParameterCounts
+    metrics: HeldOutMetrics
+    split: dict[str, Any] = Field(description="Seed, fractions, sizes and the held-out test ids.")
+    training_summary: dict[str, Any] = Field(description="Chosen CCA ridge, best epochs, validation scores, times.")
+    feature_report: FeatureReport

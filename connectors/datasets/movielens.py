@@ -12,6 +12,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+from mmalign.connectors.errors import SourceError
+
 INSTALL_HINT = "pip install --no-deps recbole  (only its data files are used)"
 
 
@@ -19,10 +21,10 @@ def find_ml100k() -> Path:
     """The ml-100k folder inside the installed recbole package (found without importing recbole)."""
     spec = importlib.util.find_spec("recbole")
     if spec is None or spec.origin is None:
-        raise FileNotFoundError(f"MovieLens-100k needs the recbole package: {INSTALL_HINT}")
+        raise SourceError(f"MovieLens-100k needs the recbole package: {INSTALL_HINT}")
     folder = Path(spec.origin).parent / "dataset_example" / "ml-100k"
     if not (folder / "ml-100k.inter").is_file():
-        raise FileNotFoundError(f"{folder} has no ml-100k.inter; reinstall recbole")
+        raise SourceError(f"{folder} has no ml-100k.inter; reinstall recbole")
     return folder
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mmalign.connectors.errors import SourceError
+
 INSTALL_HINT = "apt-get install -y tuxpaint-stamps-default"
 
 DEFAULT_STAMPS = Path("/usr/share/tuxpaint/stamps")
@@ -33,7 +35,7 @@ def find_stamps_dir() -> Path:
     for line in listing:
         if line.rstrip("/").endswith("share/tuxpaint/stamps"):
             return Path(line)
-    raise FileNotFoundError(f"tuxpaint stamps not found: {INSTALL_HINT}")
+    raise SourceError(f"tuxpaint stamps not found: {INSTALL_HINT}")
 
 
 def first_english_line(path: Path) -> str | None:

@@ -64,14 +64,6 @@ def primary_metric(results: list[dict]) -> float:
     return float((scores * weights).sum() / weights.sum())
 
 
-def format_table(results: list[dict]) -> str:
-    lines = [f"{'model':<9}{'query':<7}{'target':<8}{'R@1':>7}{'R@5':>7}{'R@10':>7}{'MRR':>7}{'n':>6}"]
-    for r in results:
-        lines.append(f"{r['model']:<9}{r['query']:<7}{r['target']:<8}{r['recall@1']:>7.3f}{r['recall@5']:>7.3f}"
-                     f"{r['recall@10']:>7.3f}{r['mrr']:>7.3f}{r['n_queries']:>6}")
-    return "\n".join(lines)
-
-
 class RawEmbedder:
     """Raw encoder features, where two modalities' encoders share one space (e.g. CLIP image/text)."""
 

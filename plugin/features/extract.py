@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mmalign.connectors.dead_letter import DeadLetterWriter
-from mmalign.connectors.errors import ConfigError, ItemError
+from mmalign.connectors.errors import BatchError, ConfigError, ItemError
 from mmalign.connectors.media import file_sha256
 from mmalign.connectors.sources import Catalog, open_catalog
 from mmalign.plugin.encoders.registry import DEFAULT_PRESET, encoder_id, get_encoder_spec, get_preset, with_weights
@@ -267,14 +267,27 @@ def _encode_jobs(encoder, jobs: list[_Job], cache: FeatureCache, spec: EncoderSp
 
 def _encode_one_by_one(encoder, jobs: list[_Job], inputs: list, letters: DeadLetterWriter,
                        counts: ModalityCounts) -> list[np.ndarray | None]:
+    """Isolate the bad inputs of a failed batch. When every item fails the same way, the fault is the
+    encoder's (wrong checkpoint, out of memory), not the items': stop instead of dead-lettering them all."""
     rows: list[np.ndarray | None] = []
-    for job, value in zip(jobs, inputs):
+    errors: list[BaseException | None] = []
+    for value in inputs:
         try:
             rows.append(encoder.encode([value], batch_size=1)[0])
+            errors.append(None)
         except Exception as exc:
+            rows.append(None)
+            errors.append(exc)
+    kinds = {type(e) for e in errors}
+    if len(inputs) >= 2 and None not in kinds and len(kinds) == 1:
+        first = errors[0]
+        raise BatchError(f"encoder {encoder.spec.name!r} failed on every item of a batch of {len(inputs)} "
+                         f"(first: {jobs[0].item.id!r}) with {type(first).__name__}: {first}; stopping: this is "
+                         f"not a bad item (check the weights, the device and its memory, or --batch-size)") from first
+    for job, exc in zip(jobs, errors):
+        if exc is not None:
             letters.write_error(ItemError(job.item.id, f"encoder failed: {type(exc).__name__}: {exc}",
                                           path=str(job.path) if job.path else None,
                                           modality=encoder.modality.value), stage="encode")
             counts.failed += 1
-            rows.append(None)
     return rows

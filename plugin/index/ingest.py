@@ -25,7 +25,7 @@ from mmalign.connectors.dead_letter import DeadLetterWriter
 from mmalign.connectors.errors import BundleError, ItemError
 from mmalign.connectors.media import file_sha256
 from mmalign.connectors.sources import Catalog, open_catalog
-from mmalign.connectors.store import PointData, VectorStore, point_id
+from mmalign.connectors.store import PointData, VectorStore
 from mmalign.plugin.features.cache import FeatureCache
 from mmalign.plugin.features.extract import extract_features, text_hash
 from mmalign.plugin.index.versions import resolve_for_write

@@ -14,9 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -25,32 +23,9 @@ from mmalign.connectors.errors import ItemError
 from mmalign.connectors.store import PointData, StoreError, VectorStore
 from mmalign.plugin.features.cache import FeatureCache
 from mmalign.plugin.index.versions import list_versions, parse_version, utc_now, version_name
-from mmalign.schemas import Modality, StoreConfig
+from mmalign.schemas import Modality, ReembedReport, StoreConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ReembedReport:
-    collection: str
-    old_version: str
-    new_version: str
-    old_bundle: str | None
-    new_bundle: str
-    mode: str  # "reproject" or "reencode"
-    expected: int = 0
-    written: int = 0
-    resumed: int = 0
-    failed: int = 0
-    quality_old: float | None = None
-    quality_new: float | None = None
-    swapped: bool = False
-    dropped: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    reason: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def bundle_quality(config: dict) -> float | None:
@@ -79,9 +54,14 @@ def reembed(collection: str, *, bundle, store: VectorStore | StoreConfig | None 
 
     from mmalign.plugin.align.bundle import Bundle, load_bundle
 
+    if not isinstance(store, VectorStore):
+        with VectorStore(store or StoreConfig()) as vs:
+            return reembed(collection, bundle=bundle, store=vs, features_dir=features_dir, catalog=catalog,
+                           keep=keep, min_quality=min_quality, chunk_size=chunk_size, dead_letter=dead_letter,
+                           device=device, force_reencode=force_reencode, on_chunk=on_chunk)
+    vs = store
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc)
-    vs = store if isinstance(store, VectorStore) else VectorStore(store or StoreConfig())
     live = vs.resolve_alias(collection)
     if live is None:
         raise StoreError(f"{collection!r} is not an alias of a versioned collection; ingest it first")
@@ -92,7 +72,8 @@ def reembed(collection: str, *, bundle, store: VectorStore | StoreConfig | None 
     mode = "reproject" if (old_config is not None and _same_encoders(old_config, new_bundle.config)
                            and not force_reencode) else "reencode"
     target = _next_version(vs, collection, live, new_bundle, bundle_path)
-    report = ReembedReport(collection, live, target, old_record.bundle_id, new_bundle.bundle_id, mode,
+    report = ReembedReport(collection=collection, old_version=live, new_version=target,
+                           old_bundle=old_record.bundle_id, new_bundle=new_bundle.bundle_id, mode=mode,
                            expected=vs.count(live))
     letters = DeadLetterWriter(dead_letter or Path(features_dir) / "reembed_dead_letter.jsonl")
     if mode == "reproject":

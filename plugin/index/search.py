@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +17,20 @@ from mmalign.connectors.errors import ConfigError, DataError
 from mmalign.connectors.store import StoreError, VectorStore, point_id
 from mmalign.plugin.index.ingest import RESERVED_PAYLOAD
 from mmalign.plugin.index.versions import resolve_for_read
-from mmalign.schemas import Modality, StoreConfig, VectorName
+from mmalign.schemas import Modality, SearchHit, StoreConfig, VectorName
 
 log = logging.getLogger(__name__)
 FUSIONS = ("rrf", "mean")
 
 
-@dataclass
-class Hit:
-    id: str
-    score: float
-    payload: dict[str, Any]
+class Hit(SearchHit):
+    """A search or recommendation result, named by its catalog item id."""
 
     @classmethod
     def from_point(cls, point) -> Hit:
-        """A Qdrant scored point as a hit, named by its catalog item id."""
+        """A Qdrant scored point as a hit."""
         payload = point.payload or {}
         return cls(id=payload.get("item_id", str(point.id)), score=float(point.score), payload=payload)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "score": self.score, "payload": self.payload}
 
 
 def build_filter(filters: Mapping[str, Any] | None, exclude_ids: Sequence[str] = ()):
@@ -81,9 +74,14 @@ class Searcher:
                  device: str = "auto", encoder_pool: dict | None = None):
         from mmalign.plugin.align.bundle import Bundle, load_bundle
 
+        self._owns_store = not isinstance(store, VectorStore)
         self.store = store if isinstance(store, VectorStore) else VectorStore(store or StoreConfig())
         self.collection = collection
-        self.record = resolve_for_read(self.store, collection)
+        try:
+            self.record = resolve_for_read(self.store, collection)
+        except BaseException:
+            self.close()
+            raise
         if bundle is None:
             path = self.record.extra.get("bundle_path")
             if not path or not Path(path).exists():
@@ -170,4 +168,12 @@ class Searcher:
         return [Hit.from_point(p) for p in points]
 
     def close(self) -> None:
-        self.store.close()
+        """Close the store if this object opened it (a store passed in stays open)."""
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Searcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

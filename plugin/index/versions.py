@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mmalign.connectors.store import CollectionRecord, StoreError, VectorStore
+from mmalign.schemas import VersionInfo
 
 VERSION_SEP = "__v"
 
@@ -62,15 +63,15 @@ def resolve_for_read(store: VectorStore, name: str) -> CollectionRecord:
     return record
 
 
-def version_table(store: VectorStore, alias: str) -> list[dict[str, Any]]:
+def version_table(store: VectorStore, alias: str) -> list[VersionInfo]:
     """Every version of ``alias``: name, version number, bundle, point count, created time, live or not."""
     live = store.resolve_alias(alias)
     rows = []
     for name in list_versions(store, alias):
         record = store.collection_record(name)
-        rows.append({"name": name, "version": parse_version(name)[1], "bundle_id": record.bundle_id,
-                     "points": store.count(name), "created_at": record.extra.get("created_at"),
-                     "state": record.extra.get("state", "ready"), "live": name == live})
+        rows.append(VersionInfo(name=name, version=parse_version(name)[1], bundle_id=record.bundle_id,
+                                points=store.count(name), created_at=record.extra.get("created_at"),
+                                state=record.extra.get("state", "ready"), live=name == live))
     return rows
 
 
@@ -80,17 +81,17 @@ def rollback(store: VectorStore, alias: str, to: str | int | None = None) -> str
     rows = version_table(store, alias)
     if to is not None:
         wanted = to if isinstance(to, int) else int(str(to).lstrip("v"))
-        target = next((r for r in rows if r["version"] == wanted), None)
+        target = next((r for r in rows if r.version == wanted), None)
         if target is None:
-            raise StoreError(f"{alias!r} has no version v{wanted}; versions: {[r['name'] for r in rows]}")
+            raise StoreError(f"{alias!r} has no version v{wanted}; versions: {[r.name for r in rows]}")
     else:
         live_version = parse_version(live)[1] if live and parse_version(live) else None
-        older = [r for r in rows if live_version is not None and r["version"] < live_version and r["state"] == "ready"]
+        older = [r for r in rows if live_version is not None and r.version < live_version and r.state == "ready"]
         if not older:
             raise StoreError(f"{alias!r} has no older ready version to roll back to; versions: "
-                             f"{[(r['name'], r['state']) for r in rows]}")
+                             f"{[(r.name, r.state) for r in rows]}")
         target = older[-1]
-    if target["state"] != "ready":
-        raise StoreError(f"{target['name']} is {target['state']!r}, not ready: refusing to make it live")
-    store.set_alias(alias, target["name"])
-    return target["name"]
+    if target.state != "ready":
+        raise StoreError(f"{target.name} is {target.state!r}, not ready: refusing to make it live")
+    store.set_alias(alias, target.name)
+    return target.name

@@ -6,13 +6,13 @@ and PureSVD (truncated SVD of that matrix). Ours: scores = item vectors · user 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from mmalign.connectors.errors import ConfigError
-from mmalign.schemas import Interaction, UserVectorConfig
+from mmalign.schemas import Interaction, RecEvalReport, RecRow, UserVectorConfig
 
 KS = (10, 20)
 SPLITS = ("leave-last-out", "temporal")
@@ -180,14 +180,6 @@ def baseline_results(split: RecSplit, item_ids: Sequence[str], cfg: UserVectorCo
                evaluate_scorer(f"pure-svd (rank {svd_rank})", pure_svd_scorer(m, svd_rank), m, split)]
 
 
-def format_rec_table(rows: Sequence[Mapping]) -> str:
-    lines = [f"{'model':<34}{'R@10':>8}{'R@20':>8}{'NDCG@10':>9}{'NDCG@20':>9}{'users':>7}"]
-    for r in rows:
-        lines.append(f"{r['model']:<34}{r['recall@10']:>8.4f}{r['recall@20']:>8.4f}{r['ndcg@10']:>9.4f}"
-                     f"{r['ndcg@20']:>9.4f}{r['n_users']:>7}")
-    return "\n".join(lines)
-
-
 def recommend_query_result(store, collection: str, split: RecSplit, known: set[str], cfg: UserVectorConfig,
                            strategy: str = "best_score", ks=KS, max_examples: int = 50) -> dict:
     """Qdrant RecommendQuery with each user's latest positives as examples, seen items excluded."""
@@ -233,7 +225,7 @@ def collection_item_vectors(store, collection: str) -> tuple[list[str], np.ndarr
 
 
 def evaluate_collection(collection: str, interactions_path, *, store, how: str = "leave-last-out",
-                        cfg: UserVectorConfig | None = None) -> dict:
+                        cfg: UserVectorConfig | None = None) -> RecEvalReport:
     """Baselines, user vectors and RecommendQuery on one split of the interactions, over the collection's items."""
     from mmalign.connectors.interactions import read_interactions
     from mmalign.plugin.index.versions import resolve_for_read
@@ -251,7 +243,8 @@ def evaluate_collection(collection: str, interactions_path, *, store, how: str =
     results.append(evaluate_scorer(f"user vector + popularity prior (w={weight:g})", user_vector_scorer(
         split, item_ids, matrix, cfg, weight, m), m, split))
     results.append(recommend_query_result(store, collection, split, known, cfg))
-    return {"collection": collection, "split": split.name, "n_items": len(item_ids),
-            "interactions": len(load.interactions), "invalid_rows": len(load.invalid),
-            "unknown_item_rows": len(load.interactions) - len(rows),
-            "unknown_item_ids": len({r.item_id for r in load.interactions} - known), "results": results}
+    return RecEvalReport(collection=collection, split=split.name, n_items=len(item_ids),
+                         interactions=len(load.interactions), invalid_rows=len(load.invalid),
+                         unknown_item_rows=len(load.interactions) - len(rows),
+                         unknown_item_ids=len({r.item_id for r in load.interactions} - known),
+                         results=[RecRow.model_validate(r) for r in results])

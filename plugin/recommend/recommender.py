@@ -20,7 +20,7 @@ from mmalign.connectors.store import PointData, StoreError, VectorStore, point_i
 from mmalign.plugin.index.search import Hit, Searcher, build_filter
 from mmalign.plugin.index.versions import resolve_for_read
 from mmalign.plugin.recommend.user_vectors import UserProfile, strength, update_profile
-from mmalign.schemas import Interaction, StoreConfig, UserVectorConfig
+from mmalign.schemas import Interaction, StoreConfig, UserRebuildReport, UserVectorConfig
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("vector", "best_score", "average_vector")
@@ -49,9 +49,14 @@ class Recommender:
     def __init__(self, collection: str, *, store: VectorStore | StoreConfig | None = None,
                  cfg: UserVectorConfig | None = None, users_collection: str | None = None,
                  popularity_weight: float = 0.0):
+        self._owns_store = not isinstance(store, VectorStore)
         self.store = store if isinstance(store, VectorStore) else VectorStore(store or StoreConfig())
         self.collection = collection
-        self.record = resolve_for_read(self.store, collection)
+        try:
+            self.record = resolve_for_read(self.store, collection)
+        except BaseException:
+            self.close()
+            raise
         self.cfg = cfg or UserVectorConfig()
         self.users = users_collection or users_collection_name(collection)
         self.popularity_weight = popularity_weight
@@ -128,7 +133,7 @@ class Recommender:
         self.store.update_record(self.users, popularity=dict(self.popularity.most_common(MAX_STORED_POPULARITY)))
         return profile
 
-    def rebuild_users(self, interactions: Sequence[Interaction]) -> dict[str, Any]:
+    def rebuild_users(self, interactions: Sequence[Interaction]) -> UserRebuildReport:
         """(Re)compute every user's profile from ``interactions``; returns counts (unknown ids included)."""
         vectors = self.item_vectors(r.item_id for r in interactions)
         by_user: dict[str, list[Interaction]] = {}
@@ -144,8 +149,8 @@ class Recommender:
         self._ensure_users()
         self.store.update_record(self.users, popularity=dict(self.popularity.most_common(MAX_STORED_POPULARITY)))
         unknown = sum(p.unknown for p in profiles)
-        return {"users": len(profiles), "interactions": len(interactions), "unknown_item_rows": unknown,
-                "unknown_item_ids": len({r.item_id for r in interactions if r.item_id not in vectors})}
+        return UserRebuildReport(users=len(profiles), interactions=len(interactions), unknown_item_rows=unknown,
+                                 unknown_item_ids=len({r.item_id for r in interactions if r.item_id not in vectors}))
 
     # -- recommending ----------------------------------------------------------------------------
     def recommend(self, user_id: str, *, k: int = 10, filters: Mapping[str, Any] | None = None,
@@ -213,10 +218,21 @@ class Recommender:
                 p = points.get(item)
                 if p is None or not _matches(p.payload, filters):
                     continue
-                hits.append(Hit(item, float(self.popularity[item]), p.payload))
+                hits.append(Hit(id=item, score=float(self.popularity[item]), payload=p.payload))
                 if len(hits) == k:
                     return hits
         return hits
+
+    def close(self) -> None:
+        """Close the store if this object opened it (a store passed in stays open)."""
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Recommender:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _matches(payload: Mapping, filters: Mapping | None) -> bool:

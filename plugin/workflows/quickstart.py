@@ -44,9 +44,8 @@ def quickstart(data_dir: str | Path = "mmalign-data", *, echo: Callable[[str], N
         summary = train_bundle(catalog, bundle_dir, features_dir=features, device=device, show_progress=show_progress,
                                echo=lambda line: echo(f"      {line}"))
         bundle = load_bundle(bundle_dir, with_teacher=False)
-        tti = next(r for r in summary["metrics"]["results"]
-                   if (r["model"], r["query"], r["target"]) == ("student", "text", "image"))
-        echo(f"      held-out text→image recall@10 {tti['recall@10']:.3f} ({tti['n_queries']} queries)")
+        tti = next(r for r in summary.metrics.results if (r.model, r.query, r.target) == ("student", "text", "image"))
+        echo(f"      held-out text→image recall@10 {tti.recall_at_10:.3f} ({tti.n_queries} queries)")
     store = StoreConfig(path=str(data / "qdrant"))
     report = ingest(catalog, bundle=bundle, collection=COLLECTION, store=store, features_dir=features, device=device,
                     show_progress=show_progress)

@@ -15,7 +15,7 @@ from mmalign.plugin.encoders.registry import DEFAULT_PRESET
 from mmalign.plugin.features.cache import FeatureCache
 from mmalign.plugin.features.extract import extract_features, preset_specs
 from mmalign.plugin.features.paired import PairedFeatures, load_paired
-from mmalign.schemas import TrainConfig
+from mmalign.schemas import EvalReport, TrainConfig, TrainReport
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ def train_bundle(catalog, out: str | Path, *, preset: str = DEFAULT_PRESET, feat
                  cfg: TrainConfig | None = None, weights: Mapping[str, str] | None = None,
                  interactions: str | Path | None = None, interactions_holdout: str | None = None,
                  device: str = "auto", show_progress: bool = False,
-                 echo: Callable[[str], None] = log.info) -> dict:
-    """Features (cached) -> alignment -> bundle on disk; returns the summary.
+                 echo: Callable[[str], None] = log.info) -> TrainReport:
+    """Features (cached) -> alignment -> bundle on disk; returns the report.
 
     Two or more modalities: :func:`fit_alignment` (cross-modal; interactions add the teacher's
     co-occurrence term). One modality: with interactions, :func:`mmalign.plugin.recommend.space.fit_cooccurrence_space`;
@@ -77,8 +77,9 @@ def train_bundle(catalog, out: str | Path, *, preset: str = DEFAULT_PRESET, feat
     }
     bundle_id = save_bundle(out, specs=specs, cfg=cfg, student=student, teacher=teacher,
                             baselines={k: models[k] for k in ("svd", "cca") if k in models}, summary=summary)
-    return {**summary, "bundle_id": bundle_id, "seconds": round(time.perf_counter() - started, 1),
-            "feature_report": feature_report}
+    return TrainReport.model_validate({**summary, "bundle_id": bundle_id, "out": str(out),
+                                       "seconds": round(time.perf_counter() - started, 1),
+                                       "feature_report": feature_report})
 
 
 def _load_interactions(path, holdout: str | None, known: set[str], echo) -> list:
@@ -114,7 +115,7 @@ def _single_modality(data: PairedFeatures, cfg: TrainConfig, interactions, echo)
 
 def evaluate_bundle(bundle_path: str | Path, catalog=None, *, features_dir: str | Path,
                     item_ids: Sequence[str] | None = None, device: str = "auto",
-                    show_progress: bool = False) -> dict:
+                    show_progress: bool = False) -> EvalReport:
     """Metrics of every model in the bundle on its held-out items (or on ``item_ids``).
 
     With a catalog, features are (re)extracted into the cache first; without one, the cache must
@@ -136,4 +137,4 @@ def evaluate_bundle(bundle_path: str | Path, catalog=None, *, features_dir: str 
     models = {"svd": bundle.baselines.get("svd"), "cca": bundle.baselines.get("cca"), "teacher": bundle.teacher,
               "student": bundle.student}
     results = evaluate_models(models, data, shared_space_modalities(specs))
-    return {"bundle_id": bundle.bundle_id, "n_items": len(data), "results": results}
+    return EvalReport.model_validate({"bundle_id": bundle.bundle_id, "n_items": len(data), "results": results})

@@ -94,12 +94,12 @@ def test_cli_features_json_and_table(media_dir, tmp_path, tiny_preset):
     out = tmp_path / "features"
     result = CliRunner().invoke(main, ["features", str(media_dir / "catalog.jsonl"), "--preset", tiny_preset,
                                        "--out", str(out), "--device", "cpu", "--json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # the catalog has 2 invalid records: reported, then status 3
     data = json.loads(result.output)
     assert data["modalities"]["image"]["encoded"] == 3 and data["records_invalid"] == 2
     table = CliRunner().invoke(main, ["features", str(media_dir / "catalog.jsonl"), "--preset", tiny_preset,
                                       "--out", str(out)])
-    assert table.exit_code == 0 and "cached" in table.output and "dead_letter" in table.output
+    assert table.exit_code == 3 and "cached" in table.output and "dead_letter" in table.output  # 2 bad records
     bad = CliRunner().invoke(main, ["features", str(media_dir / "catalog.jsonl"), "--preset", "nope",
                                     "--out", str(out)])
     assert bad.exit_code != 0 and "available" in bad.output

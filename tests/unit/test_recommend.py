@@ -101,7 +101,7 @@ def test_cold_start_popularity_then_query(store):
 def test_unknown_item_ids_are_counted(store):
     rec = Recommender("items", store=store)
     counts = rec.rebuild_users([ev("u", "a0"), ev("u", "zzz"), ev("u", "yyy"), ev("v", "zzz")])
-    assert counts["unknown_item_rows"] == 3 and counts["unknown_item_ids"] == 2
+    assert counts.unknown_item_rows == 3 and counts.unknown_item_ids == 2
     assert rec.get_profile("u").unknown == 2
 
 
@@ -192,13 +192,13 @@ def test_single_modality_bundles_with_and_without_interactions(tmp_path, tiny_pr
     cfg = TrainConfig(dim=8, rank=4, epochs=3, teacher_epochs=3, teacher_hidden=16, teacher_layers=1, batch_size=8)
     plain = train_bundle(catalog, tmp_path / "content", preset=tiny_preset, features_dir=tmp_path / "f", cfg=cfg,
                          device="cpu")
-    assert plain["parameters"]["teacher"] == 0 and plain["training_summary"]["objective"] == "content-only PCA"
+    assert plain.parameters.teacher == 0 and plain.training_summary["objective"] == "content-only PCA"
     summary = train_bundle(catalog, tmp_path / "cooc", preset=tiny_preset, features_dir=tmp_path / "f", cfg=cfg,
                            interactions=inter, interactions_holdout="leave-last-out", device="cpu")
-    assert summary["training_summary"]["objective"].startswith("co-occurrence")
+    assert summary.training_summary["objective"].startswith("co-occurrence")
     bundle = load_bundle(tmp_path / "cooc")
     assert bundle.teacher is not None and bundle.modalities == [__import__("schemas").Modality.TEXT]
-    assert summary["parameters"]["student"] < summary["parameters"]["teacher"]
+    assert summary.parameters.student < summary.parameters.teacher
 
 
 def test_recbole_inter_format_and_bad_rows(tmp_path):

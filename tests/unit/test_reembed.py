@@ -46,7 +46,7 @@ def test_reproject_swaps_alias_and_matches_a_full_ingest(live, store):
     for key in direct:
         np.testing.assert_allclose(reprojected[key], direct[key], atol=1e-5)
     rows = version_table(store, "items")
-    assert [(r["name"], r["live"], r["state"]) for r in rows] == [("items__v1", False, "ready"),
+    assert [(r.name, r.live, r.state) for r in rows] == [("items__v1", False, "ready"),
                                                                    ("items__v2", True, "ready")]
 
 
@@ -120,7 +120,7 @@ def test_keep_drops_old_versions(live, store):
     reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features", keep=1)
     report = reembed("items", bundle=base / "bundle", store=store, features_dir=base / "features", keep=0)
     assert report.new_version == "items__v3" and report.dropped == ["items__v1", "items__v2"]
-    assert [r["name"] for r in version_table(store, "items")] == ["items__v3"]
+    assert [r.name for r in version_table(store, "items")] == ["items__v3"]
 
 
 def test_keep_never_drops_the_rollback_target_for_an_abandoned_build(live, store):

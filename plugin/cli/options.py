@@ -1,0 +1,91 @@
+"""Options shared by several commands, and the one place user input becomes library config."""
+
+from __future__ import annotations
+
+import click
+
+from mmalign.plugin.encoders.registry import DEFAULT_PRESET, list_presets
+
+MODALITIES = ("image", "text", "audio")
+DEFAULT_FEATURES_DIR = "mmalign-data/features"
+#: Exit status of a run that finished but could not process some items (see the dead-letter file).
+EXIT_ITEMS_FAILED = 3
+
+
+def fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+def parse_weights(values: tuple[str, ...]) -> dict[str, str]:
+    weights = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            fail(f"--weights expects ENCODER=PATH_OR_TAG, got {value!r}")
+        weights[name] = path
+    return weights
+
+
+def store_options(fn):
+    """--qdrant-path | --qdrant-url [--api-key] [--grpc]: shared by every command that opens the store."""
+    fn = click.option("--grpc", is_flag=True, help="Use gRPC with a server.")(fn)
+    fn = click.option("--api-key", envvar="QDRANT_API_KEY", help="Server API key (or $QDRANT_API_KEY).")(fn)
+    fn = click.option("--qdrant-url", envvar="QDRANT_URL", help="Qdrant server URL (or $QDRANT_URL).")(fn)
+    fn = click.option("--qdrant-path", help="Embedded store folder (default ./mmalign-data/qdrant), or :memory:.")(fn)
+    return fn
+
+
+def store_config(qdrant_path, qdrant_url, api_key, grpc):
+    from pydantic import ValidationError
+
+    from mmalign.schemas import StoreConfig
+
+    try:
+        return StoreConfig(path=qdrant_path, url=qdrant_url, api_key=api_key, prefer_grpc=grpc)
+    except ValidationError as exc:
+        fail("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors()))
+
+
+def catalog_options(fn):
+    fn = click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "folder"]),
+                      help="Catalog format (default: from the name).")(fn)
+    fn = click.option("--media-root", type=click.Path(exists=True, file_okay=False),
+                      help="Root that media paths are relative to (default: the catalog's folder).")(fn)
+    fn = click.option("--features", "features_dir", default=DEFAULT_FEATURES_DIR, show_default=True,
+                      type=click.Path(file_okay=False), help="Feature cache (filled as needed).")(fn)
+    return fn
+
+
+def preset_option(fn):
+    return click.option("--preset", default=DEFAULT_PRESET, show_default=True,
+                        help=f"One of: {', '.join(list_presets())}.")(fn)
+
+
+def user_vector_options(fn):
+    fn = click.option("--negative-below", type=float,
+                      help="Interaction weights below this are negative feedback (e.g. 3 for star ratings).")(fn)
+    fn = click.option("--half-life-days", type=click.FloatRange(min=0, min_open=True),
+                      help="Time decay of older interactions (default: none).")(fn)
+    return fn
+
+
+def user_cfg(half_life_days, negative_below):
+    from mmalign.schemas import UserVectorConfig
+
+    return UserVectorConfig(half_life_days=half_life_days, negative_below=negative_below)
+
+
+def json_option(fn):
+    return click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")(fn)
+
+
+def echo_json(model) -> None:
+    """A report model (or a list of them) as JSON: the shape its exported JSON Schema describes."""
+    import json
+
+    from pydantic import BaseModel
+
+    if isinstance(model, BaseModel):
+        click.echo(model.model_dump_json(indent=2, by_alias=True))
+    else:
+        click.echo(json.dumps([m.model_dump(mode="json", by_alias=True) for m in model], indent=2))
