@@ -49,13 +49,17 @@ def main(argv=None) -> int:
                     continue
                 rows.setdefault((model, r["query"], r["target"]), []).append(r["recall@10"])
             if distill:
-                params = {"student": result.models["student"].n_parameters(),
-                          "teacher": result.models["teacher"].n_parameters()}
+                params = {
+                    "student": result.models["student"].n_parameters(),
+                    "teacher": result.models["teacher"].n_parameters(),
+                }
         print(f"seed {seed} done", flush=True)
 
     models = ["svd", "cca", "teacher", "student", "student-nodistill"]
-    print(f"\nrecall@10 on the held-out test split, mean ± std over seeds {args.seeds} "
-          f"(D={args.dim}, r={args.rank}; {len(data)} items)")
+    print(
+        f"\nrecall@10 on the held-out test split, mean ± std over seeds {args.seeds} "
+        f"(D={args.dim}, r={args.rank}; {len(data)} items)"
+    )
     print(f"{'query→target':<16}" + "".join(f"{m:>20}" for m in models))
     for q, t in PAIRS:
         if (models[0], q, t) not in rows:
@@ -71,8 +75,10 @@ def main(argv=None) -> int:
         print(f"  {q}→{t}: {np.round(diff, 3).tolist()}  (mean {diff.mean():+.3f})")
     retention = np.array(rows[("student", "text", "image")]) / np.array(rows[("teacher", "text", "image")])
     print(f"student / teacher text→image recall@10: {np.round(retention, 3).tolist()} (mean {retention.mean():.3f})")
-    print(f"parameters: student {params['student']:,}, teacher {params['teacher']:,} "
-          f"(1/{params['teacher'] / params['student']:.0f}); mean training time per run {np.mean(seconds):.1f}s")
+    print(
+        f"parameters: student {params['student']:,}, teacher {params['teacher']:,} "
+        f"(1/{params['teacher'] / params['student']:.0f}); mean training time per run {np.mean(seconds):.1f}s"
+    )
     return 0
 
 

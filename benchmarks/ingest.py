@@ -40,8 +40,18 @@ def naive_ingest(items, catalog, bundle, encoders, store, collection) -> float:
             value = item.text if m is Modality.TEXT else enc.load_input(catalog.resolve(item, m), item.id)
             features[m] = {item.id: enc.encode([value], batch_size=1)[0]}
         [named] = project_items(bundle, [item.id], features)
-        store.upsert(collection, [PointData(item.id, named, build_payload(
-            item, list(features), item_content_hash(item, hashes), bundle.bundle_id, media_hash(hashes)))])
+        store.upsert(
+            collection,
+            [
+                PointData(
+                    item.id,
+                    named,
+                    build_payload(
+                        item, list(features), item_content_hash(item, hashes), bundle.bundle_id, media_hash(hashes)
+                    ),
+                )
+            ],
+        )
     return time.perf_counter() - t0
 
 
@@ -86,8 +96,15 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         with VectorStore(StoreConfig(path=str(Path(tmp) / "q"))) as store:
-            report = ingest(sub_catalog, bundle=bundle, collection="bench", store=store,
-                            features_dir=Path(tmp) / "features", encoder_pool=pool, device=args.device)
+            report = ingest(
+                sub_catalog,
+                bundle=bundle,
+                collection="bench",
+                store=store,
+                features_dir=Path(tmp) / "features",
+                encoder_pool=pool,
+                device=args.device,
+            )
         pipelined_s = report.seconds
         print("\npipelined ingest, per stage (stages overlap; encode = decode + encode of all modalities)")
         print(f"{'stage':<12}{'items':>7}{'seconds':>10}{'items/s':>10}")
@@ -117,16 +134,21 @@ def main(argv=None) -> int:
             x = value if m is Modality.TEXT else encoders[m].load_input(value, "q")
             bundle.embed(m, encoders[m].encode([x], batch_size=1))
             samples.append(time.perf_counter() - t0)
-        print(f"{'encode+project ' + m.value + ' query':<34}{percentile_ms(samples, 50):>9.1f}"
-              f"{percentile_ms(samples, 99):>9.1f}")
+        print(
+            f"{'encode+project ' + m.value + ' query':<34}{percentile_ms(samples, 50):>9.1f}"
+            f"{percentile_ms(samples, 99):>9.1f}"
+        )
     with tempfile.TemporaryDirectory() as tmp, VectorStore(StoreConfig(path=str(Path(tmp) / "q"))) as store:
         store.create_collection("synthetic", bundle.dim)
         t0 = time.perf_counter()
         for start in range(0, args.points, 2000):
             vecs = rng.normal(size=(min(2000, args.points - start), bundle.dim)).astype(np.float32)
             vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-            store.upsert("synthetic", [PointData(f"s{start + n}", {"fused": v, "text": v}, {"n": start + n})
-                                       for n, v in enumerate(vecs)], batch_size=1000)
+            store.upsert(
+                "synthetic",
+                [PointData(f"s{start + n}", {"fused": v, "text": v}, {"n": start + n}) for n, v in enumerate(vecs)],
+                batch_size=1000,
+            )
         upsert_s = time.perf_counter() - t0
         samples = []
         for _ in range(args.queries):
@@ -134,8 +156,10 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             store.query("synthetic", q, limit=10)
             samples.append(time.perf_counter() - t0)
-        print(f"{f'qdrant query, {args.points:,} points':<34}{percentile_ms(samples, 50):>9.1f}"
-              f"{percentile_ms(samples, 99):>9.1f}")
+        print(
+            f"{f'qdrant query, {args.points:,} points':<34}{percentile_ms(samples, 50):>9.1f}"
+            f"{percentile_ms(samples, 99):>9.1f}"
+        )
         print(f"(synthetic upsert of {args.points:,} points: {args.points / upsert_s:,.0f} points/s, embedded engine)")
     return 0
 

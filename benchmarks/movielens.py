@@ -60,36 +60,68 @@ def main(argv=None) -> int:
     load = read_interactions(inter_file)
     split = split_interactions(load.interactions, "leave-last-out")
     user_cfg = UserVectorConfig(half_life_days=args.half_life_days)
-    print(f"MovieLens-100k: {len(item_ids)} movies, {len(load.interactions)} ratings, {len(split.test)} test users; "
-          f"split: {split.name}; invalid rows: {len(load.invalid)}", flush=True)
+    print(
+        f"MovieLens-100k: {len(item_ids)} movies, {len(load.interactions)} ratings, {len(split.test)} test users; "
+        f"split: {split.name}; invalid rows: {len(load.invalid)}",
+        flush=True,
+    )
 
     matrix, rows = baseline_results(split, data.item_ids, user_cfg)
     raw = data.features[Modality.TEXT] / np.linalg.norm(data.features[Modality.TEXT], axis=1, keepdims=True)
-    rows.append(evaluate_scorer("user vector · raw MiniLM (content)", user_vector_scorer(
-        split, data.item_ids, raw, user_cfg), matrix, split))
+    rows.append(
+        evaluate_scorer(
+            "user vector · raw MiniLM (content)", user_vector_scorer(split, data.item_ids, raw, user_cfg), matrix, split
+        )
+    )
     cfg = TrainConfig(seed=args.seed, lr=1e-3, teacher_lr=1e-3, epochs=60, teacher_epochs=60, patience=10)
     t0 = time.perf_counter()
     fitted = fit_cooccurrence_space(data, split.train, cfg, user_cfg, echo=lambda line: print("  " + line, flush=True))
     train_s = time.perf_counter() - t0
     vectors = {name: TorchEmbedder(model, name).fuse(data) for name, model in fitted["models"].items()}
-    rows.append(evaluate_scorer("user vector · svd (content only)", user_vector_scorer(
-        split, data.item_ids, vectors["svd"], user_cfg), matrix, split))
-    rows.append(evaluate_scorer("user vector · teacher (co-occurrence)", user_vector_scorer(
-        split, data.item_ids, vectors["teacher"], user_cfg), matrix, split))
-    rows.append(evaluate_scorer("user vector · student (co-occurrence)", user_vector_scorer(
-        split, data.item_ids, vectors["student"], user_cfg), matrix, split))
+    rows.append(
+        evaluate_scorer(
+            "user vector · svd (content only)",
+            user_vector_scorer(split, data.item_ids, vectors["svd"], user_cfg),
+            matrix,
+            split,
+        )
+    )
+    rows.append(
+        evaluate_scorer(
+            "user vector · teacher (co-occurrence)",
+            user_vector_scorer(split, data.item_ids, vectors["teacher"], user_cfg),
+            matrix,
+            split,
+        )
+    )
+    rows.append(
+        evaluate_scorer(
+            "user vector · student (co-occurrence)",
+            user_vector_scorer(split, data.item_ids, vectors["student"], user_cfg),
+            matrix,
+            split,
+        )
+    )
     for name in ("svd", "teacher", "student"):
         weight, _ = choose_popularity_weight(split.train, data.item_ids, vectors[name], user_cfg)
-        rows.append(evaluate_scorer(f"  + popularity prior, {name} (w={weight:g})", user_vector_scorer(
-            split, data.item_ids, vectors[name], user_cfg, weight, matrix), matrix, split))
+        rows.append(
+            evaluate_scorer(
+                f"  + popularity prior, {name} (w={weight:g})",
+                user_vector_scorer(split, data.item_ids, vectors[name], user_cfg, weight, matrix),
+                matrix,
+                split,
+            )
+        )
     rows.append(recommend_query_rows(split, data.item_ids, vectors["student"], user_cfg, matrix))
     student, teacher = fitted["models"]["student"], fitted["models"]["teacher"]
     if args.json:
         print(json.dumps({"split": split.name, "results": rows}, indent=2))
     else:
         print(rec_table(rows))
-        print(f"student {student.n_parameters():,} parameters, teacher {teacher.n_parameters():,}; "
-              f"co-occurrence training {train_s:.0f}s")
+        print(
+            f"student {student.n_parameters():,} parameters, teacher {teacher.n_parameters():,}; "
+            f"co-occurrence training {train_s:.0f}s"
+        )
     return 0
 
 

@@ -28,15 +28,17 @@ class DeadLetterWriter:
             self.count += 1
 
     def write_error(self, error: ItemError, *, stage: str | None = None, source: str | None = None) -> None:
-        self.write(DeadLetterRecord(
-            item_id=error.item_id,
-            stage=stage or error.stage,
-            reason=error.reason,
-            modality=error.modality,
-            path=error.path,
-            source=source,
-            at=datetime.now(timezone.utc),
-        ))
+        self.write(
+            DeadLetterRecord(
+                item_id=error.item_id,
+                stage=stage or error.stage,
+                reason=error.reason,
+                modality=error.modality,
+                path=error.path,
+                source=source,
+                at=datetime.now(timezone.utc),
+            )
+        )
 
 
 def read_dead_letters(path: str | Path) -> list[DeadLetterRecord]:

@@ -57,9 +57,13 @@ def read_interactions(path: str | Path) -> InteractionLoad:
             data["weight"] = weight
         stamp = row.get("timestamp")
         if stamp not in (None, ""):
-            data["timestamp"] = float(stamp) if isinstance(stamp, str) and stamp.replace(".", "", 1).isdigit() else stamp
+            data["timestamp"] = (
+                float(stamp) if isinstance(stamp, str) and stamp.replace(".", "", 1).isdigit() else stamp
+            )
         try:
             load.interactions.append(Interaction.model_validate(data))
         except ValidationError as exc:
-            load.invalid.append((source, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())))
+            load.invalid.append(
+                (source, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+            )
     return load

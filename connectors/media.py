@@ -38,8 +38,12 @@ def load_image(path: str | Path, *, item_id: str, background: tuple[int, int, in
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
-        raise MediaError(item_id, f"unsupported image type {suffix!r}; supported: {list(IMAGE_SUFFIXES)}",
-                         path=str(path), modality="image")
+        raise MediaError(
+            item_id,
+            f"unsupported image type {suffix!r}; supported: {list(IMAGE_SUFFIXES)}",
+            path=str(path),
+            modality="image",
+        )
     try:
         if suffix == ".svg":
             image = Image.open(io.BytesIO(_render_svg(path, item_id)))
@@ -62,8 +66,9 @@ def _render_svg(path: Path, item_id: str) -> bytes:
     try:
         import cairosvg
     except (ImportError, OSError) as exc:  # OSError: libcairo missing
-        raise MediaError(item_id, f"SVG needs cairosvg and libcairo2 ({exc}); pip install cairosvg",
-                         path=str(path), modality="image") from exc
+        raise MediaError(
+            item_id, f"SVG needs cairosvg and libcairo2 ({exc}); pip install cairosvg", path=str(path), modality="image"
+        ) from exc
     data = path.read_bytes()
     try:
         if b"<!ENTITY" in data:
@@ -89,7 +94,7 @@ def _expand_internal_entities(data: bytes) -> bytes:
     if doctype is None:
         return data
     entities = dict(_ENTITY.findall(doctype.group(0)))
-    body = data[: doctype.start()] + data[doctype.end():]
+    body = data[: doctype.start()] + data[doctype.end() :]
     for name, value in entities.items():
         body = body.replace(b"&" + name + b";", value)
         if len(body) > MAX_EXPANDED_SVG_BYTES:
@@ -105,8 +110,12 @@ def load_audio(path: str | Path, *, item_id: str, sample_rate: int, max_seconds:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in AUDIO_SUFFIXES:
-        raise MediaError(item_id, f"unsupported audio type {suffix!r}; supported: {list(AUDIO_SUFFIXES)}",
-                         path=str(path), modality="audio")
+        raise MediaError(
+            item_id,
+            f"unsupported audio type {suffix!r}; supported: {list(AUDIO_SUFFIXES)}",
+            path=str(path),
+            modality="audio",
+        )
     if path.stat().st_size == 0:
         raise MediaError(item_id, "audio file is empty (0 bytes)", path=str(path), modality="audio")
     import soundfile
@@ -120,8 +129,9 @@ def load_audio(path: str | Path, *, item_id: str, sample_rate: int, max_seconds:
         data, source_rate = _load_audio_fallback(path, item_id, max_seconds, exc)
     wave = data.mean(axis=1) if data.ndim == 2 else data
     if wave.size < MIN_AUDIO_SECONDS * source_rate:
-        raise MediaError(item_id, f"audio is empty or truncated ({wave.size} samples decoded)",
-                         path=str(path), modality="audio")
+        raise MediaError(
+            item_id, f"audio is empty or truncated ({wave.size} samples decoded)", path=str(path), modality="audio"
+        )
     if not np.all(np.isfinite(wave)):
         raise MediaError(item_id, "audio contains NaN or infinite samples", path=str(path), modality="audio")
     if source_rate != sample_rate:

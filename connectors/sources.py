@@ -60,8 +60,9 @@ class Catalog:
             if record.item is not None:
                 first = seen.get(record.item.id)
                 if first is not None:
-                    yield SourceRecord(record.source, error=ItemError(
-                        record.item.id, f"duplicate item id; first defined at {first}"))
+                    yield SourceRecord(
+                        record.source, error=ItemError(record.item.id, f"duplicate item id; first defined at {first}")
+                    )
                     continue
                 seen[record.item.id] = record.source
             yield record
@@ -96,7 +97,8 @@ def open_catalog(
             format = "csv"
         else:
             raise SourceError(
-                f"cannot tell the format of {str(path)!r} from its name; pass format= one of {list(FORMATS)}")
+                f"cannot tell the format of {str(path)!r} from its name; pass format= one of {list(FORMATS)}"
+            )
     if format not in FORMATS:
         raise SourceError(f"unknown catalog format {format!r}; valid: {list(FORMATS)}")
     if format == "folder" and not path.is_dir():
@@ -106,8 +108,13 @@ def open_catalog(
     root = Path(media_root) if media_root is not None else (path if path.is_dir() else path.parent)
     if not root.is_dir():
         raise SourceError(f"media root {str(root)!r} is not a directory")
-    return Catalog(path=path, format=format, media_root=root.resolve(),
-                   csv_columns=csv_columns or CsvColumns(), folder_ignore=tuple(folder_ignore))
+    return Catalog(
+        path=path,
+        format=format,
+        media_root=root.resolve(),
+        csv_columns=csv_columns or CsvColumns(),
+        folder_ignore=tuple(folder_ignore),
+    )
 
 
 def _validation_reason(exc: ValidationError) -> str:
@@ -133,10 +140,14 @@ def _read_jsonl(catalog: Catalog) -> Iterator[SourceRecord]:
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield SourceRecord(source, error=ItemError(None, f"invalid JSON at {source}: {exc.msg} (col {exc.colno})"))
+                yield SourceRecord(
+                    source, error=ItemError(None, f"invalid JSON at {source}: {exc.msg} (col {exc.colno})")
+                )
                 continue
             if not isinstance(data, dict):
-                yield SourceRecord(source, error=ItemError(None, f"{source}: expected a JSON object, got {type(data).__name__}"))
+                yield SourceRecord(
+                    source, error=ItemError(None, f"{source}: expected a JSON object, got {type(data).__name__}")
+                )
                 continue
             if isinstance(data.get("id"), int):
                 data["id"] = str(data["id"])
@@ -161,7 +172,9 @@ def _read_csv(catalog: Catalog) -> Iterator[SourceRecord]:
         for number, row in enumerate(reader, start=2):
             source = f"{catalog.path.name}:{number}"
             if None in row:
-                yield SourceRecord(source, error=ItemError(row.get(cols.id), f"{source}: more fields than header columns"))
+                yield SourceRecord(
+                    source, error=ItemError(row.get(cols.id), f"{source}: more fields than header columns")
+                )
                 continue
             data = {
                 "id": row.get(cols.id) or "",
@@ -189,8 +202,15 @@ def _read_folder(catalog: Catalog) -> Iterator[SourceRecord]:
             continue
         suffix = file.suffix.lower()
         rel = file.relative_to(root)
-        slot = ("image" if suffix in IMAGE_SUFFIXES else "audio" if suffix in AUDIO_SUFFIXES
-                else "text" if suffix == ".txt" else None)
+        slot = (
+            "image"
+            if suffix in IMAGE_SUFFIXES
+            else "audio"
+            if suffix in AUDIO_SUFFIXES
+            else "text"
+            if suffix == ".txt"
+            else None
+        )
         if slot is None:
             continue
         group = groups.setdefault(rel.with_suffix(""), {})
@@ -206,8 +226,10 @@ def _read_folder(catalog: Catalog) -> Iterator[SourceRecord]:
             try:
                 lines = files["text"].read_text(encoding="utf-8").splitlines()
             except (OSError, UnicodeDecodeError) as exc:
-                yield SourceRecord(source, error=ItemError(item_id, f"cannot read text: {exc}",
-                                                           path=str(files['text']), modality="text"))
+                yield SourceRecord(
+                    source,
+                    error=ItemError(item_id, f"cannot read text: {exc}", path=str(files["text"]), modality="text"),
+                )
                 continue
             text = lines[0].strip() if lines else None
         data = {

@@ -72,8 +72,9 @@ class VectorStore:
             cfg = self.config
             try:
                 if cfg.is_server:
-                    self._client = QdrantClient(url=cfg.url, api_key=cfg.api_key, prefer_grpc=cfg.prefer_grpc,
-                                                timeout=int(cfg.timeout_s))
+                    self._client = QdrantClient(
+                        url=cfg.url, api_key=cfg.api_key, prefer_grpc=cfg.prefer_grpc, timeout=int(cfg.timeout_s)
+                    )
                 elif cfg.resolved_path == ":memory:":
                     self._client = QdrantClient(location=":memory:")
                 else:
@@ -115,28 +116,41 @@ class VectorStore:
         raise AssertionError("unreachable")
 
     # -- collections --------------------------------------------------------------------
-    def create_collection(self, name: str, dim: int, *, bundle_id: str | None = None,
-                          extra: Mapping[str, Any] | None = None, on_disk: bool = False) -> CollectionRecord:
+    def create_collection(
+        self,
+        name: str,
+        dim: int,
+        *,
+        bundle_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        on_disk: bool = False,
+    ) -> CollectionRecord:
         """Create ``name`` with the four named vectors of size ``dim``; fails if it exists."""
         from qdrant_client import models
 
         if self.collection_exists(name):
             raise StoreError(f"collection {name!r} already exists")
-        record = CollectionRecord(name=name, dim=dim, bundle_id=bundle_id, schema_version=STORE_SCHEMA_VERSION,
-                                  extra=dict(extra or {}))
-        vectors = {v.value: models.VectorParams(size=dim, distance=models.Distance.COSINE, on_disk=on_disk)
-                   for v in VectorName}
-        self._call(f"create collection {name!r}", lambda c: c.create_collection(
-            collection_name=name,
-            vectors_config=vectors,
-            shard_number=self.config.shard_number,
-            replication_factor=self.config.replication_factor,
-            metadata={METADATA_KEY: _record_to_json(record)},
-        ))
+        record = CollectionRecord(
+            name=name, dim=dim, bundle_id=bundle_id, schema_version=STORE_SCHEMA_VERSION, extra=dict(extra or {})
+        )
+        vectors = {
+            v.value: models.VectorParams(size=dim, distance=models.Distance.COSINE, on_disk=on_disk) for v in VectorName
+        }
+        self._call(
+            f"create collection {name!r}",
+            lambda c: c.create_collection(
+                collection_name=name,
+                vectors_config=vectors,
+                shard_number=self.config.shard_number,
+                replication_factor=self.config.replication_factor,
+                metadata={METADATA_KEY: _record_to_json(record)},
+            ),
+        )
         return record
 
-    def ensure_collection(self, name: str, dim: int, *, bundle_id: str | None = None,
-                          extra: Mapping[str, Any] | None = None) -> CollectionRecord:
+    def ensure_collection(
+        self, name: str, dim: int, *, bundle_id: str | None = None, extra: Mapping[str, Any] | None = None
+    ) -> CollectionRecord:
         """Return the collection's record, creating it when absent; refuse a different bundle or D."""
         record = self.collection_record(name)
         if record is None:
@@ -151,7 +165,8 @@ class VectorStore:
         if bundle_id is not None and record.bundle_id is not None and record.bundle_id != bundle_id:
             raise StoreError(
                 f"collection {record.name!r} was built with bundle {record.bundle_id!r}, not {bundle_id!r}; "
-                f"use that bundle, or re-embed the collection with the new one")
+                f"use that bundle, or re-embed the collection with the new one"
+            )
 
     def collection_exists(self, name: str) -> bool:
         return self._call(f"check collection {name!r}", lambda c: c.collection_exists(name))
@@ -166,19 +181,28 @@ class VectorStore:
             params = info.config.params.vectors
             if not isinstance(params, dict) or VectorName.FUSED.value not in params:
                 raise StoreError(f"collection {name!r} was not created by mmalign (no named vector 'fused')")
-            return CollectionRecord(name=name, dim=params[VectorName.FUSED.value].size, bundle_id=None,
-                                    schema_version=0)
-        return CollectionRecord(name=name, dim=int(meta["dim"]), bundle_id=meta.get("bundle_id"),
-                                schema_version=int(meta.get("schema_version", 0)), extra=dict(meta.get("extra", {})))
+            return CollectionRecord(
+                name=name, dim=params[VectorName.FUSED.value].size, bundle_id=None, schema_version=0
+            )
+        return CollectionRecord(
+            name=name,
+            dim=int(meta["dim"]),
+            bundle_id=meta.get("bundle_id"),
+            schema_version=int(meta.get("schema_version", 0)),
+            extra=dict(meta.get("extra", {})),
+        )
 
     def update_record(self, name: str, **extra: Any) -> CollectionRecord:
         record = self.collection_record(name)
         if record is None:
             raise StoreError(f"collection {name!r} does not exist")
-        merged = CollectionRecord(record.name, record.dim, record.bundle_id, record.schema_version,
-                                  {**record.extra, **extra})
-        self._call(f"update collection {name!r}", lambda c: c.update_collection(
-            collection_name=name, metadata={METADATA_KEY: _record_to_json(merged)}))
+        merged = CollectionRecord(
+            record.name, record.dim, record.bundle_id, record.schema_version, {**record.extra, **extra}
+        )
+        self._call(
+            f"update collection {name!r}",
+            lambda c: c.update_collection(collection_name=name, metadata={METADATA_KEY: _record_to_json(merged)}),
+        )
         return merged
 
     def vector_sizes(self, name: str) -> dict[str, int]:
@@ -215,8 +239,9 @@ class VectorStore:
         ops: list[Any] = []
         if self.resolve_alias(alias) is not None:
             ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
-        ops.append(models.CreateAliasOperation(
-            create_alias=models.CreateAlias(collection_name=collection, alias_name=alias)))
+        ops.append(
+            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=collection, alias_name=alias))
+        )
         self._call(f"set alias {alias!r}", lambda c: c.update_collection_aliases(change_aliases_operations=ops))
 
     # -- points ------------------------------------------------------------------------------
@@ -232,8 +257,10 @@ class VectorStore:
             nonlocal written, batch
             if batch:
                 current = batch
-                self._call(f"upsert {len(current)} points into {name!r}",
-                           lambda c: c.upsert(collection_name=name, points=current, wait=True))
+                self._call(
+                    f"upsert {len(current)} points into {name!r}",
+                    lambda c: c.upsert(collection_name=name, points=current, wait=True),
+                )
                 written += len(current)
                 batch = []
 
@@ -255,26 +282,43 @@ class VectorStore:
 
     def retrieve(self, name: str, item_ids: Sequence[str], *, with_vectors: bool | Sequence[str] = False):
         ids = [point_id(i) for i in item_ids]
-        return self._call(f"retrieve from {name!r}", lambda c: c.retrieve(
-            collection_name=name, ids=ids, with_payload=True,
-            with_vectors=list(with_vectors) if not isinstance(with_vectors, bool) else with_vectors))
-
+        return self._call(
+            f"retrieve from {name!r}",
+            lambda c: c.retrieve(
+                collection_name=name,
+                ids=ids,
+                with_payload=True,
+                with_vectors=list(with_vectors) if not isinstance(with_vectors, bool) else with_vectors,
+            ),
+        )
 
     def overwrite_payload(self, name: str, item_id: str, payload: Mapping[str, Any]) -> None:
         """Replace one item's payload, leaving its vectors as they are."""
         full = {"item_id": item_id, **payload}
-        self._call(f"set payload of {item_id!r} in {name!r}", lambda c: c.overwrite_payload(
-            collection_name=name, payload=full, points=[point_id(item_id)]))
+        self._call(
+            f"set payload of {item_id!r} in {name!r}",
+            lambda c: c.overwrite_payload(collection_name=name, payload=full, points=[point_id(item_id)]),
+        )
 
-    def scroll_pages(self, name: str, *, with_payload: bool | Sequence[str] = True,
-                     with_vectors: bool | Sequence[str] = False, page_size: int = 1024) -> Iterator[list[Any]]:
+    def scroll_pages(
+        self,
+        name: str,
+        *,
+        with_payload: bool | Sequence[str] = True,
+        with_vectors: bool | Sequence[str] = False,
+        page_size: int = 1024,
+    ) -> Iterator[list[Any]]:
         """The points of ``name`` in pages of ``page_size`` (each page is one retried call)."""
         offset = None
         payload = list(with_payload) if not isinstance(with_payload, bool) else with_payload
         vectors = list(with_vectors) if not isinstance(with_vectors, bool) else with_vectors
         while True:
-            points, offset = self._call(f"scroll {name!r}", lambda c, start=offset: c.scroll(
-                name, limit=page_size, offset=start, with_payload=payload, with_vectors=vectors))
+            points, offset = self._call(
+                f"scroll {name!r}",
+                lambda c, start=offset: c.scroll(
+                    name, limit=page_size, offset=start, with_payload=payload, with_vectors=vectors
+                ),
+            )
             if points:
                 yield list(points)
             if offset is None or not points:
@@ -285,17 +329,35 @@ class VectorStore:
         for page in self.scroll_pages(name, **options):
             yield from page
 
-    def query(self, name: str, query: Any = None, *, using: VectorName | str = VectorName.FUSED, limit: int = 10,
-              query_filter: Any = None, prefetch: Any = None, with_payload: bool | Sequence[str] = True) -> list[Any]:
+    def query(
+        self,
+        name: str,
+        query: Any = None,
+        *,
+        using: VectorName | str = VectorName.FUSED,
+        limit: int = 10,
+        query_filter: Any = None,
+        prefetch: Any = None,
+        with_payload: bool | Sequence[str] = True,
+    ) -> list[Any]:
         """Qdrant's query API on ``name``: ``query`` is a vector, a RecommendQuery or a FusionQuery over
         ``prefetch``; returns the scored points, best first."""
         vector_name = _name(using)
         if isinstance(query, np.ndarray):
             query = query.astype(np.float32).tolist()
         payload = list(with_payload) if not isinstance(with_payload, bool) else with_payload
-        response = self._call(f"query {name!r}", lambda c: c.query_points(
-            name, query=query, using=None if prefetch is not None else vector_name, prefetch=prefetch, limit=limit,
-            query_filter=query_filter, with_payload=payload))
+        response = self._call(
+            f"query {name!r}",
+            lambda c: c.query_points(
+                name,
+                query=query,
+                using=None if prefetch is not None else vector_name,
+                prefetch=prefetch,
+                limit=limit,
+                query_filter=query_filter,
+                with_payload=payload,
+            ),
+        )
         return list(response.points)
 
 
@@ -308,8 +370,12 @@ def _name(key: VectorName | str) -> str:
 
 
 def _record_to_json(record: CollectionRecord) -> dict[str, Any]:
-    return {"dim": record.dim, "bundle_id": record.bundle_id, "schema_version": record.schema_version,
-            "extra": record.extra}
+    return {
+        "dim": record.dim,
+        "bundle_id": record.bundle_id,
+        "schema_version": record.schema_version,
+        "extra": record.extra,
+    }
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -336,8 +402,12 @@ def is_transient(exc: BaseException) -> bool:
         import grpc
 
         if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
-            return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                                  grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED)
+            return exc.code() in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                grpc.StatusCode.ABORTED,
+            )
     except ImportError:  # pragma: no cover - grpcio ships with qdrant-client
         pass
     return False

@@ -21,8 +21,10 @@ def main(argv: list[str]) -> int:
         return 2
     with VectorStore(StoreConfig(path="mmalign-data/qdrant")) as store:
         report = reembed("stamps", bundle=argv[0], store=store, features_dir="mmalign-data/features")
-        print(f"{report.old_version} -> {report.new_version} ({report.mode}, {report.seconds:.1f}s): "
-              f"{'swapped' if report.swapped else 'NOT swapped: ' + str(report.reason)}")
+        print(
+            f"{report.old_version} -> {report.new_version} ({report.mode}, {report.seconds:.1f}s): "
+            f"{'swapped' if report.swapped else 'NOT swapped: ' + str(report.reason)}"
+        )
         for row in version_table(store, "stamps"):
             print(f"  {'*' if row.live else ' '} {row.name} {row.points} points bundle {row.bundle_id}")
         if report.swapped:

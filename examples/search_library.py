@@ -1,6 +1,6 @@
 """Cross-modal search from Python (run `mmalign quickstart` first: it builds the `stamps` collection).
 
-    python examples/search_library.py "a sailing boat"
+python examples/search_library.py "a sailing boat"
 """
 
 from __future__ import annotations

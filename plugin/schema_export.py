@@ -16,8 +16,11 @@ def export_schemas(out_dir: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, model in EXPORTED_MODELS.items():
-        schema = model.model_json_schema() if isinstance(model, type) and issubclass(model, BaseModel) \
+        schema = (
+            model.model_json_schema()
+            if isinstance(model, type) and issubclass(model, BaseModel)
             else TypeAdapter(model).json_schema()
+        )
         schema.setdefault("title", name)
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["x-mmalign-schema-version"] = SCHEMA_VERSION

@@ -59,9 +59,7 @@ class CatalogItem(BaseModel):
     @model_validator(mode="after")
     def _has_a_modality(self) -> CatalogItem:
         if not self.modalities:
-            raise ValueError(
-                f"item {self.id!r} has no modality: give at least one of 'text', 'image', 'audio'"
-            )
+            raise ValueError(f"item {self.id!r} has no modality: give at least one of 'text', 'image', 'audio'")
         return self
 
     @property

@@ -13,8 +13,9 @@ class UserVectorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     half_life_days: float | None = Field(None, gt=0, description="None: no time decay.")
-    negative_below: float | None = Field(None, description="Weights below this are negative feedback "
-                                                           "(e.g. 3 for 1–5 star ratings).")
+    negative_below: float | None = Field(
+        None, description="Weights below this are negative feedback (e.g. 3 for 1–5 star ratings)."
+    )
     negative_strength: float = Field(1.0, ge=0, description="|s_j| of negative feedback.")
     positive: Literal["one", "weight"] = Field("one", description="s_j of positive feedback: 1 or the weight.")
 

@@ -15,8 +15,28 @@ TINY_OPEN_CLIP = {
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
-TINY_WORDS = ["a", "an", "the", "frog", "cat", "dog", "car", "red", "green", "blue", "coin", "on", "leaf", "sitting",
-              "barking", "big", "small", "tree", "house", "."]
+TINY_WORDS = [
+    "a",
+    "an",
+    "the",
+    "frog",
+    "cat",
+    "dog",
+    "car",
+    "red",
+    "green",
+    "blue",
+    "coin",
+    "on",
+    "leaf",
+    "sitting",
+    "barking",
+    "big",
+    "small",
+    "tree",
+    "house",
+    ".",
+]
 
 
 # -- tiny media ----------------------------------------------------------------------------------
@@ -33,8 +53,10 @@ def write_png(path: Path, color=(200, 30, 30), size=(40, 30), alpha=False) -> Pa
 
 def write_svg(path: Path, color="green") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f'<svg xmlns="http://www.w3.org/2000/svg" width="20" height="20">'
-                    f'<circle cx="10" cy="10" r="8" fill="{color}"/></svg>')
+    path.write_text(
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="20" height="20">'
+        f'<circle cx="10" cy="10" r="8" fill="{color}"/></svg>'
+    )
     return path
 
 
@@ -108,8 +130,14 @@ def tiny_hf_text_dir(tmp_path_factory) -> Path:
     import torch
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
     BertModel(config).save_pretrained(folder)
     return folder
 
@@ -120,16 +148,32 @@ def tiny_preset(tiny_hf_text_dir):
     from mmalign.plugin.encoders import registry
 
     specs = [
-        {"kind": "open_clip_image", "name": "tiny-clip-image", "dim": 16, "arch": "tiny-clip-test",
-         "model_config_override": TINY_OPEN_CLIP, "weights": None},
+        {
+            "kind": "open_clip_image",
+            "name": "tiny-clip-image",
+            "dim": 16,
+            "arch": "tiny-clip-test",
+            "model_config_override": TINY_OPEN_CLIP,
+            "weights": None,
+        },
         {"kind": "hf_text", "name": "tiny-bert", "dim": 16, "weights": str(tiny_hf_text_dir), "max_length": 32},
-        {"kind": "librosa_audio", "name": "tiny-logmel", "dim": 2 * (8 + 4), "n_mels": 8, "n_mfcc": 4,
-         "n_fft": 256, "hop_length": 128, "sample_rate": 8000, "max_seconds": 2.0},
+        {
+            "kind": "librosa_audio",
+            "name": "tiny-logmel",
+            "dim": 2 * (8 + 4),
+            "n_mels": 8,
+            "n_mfcc": 4,
+            "n_fft": 256,
+            "hop_length": 128,
+            "sample_rate": 8000,
+            "max_seconds": 2.0,
+        },
     ]
     for spec in specs:
         registry.register_encoder(spec, replace=True)
-    registry.register_preset({"name": "tiny", "image": "tiny-clip-image", "text": "tiny-bert",
-                              "audio": "tiny-logmel"}, replace=True)
+    registry.register_preset(
+        {"name": "tiny", "image": "tiny-clip-image", "text": "tiny-bert", "audio": "tiny-logmel"}, replace=True
+    )
     yield "tiny"
     registry.unregister_preset("tiny")
     for spec in specs:
@@ -143,8 +187,10 @@ TUXPAINT_STAMPS = Path("/usr/share/tuxpaint/stamps")
 @pytest.fixture(scope="session")
 def tuxpaint_stamps() -> Path:
     if not (TUXPAINT_STAMPS / "animals" / "amphibians" / "frog.png").exists():
-        pytest.skip("real images need the Debian package tuxpaint-stamps-default (apt-get install -y "
-                    "tuxpaint-stamps-default; .ci/run installs it)")
+        pytest.skip(
+            "real images need the Debian package tuxpaint-stamps-default (apt-get install -y "
+            "tuxpaint-stamps-default; .ci/run installs it)"
+        )
     return TUXPAINT_STAMPS
 
 
@@ -158,8 +204,7 @@ def espeak(tmp_path_factory):
 
     def speak(text: str, name: str, voice: str = "en-us", speed: int = 160) -> Path:
         out = folder / f"{name}.wav"
-        subprocess.run([exe, "-v", voice, "-s", str(speed), "-w", str(out), text], check=True,
-                       capture_output=True)
+        subprocess.run([exe, "-v", voice, "-s", str(speed), "-w", str(out), text], check=True, capture_output=True)
         return out
 
     return speak

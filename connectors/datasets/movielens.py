@@ -34,8 +34,10 @@ def write_catalog(out: str | Path, folder: Path | None = None) -> tuple[Path, in
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     n = 0
-    with open(folder / "ml-100k.item", encoding="utf-8", errors="replace", newline="") as handle, \
-            open(out, "w", encoding="utf-8") as sink:
+    with (
+        open(folder / "ml-100k.item", encoding="utf-8", errors="replace", newline="") as handle,
+        open(out, "w", encoding="utf-8") as sink,
+    ):
         reader = csv.reader(handle, delimiter="\t")
         header = [h.split(":")[0] for h in next(reader)]
         for row in reader:
@@ -43,7 +45,9 @@ def write_catalog(out: str | Path, folder: Path | None = None) -> tuple[Path, in
             genres = rec.get("class", "").split()
             year = rec.get("release_year", "").strip()
             title = rec.get("movie_title", "").strip()
-            text = f"{title} ({year}). Genres: {', '.join(genres)}." if year else f"{title}. Genres: {', '.join(genres)}."
+            text = (
+                f"{title} ({year}). Genres: {', '.join(genres)}." if year else f"{title}. Genres: {', '.join(genres)}."
+            )
             item = {"id": rec["item_id"], "text": text, "metadata": {"title": title, "year": year, "genres": genres}}
             sink.write(json.dumps(item) + "\n")
             n += 1

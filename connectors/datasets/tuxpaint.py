@@ -28,8 +28,9 @@ def find_stamps_dir() -> Path:
     import subprocess
 
     try:
-        listing = subprocess.run(["dpkg", "-L", "tuxpaint-stamps-default"], capture_output=True, text=True,
-                                 check=True).stdout.splitlines()
+        listing = subprocess.run(
+            ["dpkg", "-L", "tuxpaint-stamps-default"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         listing = []
     for line in listing:

@@ -53,12 +53,15 @@ class Bundle:
         for modality, spec in specs.items():
             recorded = self.config["encoders"].get(modality.value)
             if recorded is None:
-                raise BundleError(f"bundle {self.bundle_id} has no {modality.value} projection; it was trained on "
-                                  f"{sorted(self.config['encoders'])}")
+                raise BundleError(
+                    f"bundle {self.bundle_id} has no {modality.value} projection; it was trained on "
+                    f"{sorted(self.config['encoders'])}"
+                )
             if recorded["encoder_id"] != encoder_id(spec):
                 raise BundleError(
                     f"bundle {self.bundle_id} was trained on {modality.value} encoder {recorded['encoder_id']}, "
-                    f"not {encoder_id(spec)}; use the same encoder (preset/weights) or train a new bundle")
+                    f"not {encoder_id(spec)}; use the same encoder (preset/weights) or train a new bundle"
+                )
 
     def embed(self, modality: Modality, features: np.ndarray) -> np.ndarray:
         """Student projection of raw features of one modality -> unit vectors (n, D)."""
@@ -71,16 +74,26 @@ class Bundle:
 
 
 def _encoders_section(specs: dict[Modality, EncoderSpec]) -> dict[str, Any]:
-    return {m.value: {"name": s.name, "encoder_id": encoder_id(s), "dim": s.dim, "spec": s.model_dump(mode="json")}
-            for m, s in specs.items()}
+    return {
+        m.value: {"name": s.name, "encoder_id": encoder_id(s), "dim": s.dim, "spec": s.model_dump(mode="json")}
+        for m, s in specs.items()
+    }
 
 
 def _state_to_numpy(module, prefix: str = "") -> dict[str, np.ndarray]:
     return {prefix + k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
 
 
-def save_bundle(path: str | Path, *, specs: dict[Modality, EncoderSpec], cfg: TrainConfig, student, teacher,
-                baselines: dict[str, Any], summary: dict[str, Any]) -> str:
+def save_bundle(
+    path: str | Path,
+    *,
+    specs: dict[Modality, EncoderSpec],
+    cfg: TrainConfig,
+    student,
+    teacher,
+    baselines: dict[str, Any],
+    summary: dict[str, Any],
+) -> str:
     """Write the bundle; returns its ``bundle_id``."""
     from safetensors.numpy import save_file
 
@@ -89,8 +102,9 @@ def save_bundle(path: str | Path, *, specs: dict[Modality, EncoderSpec], cfg: Tr
     tensors = {
         "student.safetensors": _state_to_numpy(student),
         "teacher.safetensors": _state_to_numpy(teacher) if teacher is not None else {},
-        "baselines.safetensors": {k: v for name, model in baselines.items()
-                                  for k, v in _state_to_numpy(model, f"{name}.").items()},
+        "baselines.safetensors": {
+            k: v for name, model in baselines.items() for k, v in _state_to_numpy(model, f"{name}.").items()
+        },
     }
     digest = hashlib.sha256()
     for name in WEIGHT_FILES:
@@ -134,8 +148,10 @@ def load_bundle(path: str | Path, *, with_teacher: bool = True) -> Bundle:
         raise BundleError(f"{str(path)!r} is not an mmalign bundle (kind={config.get('kind')!r})")
     version = config.get("schema_version")
     if version != BUNDLE_SCHEMA_VERSION:
-        raise BundleError(f"bundle {str(path)!r} has schema version {version!r}; this mmalign reads version "
-                          f"{BUNDLE_SCHEMA_VERSION}: retrain it or use a matching mmalign")
+        raise BundleError(
+            f"bundle {str(path)!r} has schema version {version!r}; this mmalign reads version "
+            f"{BUNDLE_SCHEMA_VERSION}: retrain it or use a matching mmalign"
+        )
     cfg = TrainConfig.model_validate(_without_retired_options(config["training"], path))
     dims = {Modality(m): int(e["dim"]) for m, e in config["encoders"].items()}
     ranks = {Modality(m): int(r) for m, r in config["ranks"].items()}
@@ -143,7 +159,7 @@ def load_bundle(path: str | Path, *, with_teacher: bool = True) -> Bundle:
     def load_into(module, tensors: dict[str, np.ndarray], prefix: str = ""):
         import torch
 
-        state = {k[len(prefix):]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith(prefix)}
         module.load_state_dict(state, strict=True)
         return module.eval()
 
@@ -151,8 +167,7 @@ def load_bundle(path: str | Path, *, with_teacher: bool = True) -> Bundle:
     load_into(student, load_file(str(path / "student.safetensors")))
     teacher = None
     if with_teacher and config.get("teacher") and (path / "teacher.safetensors").exists():
-        teacher = Teacher(dims, cfg.dim, config["teacher"]["hidden"], config["teacher"]["layers"],
-                          dropout=cfg.dropout)
+        teacher = Teacher(dims, cfg.dim, config["teacher"]["hidden"], config["teacher"]["layers"], dropout=cfg.dropout)
         load_into(teacher, load_file(str(path / "teacher.safetensors")))
     baselines = {}
     if config.get("baselines") and (path / "baselines.safetensors").exists():
@@ -179,6 +194,8 @@ RETIRED_OPTIONS = {"teacher_freeze_linear": False, "soft_target_temperature": 0.
 def _without_retired_options(training: dict[str, Any], path) -> dict[str, Any]:
     for key, off in RETIRED_OPTIONS.items():
         if key in training and training[key] != off:
-            raise BundleError(f"bundle {str(path)!r} was trained with the removed option {key}={training[key]!r}; "
-                              f"retrain it with this mmalign")
+            raise BundleError(
+                f"bundle {str(path)!r} was trained with the removed option {key}={training[key]!r}; "
+                f"retrain it with this mmalign"
+            )
     return {k: v for k, v in training.items() if k not in RETIRED_OPTIONS}

@@ -30,12 +30,15 @@ class LinearFit:
 def _pivot_pair(data: PairedFeatures) -> tuple[Modality, Modality]:
     pairs = list(combinations(data.modalities, 2))
     if not pairs:
-        raise DataError(f"alignment needs two modalities present together in some items; "
-                         f"have {[m.value for m in data.modalities]}")
+        raise DataError(
+            f"alignment needs two modalities present together in some items; have {[m.value for m in data.modalities]}"
+        )
     best = max(pairs, key=lambda p: int(data.pair_mask(*p).sum()))
     if data.pair_mask(*best).sum() < 2:
-        raise DataError(f"too few items ({int(data.pair_mask(*best).sum())}) with both {best[0].value} and "
-                         f"{best[1].value} to align them")
+        raise DataError(
+            f"too few items ({int(data.pair_mask(*best).sum())}) with both {best[0].value} and "
+            f"{best[1].value} to align them"
+        )
     return best
 
 
@@ -45,9 +48,13 @@ def fit_cca(data: PairedFeatures, rank: int, reg: float, power: float) -> Linear
     a, b = _pivot_pair(data)
     both = data.pair_mask(a, b)
     (ma, wa), (mb, wb), corr = cca(data.features[a][both], data.features[b][both], rank, reg)
-    scale = corr ** power
-    fit = LinearFit({a: ma, b: mb}, {a: wa, b: wb}, {a: scale, b: scale},
-                    {"pivot": [a.value, b.value], "reg": reg, "correlations": corr[:8].round(4).tolist()})
+    scale = corr**power
+    fit = LinearFit(
+        {a: ma, b: mb},
+        {a: wa, b: wb},
+        {a: scale, b: scale},
+        {"pivot": [a.value, b.value], "reg": reg, "correlations": corr[:8].round(4).tolist()},
+    )
     for other in data.modalities:
         if other in (a, b):
             continue

@@ -47,8 +47,7 @@ def evaluate_embedder(name: str, model: Embedder, data: PairedFeatures, *, with_
                 continue
             target_index = np.array([position[int(q_rows[n])] for n in keep])
             ranks = ranks_of_targets(embedded[query][keep], corpus, target_index)
-            results.append({"model": name, "query": query.value, "target": target_name,
-                            **retrieval_metrics(ranks)})
+            results.append({"model": name, "query": query.value, "target": target_name, **retrieval_metrics(ranks)})
     return results
 
 
@@ -74,8 +73,14 @@ class RawEmbedder:
         return np.asarray(x, dtype=np.float32)
 
     def fuse(self, data):
-        total = sum(np.where(data.masks[m][:, None], data.features[m] / np.maximum(
-            np.linalg.norm(data.features[m], axis=1, keepdims=True), 1e-12), 0) for m in self.modalities)
+        total = sum(
+            np.where(
+                data.masks[m][:, None],
+                data.features[m] / np.maximum(np.linalg.norm(data.features[m], axis=1, keepdims=True), 1e-12),
+                0,
+            )
+            for m in self.modalities
+        )
         return total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)
 
 

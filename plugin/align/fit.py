@@ -32,9 +32,14 @@ class AlignmentResult:
     results: list[dict]
 
 
-def fit_alignment(data: PairedFeatures, cfg: TrainConfig, *, interactions: Sequence | None = None,
-                  raw_modalities: Sequence[Modality] = (), echo: Callable[[str], None] = log.info
-                  ) -> AlignmentResult:
+def fit_alignment(
+    data: PairedFeatures,
+    cfg: TrainConfig,
+    *,
+    interactions: Sequence | None = None,
+    raw_modalities: Sequence[Modality] = (),
+    echo: Callable[[str], None] = log.info,
+) -> AlignmentResult:
     """Split, fit svd/cca (CCA ridge picked on val), train the teacher, distil the student, test."""
     import torch
 
@@ -43,14 +48,17 @@ def fit_alignment(data: PairedFeatures, cfg: TrainConfig, *, interactions: Seque
 
     torch.manual_seed(cfg.seed)
     if len(data.modalities) < 2:
-        raise DataError(f"alignment needs at least two modalities with features; have "
-                         f"{[m.value for m in data.modalities]}")
+        raise DataError(
+            f"alignment needs at least two modalities with features; have {[m.value for m in data.modalities]}"
+        )
     train_ids, val_ids, test_ids = split_items(data.item_ids, cfg.test_fraction, cfg.val_fraction, cfg.seed)
     train, val, test = data.select(train_ids), data.select(val_ids), data.select(test_ids)
     if len(val) < 2:
         raise DataError(f"the validation split has {len(val)} items; lower --test-fraction or add items")
-    echo(f"items: {len(data)} (train {len(train)}, val {len(val)}, test {len(test)}); "
-         f"modalities: {', '.join(f'{m.value}={int(data.masks[m].sum())}' for m in data.modalities)}")
+    echo(
+        f"items: {len(data)} (train {len(train)}, val {len(val)}, test {len(test)}); "
+        f"modalities: {', '.join(f'{m.value}={int(data.masks[m].sum())}' for m in data.modalities)}"
+    )
     t0 = time.perf_counter()
     best = None
     for reg in cfg.cca_regs:
@@ -66,28 +74,47 @@ def fit_alignment(data: PairedFeatures, cfg: TrainConfig, *, interactions: Seque
     closed_form_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    teacher, teacher_result = train_teacher(train, val, cfg, fit_cca(train, cfg.dim, reg, cfg.cca_power),
-                                            _train_histories(interactions, train))
+    teacher, teacher_result = train_teacher(
+        train, val, cfg, fit_cca(train, cfg.dim, reg, cfg.cca_power), _train_histories(interactions, train)
+    )
     teacher_s = time.perf_counter() - t0
-    echo(f"teacher: best val {teacher_result.best_val:.3f} at epoch {teacher_result.best_epoch} "
-         f"({len(teacher_result.history) - 1} epochs, {teacher_s:.1f}s)")
+    echo(
+        f"teacher: best val {teacher_result.best_val:.3f} at epoch {teacher_result.best_epoch} "
+        f"({len(teacher_result.history) - 1} epochs, {teacher_s:.1f}s)"
+    )
     t0 = time.perf_counter()
     init = {"cca": cca_fit, "svd": svd_fit, "random": None}[cfg.init]
     student, student_result = train_student(train, val, cfg, init, teacher if cfg.distill else None)
     student_s = time.perf_counter() - t0
-    echo(f"student: best val {student_result.best_val:.3f} at epoch {student_result.best_epoch} "
-         f"({len(student_result.history) - 1} epochs, {student_s:.1f}s)")
+    echo(
+        f"student: best val {student_result.best_val:.3f} at epoch {student_result.best_epoch} "
+        f"({len(student_result.history) - 1} epochs, {student_s:.1f}s)"
+    )
     models = {"svd": svd_model, "cca": cca_model, "teacher": teacher, "student": student}
     return AlignmentResult(
         models=models,
-        split={"seed": cfg.seed, "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction,
-               "n_train": len(train), "n_val": len(val), "test_ids": test_ids},
+        split={
+            "seed": cfg.seed,
+            "test_fraction": cfg.test_fraction,
+            "val_fraction": cfg.val_fraction,
+            "n_train": len(train),
+            "n_val": len(val),
+            "test_ids": test_ids,
+        },
         training_summary={
             "cca_reg": reg,
-            "teacher": {"best_epoch": teacher_result.best_epoch, "best_val": teacher_result.best_val,
-                        "epochs_run": len(teacher_result.history) - 1, "seconds": round(teacher_s, 2)},
-            "student": {"best_epoch": student_result.best_epoch, "best_val": student_result.best_val,
-                        "epochs_run": len(student_result.history) - 1, "seconds": round(student_s, 2)},
+            "teacher": {
+                "best_epoch": teacher_result.best_epoch,
+                "best_val": teacher_result.best_val,
+                "epochs_run": len(teacher_result.history) - 1,
+                "seconds": round(teacher_s, 2),
+            },
+            "student": {
+                "best_epoch": student_result.best_epoch,
+                "best_val": student_result.best_val,
+                "epochs_run": len(student_result.history) - 1,
+                "seconds": round(student_s, 2),
+            },
             "closed_form_seconds": round(closed_form_s, 2),
         },
         test=test,

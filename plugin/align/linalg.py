@@ -28,8 +28,9 @@ def pca(x: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mean.astype(np.float32), comps.astype(np.float32), std.astype(np.float32)
 
 
-def cca(x: np.ndarray, y: np.ndarray, rank: int, reg: float = 0.1
-        ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], np.ndarray]:
+def cca(
+    x: np.ndarray, y: np.ndarray, rank: int, reg: float = 0.1
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], np.ndarray]:
     """Regularised CCA of paired rows of ``x`` and ``y``.
 
     ``reg`` is relative: each covariance gets ``reg * mean eigenvalue`` on its diagonal, so one
@@ -55,8 +56,11 @@ def cca(x: np.ndarray, y: np.ndarray, rank: int, reg: float = 0.1
     wy[:, :r] = wy_half @ vt[:r].T
     corr = np.zeros(rank)
     corr[:r] = s[:r]
-    return (mx.astype(np.float32), wx.astype(np.float32)), (my.astype(np.float32), wy.astype(np.float32)), \
-        corr.astype(np.float32)
+    return (
+        (mx.astype(np.float32), wx.astype(np.float32)),
+        (my.astype(np.float32), wy.astype(np.float32)),
+        corr.astype(np.float32),
+    )
 
 
 def ridge_to_targets(x: np.ndarray, targets: np.ndarray, reg: float = 0.1) -> tuple[np.ndarray, np.ndarray]:

@@ -13,12 +13,20 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor | float
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
-def relational_ce(teacher_a: torch.Tensor, teacher_b: torch.Tensor, student_a: torch.Tensor,
-                  student_b: torch.Tensor, tau_teacher: float, tau_student: float) -> torch.Tensor:
+def relational_ce(
+    teacher_a: torch.Tensor,
+    teacher_b: torch.Tensor,
+    student_a: torch.Tensor,
+    student_b: torch.Tensor,
+    tau_teacher: float,
+    tau_student: float,
+) -> torch.Tensor:
     """CE(P_teacher || Q_student) = -sum p log q over in-batch similarity distributions (both directions)."""
     loss = 0.0
-    for t_logits, s_logits in (((teacher_a @ teacher_b.T), (student_a @ student_b.T)),
-                               ((teacher_b @ teacher_a.T), (student_b @ student_a.T))):
+    for t_logits, s_logits in (
+        ((teacher_a @ teacher_b.T), (student_a @ student_b.T)),
+        ((teacher_b @ teacher_a.T), (student_b @ student_a.T)),
+    ):
         p = F.softmax(t_logits / tau_teacher, dim=1)
         log_q = F.log_softmax(s_logits / tau_student, dim=1)
         loss = loss - (p * log_q).sum(dim=1).mean()

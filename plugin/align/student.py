@@ -24,7 +24,7 @@ class LowRankProjection(nn.Module):
             raise ConfigError(f"rank must be in [1, min(d={in_dim}, D={out_dim})], got {rank}")
         self.in_dim, self.out_dim, self.rank = in_dim, out_dim, rank
         self.register_buffer("mean", torch.zeros(in_dim))
-        self.V = nn.Parameter(torch.randn(in_dim, rank) / in_dim ** 0.5)
+        self.V = nn.Parameter(torch.randn(in_dim, rank) / in_dim**0.5)
         self.U = nn.Parameter(torch.linalg.qr(torch.randn(out_dim, rank))[0])
 
     @torch.no_grad()
@@ -79,8 +79,9 @@ class Student(nn.Module):
         super().__init__()
         self.modalities = [m for m in Modality if m in dims]
         self.dim, self.rank = dim, rank
-        self.projections = nn.ModuleDict({m.value: LowRankProjection(dims[m], dim, min(rank, dims[m]))
-                                          for m in self.modalities})
+        self.projections = nn.ModuleDict(
+            {m.value: LowRankProjection(dims[m], dim, min(rank, dims[m])) for m in self.modalities}
+        )
         self.fusion = Fusion(self.modalities, fusion)
 
     def embed(self, modality: Modality, x: torch.Tensor) -> torch.Tensor:

@@ -42,15 +42,23 @@ class ResidualTower(nn.Module):
 
 
 class Teacher(nn.Module):
-    def __init__(self, dims: dict[Modality, int], dim: int, hidden: int = 1024, layers: int = 2, heads: int = 4,
-                 dropout: float = 0.1):
+    def __init__(
+        self,
+        dims: dict[Modality, int],
+        dim: int,
+        hidden: int = 1024,
+        layers: int = 2,
+        heads: int = 4,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.modalities = [m for m in Modality if m in dims]
         self.dim = dim
         self.towers = nn.ModuleDict({m.value: ResidualTower(dims[m], dim, hidden, dropout) for m in self.modalities})
         self.type_embedding = nn.Parameter(torch.zeros(len(self.modalities), dim))
-        layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=dropout, batch_first=True,
-                                           norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, dim_feedforward=2 * dim, dropout=dropout, batch_first=True, norm_first=True
+        )
         self.mixer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.Linear(dim, dim)
         nn.init.zeros_(self.out.weight)

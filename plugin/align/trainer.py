@@ -92,8 +92,18 @@ class FitResult:
     history: list[float]
 
 
-def fit_model(model, params, train: PairedFeatures, val: PairedFeatures | None, cfg: TrainConfig, epochs: int,
-         lr: float, step_loss: Callable, kind: str, val_score: Callable | None = None) -> FitResult:
+def fit_model(
+    model,
+    params,
+    train: PairedFeatures,
+    val: PairedFeatures | None,
+    cfg: TrainConfig,
+    epochs: int,
+    lr: float,
+    step_loss: Callable,
+    kind: str,
+    val_score: Callable | None = None,
+) -> FitResult:
     """Generic loop: AdamW, learnable temperature, early stopping on the validation score
     (``val_score(model)``; default: the cross-modal primary metric on ``val``).
 
@@ -102,6 +112,7 @@ def fit_model(model, params, train: PairedFeatures, val: PairedFeatures | None, 
     import torch
 
     if val_score is None:
+
         def val_score(m):
             return primary_metric(evaluate_embedder(kind, TorchEmbedder(m, kind), val, with_fused=False))
 
@@ -117,7 +128,7 @@ def fit_model(model, params, train: PairedFeatures, val: PairedFeatures | None, 
         model.train()
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
+            idx = order[start : start + cfg.batch_size]
             if len(idx) < 2:
                 continue
             batch_f = {m: f[idx] for m, f in feats.items()}
@@ -141,8 +152,9 @@ def fit_model(model, params, train: PairedFeatures, val: PairedFeatures | None, 
     return FitResult(best_epoch, best_val, history)
 
 
-def train_teacher(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, fit: LinearFit,
-                  histories: list | None = None):
+def train_teacher(
+    train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, fit: LinearFit, histories: list | None = None
+):
     """Teacher: pairwise InfoNCE between unimodal embeddings + InfoNCE between each e_m and the joint
     embedding of the item seen through a random subset of its modalities, + with ``histories`` (per
     user, training-item rows in time order) the co-occurrence term :func:`history_loss`."""
@@ -176,13 +188,13 @@ def train_teacher(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, 
             count += 1
         return loss / max(count, 1) if count else None
 
-    result = fit_model(teacher, list(teacher.parameters()), train, val, cfg, cfg.teacher_epochs, cfg.teacher_lr,
-                       step, "teacher")
+    result = fit_model(
+        teacher, list(teacher.parameters()), train, val, cfg, cfg.teacher_epochs, cfg.teacher_lr, step, "teacher"
+    )
     return teacher, result
 
 
-def train_student(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, fit: LinearFit | None,
-                  teacher=None):
+def train_student(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, fit: LinearFit | None, teacher=None):
     """Student: InfoNCE between its modalities (+ each modality vs. its fused vector), plus, with a
     teacher, alpha * CE(P_teacher || Q_student) + beta * (1 - cos(s_m, teacher joint))."""
     import torch
@@ -214,8 +226,13 @@ def train_student(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, 
                 both = batch_m[a] & batch_m[b]
                 if both.sum() >= 2 and cfg.alpha > 0:
                     loss = loss + cfg.alpha * relational_ce(
-                        batch_unit[a][both], batch_unit[b][both], emb[a][both], emb[b][both],
-                        cfg.tau_teacher, cfg.tau_student)
+                        batch_unit[a][both],
+                        batch_unit[b][both],
+                        emb[a][both],
+                        emb[b][both],
+                        cfg.tau_teacher,
+                        cfg.tau_student,
+                    )
             if cfg.beta > 0:
                 for m in student.modalities:
                     present = batch_m[m]

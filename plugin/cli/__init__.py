@@ -38,8 +38,22 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), format="%(levelname)s %(name)s: %(message)s")
 
 
-for command in (encoders, features, train, eval_command, ingest, search, quickstart, recommend, eval_rec, reembed,
-                versions, rollback, schemas, store):
+for command in (
+    encoders,
+    features,
+    train,
+    eval_command,
+    ingest,
+    search,
+    quickstart,
+    recommend,
+    eval_rec,
+    reembed,
+    versions,
+    rollback,
+    schemas,
+    store,
+):
     main.add_command(command)
 
 __all__ = ["main"]

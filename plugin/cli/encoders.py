@@ -24,11 +24,16 @@ def encoders_list(as_json: bool) -> None:
     infos = [encoder_info(name) for name in list_encoders()]
     presets = [get_preset(name) for name in list_presets()]
     if as_json:
-        click.echo(json.dumps({
-            "encoders": [i.model_dump(mode="json") for i in infos],
-            "presets": [p.model_dump(mode="json") for p in presets],
-            "default_preset": DEFAULT_PRESET,
-        }, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "encoders": [i.model_dump(mode="json") for i in infos],
+                    "presets": [p.model_dump(mode="json") for p in presets],
+                    "default_preset": DEFAULT_PRESET,
+                },
+                indent=2,
+            )
+        )
         return
     click.echo(f"{'encoder':<22}{'modality':<10}{'dim':>6}  {'kind':<18}weights")
     for info in infos:

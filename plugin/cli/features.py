@@ -20,13 +20,25 @@ from mmalign.plugin.cli.options import (
 @click.argument("catalog", type=click.Path(exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Feature cache folder.")
 @preset_option
-@click.option("--media-root", type=click.Path(exists=True, file_okay=False),
-              help="Root that media paths are relative to (default: the catalog's folder).")
+@click.option(
+    "--media-root",
+    type=click.Path(exists=True, file_okay=False),
+    help="Root that media paths are relative to (default: the catalog's folder).",
+)
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "folder"]), help="Default: from the name.")
-@click.option("--modality", "modalities", multiple=True, type=click.Choice(MODALITIES),
-              help="Only these modalities (repeatable; default: all the preset has).")
-@click.option("--weights", multiple=True, metavar="ENCODER=PATH",
-              help="Weights for an encoder: a local path or a tag (repeatable).")
+@click.option(
+    "--modality",
+    "modalities",
+    multiple=True,
+    type=click.Choice(MODALITIES),
+    help="Only these modalities (repeatable; default: all the preset has).",
+)
+@click.option(
+    "--weights",
+    multiple=True,
+    metavar="ENCODER=PATH",
+    help="Weights for an encoder: a local path or a tag (repeatable).",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Default: per modality (32 image, 64 text, 8 audio).")
 @click.option("--workers", default=4, show_default=True, type=click.IntRange(min=1), help="Decode threads.")
@@ -37,8 +49,25 @@ from mmalign.plugin.cli.options import (
 @click.option("--csv-audio-column", default="audio", show_default=True)
 @json_option
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
-def features(catalog, out_dir, preset, media_root, fmt, modalities, weights, device, batch_size, workers,
-             dead_letter, csv_id_column, csv_text_column, csv_image_column, csv_audio_column, as_json, progress):
+def features(
+    catalog,
+    out_dir,
+    preset,
+    media_root,
+    fmt,
+    modalities,
+    weights,
+    device,
+    batch_size,
+    workers,
+    dead_letter,
+    csv_id_column,
+    csv_text_column,
+    csv_image_column,
+    csv_audio_column,
+    as_json,
+    progress,
+):
     """Encode CATALOG (JSONL, CSV or media folder) into the feature cache OUT.
 
     Exits with status 3 when some items could not be encoded (they are in the dead-letter file).
@@ -47,12 +76,24 @@ def features(catalog, out_dir, preset, media_root, fmt, modalities, weights, dev
     from mmalign.plugin.cli.render import print_features
     from mmalign.plugin.features.extract import extract_features
 
-    source = open_catalog(catalog, media_root=media_root, format=fmt, csv_columns=CsvColumns(
-        id=csv_id_column, text=csv_text_column, image=csv_image_column, audio=csv_audio_column))
+    source = open_catalog(
+        catalog,
+        media_root=media_root,
+        format=fmt,
+        csv_columns=CsvColumns(id=csv_id_column, text=csv_text_column, image=csv_image_column, audio=csv_audio_column),
+    )
     report = extract_features(
-        source, out_dir, preset=preset, modalities=modalities or None, weights=parse_weights(weights),
-        device=device, batch_size=batch_size, workers=workers, dead_letter=dead_letter,
-        show_progress=sys.stderr.isatty() if progress is None else progress)
+        source,
+        out_dir,
+        preset=preset,
+        modalities=modalities or None,
+        weights=parse_weights(weights),
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        dead_letter=dead_letter,
+        show_progress=sys.stderr.isatty() if progress is None else progress,
+    )
     if as_json:
         echo_json(report)
     else:

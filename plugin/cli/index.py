@@ -20,15 +20,35 @@ from mmalign.plugin.cli.options import (
 @click.argument("catalog", type=click.Path(exists=True))
 @click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--collection", required=True, help="Name apps query (an alias to NAME__vN).")
-@click.option("--batch-size", "chunk_size", default=256, show_default=True, type=click.IntRange(min=1),
-              help="Items per chunk (encode, project, upsert).")
+@click.option(
+    "--batch-size",
+    "chunk_size",
+    default=256,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Items per chunk (encode, project, upsert).",
+)
 @click.option("--dead-letter", type=click.Path(dir_okay=False))
 @click.option("--device", default="auto", show_default=True)
 @json_option
 @catalog_options
 @store_options
-def ingest(catalog, bundle_path, collection, chunk_size, dead_letter, device, as_json, fmt, media_root, features_dir,
-           qdrant_path, qdrant_url, api_key, grpc):
+def ingest(
+    catalog,
+    bundle_path,
+    collection,
+    chunk_size,
+    dead_letter,
+    device,
+    as_json,
+    fmt,
+    media_root,
+    features_dir,
+    qdrant_path,
+    qdrant_url,
+    api_key,
+    grpc,
+):
     """Embed CATALOG with BUNDLE and upsert it into COLLECTION (idempotent, incremental, resumable).
 
     Exits with status 3 when some items failed or were stored without a modality (see the dead letter).
@@ -38,9 +58,17 @@ def ingest(catalog, bundle_path, collection, chunk_size, dead_letter, device, as
     from mmalign.plugin.index.ingest import ingest as run_ingest
 
     config = store_config(qdrant_path, qdrant_url, api_key, grpc)
-    report = run_ingest(open_catalog(catalog, media_root=media_root, format=fmt), bundle=bundle_path,
-                        collection=collection, store=config, features_dir=features_dir, chunk_size=chunk_size,
-                        dead_letter=dead_letter, device=device, show_progress=sys.stderr.isatty())
+    report = run_ingest(
+        open_catalog(catalog, media_root=media_root, format=fmt),
+        bundle=bundle_path,
+        collection=collection,
+        store=config,
+        features_dir=features_dir,
+        chunk_size=chunk_size,
+        dead_letter=dead_letter,
+        device=device,
+        show_progress=sys.stderr.isatty(),
+    )
     if as_json:
         echo_json(report)
     else:
@@ -52,33 +80,87 @@ def ingest(catalog, bundle_path, collection, chunk_size, dead_letter, device, as
 @click.command()
 @click.option("--collection", required=True)
 @click.option("--text", "texts", multiple=True, help="Text query (repeatable).")
-@click.option("--image", "images", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="Image file query (repeatable).")
-@click.option("--audio", "audios", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="Audio file query (repeatable).")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Image file query (repeatable).",
+)
+@click.option(
+    "--audio",
+    "audios",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Audio file query (repeatable).",
+)
 @click.option("--like", "likes", multiple=True, help="Item id: more like this (repeatable).")
-@click.option("--using", type=click.Choice(["fused", "image", "text", "audio"]), default="fused", show_default=True,
-              help="Which stored vector to search.")
+@click.option(
+    "--using",
+    type=click.Choice(["fused", "image", "text", "audio"]),
+    default="fused",
+    show_default=True,
+    help="Which stored vector to search.",
+)
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
-@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE", help="Payload filter (repeatable; AND "
-              "across keys, OR within a key).")
-@click.option("--fusion", type=click.Choice(["rrf", "mean"]), default="rrf", show_default=True,
-              help="How several query inputs are combined.")
-@click.option("--bundle", "bundle_path", type=click.Path(exists=True, file_okay=False),
-              help="Default: the bundle the collection was built with.")
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Payload filter (repeatable; AND across keys, OR within a key).",
+)
+@click.option(
+    "--fusion",
+    type=click.Choice(["rrf", "mean"]),
+    default="rrf",
+    show_default=True,
+    help="How several query inputs are combined.",
+)
+@click.option(
+    "--bundle",
+    "bundle_path",
+    type=click.Path(exists=True, file_okay=False),
+    help="Default: the bundle the collection was built with.",
+)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help='Print [{"id", "score", "payload"}, ...].')
 @store_options
-def search(collection, texts, images, audios, likes, using, k, filters, fusion, bundle_path, device, as_json,
-           qdrant_path, qdrant_url, api_key, grpc):
+def search(
+    collection,
+    texts,
+    images,
+    audios,
+    likes,
+    using,
+    k,
+    filters,
+    fusion,
+    bundle_path,
+    device,
+    as_json,
+    qdrant_path,
+    qdrant_url,
+    api_key,
+    grpc,
+):
     """Cross-modal search: any query modality against any named vector."""
     from mmalign.plugin.cli.render import print_hits
     from mmalign.plugin.index.search import Searcher, parse_filters
 
-    with Searcher(collection, store=store_config(qdrant_path, qdrant_url, api_key, grpc), bundle=bundle_path,
-                  device=device) as searcher:
-        hits = searcher.search(text=texts, image=images, audio=audios, like=likes, using=using, k=k,
-                               filters=parse_filters(filters), fusion=fusion)
+    with Searcher(
+        collection, store=store_config(qdrant_path, qdrant_url, api_key, grpc), bundle=bundle_path, device=device
+    ) as searcher:
+        hits = searcher.search(
+            text=texts,
+            image=images,
+            audio=audios,
+            like=likes,
+            using=using,
+            k=k,
+            filters=parse_filters(filters),
+            fusion=fusion,
+        )
     if as_json:
         echo_json(hits)
     else:
@@ -89,8 +171,9 @@ def search(collection, texts, images, audios, likes, using, k, filters, fusion, 
 @click.option("--collection", required=True, help="The alias apps query.")
 @click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--catalog", type=click.Path(exists=True), help="Needed when the new bundle's encoders differ.")
-@click.option("--keep", default=2, show_default=True, type=click.IntRange(min=0),
-              help="Previous versions to keep after the swap.")
+@click.option(
+    "--keep", default=2, show_default=True, type=click.IntRange(min=0), help="Previous versions to keep after the swap."
+)
 @click.option("--min-quality", type=float, help="Refuse the swap if the new bundle's probe is below this.")
 @click.option("--reencode", is_flag=True, help="Re-encode from the catalog even if the encoders are the same.")
 @click.option("--batch-size", "chunk_size", default=256, show_default=True, type=click.IntRange(min=1))
@@ -98,8 +181,24 @@ def search(collection, texts, images, audios, likes, using, k, filters, fusion, 
 @json_option
 @catalog_options
 @store_options
-def reembed(collection, bundle_path, catalog, keep, min_quality, reencode, chunk_size, device, as_json, fmt,
-            media_root, features_dir, qdrant_path, qdrant_url, api_key, grpc):
+def reembed(
+    collection,
+    bundle_path,
+    catalog,
+    keep,
+    min_quality,
+    reencode,
+    chunk_size,
+    device,
+    as_json,
+    fmt,
+    media_root,
+    features_dir,
+    qdrant_path,
+    qdrant_url,
+    api_key,
+    grpc,
+):
     """Build the next version with a new bundle, verify it, swap the alias (zero downtime).
 
     Exits with status 1 when the swap was refused (the report says why).
@@ -109,9 +208,18 @@ def reembed(collection, bundle_path, catalog, keep, min_quality, reencode, chunk
     from mmalign.plugin.index.reembed import reembed as run
 
     source = open_catalog(catalog, media_root=media_root, format=fmt) if catalog else None
-    report = run(collection, bundle=bundle_path, store=store_config(qdrant_path, qdrant_url, api_key, grpc),
-                 features_dir=features_dir, catalog=source, keep=keep, min_quality=min_quality,
-                 chunk_size=chunk_size, device=device, force_reencode=reencode)
+    report = run(
+        collection,
+        bundle=bundle_path,
+        store=store_config(qdrant_path, qdrant_url, api_key, grpc),
+        features_dir=features_dir,
+        catalog=source,
+        keep=keep,
+        min_quality=min_quality,
+        chunk_size=chunk_size,
+        device=device,
+        force_reencode=reencode,
+    )
     if as_json:
         echo_json(report)
     else:
@@ -153,8 +261,13 @@ def rollback(collection, to, qdrant_path, qdrant_url, api_key, grpc):
 
 
 @click.command()
-@click.option("--data-dir", default="mmalign-data", show_default=True, type=click.Path(file_okay=False),
-              help="Where the catalog, features, bundle and embedded Qdrant go.")
+@click.option(
+    "--data-dir",
+    default="mmalign-data",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the catalog, features, bundle and embedded Qdrant go.",
+)
 @click.option("--device", default="auto", show_default=True)
 @click.option("-k", "k", default=5, show_default=True, type=click.IntRange(min=1))
 def quickstart(data_dir, device, k):

@@ -47,25 +47,45 @@ def store_config(qdrant_path, qdrant_url, api_key, grpc):
 
 
 def catalog_options(fn):
-    fn = click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "folder"]),
-                      help="Catalog format (default: from the name).")(fn)
-    fn = click.option("--media-root", type=click.Path(exists=True, file_okay=False),
-                      help="Root that media paths are relative to (default: the catalog's folder).")(fn)
-    fn = click.option("--features", "features_dir", default=DEFAULT_FEATURES_DIR, show_default=True,
-                      type=click.Path(file_okay=False), help="Feature cache (filled as needed).")(fn)
+    fn = click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["jsonl", "csv", "folder"]),
+        help="Catalog format (default: from the name).",
+    )(fn)
+    fn = click.option(
+        "--media-root",
+        type=click.Path(exists=True, file_okay=False),
+        help="Root that media paths are relative to (default: the catalog's folder).",
+    )(fn)
+    fn = click.option(
+        "--features",
+        "features_dir",
+        default=DEFAULT_FEATURES_DIR,
+        show_default=True,
+        type=click.Path(file_okay=False),
+        help="Feature cache (filled as needed).",
+    )(fn)
     return fn
 
 
 def preset_option(fn):
-    return click.option("--preset", default=DEFAULT_PRESET, show_default=True,
-                        help=f"One of: {', '.join(list_presets())}.")(fn)
+    return click.option(
+        "--preset", default=DEFAULT_PRESET, show_default=True, help=f"One of: {', '.join(list_presets())}."
+    )(fn)
 
 
 def user_vector_options(fn):
-    fn = click.option("--negative-below", type=float,
-                      help="Interaction weights below this are negative feedback (e.g. 3 for star ratings).")(fn)
-    fn = click.option("--half-life-days", type=click.FloatRange(min=0, min_open=True),
-                      help="Time decay of older interactions (default: none).")(fn)
+    fn = click.option(
+        "--negative-below",
+        type=float,
+        help="Interaction weights below this are negative feedback (e.g. 3 for star ratings).",
+    )(fn)
+    fn = click.option(
+        "--half-life-days",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Time decay of older interactions (default: none).",
+    )(fn)
     return fn
 
 

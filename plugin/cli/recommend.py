@@ -18,22 +18,52 @@ from mmalign.plugin.cli.options import (
 @click.command()
 @click.option("--collection", required=True, help="The items collection.")
 @click.option("--user", "user_id", help="User id (omit with --like for an anonymous session).")
-@click.option("--interactions", type=click.Path(exists=True, dir_okay=False),
-              help="Rebuild all user vectors from this file first (user_id,item_id[,weight][,timestamp]).")
+@click.option(
+    "--interactions",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Rebuild all user vectors from this file first (user_id,item_id[,weight][,timestamp]).",
+)
 @click.option("--like", "likes", multiple=True, help="Anonymous session: items like these (repeatable).")
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE")
-@click.option("--strategy", type=click.Choice(["vector", "best_score", "average_vector"]), default="vector",
-              show_default=True, help="User vector, or Qdrant RecommendQuery over the user's items.")
+@click.option(
+    "--strategy",
+    type=click.Choice(["vector", "best_score", "average_vector"]),
+    default="vector",
+    show_default=True,
+    help="User vector, or Qdrant RecommendQuery over the user's items.",
+)
 @click.option("--include-seen", is_flag=True, help="Do not exclude items the user already has.")
 @click.option("--text", "cold_text", help="Cold start: a text query for users with no history.")
-@click.option("--popularity-weight", default=0.0, show_default=True, type=click.FloatRange(min=0),
-              help="Add w·log(1+popularity) (scaled to [0, 1]) to user-vector scores; eval-rec suggests w.")
+@click.option(
+    "--popularity-weight",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Add w·log(1+popularity) (scaled to [0, 1]) to user-vector scores; eval-rec suggests w.",
+)
 @click.option("--json", "as_json", is_flag=True, help='Print [{"id", "score", "payload"}, ...].')
 @user_vector_options
 @store_options
-def recommend(collection, user_id, interactions, likes, k, filters, strategy, include_seen, cold_text,
-              popularity_weight, as_json, half_life_days, negative_below, qdrant_path, qdrant_url, api_key, grpc):
+def recommend(
+    collection,
+    user_id,
+    interactions,
+    likes,
+    k,
+    filters,
+    strategy,
+    include_seen,
+    cold_text,
+    popularity_weight,
+    as_json,
+    half_life_days,
+    negative_below,
+    qdrant_path,
+    qdrant_url,
+    api_key,
+    grpc,
+):
     """Recommend items for a user (user vectors in the shared space) or for an anonymous session."""
     from mmalign.connectors.interactions import read_interactions
     from mmalign.plugin.cli.render import print_hits
@@ -42,19 +72,32 @@ def recommend(collection, user_id, interactions, likes, k, filters, strategy, in
 
     if not user_id and not likes:
         fail("give --user, or --like ITEM for an anonymous session")
-    with Recommender(collection, store=store_config(qdrant_path, qdrant_url, api_key, grpc),
-                     cfg=user_cfg(half_life_days, negative_below), popularity_weight=popularity_weight) as rec:
+    with Recommender(
+        collection,
+        store=store_config(qdrant_path, qdrant_url, api_key, grpc),
+        cfg=user_cfg(half_life_days, negative_below),
+        popularity_weight=popularity_weight,
+    ) as rec:
         if interactions:
             load = read_interactions(interactions)
             counts = rec.rebuild_users(load.interactions)
-            click.echo(f"user vectors: {counts.users} users from {counts.interactions} interactions; "
-                       f"{counts.unknown_item_rows} rows name {counts.unknown_item_ids} unknown item(s); "
-                       f"{len(load.invalid)} invalid rows", err=True)
+            click.echo(
+                f"user vectors: {counts.users} users from {counts.interactions} interactions; "
+                f"{counts.unknown_item_rows} rows name {counts.unknown_item_ids} unknown item(s); "
+                f"{len(load.invalid)} invalid rows",
+                err=True,
+            )
         if likes:
             hits = rec.more_like(likes, k=k, filters=parse_filters(filters))
         else:
-            hits = rec.recommend(user_id, k=k, filters=parse_filters(filters), exclude_seen=not include_seen,
-                                 strategy=strategy, cold_start_query={"text": [cold_text]} if cold_text else None)
+            hits = rec.recommend(
+                user_id,
+                k=k,
+                filters=parse_filters(filters),
+                exclude_seen=not include_seen,
+                strategy=strategy,
+                cold_start_query={"text": [cold_text]} if cold_text else None,
+            )
     if as_json:
         echo_json(hits)
     else:
@@ -64,25 +107,30 @@ def recommend(collection, user_id, interactions, likes, k, filters, strategy, in
 @click.command("eval-rec")
 @click.option("--collection", required=True)
 @click.option("--interactions", required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--split", "how", type=click.Choice(["leave-last-out", "temporal"]), default="leave-last-out",
-              show_default=True)
+@click.option(
+    "--split", "how", type=click.Choice(["leave-last-out", "temporal"]), default="leave-last-out", show_default=True
+)
 @json_option
 @user_vector_options
 @store_options
-def eval_rec(collection, interactions, how, as_json, half_life_days, negative_below, qdrant_path, qdrant_url,
-             api_key, grpc):
+def eval_rec(
+    collection, interactions, how, as_json, half_life_days, negative_below, qdrant_path, qdrant_url, api_key, grpc
+):
     """Recall/NDCG@10/20 of user vectors vs popularity, item-kNN, PureSVD and RecommendQuery."""
     from mmalign.connectors.store import VectorStore
     from mmalign.plugin.cli.render import rec_table
     from mmalign.plugin.recommend.evaluation import evaluate_collection
 
     with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
-        report = evaluate_collection(collection, interactions, store=vs, how=how,
-                                     cfg=user_cfg(half_life_days, negative_below))
+        report = evaluate_collection(
+            collection, interactions, store=vs, how=how, cfg=user_cfg(half_life_days, negative_below)
+        )
     if as_json:
         echo_json(report)
         return
     click.echo(f"{report.collection}: {report.n_items} items; split: {report.split}")
-    click.echo(f"interactions: {report.interactions} ({report.unknown_item_rows} rows name "
-               f"{report.unknown_item_ids} items not in the collection; {report.invalid_rows} invalid)")
+    click.echo(
+        f"interactions: {report.interactions} ({report.unknown_item_rows} rows name "
+        f"{report.unknown_item_ids} items not in the collection; {report.invalid_rows} invalid)"
+    )
     click.echo(rec_table(report.results))

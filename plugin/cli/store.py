@@ -26,8 +26,15 @@ def store_info(qdrant_path, qdrant_url, api_key, grpc, as_json):
         rows = []
         for name in vs.list_collections():
             record = vs.collection_record(name)
-            rows.append({"name": name, "alias": aliases.get(name), "points": vs.count(name), "dim": record.dim,
-                         "bundle_id": record.bundle_id})
+            rows.append(
+                {
+                    "name": name,
+                    "alias": aliases.get(name),
+                    "points": vs.count(name),
+                    "dim": record.dim,
+                    "bundle_id": record.bundle_id,
+                }
+            )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

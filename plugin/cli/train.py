@@ -15,27 +15,64 @@ from mmalign.plugin.cli.options import catalog_options, echo_json, fail, json_op
 @preset_option
 @click.option("--dim", default=256, show_default=True, type=click.IntRange(min=2), help="D, the shared space.")
 @click.option("--rank", default=32, show_default=True, type=click.IntRange(min=1), help="r of each projection.")
-@click.option("--epochs", default=150, show_default=True, type=click.IntRange(min=0),
-              help="Max epochs of teacher and student (early stopping on the val split).")
+@click.option(
+    "--epochs",
+    default=150,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Max epochs of teacher and student (early stopping on the val split).",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--test-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1, min_open=True,
-                                                                                        max_open=True))
+@click.option(
+    "--test-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True)
+)
 @click.option("--init", type=click.Choice(["cca", "svd", "random"]), default="cca", show_default=True)
 @click.option("--fusion", type=click.Choice(["weighted", "concat"]), default="weighted", show_default=True)
 @click.option("--no-distill", is_flag=True, help="Train the student without the teacher (ablation).")
-@click.option("--interactions", type=click.Path(exists=True, dir_okay=False),
-              help="user_id,item_id[,weight][,timestamp] file: adds the teacher's co-occurrence term.")
-@click.option("--holdout", type=click.Choice(["leave-last-out", "temporal"]),
-              help="Train on the training part of this interactions split only (for a fair eval-rec).")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              help="TrainConfig JSON; command-line options override it.")
+@click.option(
+    "--interactions",
+    type=click.Path(exists=True, dir_okay=False),
+    help="user_id,item_id[,weight][,timestamp] file: adds the teacher's co-occurrence term.",
+)
+@click.option(
+    "--holdout",
+    type=click.Choice(["leave-last-out", "temporal"]),
+    help="Train on the training part of this interactions split only (for a fair eval-rec).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="TrainConfig JSON; command-line options override it.",
+)
 @click.option("--weights", multiple=True, metavar="ENCODER=PATH")
 @click.option("--device", default="auto", show_default=True)
 @json_option
 @catalog_options
 @click.pass_context
-def train(ctx, catalog, out, preset, dim, rank, epochs, seed, test_fraction, init, fusion, no_distill,
-          interactions, holdout, config_file, weights, device, as_json, fmt, media_root, features_dir):
+def train(
+    ctx,
+    catalog,
+    out,
+    preset,
+    dim,
+    rank,
+    epochs,
+    seed,
+    test_fraction,
+    init,
+    fusion,
+    no_distill,
+    interactions,
+    holdout,
+    config_file,
+    weights,
+    device,
+    as_json,
+    fmt,
+    media_root,
+    features_dir,
+):
     """Train the alignment on CATALOG's features and write a bundle to OUT."""
     import json
     from pathlib import Path
@@ -48,9 +85,13 @@ def train(ctx, catalog, out, preset, dim, rank, epochs, seed, test_fraction, ini
     from mmalign.schemas import TrainConfig
 
     base = json.loads(Path(config_file).read_text()) if config_file else {}
-    given = {name: value for name, value in dict(dim=dim, rank=rank, seed=seed, test_fraction=test_fraction,
-                                                 init=init, fusion=fusion).items()
-             if not config_file or ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+    given = {
+        name: value
+        for name, value in dict(
+            dim=dim, rank=rank, seed=seed, test_fraction=test_fraction, init=init, fusion=fusion
+        ).items()
+        if not config_file or ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+    }
     if not config_file or ctx.get_parameter_source("epochs") != click.core.ParameterSource.DEFAULT:
         given.update(epochs=epochs, teacher_epochs=epochs)
     if no_distill:
@@ -61,9 +102,19 @@ def train(ctx, catalog, out, preset, dim, rank, epochs, seed, test_fraction, ini
         fail(f"invalid training config: {exc}")
     echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     source = open_catalog(catalog, media_root=media_root, format=fmt)
-    report = train_bundle(source, out, preset=preset, features_dir=features_dir, cfg=cfg,
-                          weights=parse_weights(weights), interactions=interactions, interactions_holdout=holdout,
-                          device=device, show_progress=sys.stderr.isatty(), echo=echo)
+    report = train_bundle(
+        source,
+        out,
+        preset=preset,
+        features_dir=features_dir,
+        cfg=cfg,
+        weights=parse_weights(weights),
+        interactions=interactions,
+        interactions_holdout=holdout,
+        device=device,
+        show_progress=sys.stderr.isatty(),
+        echo=echo,
+    )
     if as_json:
         echo_json(report)
         return

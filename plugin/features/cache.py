@@ -68,7 +68,7 @@ class FeatureCache:
         if cached is None or not set(cached[1]) <= set(shards) or (cached[1] and shards[: len(cached[1])] != cached[1]):
             cached = ({}, [])  # first look, or shards were rewritten (compact): read everything
         entries, seen = dict(cached[0]), list(cached[1])
-        for name in shards[len(seen):]:
+        for name in shards[len(seen) :]:
             with safe_open(str(folder / name), framework="numpy") as handle:
                 meta = handle.metadata() or {}
             ids = json.loads(meta.get("item_ids", "[]"))
@@ -79,8 +79,14 @@ class FeatureCache:
         _INDEX_CACHE[key] = (entries, seen)
         return dict(entries)
 
-    def write(self, modality: Modality, spec: EncoderSpec, item_ids: list[str], content_hashes: list[str],
-              features: np.ndarray) -> Path | None:
+    def write(
+        self,
+        modality: Modality,
+        spec: EncoderSpec,
+        item_ids: list[str],
+        content_hashes: list[str],
+        features: np.ndarray,
+    ) -> Path | None:
         """Append one shard; returns its path (None for an empty write)."""
         from safetensors.numpy import save_file
 
@@ -93,18 +99,30 @@ class FeatureCache:
         folder.mkdir(parents=True, exist_ok=True)
         spec_file = folder / "encoder.json"
         if not spec_file.exists():
-            spec_file.write_text(json.dumps({"format_version": FORMAT_VERSION, "encoder_id": spec_encoder_id(spec),
-                                             "spec": spec.model_dump(mode="json")}, indent=2))
+            spec_file.write_text(
+                json.dumps(
+                    {
+                        "format_version": FORMAT_VERSION,
+                        "encoder_id": spec_encoder_id(spec),
+                        "spec": spec.model_dump(mode="json"),
+                    },
+                    indent=2,
+                )
+            )
         existing = sorted(folder.glob("shard-*.safetensors"))
         number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 1
         path = folder / f"shard-{number:06d}.safetensors"
         tmp = folder / f".{path.name}.tmp"
-        save_file({"features": features}, str(tmp), metadata={
-            "format_version": str(FORMAT_VERSION),
-            "encoder_id": spec_encoder_id(spec),
-            "item_ids": json.dumps(item_ids),
-            "content_hashes": json.dumps(content_hashes),
-        })
+        save_file(
+            {"features": features},
+            str(tmp),
+            metadata={
+                "format_version": str(FORMAT_VERSION),
+                "encoder_id": spec_encoder_id(spec),
+                "item_ids": json.dumps(item_ids),
+                "content_hashes": json.dumps(content_hashes),
+            },
+        )
         os.replace(tmp, path)
         return path
 
@@ -122,8 +140,9 @@ class FeatureCache:
             if entry.shard not in shards:
                 shards[entry.shard] = load_file(str(folder / entry.shard))["features"]
             rows[n] = shards[entry.shard][entry.row]
-        return FeatureTable(Modality(modality), spec_encoder_id(spec), wanted,
-                            [index[i].content_hash for i in wanted], rows)
+        return FeatureTable(
+            Modality(modality), spec_encoder_id(spec), wanted, [index[i].content_hash for i in wanted], rows
+        )
 
     def compact(self, modality: Modality, spec: EncoderSpec) -> int:
         """Rewrite all shards as one (newest rows only); returns the row count."""

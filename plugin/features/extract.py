@@ -45,8 +45,9 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def preset_specs(preset: str, weights: Mapping[str, str] | None = None,
-                 modalities: Sequence[Modality | str] | None = None) -> dict[Modality, EncoderSpec]:
+def preset_specs(
+    preset: str, weights: Mapping[str, str] | None = None, modalities: Sequence[Modality | str] | None = None
+) -> dict[Modality, EncoderSpec]:
     """The encoder spec per modality of a preset, with weight overrides (encoder name -> weights)."""
     chosen = get_preset(preset)
     wanted = {Modality(m) for m in modalities} if modalities else set(Modality)
@@ -61,8 +62,10 @@ def preset_specs(preset: str, weights: Mapping[str, str] | None = None,
             spec = with_weights(spec, weights.pop(name))
         specs[modality] = spec
     if weights:
-        raise ConfigError(f"--weights names encoders not used by preset {preset!r}: {sorted(weights)}; "
-                         f"it uses {[s.name for s in specs.values()]}")
+        raise ConfigError(
+            f"--weights names encoders not used by preset {preset!r}: {sorted(weights)}; "
+            f"it uses {[s.name for s in specs.values()]}"
+        )
     return specs
 
 
@@ -105,8 +108,9 @@ def extract_features(
         from mmalign.plugin.encoders import build_encoder
     pool = encoder_pool if encoder_pool is not None else {}
 
-    report = FeatureReport(catalog=str(catalog.path), preset=preset, out_dir=str(out_dir),
-                           dead_letter=str(letters.path))
+    report = FeatureReport(
+        catalog=str(catalog.path), preset=preset, out_dir=str(out_dir), dead_letter=str(letters.path)
+    )
     if items is not None:
         items = list(items)
         report.records_ok = len(items)
@@ -133,15 +137,32 @@ def extract_features(
         encoder = pool[key]
         counts.load_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
-        _encode_jobs(encoder, todo, cache, spec, counts, letters, batch_size=batch_size, workers=workers,
-                     shard_size=shard_size, show_progress=show_progress)
+        _encode_jobs(
+            encoder,
+            todo,
+            cache,
+            spec,
+            counts,
+            letters,
+            batch_size=batch_size,
+            workers=workers,
+            shard_size=shard_size,
+            show_progress=show_progress,
+        )
         counts.seconds = time.perf_counter() - t0
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _plan(catalog: Catalog, items: list[CatalogItem], modality: Modality, index, counts: ModalityCounts,
-          letters: DeadLetterWriter, known_hashes: Mapping[str, Mapping[Modality, str | None]]) -> list[_Job]:
+def _plan(
+    catalog: Catalog,
+    items: list[CatalogItem],
+    modality: Modality,
+    index,
+    counts: ModalityCounts,
+    letters: DeadLetterWriter,
+    known_hashes: Mapping[str, Mapping[Modality, str | None]],
+) -> list[_Job]:
     todo = []
     for item in items:
         value = getattr(item, modality.value)
@@ -176,8 +197,9 @@ def _decode(encoder, job: _Job):
     return encoder.load_input(job.path, job.item.id)
 
 
-def _decoded_batches(encoder, jobs: list[_Job], batch_size: int, workers: int,
-                     letters: DeadLetterWriter, counts: ModalityCounts) -> Iterator[tuple[int, list[_Job], list]]:
+def _decoded_batches(
+    encoder, jobs: list[_Job], batch_size: int, workers: int, letters: DeadLetterWriter, counts: ModalityCounts
+) -> Iterator[tuple[int, list[_Job], list]]:
     """Decode on a thread pool, ``workers`` batches ahead of the encoder; failures go to the dead letter."""
     lock = threading.Lock()
 
@@ -196,14 +218,21 @@ def _decoded_batches(encoder, jobs: list[_Job], batch_size: int, workers: int,
                 letters.write_error(err, stage="load")
                 failed()
             except Exception as exc:  # a decoder bug must not end the run
-                letters.write_error(ItemError(job.item.id, f"cannot decode: {type(exc).__name__}: {exc}",
-                                              path=str(job.path), modality=encoder.modality.value), stage="load")
+                letters.write_error(
+                    ItemError(
+                        job.item.id,
+                        f"cannot decode: {type(exc).__name__}: {exc}",
+                        path=str(job.path),
+                        modality=encoder.modality.value,
+                    ),
+                    stage="load",
+                )
                 failed()
         return len(batch), ok_jobs, inputs
 
-    batches = [jobs[i:i + batch_size] for i in range(0, len(jobs), batch_size)]
+    batches = [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending = [pool.submit(decode_batch, b) for b in batches[:workers + 1]]
+        pending = [pool.submit(decode_batch, b) for b in batches[: workers + 1]]
         next_batch = len(pending)
         while pending:
             result = pending.pop(0).result()
@@ -213,9 +242,19 @@ def _decoded_batches(encoder, jobs: list[_Job], batch_size: int, workers: int,
             yield result
 
 
-def _encode_jobs(encoder, jobs: list[_Job], cache: FeatureCache, spec: EncoderSpec, counts: ModalityCounts,
-                 letters: DeadLetterWriter, *, batch_size: int | None, workers: int, shard_size: int,
-                 show_progress: bool) -> None:
+def _encode_jobs(
+    encoder,
+    jobs: list[_Job],
+    cache: FeatureCache,
+    spec: EncoderSpec,
+    counts: ModalityCounts,
+    letters: DeadLetterWriter,
+    *,
+    batch_size: int | None,
+    workers: int,
+    shard_size: int,
+    show_progress: bool,
+) -> None:
     from mmalign.plugin.encoders.base import DEFAULT_BATCH_SIZE
 
     size = batch_size or DEFAULT_BATCH_SIZE[spec.modality]
@@ -246,9 +285,15 @@ def _encode_jobs(encoder, jobs: list[_Job], cache: FeatureCache, spec: EncoderSp
                     if row is None:
                         continue
                     if not np.all(np.isfinite(row)):
-                        letters.write_error(ItemError(job.item.id, "encoder produced NaN or infinite features",
-                                                      path=str(job.path) if job.path else None,
-                                                      modality=spec.modality.value), stage="encode")
+                        letters.write_error(
+                            ItemError(
+                                job.item.id,
+                                "encoder produced NaN or infinite features",
+                                path=str(job.path) if job.path else None,
+                                modality=spec.modality.value,
+                            ),
+                            stage="encode",
+                        )
                         counts.failed += 1
                         continue
                     buffer_ids.append(job.item.id)
@@ -265,8 +310,9 @@ def _encode_jobs(encoder, jobs: list[_Job], cache: FeatureCache, spec: EncoderSp
             progress.close()
 
 
-def _encode_one_by_one(encoder, jobs: list[_Job], inputs: list, letters: DeadLetterWriter,
-                       counts: ModalityCounts) -> list[np.ndarray | None]:
+def _encode_one_by_one(
+    encoder, jobs: list[_Job], inputs: list, letters: DeadLetterWriter, counts: ModalityCounts
+) -> list[np.ndarray | None]:
     """Isolate the bad inputs of a failed batch. When every item fails the same way, the fault is the
     encoder's (wrong checkpoint, out of memory), not the items': stop instead of dead-lettering them all."""
     rows: list[np.ndarray | None] = []
@@ -281,13 +327,21 @@ def _encode_one_by_one(encoder, jobs: list[_Job], inputs: list, letters: DeadLet
     kinds = {type(e) for e in errors}
     if len(inputs) >= 2 and None not in kinds and len(kinds) == 1:
         first = errors[0]
-        raise BatchError(f"encoder {encoder.spec.name!r} failed on every item of a batch of {len(inputs)} "
-                         f"(first: {jobs[0].item.id!r}) with {type(first).__name__}: {first}; stopping: this is "
-                         f"not a bad item (check the weights, the device and its memory, or --batch-size)") from first
+        raise BatchError(
+            f"encoder {encoder.spec.name!r} failed on every item of a batch of {len(inputs)} "
+            f"(first: {jobs[0].item.id!r}) with {type(first).__name__}: {first}; stopping: this is "
+            f"not a bad item (check the weights, the device and its memory, or --batch-size)"
+        ) from first
     for job, exc in zip(jobs, errors):
         if exc is not None:
-            letters.write_error(ItemError(job.item.id, f"encoder failed: {type(exc).__name__}: {exc}",
-                                          path=str(job.path) if job.path else None,
-                                          modality=encoder.modality.value), stage="encode")
+            letters.write_error(
+                ItemError(
+                    job.item.id,
+                    f"encoder failed: {type(exc).__name__}: {exc}",
+                    path=str(job.path) if job.path else None,
+                    modality=encoder.modality.value,
+                ),
+                stage="encode",
+            )
             counts.failed += 1
     return rows

@@ -35,9 +35,12 @@ class PairedFeatures:
 
     def subset(self, index: np.ndarray | list[int]) -> PairedFeatures:
         index = np.asarray(index, dtype=np.int64)
-        return PairedFeatures([self.item_ids[i] for i in index],
-                              {m: f[index] for m, f in self.features.items()},
-                              {m: k[index] for m, k in self.masks.items()}, dict(self.encoder_ids))
+        return PairedFeatures(
+            [self.item_ids[i] for i in index],
+            {m: f[index] for m, f in self.features.items()},
+            {m: k[index] for m, k in self.masks.items()},
+            dict(self.encoder_ids),
+        )
 
     def select(self, item_ids: list[str]) -> PairedFeatures:
         position = {item: n for n, item in enumerate(self.item_ids)}
@@ -50,8 +53,9 @@ class PairedFeatures:
         return self.masks[a] & self.masks[b]
 
     @classmethod
-    def from_arrays(cls, item_ids: list[str], features: dict[Modality, np.ndarray],
-                    masks: dict[Modality, np.ndarray] | None = None) -> PairedFeatures:
+    def from_arrays(
+        cls, item_ids: list[str], features: dict[Modality, np.ndarray], masks: dict[Modality, np.ndarray] | None = None
+    ) -> PairedFeatures:
         n = len(item_ids)
         masks = masks or {m: np.ones(n, dtype=bool) for m in features}
         feats = {}
@@ -64,12 +68,14 @@ class PairedFeatures:
         return cls(list(item_ids), feats, {m: np.asarray(k, dtype=bool) for m, k in masks.items()})
 
 
-def split_items(item_ids: list[str], test_fraction: float, val_fraction: float, seed: int
-                ) -> tuple[list[str], list[str], list[str]]:
+def split_items(
+    item_ids: list[str], test_fraction: float, val_fraction: float, seed: int
+) -> tuple[list[str], list[str], list[str]]:
     """Deterministic train/val/test split of item ids (sorted first, so catalog order does not matter)."""
     if not 0 < test_fraction < 1 or not 0 <= val_fraction < 1:
-        raise ConfigError(f"test_fraction must be in (0, 1) and val_fraction in [0, 1); "
-                         f"got {test_fraction}, {val_fraction}")
+        raise ConfigError(
+            f"test_fraction must be in (0, 1) and val_fraction in [0, 1); got {test_fraction}, {val_fraction}"
+        )
     ids = sorted(item_ids)
     order = np.random.default_rng(seed).permutation(len(ids))
     n_test = max(1, int(round(test_fraction * len(ids))))

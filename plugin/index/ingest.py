@@ -16,7 +16,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +27,13 @@ from mmalign.connectors.sources import Catalog, open_catalog
 from mmalign.connectors.store import PointData, VectorStore
 from mmalign.plugin.features.cache import FeatureCache
 from mmalign.plugin.features.extract import extract_features, text_hash
+from mmalign.plugin.index.payload import build_payload
 from mmalign.plugin.index.versions import resolve_for_write
 from mmalign.schemas import CatalogItem, IngestReport, Modality, StageTiming, StoreConfig, VectorName
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 256
-RESERVED_PAYLOAD = ("item_id", "text", "image", "audio", "metadata", "modalities", "content_hash", "media_hash",
-                    "bundle_id", "ingested_at")
 
 
 def modality_hashes(catalog: Catalog, item: CatalogItem) -> dict[Modality, str | None]:
@@ -53,8 +51,11 @@ def modality_hashes(catalog: Catalog, item: CatalogItem) -> dict[Modality, str |
 
 
 def item_content_hash(item: CatalogItem, hashes: dict[Modality, str | None]) -> str:
-    body = {"modalities": {m.value: h for m, h in hashes.items()}, "metadata": item.metadata,
-            "refs": {"image": item.image, "audio": item.audio}}
+    body = {
+        "modalities": {m.value: h for m, h in hashes.items()},
+        "metadata": item.metadata,
+        "refs": {"image": item.image, "audio": item.audio},
+    }
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -62,21 +63,6 @@ def media_hash(hashes: dict[Modality, str | None]) -> str:
     """What the vectors depend on: the media/text content only (metadata and paths excluded)."""
     body = {m.value: h for m, h in hashes.items()}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def build_payload(item: CatalogItem, modalities: list[Modality], content_hash: str, bundle_id: str,
-                  media: str | None = None) -> dict:
-    return {
-        "media_hash": media,
-        "text": item.text,
-        "image": item.image,
-        "audio": item.audio,
-        "metadata": item.metadata,
-        "modalities": [m.value for m in modalities],
-        "content_hash": content_hash,
-        "bundle_id": bundle_id,
-        "ingested_at": datetime.now(timezone.utc).isoformat(),
-    }
 
 
 class _Upserter:
@@ -144,19 +130,27 @@ def ingest(
     else:
         bundle_path = str(bundle.path.resolve())
     if bundle.config["fusion"]["strategy"] != "weighted":
-        raise BundleError(f"bundle {bundle.bundle_id} uses {bundle.config['fusion']['strategy']!r} fusion, whose "
-                         f"fused vector is not of size D; ingest needs 'weighted' fusion")
+        raise BundleError(
+            f"bundle {bundle.bundle_id} uses {bundle.config['fusion']['strategy']!r} fusion, whose "
+            f"fused vector is not of size D; ingest needs 'weighted' fusion"
+        )
     if not isinstance(catalog, Catalog):
         catalog = open_catalog(catalog)
     own_store = not isinstance(store, VectorStore)
     vs = store if isinstance(store, VectorStore) else VectorStore(store or StoreConfig())
     specs = {m: bundle.encoder_spec(m) for m in bundle.modalities}
     letters = DeadLetterWriter(dead_letter or Path(features_dir) / "ingest_dead_letter.jsonl")
-    record = resolve_for_write(vs, collection, bundle.dim, bundle.bundle_id,
-                               extra={"bundle_path": bundle_path, "encoders": {m.value: s.name for m, s in specs.items()}})
+    record = resolve_for_write(
+        vs,
+        collection,
+        bundle.dim,
+        bundle.bundle_id,
+        extra={"bundle_path": bundle_path, "encoders": {m.value: s.name for m, s in specs.items()}},
+    )
     target = record.name
-    report = IngestReport(collection=collection, physical_collection=target, bundle_id=bundle.bundle_id,
-                          dead_letter=str(letters.path))
+    report = IngestReport(
+        collection=collection, physical_collection=target, bundle_id=bundle.bundle_id, dead_letter=str(letters.path)
+    )
     stages = {name: StageTiming() for name in ("read", "skip_check", "encode", "project", "upsert")}
     report.stages = stages
     cache = FeatureCache(features_dir)
@@ -180,10 +174,22 @@ def ingest(
     upserter = _Upserter(vs, target, stages["upsert"]) if pipelined else None
     try:
         for number, start in enumerate(range(0, len(items), chunk_size)):
-            chunk = items[start:start + chunk_size]
-            points = _process_chunk(chunk, catalog=catalog, bundle=bundle, specs=specs, vs=vs, target=target,
-                                    cache=cache, features_dir=features_dir, letters=letters, device=device,
-                                    pool=pool, report=report, stages=stages)
+            chunk = items[start : start + chunk_size]
+            points = _process_chunk(
+                chunk,
+                catalog=catalog,
+                bundle=bundle,
+                specs=specs,
+                vs=vs,
+                target=target,
+                cache=cache,
+                features_dir=features_dir,
+                letters=letters,
+                device=device,
+                pool=pool,
+                report=report,
+                stages=stages,
+            )
             if points:
                 if upserter is not None:
                     upserter.put(points)
@@ -207,8 +213,9 @@ def ingest(
     return report
 
 
-def project_items(bundle, item_ids: list[str], features: dict[Modality, dict[str, np.ndarray]]
-                  ) -> list[dict[VectorName, np.ndarray]]:
+def project_items(
+    bundle, item_ids: list[str], features: dict[Modality, dict[str, np.ndarray]]
+) -> list[dict[VectorName, np.ndarray]]:
     """Student projection of each item's raw features (a modality is absent where it has none) and the
     fused vector; one batch per modality."""
     import torch
@@ -223,8 +230,9 @@ def project_items(bundle, item_ids: list[str], features: dict[Modality, dict[str
             matrix[mask] = bundle.embed(m, np.stack([rows[i] for i, keep in zip(item_ids, mask) if keep]))
         embeddings[m], masks[m] = matrix, mask
     with torch.no_grad():
-        fused = bundle.student.fusion({m: torch.from_numpy(e) for m, e in embeddings.items()},
-                                      {m: torch.from_numpy(k) for m, k in masks.items()}).numpy()
+        fused = bundle.student.fusion(
+            {m: torch.from_numpy(e) for m, e in embeddings.items()}, {m: torch.from_numpy(k) for m, k in masks.items()}
+        ).numpy()
     out = []
     for row in range(n):
         named = {VectorName(m.value): embeddings[m][row] for m in bundle.student.modalities if masks[m][row]}
@@ -233,8 +241,9 @@ def project_items(bundle, item_ids: list[str], features: dict[Modality, dict[str
     return out
 
 
-def _process_chunk(chunk, *, catalog, bundle, specs, vs, target, cache, features_dir, letters, device, pool,
-                   report, stages) -> list[PointData]:
+def _process_chunk(
+    chunk, *, catalog, bundle, specs, vs, target, cache, features_dir, letters, device, pool, report, stages
+) -> list[PointData]:
     t0 = time.perf_counter()
     hashes = {item.id: modality_hashes(catalog, item) for item in chunk}
     content = {item.id: item_content_hash(item, hashes[item.id]) for item in chunk}
@@ -264,15 +273,26 @@ def _process_chunk(chunk, *, catalog, bundle, specs, vs, target, cache, features
         return []
 
     t0 = time.perf_counter()
-    extract_features(catalog, features_dir, specs=specs, items=todo, encoder_pool=pool, letters=letters,
-                     known_hashes=hashes, device=device)
+    extract_features(
+        catalog,
+        features_dir,
+        specs=specs,
+        items=todo,
+        encoder_pool=pool,
+        letters=letters,
+        known_hashes=hashes,
+        device=device,
+    )
     features: dict[Modality, dict[str, np.ndarray]] = {}
     for m, spec in specs.items():
         wanted = [i.id for i in todo if hashes[i.id].get(m) is not None]
         table = cache.load(m, spec, wanted)
         # Only features of the current content count: a stale cache row of a file that now fails is not used.
-        features[m] = {item_id: row for item_id, h, row in zip(table.item_ids, table.content_hashes, table.features)
-                       if h == hashes[item_id][m]}
+        features[m] = {
+            item_id: row
+            for item_id, h, row in zip(table.item_ids, table.content_hashes, table.features)
+            if h == hashes[item_id][m]
+        }
     stages["encode"].seconds += time.perf_counter() - t0
     stages["encode"].items += len(todo)
 
@@ -282,8 +302,14 @@ def _process_chunk(chunk, *, catalog, bundle, specs, vs, target, cache, features
         if item not in usable:
             report.failed += 1
             if not any(m in specs for m in item.modalities):
-                letters.write_error(ItemError(item.id, f"item has only {[m.value for m in item.modalities]}; the "
-                                                       f"bundle projects {[m.value for m in specs]}"), stage="project")
+                letters.write_error(
+                    ItemError(
+                        item.id,
+                        f"item has only {[m.value for m in item.modalities]}; the "
+                        f"bundle projects {[m.value for m in specs]}",
+                    ),
+                    stage="project",
+                )
     points = []
     if usable:
         vectors = project_items(bundle, [i.id for i in usable], features)
@@ -291,8 +317,11 @@ def _process_chunk(chunk, *, catalog, bundle, specs, vs, target, cache, features
             present = [Modality(v.value) for v in named if v is not VectorName.FUSED]
             if len(present) < len([m for m in item.modalities if m in specs]):
                 report.degraded += 1
-            points.append(PointData(item.id, named, build_payload(item, present, content[item.id], bundle.bundle_id,
-                                                                  media[item.id])))
+            points.append(
+                PointData(
+                    item.id, named, build_payload(item, present, content[item.id], bundle.bundle_id, media[item.id])
+                )
+            )
         report.ok += len(points)
     stages["project"].seconds += time.perf_counter() - t0
     stages["project"].items += len(usable)

@@ -45,20 +45,41 @@ def _same_encoders(old_config: dict, new_config: dict) -> bool:
     return all(old.get(m) == eid for m, eid in new.items())
 
 
-def reembed(collection: str, *, bundle, store: VectorStore | StoreConfig | None = None,
-            features_dir: str | Path = "mmalign-data/features", catalog=None, keep: int = 2,
-            min_quality: float | None = None, chunk_size: int = 256, dead_letter: str | Path | None = None,
-            device: str = "auto", force_reencode: bool = False,
-            on_chunk: Callable[[int], None] | None = None) -> ReembedReport:
+def reembed(
+    collection: str,
+    *,
+    bundle,
+    store: VectorStore | StoreConfig | None = None,
+    features_dir: str | Path = "mmalign-data/features",
+    catalog=None,
+    keep: int = 2,
+    min_quality: float | None = None,
+    chunk_size: int = 256,
+    dead_letter: str | Path | None = None,
+    device: str = "auto",
+    force_reencode: bool = False,
+    on_chunk: Callable[[int], None] | None = None,
+) -> ReembedReport:
     from datetime import datetime, timezone
 
     from mmalign.plugin.align.bundle import Bundle, load_bundle
 
     if not isinstance(store, VectorStore):
         with VectorStore(store or StoreConfig()) as vs:
-            return reembed(collection, bundle=bundle, store=vs, features_dir=features_dir, catalog=catalog,
-                           keep=keep, min_quality=min_quality, chunk_size=chunk_size, dead_letter=dead_letter,
-                           device=device, force_reencode=force_reencode, on_chunk=on_chunk)
+            return reembed(
+                collection,
+                bundle=bundle,
+                store=vs,
+                features_dir=features_dir,
+                catalog=catalog,
+                keep=keep,
+                min_quality=min_quality,
+                chunk_size=chunk_size,
+                dead_letter=dead_letter,
+                device=device,
+                force_reencode=force_reencode,
+                on_chunk=on_chunk,
+            )
     vs = store
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc)
@@ -69,26 +90,47 @@ def reembed(collection: str, *, bundle, store: VectorStore | StoreConfig | None 
     bundle_path = str(Path(bundle.path if isinstance(bundle, Bundle) else bundle).resolve())
     new_bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, with_teacher=False)
     old_config = _bundle_config(old_record)
-    mode = "reproject" if (old_config is not None and _same_encoders(old_config, new_bundle.config)
-                           and not force_reencode) else "reencode"
+    mode = (
+        "reproject"
+        if (old_config is not None and _same_encoders(old_config, new_bundle.config) and not force_reencode)
+        else "reencode"
+    )
     target = _next_version(vs, collection, live, new_bundle, bundle_path)
-    report = ReembedReport(collection=collection, old_version=live, new_version=target,
-                           old_bundle=old_record.bundle_id, new_bundle=new_bundle.bundle_id, mode=mode,
-                           expected=vs.count(live))
+    report = ReembedReport(
+        collection=collection,
+        old_version=live,
+        new_version=target,
+        old_bundle=old_record.bundle_id,
+        new_bundle=new_bundle.bundle_id,
+        mode=mode,
+        expected=vs.count(live),
+    )
     letters = DeadLetterWriter(dead_letter or Path(features_dir) / "reembed_dead_letter.jsonl")
     if mode == "reproject":
         _reproject(vs, live, target, new_bundle, FeatureCache(features_dir), report, letters, chunk_size, on_chunk)
     else:
         if catalog is None:
-            raise StoreError(f"bundle {new_bundle.bundle_id} uses other encoders than {old_record.bundle_id}: the "
-                             f"items must be re-encoded, so pass the catalog (--catalog)")
+            raise StoreError(
+                f"bundle {new_bundle.bundle_id} uses other encoders than {old_record.bundle_id}: the "
+                f"items must be re-encoded, so pass the catalog (--catalog)"
+            )
         from mmalign.plugin.index.ingest import ingest
 
-        result = ingest(catalog, bundle=new_bundle, collection=target, store=vs, features_dir=features_dir,
-                        chunk_size=chunk_size, dead_letter=letters.path, device=device, on_chunk=on_chunk)
+        result = ingest(
+            catalog,
+            bundle=new_bundle,
+            collection=target,
+            store=vs,
+            features_dir=features_dir,
+            chunk_size=chunk_size,
+            dead_letter=letters.path,
+            device=device,
+            on_chunk=on_chunk,
+        )
         report.written, report.resumed, report.failed = result.ok, result.unchanged, result.failed
-    _verify_and_swap(vs, collection, live, target, new_bundle, old_config, report, keep, min_quality, letters,
-                     started_at)
+    _verify_and_swap(
+        vs, collection, live, target, new_bundle, old_config, report, keep, min_quality, letters, started_at
+    )
     report.seconds = time.perf_counter() - started
     return report
 
@@ -111,9 +153,17 @@ def _next_version(vs: VectorStore, alias: str, live: str, bundle, bundle_path: s
             return name
     number = max([parse_version(n)[1] for n in versions] + [0]) + 1
     name = version_name(alias, number)
-    vs.create_collection(name, bundle.dim, bundle_id=bundle.bundle_id, extra={
-        "bundle_path": bundle_path, "created_at": utc_now(), "state": "building",
-        "encoders": {m.value: bundle.encoder_spec(m).name for m in bundle.modalities}})
+    vs.create_collection(
+        name,
+        bundle.dim,
+        bundle_id=bundle.bundle_id,
+        extra={
+            "bundle_path": bundle_path,
+            "created_at": utc_now(),
+            "state": "building",
+            "encoders": {m.value: bundle.encoder_spec(m).name for m in bundle.modalities},
+        },
+    )
     return name
 
 
@@ -125,8 +175,9 @@ def _reproject(vs, live, target, bundle, cache: FeatureCache, report, letters, c
     for number, points in enumerate(vs.scroll_pages(live, page_size=chunk_size)):
         payloads = [p.payload for p in points]
         ids = [p["item_id"] for p in payloads]
-        done = {p.payload["item_id"] for p in vs.retrieve(target, ids)
-                if p.payload.get("bundle_id") == bundle.bundle_id}
+        done = {
+            p.payload["item_id"] for p in vs.retrieve(target, ids) if p.payload.get("bundle_id") == bundle.bundle_id
+        }
         report.resumed += len(done)
         todo = [p for p in payloads if p["item_id"] not in done]
         if todo:
@@ -139,9 +190,14 @@ def _reproject(vs, live, target, bundle, cache: FeatureCache, report, letters, c
                 missing = [m for m in present if item_id not in rows[m]]
                 if missing or not present:
                     report.failed += 1
-                    letters.write_error(ItemError(item_id, f"no cached {[m.value for m in missing] or 'usable'} "
-                                                           f"features to re-project; re-embed with --catalog"),
-                                        stage="project")
+                    letters.write_error(
+                        ItemError(
+                            item_id,
+                            f"no cached {[m.value for m in missing] or 'usable'} "
+                            f"features to re-project; re-embed with --catalog",
+                        ),
+                        stage="project",
+                    )
                     continue
                 ok.append((payload, present))
             usable = {m: {p["item_id"]: rows[m][p["item_id"]] for p, present in ok if m in present} for m in specs}
@@ -161,8 +217,9 @@ def _item_ids(vs: VectorStore, name: str) -> set[str]:
     return {p.payload["item_id"] for p in vs.scroll(name, with_payload=["item_id"], page_size=2048)}
 
 
-def _verify_and_swap(vs, alias, live, target, bundle, old_config, report, keep, min_quality, letters,
-                     started_at) -> None:
+def _verify_and_swap(
+    vs, alias, live, target, bundle, old_config, report, keep, min_quality, letters, started_at
+) -> None:
     """Swap only if every item of the live version (read again now, so items ingested meanwhile count)
     is in the new version or was reported failed in this run's dead letters."""
     from mmalign.connectors.dead_letter import read_dead_letters
@@ -174,20 +231,26 @@ def _verify_and_swap(vs, alias, live, target, bundle, old_config, report, keep, 
     missing = sorted(live_ids - new_ids - failed_ids)
     report.expected = len(live_ids)
     if missing:
-        report.reason = (f"{len(missing)} item(s) of {live} are neither in {target} nor reported failed (e.g. "
-                         f"{missing[:3]}): not in the catalog, or ingested meanwhile; rerun reembed. The alias "
-                         f"stays on {live}")
+        report.reason = (
+            f"{len(missing)} item(s) of {live} are neither in {target} nor reported failed (e.g. "
+            f"{missing[:3]}): not in the catalog, or ingested meanwhile; rerun reembed. The alias "
+            f"stays on {live}"
+        )
         return
     if min_quality is not None and (report.quality_new is None or report.quality_new < min_quality):
-        report.reason = (f"quality probe {report.quality_new} is below --min-quality {min_quality}; "
-                         f"the alias stays on {live}")
+        report.reason = (
+            f"quality probe {report.quality_new} is below --min-quality {min_quality}; the alias stays on {live}"
+        )
         return
     vs.update_record(target, state="ready", verified_at=utc_now(), points=len(new_ids))
     vs.set_alias(alias, target)
     report.swapped = True
     # keep the new version, the one that was live (rollback target) and the newest `keep` other ready ones
-    ready = [n for n in list_versions(vs, alias) if n != target and vs.collection_record(n).extra.get("state",
-                                                                                                    "ready") == "ready"]
+    ready = [
+        n
+        for n in list_versions(vs, alias)
+        if n != target and vs.collection_record(n).extra.get("state", "ready") == "ready"
+    ]
     keep_names = {target, live, *ready[-keep:]} if keep > 0 else {target}
     for name in list_versions(vs, alias):
         if name not in keep_names:

@@ -15,7 +15,7 @@ import numpy as np
 
 from mmalign.connectors.errors import ConfigError, DataError
 from mmalign.connectors.store import StoreError, VectorStore, point_id
-from mmalign.plugin.index.ingest import RESERVED_PAYLOAD
+from mmalign.plugin.index.payload import RESERVED_PAYLOAD
 from mmalign.plugin.index.versions import resolve_for_read
 from mmalign.schemas import Modality, SearchHit, StoreConfig, VectorName
 
@@ -70,8 +70,15 @@ def parse_filters(values: Sequence[str]) -> dict[str, list[str]]:
 class Searcher:
     """Keeps the bundle and the query encoders loaded between queries."""
 
-    def __init__(self, collection: str, *, store: VectorStore | StoreConfig | None = None, bundle=None,
-                 device: str = "auto", encoder_pool: dict | None = None):
+    def __init__(
+        self,
+        collection: str,
+        *,
+        store: VectorStore | StoreConfig | None = None,
+        bundle=None,
+        device: str = "auto",
+        encoder_pool: dict | None = None,
+    ):
         from mmalign.plugin.align.bundle import Bundle, load_bundle
 
         self._owns_store = not isinstance(store, VectorStore)
@@ -85,8 +92,10 @@ class Searcher:
         if bundle is None:
             path = self.record.extra.get("bundle_path")
             if not path or not Path(path).exists():
-                raise StoreError(f"collection {collection!r} was built with bundle {self.record.bundle_id!r}, whose "
-                                 f"folder {path!r} is not available here; pass --bundle")
+                raise StoreError(
+                    f"collection {collection!r} was built with bundle {self.record.bundle_id!r}, whose "
+                    f"folder {path!r} is not available here; pass --bundle"
+                )
             bundle = path
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, with_teacher=False)
         VectorStore.check_compatible(self.record, dim=self.bundle.dim, bundle_id=self.bundle.bundle_id)
@@ -97,8 +106,10 @@ class Searcher:
         """After a re-embed swapped the alias to another bundle, this searcher's student is stale."""
         live = self.store.collection_record(self.collection)
         if live is not None and live.bundle_id != self.bundle.bundle_id:
-            raise StoreError(f"collection {self.collection!r} now serves bundle {live.bundle_id!r} (re-embedded); "
-                             f"this searcher holds {self.bundle.bundle_id!r}: create a new Searcher")
+            raise StoreError(
+                f"collection {self.collection!r} now serves bundle {live.bundle_id!r} (re-embedded); "
+                f"this searcher holds {self.bundle.bundle_id!r}: create a new Searcher"
+            )
 
     def _encoder(self, modality: Modality):
         from mmalign.plugin.encoders import build_encoder
@@ -114,8 +125,10 @@ class Searcher:
         """A text, or an image/audio file path -> unit vector in the shared space (D,)."""
         modality = Modality(modality)
         if modality not in self.bundle.modalities:
-            raise ConfigError(f"bundle {self.bundle.bundle_id} has no {modality.value} projection; it has "
-                             f"{[m.value for m in self.bundle.modalities]}")
+            raise ConfigError(
+                f"bundle {self.bundle.bundle_id} has no {modality.value} projection; it has "
+                f"{[m.value for m in self.bundle.modalities]}"
+            )
         encoder = self._encoder(modality)
         if modality is Modality.TEXT:
             inputs = [str(value)]
@@ -135,9 +148,19 @@ class Searcher:
         vector = vectors.get(using) or vectors.get(VectorName.FUSED.value)
         return np.asarray(vector, dtype=np.float32)
 
-    def search(self, *, text: Sequence[str] = (), image: Sequence[str | Path] = (), audio: Sequence[str | Path] = (),
-               like: Sequence[str] = (), using: str = "fused", k: int = 10, filters: Mapping[str, Any] | None = None,
-               fusion: str = "rrf", with_payload: bool = True) -> list[Hit]:
+    def search(
+        self,
+        *,
+        text: Sequence[str] = (),
+        image: Sequence[str | Path] = (),
+        audio: Sequence[str | Path] = (),
+        like: Sequence[str] = (),
+        using: str = "fused",
+        k: int = 10,
+        filters: Mapping[str, Any] | None = None,
+        fusion: str = "rrf",
+        with_payload: bool = True,
+    ) -> list[Hit]:
         from qdrant_client import models
 
         valid = [v.value for v in VectorName]
@@ -158,13 +181,21 @@ class Searcher:
         if len(vectors) == 1 or fusion == "mean":
             query = np.mean(vectors, axis=0)
             query = query / max(np.linalg.norm(query), 1e-12)
-            points = self.store.query(self.collection, query, using=using, limit=k, query_filter=query_filter,
-                                      with_payload=with_payload)
+            points = self.store.query(
+                self.collection, query, using=using, limit=k, query_filter=query_filter, with_payload=with_payload
+            )
         else:
-            prefetch = [models.Prefetch(query=v.tolist(), using=using, limit=max(k * 4, 50), filter=query_filter)
-                        for v in vectors]
-            points = self.store.query(self.collection, models.FusionQuery(fusion=models.Fusion.RRF),
-                                      prefetch=prefetch, limit=k, with_payload=with_payload)
+            prefetch = [
+                models.Prefetch(query=v.tolist(), using=using, limit=max(k * 4, 50), filter=query_filter)
+                for v in vectors
+            ]
+            points = self.store.query(
+                self.collection,
+                models.FusionQuery(fusion=models.Fusion.RRF),
+                prefetch=prefetch,
+                limit=k,
+                with_payload=with_payload,
+            )
         return [Hit.from_point(p) for p in points]
 
     def close(self) -> None:

@@ -32,8 +32,9 @@ def list_versions(store: VectorStore, alias: str) -> list[str]:
     return [n for parsed, n in sorted((p, n) for p, n in found if p and p[0] == alias)]
 
 
-def resolve_for_write(store: VectorStore, name: str, dim: int, bundle_id: str,
-                      extra: Mapping[str, Any] | None = None) -> CollectionRecord:
+def resolve_for_write(
+    store: VectorStore, name: str, dim: int, bundle_id: str, extra: Mapping[str, Any] | None = None
+) -> CollectionRecord:
     """The physical collection to write ``name``'s points to, creating ``name__v1`` + alias on first use.
 
     A plain (non-alias) collection called ``name`` is used as it is. The record must match the bundle.
@@ -44,10 +45,13 @@ def resolve_for_write(store: VectorStore, name: str, dim: int, bundle_id: str,
     if target is None:
         target = version_name(name, 1)
         if store.collection_exists(target):
-            raise StoreError(f"collection {target!r} exists but no alias {name!r} points at it; point the alias "
-                             f"at it (mmalign rollback {name} --to v1) or drop {target!r}")
-        record = store.create_collection(target, dim, bundle_id=bundle_id,
-                                         extra={**(extra or {}), "created_at": utc_now(), "state": "ready"})
+            raise StoreError(
+                f"collection {target!r} exists but no alias {name!r} points at it; point the alias "
+                f"at it (mmalign rollback {name} --to v1) or drop {target!r}"
+            )
+        record = store.create_collection(
+            target, dim, bundle_id=bundle_id, extra={**(extra or {}), "created_at": utc_now(), "state": "ready"}
+        )
         store.set_alias(name, target)
         return record
     record = store.collection_record(target)
@@ -69,9 +73,17 @@ def version_table(store: VectorStore, alias: str) -> list[VersionInfo]:
     rows = []
     for name in list_versions(store, alias):
         record = store.collection_record(name)
-        rows.append(VersionInfo(name=name, version=parse_version(name)[1], bundle_id=record.bundle_id,
-                                points=store.count(name), created_at=record.extra.get("created_at"),
-                                state=record.extra.get("state", "ready"), live=name == live))
+        rows.append(
+            VersionInfo(
+                name=name,
+                version=parse_version(name)[1],
+                bundle_id=record.bundle_id,
+                points=store.count(name),
+                created_at=record.extra.get("created_at"),
+                state=record.extra.get("state", "ready"),
+                live=name == live,
+            )
+        )
     return rows
 
 
@@ -88,8 +100,9 @@ def rollback(store: VectorStore, alias: str, to: str | int | None = None) -> str
         live_version = parse_version(live)[1] if live and parse_version(live) else None
         older = [r for r in rows if live_version is not None and r.version < live_version and r.state == "ready"]
         if not older:
-            raise StoreError(f"{alias!r} has no older ready version to roll back to; versions: "
-                             f"{[(r.name, r.state) for r in rows]}")
+            raise StoreError(
+                f"{alias!r} has no older ready version to roll back to; versions: {[(r.name, r.state) for r in rows]}"
+            )
         target = older[-1]
     if target.state != "ready":
         raise StoreError(f"{target.name} is {target.state!r}, not ready: refusing to make it live")

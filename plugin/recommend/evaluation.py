@@ -31,8 +31,9 @@ def _order_key(row: Interaction):
     return (row.timestamp.timestamp() if row.timestamp else 0.0, row.item_id)
 
 
-def split_interactions(interactions: Sequence[Interaction], how: str = "leave-last-out",
-                       test_fraction: float = 0.1) -> RecSplit:
+def split_interactions(
+    interactions: Sequence[Interaction], how: str = "leave-last-out", test_fraction: float = 0.1
+) -> RecSplit:
     """``leave-last-out``: each user's latest interaction (ties broken by item id) is held out, for
     users with at least two. ``temporal``: a global time cut; the first interaction of each user
     after the cut is held out and everything after the cut is dropped from training."""
@@ -123,9 +124,14 @@ def popularity_prior(counts: np.ndarray) -> np.ndarray:
     return logs / logs.max() if logs.max() > 0 else logs
 
 
-def user_vector_scorer(split: RecSplit, item_ids: Sequence[str], item_matrix: np.ndarray,
-                       cfg: UserVectorConfig, popularity_weight: float = 0.0,
-                       matrix: Matrix | None = None) -> Callable[[str], np.ndarray]:
+def user_vector_scorer(
+    split: RecSplit,
+    item_ids: Sequence[str],
+    item_matrix: np.ndarray,
+    cfg: UserVectorConfig,
+    popularity_weight: float = 0.0,
+    matrix: Matrix | None = None,
+) -> Callable[[str], np.ndarray]:
     """cos(user vector, item) [+ popularity_weight · prior(training popularity)]."""
     from mmalign.plugin.recommend.user_vectors import build_profiles
 
@@ -147,18 +153,24 @@ def user_vector_scorer(split: RecSplit, item_ids: Sequence[str], item_matrix: np
 POPULARITY_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
-def choose_popularity_weight(train: Sequence[Interaction], item_ids: Sequence[str], item_matrix: np.ndarray,
-                             cfg: UserVectorConfig, grid: Sequence[float] = POPULARITY_GRID) -> tuple[float, dict]:
+def choose_popularity_weight(
+    train: Sequence[Interaction],
+    item_ids: Sequence[str],
+    item_matrix: np.ndarray,
+    cfg: UserVectorConfig,
+    grid: Sequence[float] = POPULARITY_GRID,
+) -> tuple[float, dict]:
     """The weight with the best NDCG@10 on a leave-last-out split of the *training* interactions."""
     inner = split_interactions(train, "leave-last-out")
     m = Matrix(inner, item_ids, cfg)
-    scores = {w: evaluate_scorer("val", user_vector_scorer(inner, item_ids, item_matrix, cfg, w, m), m, inner)
-              ["ndcg@10"] for w in grid}
+    scores = {
+        w: evaluate_scorer("val", user_vector_scorer(inner, item_ids, item_matrix, cfg, w, m), m, inner)["ndcg@10"]
+        for w in grid
+    }
     return max(scores, key=scores.get), scores
 
 
-def evaluate_scorer(name: str, scorer: Callable[[str], np.ndarray], m: Matrix, split: RecSplit,
-                    ks=KS) -> dict:
+def evaluate_scorer(name: str, scorer: Callable[[str], np.ndarray], m: Matrix, split: RecSplit, ks=KS) -> dict:
     totals: dict[str, float] = {}
     n = 0
     for user, item in split.test.items():
@@ -172,16 +184,27 @@ def evaluate_scorer(name: str, scorer: Callable[[str], np.ndarray], m: Matrix, s
     return {"model": name, **{k: v / max(n, 1) for k, v in totals.items()}, "n_users": n}
 
 
-def baseline_results(split: RecSplit, item_ids: Sequence[str], cfg: UserVectorConfig, svd_rank: int = 50,
-                     knn_neighbours: int = 100) -> tuple[Matrix, list[dict]]:
+def baseline_results(
+    split: RecSplit, item_ids: Sequence[str], cfg: UserVectorConfig, svd_rank: int = 50, knn_neighbours: int = 100
+) -> tuple[Matrix, list[dict]]:
     m = Matrix(split, item_ids, cfg)
-    return m, [evaluate_scorer("popularity", popularity_scorer(m), m, split),
-               evaluate_scorer("item-knn", item_knn_scorer(m, knn_neighbours), m, split),
-               evaluate_scorer(f"pure-svd (rank {svd_rank})", pure_svd_scorer(m, svd_rank), m, split)]
+    return m, [
+        evaluate_scorer("popularity", popularity_scorer(m), m, split),
+        evaluate_scorer("item-knn", item_knn_scorer(m, knn_neighbours), m, split),
+        evaluate_scorer(f"pure-svd (rank {svd_rank})", pure_svd_scorer(m, svd_rank), m, split),
+    ]
 
 
-def recommend_query_result(store, collection: str, split: RecSplit, known: set[str], cfg: UserVectorConfig,
-                           strategy: str = "best_score", ks=KS, max_examples: int = 50) -> dict:
+def recommend_query_result(
+    store,
+    collection: str,
+    split: RecSplit,
+    known: set[str],
+    cfg: UserVectorConfig,
+    strategy: str = "best_score",
+    ks=KS,
+    max_examples: int = 50,
+) -> dict:
     """Qdrant RecommendQuery with each user's latest positives as examples, seen items excluded."""
     from qdrant_client import models
 
@@ -202,17 +225,20 @@ def recommend_query_result(store, collection: str, split: RecSplit, known: set[s
             continue
         seen = {r.item_id for r in rows}
         query = recommend_query(positives, negatives, strategy)
-        hits = store.query(collection, query, limit=max(ks), with_payload=["item_id"],
-                           query_filter=models.Filter(must_not=[models.HasIdCondition(
-                               has_id=[point_id(i) for i in seen])]))
+        hits = store.query(
+            collection,
+            query,
+            limit=max(ks),
+            with_payload=["item_id"],
+            query_filter=models.Filter(must_not=[models.HasIdCondition(has_id=[point_id(i) for i in seen])]),
+        )
         ranked = [h.payload["item_id"] for h in hits]
         rank = ranked.index(target) if target in ranked else 10**9
         for k in ks:
             totals[f"recall@{k}"] = totals.get(f"recall@{k}", 0.0) + float(rank < k)
             totals[f"ndcg@{k}"] = totals.get(f"ndcg@{k}", 0.0) + (float(1 / np.log2(rank + 2)) if rank < k else 0.0)
         n += 1
-    return {"model": f"qdrant RecommendQuery {strategy}", **{k: v / max(n, 1) for k, v in totals.items()},
-            "n_users": n}
+    return {"model": f"qdrant RecommendQuery {strategy}", **{k: v / max(n, 1) for k, v in totals.items()}, "n_users": n}
 
 
 def collection_item_vectors(store, collection: str) -> tuple[list[str], np.ndarray]:
@@ -224,8 +250,9 @@ def collection_item_vectors(store, collection: str) -> tuple[list[str], np.ndarr
     return ids, np.asarray(vectors, dtype=np.float64).reshape(len(ids), -1)
 
 
-def evaluate_collection(collection: str, interactions_path, *, store, how: str = "leave-last-out",
-                        cfg: UserVectorConfig | None = None) -> RecEvalReport:
+def evaluate_collection(
+    collection: str, interactions_path, *, store, how: str = "leave-last-out", cfg: UserVectorConfig | None = None
+) -> RecEvalReport:
     """Baselines, user vectors and RecommendQuery on one split of the interactions, over the collection's items."""
     from mmalign.connectors.interactions import read_interactions
     from mmalign.plugin.index.versions import resolve_for_read
@@ -240,11 +267,22 @@ def evaluate_collection(collection: str, interactions_path, *, store, how: str =
     m, results = baseline_results(split, item_ids, cfg)
     results.append(evaluate_scorer("user vector (mmalign)", user_vector_scorer(split, item_ids, matrix, cfg), m, split))
     weight, _ = choose_popularity_weight(split.train, item_ids, matrix, cfg)
-    results.append(evaluate_scorer(f"user vector + popularity prior (w={weight:g})", user_vector_scorer(
-        split, item_ids, matrix, cfg, weight, m), m, split))
+    results.append(
+        evaluate_scorer(
+            f"user vector + popularity prior (w={weight:g})",
+            user_vector_scorer(split, item_ids, matrix, cfg, weight, m),
+            m,
+            split,
+        )
+    )
     results.append(recommend_query_result(store, collection, split, known, cfg))
-    return RecEvalReport(collection=collection, split=split.name, n_items=len(item_ids),
-                         interactions=len(load.interactions), invalid_rows=len(load.invalid),
-                         unknown_item_rows=len(load.interactions) - len(rows),
-                         unknown_item_ids=len({r.item_id for r in load.interactions} - known),
-                         results=[RecRow.model_validate(r) for r in results])
+    return RecEvalReport(
+        collection=collection,
+        split=split.name,
+        n_items=len(item_ids),
+        interactions=len(load.interactions),
+        invalid_rows=len(load.invalid),
+        unknown_item_rows=len(load.interactions) - len(rows),
+        unknown_item_ids=len({r.item_id for r in load.interactions} - known),
+        results=[RecRow.model_validate(r) for r in results],
+    )

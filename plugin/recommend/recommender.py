@@ -36,9 +36,13 @@ def recommend_query(positive: Sequence[str], negative: Sequence[str] = (), strat
     """Qdrant RecommendQuery over item ids (``best_score`` or ``average_vector``)."""
     from qdrant_client import models
 
-    return models.RecommendQuery(recommend=models.RecommendInput(
-        positive=[point_id(i) for i in positive], negative=[point_id(i) for i in negative] or None,
-        strategy=models.RecommendStrategy(strategy)))
+    return models.RecommendQuery(
+        recommend=models.RecommendInput(
+            positive=[point_id(i) for i in positive],
+            negative=[point_id(i) for i in negative] or None,
+            strategy=models.RecommendStrategy(strategy),
+        )
+    )
 
 
 def users_collection_name(collection: str) -> str:
@@ -46,9 +50,15 @@ def users_collection_name(collection: str) -> str:
 
 
 class Recommender:
-    def __init__(self, collection: str, *, store: VectorStore | StoreConfig | None = None,
-                 cfg: UserVectorConfig | None = None, users_collection: str | None = None,
-                 popularity_weight: float = 0.0):
+    def __init__(
+        self,
+        collection: str,
+        *,
+        store: VectorStore | StoreConfig | None = None,
+        cfg: UserVectorConfig | None = None,
+        users_collection: str | None = None,
+        popularity_weight: float = 0.0,
+    ):
         self._owns_store = not isinstance(store, VectorStore)
         self.store = store if isinstance(store, VectorStore) else VectorStore(store or StoreConfig())
         self.collection = collection
@@ -72,24 +82,30 @@ class Recommender:
         ids = sorted(set(item_ids))
         out = {}
         for start in range(0, len(ids), 512):
-            for p in self.store.retrieve(self.collection, ids[start:start + 512], with_vectors=["fused"]):
+            for p in self.store.retrieve(self.collection, ids[start : start + 512], with_vectors=["fused"]):
                 out[p.payload["item_id"]] = np.asarray(p.vector["fused"], dtype=np.float64)
         return out
 
     # -- user profiles -----------------------------------------------------------------------------
     def _ensure_users(self) -> None:
         if not self.store.collection_exists(self.users):
-            self.store.create_collection(self.users, self.record.dim, bundle_id=self.record.bundle_id,
-                                         extra={"items_collection": self.collection})
+            self.store.create_collection(
+                self.users,
+                self.record.dim,
+                bundle_id=self.record.bundle_id,
+                extra={"items_collection": self.collection},
+            )
 
     def _check_users_bundle(self) -> None:
         """User vectors live in one bundle's space; after a re-embed they must be rebuilt."""
         record = self.store.collection_record(self.users)
         items = self.store.collection_record(self.collection)
         if record is not None and record.bundle_id != items.bundle_id:
-            raise StoreError(f"user vectors in {self.users!r} were built for bundle {record.bundle_id!r}, but "
-                             f"{self.collection!r} now serves {items.bundle_id!r}: rebuild them (recommend "
-                             f"--interactions FILE, or Recommender.rebuild_users)")
+            raise StoreError(
+                f"user vectors in {self.users!r} were built for bundle {record.bundle_id!r}, but "
+                f"{self.collection!r} now serves {items.bundle_id!r}: rebuild them (recommend "
+                f"--interactions FILE, or Recommender.rebuild_users)"
+            )
 
     def get_profile(self, user_id: str) -> UserProfile | None:
         if not self.store.collection_exists(self.users):
@@ -101,9 +117,16 @@ class Recommender:
         p = points[0]
         payload = p.payload
         vector = np.asarray(p.vector["fused"], dtype=np.float64) * float(payload["norm"])
-        return UserProfile(user_id, vector, float(payload["ref_time"]), list(payload["seen"]),
-                           int(payload["n_positive"]), int(payload["n_negative"]), int(payload.get("unknown", 0)),
-                           list(payload.get("negatives", [])))
+        return UserProfile(
+            user_id,
+            vector,
+            float(payload["ref_time"]),
+            list(payload["seen"]),
+            int(payload["n_positive"]),
+            int(payload["n_negative"]),
+            int(payload.get("unknown", 0)),
+            list(payload.get("negatives", [])),
+        )
 
     def _save(self, profiles: Sequence[UserProfile]) -> None:
         self._ensure_users()
@@ -115,11 +138,23 @@ class Recommender:
                 vector[0] = 1.0
             else:
                 norm = float(np.linalg.norm(prof.sum_vector))
-            points.append(PointData(prof.user_id, {"fused": vector}, {
-                "user_id": prof.user_id, "norm": norm, "ref_time": prof.ref_time, "seen": prof.seen,
-                "n_positive": prof.n_positive, "n_negative": prof.n_negative, "unknown": prof.unknown,
-                "negatives": prof.negatives,
-                "last_update": time.time()}))
+            points.append(
+                PointData(
+                    prof.user_id,
+                    {"fused": vector},
+                    {
+                        "user_id": prof.user_id,
+                        "norm": norm,
+                        "ref_time": prof.ref_time,
+                        "seen": prof.seen,
+                        "n_positive": prof.n_positive,
+                        "n_negative": prof.n_negative,
+                        "unknown": prof.unknown,
+                        "negatives": prof.negatives,
+                        "last_update": time.time(),
+                    },
+                )
+            )
         self.store.upsert(self.users, points)
 
     def update_user(self, user_id: str, interactions: Sequence[Interaction], now: float | None = None) -> UserProfile:
@@ -128,8 +163,9 @@ class Recommender:
         vectors = self.item_vectors(r.item_id for r in interactions)
         profile = update_profile(previous, user_id, interactions, vectors, self.cfg, self.record.dim, now)
         self._save([profile])
-        self.popularity.update(r.item_id for r in interactions if r.item_id in vectors
-                               and strength(r.weight, self.cfg) > 0)
+        self.popularity.update(
+            r.item_id for r in interactions if r.item_id in vectors and strength(r.weight, self.cfg) > 0
+        )
         self.store.update_record(self.users, popularity=dict(self.popularity.most_common(MAX_STORED_POPULARITY)))
         return profile
 
@@ -143,35 +179,50 @@ class Recommender:
         if self.store.collection_exists(self.users):
             self.store.delete_collection(self.users)
         for start in range(0, len(profiles), 256):
-            self._save(profiles[start:start + 256])
-        self.popularity = Counter(r.item_id for r in interactions if r.item_id in vectors
-                                  and strength(r.weight, self.cfg) > 0)
+            self._save(profiles[start : start + 256])
+        self.popularity = Counter(
+            r.item_id for r in interactions if r.item_id in vectors and strength(r.weight, self.cfg) > 0
+        )
         self._ensure_users()
         self.store.update_record(self.users, popularity=dict(self.popularity.most_common(MAX_STORED_POPULARITY)))
         unknown = sum(p.unknown for p in profiles)
-        return UserRebuildReport(users=len(profiles), interactions=len(interactions), unknown_item_rows=unknown,
-                                 unknown_item_ids=len({r.item_id for r in interactions if r.item_id not in vectors}))
+        return UserRebuildReport(
+            users=len(profiles),
+            interactions=len(interactions),
+            unknown_item_rows=unknown,
+            unknown_item_ids=len({r.item_id for r in interactions if r.item_id not in vectors}),
+        )
 
     # -- recommending ----------------------------------------------------------------------------
-    def recommend(self, user_id: str, *, k: int = 10, filters: Mapping[str, Any] | None = None,
-                  exclude_seen: bool = True, strategy: str = "vector", cold_start_query: Mapping | None = None,
-                  searcher: Searcher | None = None) -> list[Hit]:
+    def recommend(
+        self,
+        user_id: str,
+        *,
+        k: int = 10,
+        filters: Mapping[str, Any] | None = None,
+        exclude_seen: bool = True,
+        strategy: str = "vector",
+        cold_start_query: Mapping | None = None,
+        searcher: Searcher | None = None,
+    ) -> list[Hit]:
 
         if strategy not in STRATEGIES:
             raise ConfigError(f"strategy {strategy!r} is unknown; valid: {list(STRATEGIES)}")
         profile = self.get_profile(user_id)
         if profile is None or profile.vector is None or profile.n_positive == 0:
             # no history, or only dislikes: the negated sum would point at outliers, not at taste
-            return self.cold_start(k=k, filters=filters, query=cold_start_query, searcher=searcher,
-                                   exclude=profile.seen if profile else ())
+            return self.cold_start(
+                k=k, filters=filters, query=cold_start_query, searcher=searcher, exclude=profile.seen if profile else ()
+            )
         query_filter = build_filter(filters, exclude_ids=profile.seen if exclude_seen else ())
         if strategy == "vector":
             query: Any = profile.vector.tolist()
         else:
             positive, negative = self._examples(profile)
             if not positive:
-                return self.cold_start(k=k, filters=filters, query=cold_start_query, searcher=searcher,
-                                       exclude=profile.seen)
+                return self.cold_start(
+                    k=k, filters=filters, query=cold_start_query, searcher=searcher, exclude=profile.seen
+                )
             query = recommend_query(positive, negative, strategy)
         use_prior = strategy == "vector" and self.popularity_weight > 0 and self.popularity
         limit = max(k, PRIOR_CANDIDATES) if use_prior else k
@@ -190,31 +241,50 @@ class Recommender:
         positives = [i for i in profile.seen if i not in negatives]
         return positives[-MAX_EXAMPLES:], profile.negatives[-MAX_EXAMPLES:]
 
-    def more_like(self, item_ids: Sequence[str], *, k: int = 10, negative: Sequence[str] = (),
-                  filters: Mapping[str, Any] | None = None, strategy: str = "average_vector") -> list[Hit]:
+    def more_like(
+        self,
+        item_ids: Sequence[str],
+        *,
+        k: int = 10,
+        negative: Sequence[str] = (),
+        filters: Mapping[str, Any] | None = None,
+        strategy: str = "average_vector",
+    ) -> list[Hit]:
         """Anonymous sessions: items like these (and unlike ``negative``), the examples excluded."""
 
         if not item_ids:
             raise ConfigError("more_like needs at least one item id")
         query = recommend_query(item_ids, negative, strategy)
-        points = self.store.query(self.collection, query, limit=k,
-                                  query_filter=build_filter(filters, exclude_ids=[*item_ids, *negative]))
+        points = self.store.query(
+            self.collection, query, limit=k, query_filter=build_filter(filters, exclude_ids=[*item_ids, *negative])
+        )
         return [Hit.from_point(p) for p in points]
 
-    def cold_start(self, *, k: int, filters=None, query: Mapping | None = None, searcher: Searcher | None = None,
-                   exclude: Sequence[str] = ()) -> list[Hit]:
+    def cold_start(
+        self,
+        *,
+        k: int,
+        filters=None,
+        query: Mapping | None = None,
+        searcher: Searcher | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[Hit]:
         if query:
             searcher = searcher or Searcher(self.collection, store=self.store)
             hits = searcher.search(k=k + len(exclude), filters=filters, **query)
             return [h for h in hits if h.id not in set(exclude)][:k]
         if not self.popularity:
-            raise StoreError("the user has no history and no popularity is known: pass interactions or a "
-                             "text/image/audio query for cold start")
+            raise StoreError(
+                "the user has no history and no popularity is known: pass interactions or a "
+                "text/image/audio query for cold start"
+            )
         ranked = [i for i, _ in self.popularity.most_common() if i not in set(exclude)]
         hits = []
         for start in range(0, len(ranked), 256):
-            points = {p.payload["item_id"]: p for p in self.store.retrieve(self.collection, ranked[start:start + 256])}
-            for item in ranked[start:start + 256]:
+            points = {
+                p.payload["item_id"]: p for p in self.store.retrieve(self.collection, ranked[start : start + 256])
+            }
+            for item in ranked[start : start + 256]:
                 p = points.get(item)
                 if p is None or not _matches(p.payload, filters):
                     continue

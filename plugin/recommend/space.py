@@ -20,9 +20,13 @@ from mmalign.schemas import Interaction, TrainConfig, UserVectorConfig
 log = logging.getLogger(__name__)
 
 
-def fit_cooccurrence_space(data: PairedFeatures, interactions: Sequence[Interaction], cfg: TrainConfig,
-                           user_cfg: UserVectorConfig | None = None,
-                           echo: Callable[[str], None] = log.info) -> dict:
+def fit_cooccurrence_space(
+    data: PairedFeatures,
+    interactions: Sequence[Interaction],
+    cfg: TrainConfig,
+    user_cfg: UserVectorConfig | None = None,
+    echo: Callable[[str], None] = log.info,
+) -> dict:
     """Returns {"svd", "teacher", "student"} models and a training summary."""
     import torch
 
@@ -36,8 +40,10 @@ def fit_cooccurrence_space(data: PairedFeatures, interactions: Sequence[Interact
     torch.manual_seed(cfg.seed)
     inner = split_interactions(interactions, "leave-last-out")
     matrix = Matrix(inner, data.item_ids, user_cfg)
-    echo(f"co-occurrence: {len(inner.train)} training interactions of {len({r.user_id for r in inner.train})} "
-         f"users; validation: {len(inner.test)} users' latest training interaction")
+    echo(
+        f"co-occurrence: {len(inner.train)} training interactions of {len({r.user_id for r in inner.train})} "
+        f"users; validation: {len(inner.test)} users' latest training interaction"
+    )
 
     def val_score(model) -> float:
         fused = TorchEmbedder(model, "m").fuse(data)
@@ -62,8 +68,18 @@ def fit_cooccurrence_space(data: PairedFeatures, interactions: Sequence[Interact
         raw = {m: teacher.unimodal(m, feats_all[m]) for m in teacher.modalities}
         return history_loss(teacher.joint(raw, masks_all), histories, scale, generator, cfg.batch_size)
 
-    teacher_result = fit_model(teacher, list(teacher.parameters()), data, None, cfg, cfg.teacher_epochs, cfg.teacher_lr,
-                          teacher_step, "teacher", val_score=val_score)
+    teacher_result = fit_model(
+        teacher,
+        list(teacher.parameters()),
+        data,
+        None,
+        cfg,
+        cfg.teacher_epochs,
+        cfg.teacher_lr,
+        teacher_step,
+        "teacher",
+        val_score=val_score,
+    )
     teacher_s = time.perf_counter() - t0
     echo(f"teacher: val NDCG@10 {teacher_result.best_val:.4f} at epoch {teacher_result.best_epoch} ({teacher_s:.1f}s)")
 
@@ -79,14 +95,25 @@ def fit_cooccurrence_space(data: PairedFeatures, interactions: Sequence[Interact
         loss = history_loss(items, histories, scale, generator, cfg.batch_size)
         target = t_joint[idx]
         if cfg.alpha > 0:
-            loss = loss + cfg.alpha * relational_ce(target, target, items[idx], items[idx], cfg.tau_teacher,
-                                                    cfg.tau_student)
+            loss = loss + cfg.alpha * relational_ce(
+                target, target, items[idx], items[idx], cfg.tau_teacher, cfg.tau_student
+            )
         if cfg.beta > 0:
             loss = loss + cfg.beta * cosine_gap(items[idx], target)
         return loss
 
-    student_result = fit_model(student, list(student.parameters()), data, None, cfg, cfg.epochs, cfg.lr, student_step,
-                          "student", val_score=val_score)
+    student_result = fit_model(
+        student,
+        list(student.parameters()),
+        data,
+        None,
+        cfg,
+        cfg.epochs,
+        cfg.lr,
+        student_step,
+        "student",
+        val_score=val_score,
+    )
     student_s = time.perf_counter() - t0
     echo(f"student: val NDCG@10 {student_result.best_val:.4f} at epoch {student_result.best_epoch} ({student_s:.1f}s)")
     return {
@@ -95,9 +122,17 @@ def fit_cooccurrence_space(data: PairedFeatures, interactions: Sequence[Interact
             "objective": "co-occurrence (single modality)",
             "validation": "NDCG@10 of user vectors, leave-last-out on the training interactions",
             "svd_val": svd_val,
-            "teacher": {"best_epoch": teacher_result.best_epoch, "best_val": teacher_result.best_val,
-                        "epochs_run": len(teacher_result.history) - 1, "seconds": round(teacher_s, 2)},
-            "student": {"best_epoch": student_result.best_epoch, "best_val": student_result.best_val,
-                        "epochs_run": len(student_result.history) - 1, "seconds": round(student_s, 2)},
+            "teacher": {
+                "best_epoch": teacher_result.best_epoch,
+                "best_val": teacher_result.best_val,
+                "epochs_run": len(teacher_result.history) - 1,
+                "seconds": round(teacher_s, 2),
+            },
+            "student": {
+                "best_epoch": student_result.best_epoch,
+                "best_val": student_result.best_val,
+                "epochs_run": len(student_result.history) - 1,
+                "seconds": round(student_s, 2),
+            },
         },
     }

@@ -51,9 +51,15 @@ def _time(row: Interaction) -> float | None:
     return row.timestamp.timestamp() if row.timestamp is not None else None
 
 
-def update_profile(profile: UserProfile | None, user_id: str, interactions: Iterable[Interaction],
-                   item_vectors: Mapping[str, np.ndarray], cfg: UserVectorConfig, dim: int,
-                   now: float | None = None) -> UserProfile:
+def update_profile(
+    profile: UserProfile | None,
+    user_id: str,
+    interactions: Iterable[Interaction],
+    item_vectors: Mapping[str, np.ndarray],
+    cfg: UserVectorConfig,
+    dim: int,
+    now: float | None = None,
+) -> UserProfile:
     """Add ``interactions`` to ``profile`` (None: start empty). Unknown item ids are counted, not used.
 
     The reference time becomes ``now``, else the latest interaction time, else the old reference.
@@ -86,8 +92,13 @@ def update_profile(profile: UserProfile | None, user_id: str, interactions: Iter
     return profile
 
 
-def build_profiles(interactions: Iterable[Interaction], item_vectors: Mapping[str, np.ndarray],
-                   cfg: UserVectorConfig, dim: int, now: float | None = None) -> dict[str, UserProfile]:
+def build_profiles(
+    interactions: Iterable[Interaction],
+    item_vectors: Mapping[str, np.ndarray],
+    cfg: UserVectorConfig,
+    dim: int,
+    now: float | None = None,
+) -> dict[str, UserProfile]:
     by_user: dict[str, list[Interaction]] = {}
     for row in interactions:
         by_user.setdefault(row.user_id, []).append(row)

@@ -16,8 +16,14 @@ COLLECTION = "stamps"
 TEXT_QUERIES = ("a frog", "a red fire truck", "something to eat")
 
 
-def quickstart(data_dir: str | Path = "mmalign-data", *, echo: Callable[[str], None] = print, device: str = "auto",
-               show_progress: bool = False, k: int = 5) -> dict:
+def quickstart(
+    data_dir: str | Path = "mmalign-data",
+    *,
+    echo: Callable[[str], None] = print,
+    device: str = "auto",
+    show_progress: bool = False,
+    k: int = 5,
+) -> dict:
     from mmalign.connectors.datasets.tuxpaint import write_catalog
     from mmalign.plugin.align.bundle import BundleError, load_bundle
     from mmalign.plugin.index.ingest import ingest
@@ -41,16 +47,31 @@ def quickstart(data_dir: str | Path = "mmalign-data", *, echo: Callable[[str], N
             echo(f"[2/4] existing bundle unusable ({exc}); retraining")
     if bundle is None:
         echo("[2/4] features (cached after the first run) and training (teacher + distilled student)")
-        summary = train_bundle(catalog, bundle_dir, features_dir=features, device=device, show_progress=show_progress,
-                               echo=lambda line: echo(f"      {line}"))
+        summary = train_bundle(
+            catalog,
+            bundle_dir,
+            features_dir=features,
+            device=device,
+            show_progress=show_progress,
+            echo=lambda line: echo(f"      {line}"),
+        )
         bundle = load_bundle(bundle_dir, with_teacher=False)
         tti = next(r for r in summary.metrics.results if (r.model, r.query, r.target) == ("student", "text", "image"))
         echo(f"      held-out text→image recall@10 {tti.recall_at_10:.3f} ({tti.n_queries} queries)")
     store = StoreConfig(path=str(data / "qdrant"))
-    report = ingest(catalog, bundle=bundle, collection=COLLECTION, store=store, features_dir=features, device=device,
-                    show_progress=show_progress)
-    echo(f"[3/4] ingest into '{COLLECTION}' (embedded Qdrant in {data / 'qdrant'}): ok {report.ok}, unchanged "
-         f"{report.unchanged}, failed {report.failed} ({report.seconds:.1f}s)")
+    report = ingest(
+        catalog,
+        bundle=bundle,
+        collection=COLLECTION,
+        store=store,
+        features_dir=features,
+        device=device,
+        show_progress=show_progress,
+    )
+    echo(
+        f"[3/4] ingest into '{COLLECTION}' (embedded Qdrant in {data / 'qdrant'}): ok {report.ok}, unchanged "
+        f"{report.unchanged}, failed {report.failed} ({report.seconds:.1f}s)"
+    )
 
     echo("[4/4] queries")
     searcher = Searcher(COLLECTION, store=store, bundle=bundle, device=device)

@@ -25,18 +25,28 @@ def catalog_features(catalog, features_dir, preset, weights, device, show_progre
     if not isinstance(catalog, Catalog):
         catalog = open_catalog(catalog)
     specs = preset_specs(preset, weights)
-    report = extract_features(catalog, features_dir, preset=preset, weights=weights, device=device,
-                              show_progress=show_progress)
+    report = extract_features(
+        catalog, features_dir, preset=preset, weights=weights, device=device, show_progress=show_progress
+    )
     items = catalog.items()
     data = load_paired(FeatureCache(features_dir), specs, [i.id for i in items])
     return catalog, specs, report, data
 
 
-def train_bundle(catalog, out: str | Path, *, preset: str = DEFAULT_PRESET, features_dir: str | Path,
-                 cfg: TrainConfig | None = None, weights: Mapping[str, str] | None = None,
-                 interactions: str | Path | None = None, interactions_holdout: str | None = None,
-                 device: str = "auto", show_progress: bool = False,
-                 echo: Callable[[str], None] = log.info) -> TrainReport:
+def train_bundle(
+    catalog,
+    out: str | Path,
+    *,
+    preset: str = DEFAULT_PRESET,
+    features_dir: str | Path,
+    cfg: TrainConfig | None = None,
+    weights: Mapping[str, str] | None = None,
+    interactions: str | Path | None = None,
+    interactions_holdout: str | None = None,
+    device: str = "auto",
+    show_progress: bool = False,
+    echo: Callable[[str], None] = log.info,
+) -> TrainReport:
     """Features (cached) -> alignment -> bundle on disk; returns the report.
 
     Two or more modalities: :func:`fit_alignment` (cross-modal; interactions add the teacher's
@@ -48,13 +58,15 @@ def train_bundle(catalog, out: str | Path, *, preset: str = DEFAULT_PRESET, feat
 
     cfg = cfg or TrainConfig()
     started = time.perf_counter()
-    catalog, specs, feature_report, data = catalog_features(catalog, features_dir, preset, weights, device,
-                                                             show_progress)
+    catalog, specs, feature_report, data = catalog_features(
+        catalog, features_dir, preset, weights, device, show_progress
+    )
     specs = {m: s for m, s in specs.items() if m in data.modalities}
     if not specs:
         raise DataError("no item has features for any modality of the preset; see the dead-letter file")
-    data = PairedFeatures(data.item_ids, {m: data.features[m] for m in specs}, {m: data.masks[m] for m in specs},
-                          data.encoder_ids)
+    data = PairedFeatures(
+        data.item_ids, {m: data.features[m] for m in specs}, {m: data.masks[m] for m in specs}, data.encoder_ids
+    )
     rows = None
     if interactions is not None:
         rows = _load_interactions(interactions, interactions_holdout, set(data.item_ids), echo)
@@ -69,17 +81,33 @@ def train_bundle(catalog, out: str | Path, *, preset: str = DEFAULT_PRESET, feat
     student, teacher = models["student"], models.get("teacher")
     summary = {
         "split": split,
-        "training_summary": {**training, "interactions": str(interactions) if interactions else None,
-                             "interactions_holdout": interactions_holdout},
+        "training_summary": {
+            **training,
+            "interactions": str(interactions) if interactions else None,
+            "interactions_holdout": interactions_holdout,
+        },
         "parameters": {"student": student.n_parameters(), "teacher": teacher.n_parameters() if teacher else 0},
         "metrics": metrics,
         "preset": preset,
     }
-    bundle_id = save_bundle(out, specs=specs, cfg=cfg, student=student, teacher=teacher,
-                            baselines={k: models[k] for k in ("svd", "cca") if k in models}, summary=summary)
-    return TrainReport.model_validate({**summary, "bundle_id": bundle_id, "out": str(out),
-                                       "seconds": round(time.perf_counter() - started, 1),
-                                       "feature_report": feature_report})
+    bundle_id = save_bundle(
+        out,
+        specs=specs,
+        cfg=cfg,
+        student=student,
+        teacher=teacher,
+        baselines={k: models[k] for k in ("svd", "cca") if k in models},
+        summary=summary,
+    )
+    return TrainReport.model_validate(
+        {
+            **summary,
+            "bundle_id": bundle_id,
+            "out": str(out),
+            "seconds": round(time.perf_counter() - started, 1),
+            "feature_report": feature_report,
+        }
+    )
 
 
 def _load_interactions(path, holdout: str | None, known: set[str], echo) -> list:
@@ -88,8 +116,10 @@ def _load_interactions(path, holdout: str | None, known: set[str], echo) -> list
 
     load = read_interactions(path)
     unknown = sum(r.item_id not in known for r in load.interactions)
-    echo(f"interactions: {len(load.interactions)} rows ({len(load.invalid)} invalid, {unknown} naming items "
-         f"without features: not used)")
+    echo(
+        f"interactions: {len(load.interactions)} rows ({len(load.invalid)} invalid, {unknown} naming items "
+        f"without features: not used)"
+    )
     rows = [r for r in load.interactions if r.item_id in known]
     if holdout:
         split = split_interactions(rows, holdout)
@@ -107,15 +137,23 @@ def _single_modality(data: PairedFeatures, cfg: TrainConfig, interactions, echo)
 
         fitted = fit_cooccurrence_space(data, interactions, cfg, echo=echo)
         return fitted["models"], fitted["summary"]
-    echo(f"one modality ({data.modalities[0].value}) and no interactions: nothing to align; the bundle is the "
-         f"content-only PCA projection (pass --interactions to learn a space that serves recommendation)")
+    echo(
+        f"one modality ({data.modalities[0].value}) and no interactions: nothing to align; the bundle is the "
+        f"content-only PCA projection (pass --interactions to learn a space that serves recommendation)"
+    )
     student = build_student(data.dims(), cfg, fit_svd(data, cfg.rank))
     return {"student": student, "svd": student}, {"objective": "content-only PCA"}
 
 
-def evaluate_bundle(bundle_path: str | Path, catalog=None, *, features_dir: str | Path,
-                    item_ids: Sequence[str] | None = None, device: str = "auto",
-                    show_progress: bool = False) -> EvalReport:
+def evaluate_bundle(
+    bundle_path: str | Path,
+    catalog=None,
+    *,
+    features_dir: str | Path,
+    item_ids: Sequence[str] | None = None,
+    device: str = "auto",
+    show_progress: bool = False,
+) -> EvalReport:
     """Metrics of every model in the bundle on its held-out items (or on ``item_ids``).
 
     With a catalog, features are (re)extracted into the cache first; without one, the cache must
@@ -132,9 +170,15 @@ def evaluate_bundle(bundle_path: str | Path, catalog=None, *, features_dir: str 
     ids = list(item_ids) if item_ids is not None else list(bundle.config["split"]["test_ids"])
     data = load_paired(FeatureCache(features_dir), specs, ids)
     if len(data) == 0:
-        raise DataError(f"none of the {len(ids)} evaluation items has cached features in {str(features_dir)!r}; "
-                         f"pass the catalog so that they are extracted")
-    models = {"svd": bundle.baselines.get("svd"), "cca": bundle.baselines.get("cca"), "teacher": bundle.teacher,
-              "student": bundle.student}
+        raise DataError(
+            f"none of the {len(ids)} evaluation items has cached features in {str(features_dir)!r}; "
+            f"pass the catalog so that they are extracted"
+        )
+    models = {
+        "svd": bundle.baselines.get("svd"),
+        "cca": bundle.baselines.get("cca"),
+        "teacher": bundle.teacher,
+        "student": bundle.student,
+    }
     results = evaluate_models(models, data, shared_space_modalities(specs))
     return EvalReport.model_validate({"bundle_id": bundle.bundle_id, "n_items": len(data), "results": results})

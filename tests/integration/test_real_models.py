@@ -58,9 +58,11 @@ def test_minilm_real_sentences():
 
 def test_whisper_tiny_real_speech(espeak):
     enc = _needs("whisper-tiny-en")
-    paths = [espeak("the frog jumps into the pond", "a1"),
-             espeak("the frog jumps into the pond", "a2", voice="en-gb", speed=130),
-             espeak("seven hundred and twelve dollars", "b")]
+    paths = [
+        espeak("the frog jumps into the pond", "a1"),
+        espeak("the frog jumps into the pond", "a2", voice="en-gb", speed=130),
+        espeak("seven hundred and twelve dollars", "b"),
+    ]
     out = enc.encode([enc.load_input(p, p.stem) for p in paths])
     _check(out, 3, 384)
     assert _cos(out[0], out[1]) > _cos(out[0], out[2])
@@ -89,9 +91,15 @@ def test_features_on_real_stamps(tuxpaint_stamps, tmp_path):
     from mmalign.schemas import Modality
 
     catalog = tmp_path / "c.jsonl"
-    rows = [{"id": "frog", "text": "A frog.", "image": "animals/amphibians/frog.png",
-             "audio": "animals/amphibians/frog.ogg"},
-            {"id": "bread", "text": "A loaf of bread.", "image": "food/loaf_of_bread.svg"}]
+    rows = [
+        {
+            "id": "frog",
+            "text": "A frog.",
+            "image": "animals/amphibians/frog.png",
+            "audio": "animals/amphibians/frog.ogg",
+        },
+        {"id": "bread", "text": "A loaf of bread.", "image": "food/loaf_of_bread.svg"},
+    ]
     catalog.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     from mmalign.connectors.sources import open_catalog
 

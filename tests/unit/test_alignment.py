@@ -17,14 +17,17 @@ def synthetic(n=600, latent=12, dims=(48, 32, 24), noise=0.05, audio_fraction=0.
     """Paired features related by hidden random linear maps (+ noise); audio only for some items."""
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n, latent))
-    feats = {m: z @ rng.normal(size=(latent, d)) + noise * rng.normal(size=(n, d)) + rng.normal(size=d) * 3
-             for m, d in zip((IMAGE, TEXT, AUDIO), dims)}
+    feats = {
+        m: z @ rng.normal(size=(latent, d)) + noise * rng.normal(size=(n, d)) + rng.normal(size=d) * 3
+        for m, d in zip((IMAGE, TEXT, AUDIO), dims)
+    }
     masks = {IMAGE: np.ones(n, bool), TEXT: np.ones(n, bool), AUDIO: rng.random(n) < audio_fraction}
     return PairedFeatures.from_arrays([f"item-{i:04d}" for i in range(n)], feats, masks)
 
 
-SMALL = dict(dim=32, rank=12, teacher_hidden=64, teacher_layers=1, epochs=40, teacher_epochs=40, patience=5,
-             batch_size=128)
+SMALL = dict(
+    dim=32, rank=12, teacher_hidden=64, teacher_layers=1, epochs=40, teacher_epochs=40, patience=5, batch_size=128
+)
 
 
 def _metric(results, model, query, target, key="recall@1"):
@@ -53,8 +56,11 @@ def test_fusion_with_missing_modalities():
 
     fusion = Fusion([IMAGE, TEXT, AUDIO])
     e = {m: torch.nn.functional.normalize(torch.randn(3, 8), dim=-1) for m in (IMAGE, TEXT, AUDIO)}
-    masks = {IMAGE: torch.tensor([True, False, True]), TEXT: torch.tensor([True, True, False]),
-             AUDIO: torch.tensor([False, False, False])}
+    masks = {
+        IMAGE: torch.tensor([True, False, True]),
+        TEXT: torch.tensor([True, True, False]),
+        AUDIO: torch.tensor([False, False, False]),
+    }
     fused = fusion(e, masks)
     assert torch.allclose(fused.norm(dim=1), torch.ones(3))
     assert torch.allclose(fused[1], e[TEXT][1], atol=1e-6)  # one modality: its own vector
@@ -76,13 +82,20 @@ def _write_bundle(tmp_path):
     data = synthetic(n=200)
     cfg = TrainConfig(**{**SMALL, "epochs": 3, "teacher_epochs": 3})
     result = fit_alignment(data, cfg)
-    specs = {IMAGE: get_encoder_spec("efficientnet-lite0").model_copy(update={"dim": 48}),
-             TEXT: get_encoder_spec("minilm-l6").model_copy(update={"dim": 32}),
-             AUDIO: get_encoder_spec("logmel-stats").model_copy(update={"dim": 24, "n_mels": 12, "n_mfcc": 0})}
-    bundle_id = save_bundle(tmp_path / "bundle", specs=specs, cfg=cfg, student=result.models["student"],
-                            teacher=result.models["teacher"],
-                            baselines={k: result.models[k] for k in ("svd", "cca")},
-                            summary={"split": result.split, "metrics": {"results": result.results}})
+    specs = {
+        IMAGE: get_encoder_spec("efficientnet-lite0").model_copy(update={"dim": 48}),
+        TEXT: get_encoder_spec("minilm-l6").model_copy(update={"dim": 32}),
+        AUDIO: get_encoder_spec("logmel-stats").model_copy(update={"dim": 24, "n_mels": 12, "n_mfcc": 0}),
+    }
+    bundle_id = save_bundle(
+        tmp_path / "bundle",
+        specs=specs,
+        cfg=cfg,
+        student=result.models["student"],
+        teacher=result.models["teacher"],
+        baselines={k: result.models[k] for k in ("svd", "cca")},
+        summary={"split": result.split, "metrics": {"results": result.results}},
+    )
     return data, result, specs, bundle_id
 
 
@@ -93,13 +106,17 @@ def test_bundle_round_trip_gives_identical_outputs(tmp_path):
     data, result, specs, bundle_id = _write_bundle(tmp_path)
     bundle = load_bundle(tmp_path / "bundle")
     assert bundle.bundle_id == bundle_id and bundle.dim == 32
-    for name, original in (("student", result.models["student"]), ("teacher", result.models["teacher"]),
-                           ("cca", result.models["cca"])):
+    for name, original in (
+        ("student", result.models["student"]),
+        ("teacher", result.models["teacher"]),
+        ("cca", result.models["cca"]),
+    ):
         loaded = {"student": bundle.student, "teacher": bundle.teacher, "cca": bundle.baselines.get("cca")}[name]
         for m in (IMAGE, TEXT, AUDIO):
             x = data.features[m][:10]
-            np.testing.assert_array_equal(TorchEmbedder(original, name).embed(m, x),
-                                          TorchEmbedder(loaded, name).embed(m, x))
+            np.testing.assert_array_equal(
+                TorchEmbedder(original, name).embed(m, x), TorchEmbedder(loaded, name).embed(m, x)
+            )
         np.testing.assert_array_equal(TorchEmbedder(original, name).fuse(data), TorchEmbedder(loaded, name).fuse(data))
     config = json.loads((tmp_path / "bundle" / "config.json").read_text())
     assert config["schema_version"] == 1 and config["encoders"]["image"]["encoder_id"].startswith("efficientnet")
@@ -144,16 +161,37 @@ def test_train_and_eval_cli_on_tiny_towers(tmp_path, tiny_preset):
     (root / "catalog.jsonl").write_text("\n".join(lines) + "\n")
     runner = CliRunner()
     args = ["--features", str(tmp_path / "features"), "--preset", tiny_preset]
-    result = runner.invoke(main, ["train", str(root / "catalog.jsonl"), "--out", str(tmp_path / "b"), "--dim", "8",
-                                  "--rank", "4", "--epochs", "2", "--device", "cpu", *args])
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            str(root / "catalog.jsonl"),
+            "--out",
+            str(tmp_path / "b"),
+            "--dim",
+            "8",
+            "--rank",
+            "4",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+            *args,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "held-out test items: 8" in result.output and "student" in result.output
-    result = runner.invoke(main, ["eval", "--bundle", str(tmp_path / "b"), "--features", str(tmp_path / "features"),
-                                  "--json"])
+    result = runner.invoke(
+        main, ["eval", "--bundle", str(tmp_path / "b"), "--features", str(tmp_path / "features"), "--json"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert set(report) == {"bundle_id", "n_items", "results"} and report["n_items"] == 8
     row = report["results"][0]
     assert set(row) == {"model", "query", "target", "recall@1", "recall@5", "recall@10", "mrr", "n_queries"}
     assert {(r["model"], r["query"], r["target"]) for r in report["results"]} >= {
-        ("student", "text", "image"), ("student", "image", "text"), ("cca", "text", "fused"), ("teacher", "image", "fused")}
+        ("student", "text", "image"),
+        ("student", "image", "text"),
+        ("cca", "text", "fused"),
+        ("teacher", "image", "fused"),
+    }

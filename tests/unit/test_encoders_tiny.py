@@ -56,8 +56,9 @@ def test_empty_input_and_bad_batch_size(tiny_preset):
 def test_spec_dim_mismatch_is_refused(tiny_hf_text_dir):
     from mmalign.plugin.encoders.weights import WeightsError
 
-    spec = plugin.register_encoder({"kind": "hf_text", "name": "tiny-bert-wrong", "dim": 99,
-                                    "weights": str(tiny_hf_text_dir)}, replace=True)
+    spec = plugin.register_encoder(
+        {"kind": "hf_text", "name": "tiny-bert-wrong", "dim": 99, "weights": str(tiny_hf_text_dir)}, replace=True
+    )
     with pytest.raises(WeightsError, match="hidden size is 16, spec says dim=99"):
         plugin.build_encoder(spec, device="cpu")
 

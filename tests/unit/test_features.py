@@ -35,7 +35,8 @@ def test_counts_add_up_and_bad_items_are_dead_lettered(media_dir, tmp_path, tiny
     assert "no modality" in reasons[("no-modality", None)]
     assert any(k[0] is None and "invalid JSON" in v for k, v in reasons.items())
     assert len(read_dead_letters(report.dead_letter)) == report.records_invalid + sum(
-        c.failed for c in report.modalities.values())
+        c.failed for c in report.modalities.values()
+    )
     table = FeatureCache(out).load(Modality.IMAGE, get_encoder_spec("tiny-clip-image"))
     assert sorted(table.item_ids) == ["blue", "green", "red"] and table.features.shape == (3, 16)
 
@@ -82,8 +83,14 @@ def test_nan_features_are_dead_lettered(media_dir, tmp_path, tiny_preset):
         encoder._encode_batch = poisoned
         return encoder
 
-    report = extract_features(media_dir / "catalog.jsonl", tmp_path / "f", preset=tiny_preset, modalities=["text"],
-                              batch_size=100, build_encoder=build_nan)
+    report = extract_features(
+        media_dir / "catalog.jsonl",
+        tmp_path / "f",
+        preset=tiny_preset,
+        modalities=["text"],
+        batch_size=100,
+        build_encoder=build_nan,
+    )
     assert report.modalities[Modality.TEXT].failed == 1
     assert any("NaN" in r.reason for r in read_dead_letters(report.dead_letter))
 
@@ -92,14 +99,28 @@ def test_cli_features_json_and_table(media_dir, tmp_path, tiny_preset):
     from mmalign.plugin.cli import main
 
     out = tmp_path / "features"
-    result = CliRunner().invoke(main, ["features", str(media_dir / "catalog.jsonl"), "--preset", tiny_preset,
-                                       "--out", str(out), "--device", "cpu", "--json"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "features",
+            str(media_dir / "catalog.jsonl"),
+            "--preset",
+            tiny_preset,
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    )
     assert result.exit_code == 3, result.output  # the catalog has 2 invalid records: reported, then status 3
     data = json.loads(result.output)
     assert data["modalities"]["image"]["encoded"] == 3 and data["records_invalid"] == 2
-    table = CliRunner().invoke(main, ["features", str(media_dir / "catalog.jsonl"), "--preset", tiny_preset,
-                                      "--out", str(out)])
+    table = CliRunner().invoke(
+        main, ["features", str(media_dir / "catalog.jsonl"), "--preset", tiny_preset, "--out", str(out)]
+    )
     assert table.exit_code == 3 and "cached" in table.output and "dead_letter" in table.output  # 2 bad records
-    bad = CliRunner().invoke(main, ["features", str(media_dir / "catalog.jsonl"), "--preset", "nope",
-                                    "--out", str(out)])
+    bad = CliRunner().invoke(
+        main, ["features", str(media_dir / "catalog.jsonl"), "--preset", "nope", "--out", str(out)]
+    )
     assert bad.exit_code != 0 and "available" in bad.output

@@ -21,8 +21,12 @@ def make_catalog(root, n=N_ITEMS, seed=0):
     for i in range(n):
         color = tuple(int(c) for c in rng.integers(0, 255, 3))
         write_png(root / f"img{i}.png", color, size=(24, 24))
-        item = {"id": f"item{i}", "text": "a " + " ".join(rng.choice(WORDS, 3)), "image": f"img{i}.png",
-                "metadata": {"group": "even" if i % 2 == 0 else "odd", "n": i}}
+        item = {
+            "id": f"item{i}",
+            "text": "a " + " ".join(rng.choice(WORDS, 3)),
+            "image": f"img{i}.png",
+            "metadata": {"group": "even" if i % 2 == 0 else "odd", "n": i},
+        }
         if i % 3 == 0:
             write_wav(root / f"snd{i}.wav", freq=200.0 + 40 * i, seconds=0.3, rate=8000)
             item["audio"] = f"snd{i}.wav"
@@ -41,8 +45,14 @@ def trained(tmp_path_factory, tiny_preset):
     catalog = make_catalog(base / "catalog")
     cfg = TrainConfig(dim=8, rank=4, epochs=2, teacher_epochs=2, teacher_hidden=16, teacher_layers=1)
     train_bundle(catalog, base / "bundle", preset=tiny_preset, features_dir=base / "features", cfg=cfg, device="cpu")
-    train_bundle(catalog, base / "bundle2", preset=tiny_preset, features_dir=base / "features",
-                 cfg=cfg.model_copy(update={"seed": 1}), device="cpu")
+    train_bundle(
+        catalog,
+        base / "bundle2",
+        preset=tiny_preset,
+        features_dir=base / "features",
+        cfg=cfg.model_copy(update={"seed": 1}),
+        device="cpu",
+    )
     return base, catalog
 
 
@@ -54,8 +64,15 @@ def store():
 
 def _ingest(trained, store, **kw):
     base, catalog = trained
-    return ingest(catalog, bundle=kw.pop("bundle", base / "bundle"), collection="items", store=store,
-                  features_dir=base / "features", device="cpu", **kw)
+    return ingest(
+        catalog,
+        bundle=kw.pop("bundle", base / "bundle"),
+        collection="items",
+        store=store,
+        features_dir=base / "features",
+        device="cpu",
+        **kw,
+    )
 
 
 def test_ingest_creates_versioned_collection_with_named_vectors(trained, store):
@@ -82,8 +99,9 @@ def test_reingest_is_idempotent_and_incremental(trained, store):
     changed["text"] = "a completely new description"
     edited = catalog.parent / "edited.jsonl"
     edited.write_text("\n".join([*lines[:4], json.dumps(changed), *lines[5:]]) + "\n")
-    third = ingest(edited, bundle=base / "bundle", collection="items", store=store, features_dir=base / "features",
-                   device="cpu")
+    third = ingest(
+        edited, bundle=base / "bundle", collection="items", store=store, features_dir=base / "features", device="cpu"
+    )
     assert (third.ok, third.unchanged) == (1, N_ITEMS - 1) and store.count("items") == N_ITEMS
     [point] = store.retrieve("items", ["item4"])
     assert point.payload["text"] == "a completely new description"
@@ -98,8 +116,9 @@ def test_metadata_only_change_updates_payload_without_reembedding(trained, store
     edited_item["metadata"] = {"group": "even", "n": 2, "on_sale": True}
     edited = catalog.parent / "meta_edit.jsonl"
     edited.write_text("\n".join([*lines[:2], json.dumps(edited_item), *lines[3:]]) + "\n")
-    report = ingest(edited, bundle=base / "bundle", collection="items", store=store, features_dir=base / "features",
-                    device="cpu")
+    report = ingest(
+        edited, bundle=base / "bundle", collection="items", store=store, features_dir=base / "features", device="cpu"
+    )
     assert (report.ok, report.payload_updated, report.unchanged) == (0, 1, N_ITEMS - 1)
     [after] = store.retrieve("items", ["item2"], with_vectors=True)
     assert after.payload["metadata"]["on_sale"] is True and after.vector == before.vector
@@ -128,8 +147,7 @@ def test_pipelined_and_naive_give_the_same_points(trained):
     for pipelined in (True, False):
         with VectorStore(StoreConfig(path=":memory:")) as vs:
             _ingest(trained, vs, chunk_size=7, pipelined=pipelined)
-            vectors.append({p.payload["item_id"]: p.vector["fused"]
-                            for p in vs.scroll("items", with_vectors=True)})
+            vectors.append({p.payload["item_id"]: p.vector["fused"] for p in vs.scroll("items", with_vectors=True)})
     assert vectors[0].keys() == vectors[1].keys()
     for key in vectors[0]:
         np.testing.assert_allclose(vectors[0][key], vectors[1][key], atol=1e-6)
@@ -147,12 +165,22 @@ def test_other_bundle_is_refused_with_the_recorded_one_named(trained, store):
 def test_bad_items_are_dead_lettered_and_the_run_goes_on(trained, store, tmp_path):
     base, catalog = trained
     (catalog.parent / "broken.png").write_bytes(b"not a png")
-    extra = [json.dumps({"id": "broken-image", "image": "broken.png"}),
-             json.dumps({"id": "broken-but-text", "image": "broken.png", "text": "a red frog"}), "{nope"]
+    extra = [
+        json.dumps({"id": "broken-image", "image": "broken.png"}),
+        json.dumps({"id": "broken-but-text", "image": "broken.png", "text": "a red frog"}),
+        "{nope",
+    ]
     bad = catalog.parent / "with_bad.jsonl"
     bad.write_text(catalog.read_text() + "\n".join(extra) + "\n")
-    report = ingest(bad, bundle=base / "bundle", collection="items", store=store, features_dir=base / "features",
-                    device="cpu", dead_letter=tmp_path / "dl.jsonl")
+    report = ingest(
+        bad,
+        bundle=base / "bundle",
+        collection="items",
+        store=store,
+        features_dir=base / "features",
+        device="cpu",
+        dead_letter=tmp_path / "dl.jsonl",
+    )
     assert (report.ok, report.failed, report.degraded) == (N_ITEMS + 1, 2, 1)
     letters = [json.loads(line) for line in (tmp_path / "dl.jsonl").read_text().splitlines()]
     assert {r["item_id"] for r in letters} >= {"broken-image", "broken-but-text", None}
@@ -197,20 +225,59 @@ def test_cli_ingest_and_search_json(trained, tmp_path):
     base, catalog = trained
     qdrant = str(tmp_path / "q")
     runner = CliRunner()
-    result = runner.invoke(main, ["ingest", str(catalog), "--bundle", str(base / "bundle"), "--collection", "c",
-                                  "--features", str(base / "features"), "--qdrant-path", qdrant, "--device", "cpu"])
+    result = runner.invoke(
+        main,
+        [
+            "ingest",
+            str(catalog),
+            "--bundle",
+            str(base / "bundle"),
+            "--collection",
+            "c",
+            "--features",
+            str(base / "features"),
+            "--qdrant-path",
+            qdrant,
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert f"ok {N_ITEMS}, unchanged 0, payload-only 0, failed 0" in result.output
-    result = runner.invoke(main, ["search", "--collection", "c", "--qdrant-path", qdrant, "--image",
-                                  str(catalog.parent / "img4.png"), "--using", "image", "-k", "3", "--json",
-                                  "--filter", "group=even", "--device", "cpu"])
+    result = runner.invoke(
+        main,
+        [
+            "search",
+            "--collection",
+            "c",
+            "--qdrant-path",
+            qdrant,
+            "--image",
+            str(catalog.parent / "img4.png"),
+            "--using",
+            "image",
+            "-k",
+            "3",
+            "--json",
+            "--filter",
+            "group=even",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     hits = json.loads(result.output)
     assert hits[0]["id"] == "item4" and set(hits[0]) == {"id", "score", "payload"}
     info = runner.invoke(main, ["store", "info", "--qdrant-path", qdrant, "--json"])
-    assert json.loads(info.stdout) == [{"name": "c__v1", "alias": "c", "points": N_ITEMS, "dim": 8,
-                                        "bundle_id": json.loads((base / "bundle" / "config.json").read_text())[
-                                            "bundle_id"]}]
+    assert json.loads(info.stdout) == [
+        {
+            "name": "c__v1",
+            "alias": "c",
+            "points": N_ITEMS,
+            "dim": 8,
+            "bundle_id": json.loads((base / "bundle" / "config.json").read_text())["bundle_id"],
+        }
+    ]
     missing = runner.invoke(main, ["search", "--collection", "nope", "--qdrant-path", qdrant, "--text", "x"])
     assert missing.exit_code != 0 and "does not exist" in missing.output
 
@@ -230,11 +297,26 @@ def test_embedded_and_server_give_the_same_results(trained):
     for config in (StoreConfig(path=":memory:"), StoreConfig(url=url, api_key=os.environ.get("QDRANT_API_KEY"))):
         with VectorStore(config) as vs:
             try:
-                _ = ingest(catalog, bundle=base / "bundle", collection=name, store=vs, features_dir=base / "features",
-                           device="cpu")
+                _ = ingest(
+                    catalog,
+                    bundle=base / "bundle",
+                    collection=name,
+                    store=vs,
+                    features_dir=base / "features",
+                    device="cpu",
+                )
                 searcher = Searcher(name, store=vs, device="cpu")
-                answers.append([[h.id for h in searcher.search(image=[catalog.parent / f"img{i}.png"], k=5,
-                                                               filters={"group": ["even"]})] for i in range(4)])
+                answers.append(
+                    [
+                        [
+                            h.id
+                            for h in searcher.search(
+                                image=[catalog.parent / f"img{i}.png"], k=5, filters={"group": ["even"]}
+                            )
+                        ]
+                        for i in range(4)
+                    ]
+                )
             finally:
                 for collection in vs.list_collections():
                     if collection.startswith(name):

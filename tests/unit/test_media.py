@@ -60,13 +60,17 @@ def test_ogg_and_flac(tmp_path):
 
 def test_svg_internal_entities_render_but_external_ones_do_not(tmp_path):
     good = tmp_path / "ent.svg"
-    good.write_text('<?xml version="1.0"?>\n<!DOCTYPE svg [ <!ENTITY ns_svg "http://www.w3.org/2000/svg"> ]>\n'
-                    '<svg xmlns="&ns_svg;" width="20" height="20"><rect width="20" height="20" fill="red"/></svg>')
+    good.write_text(
+        '<?xml version="1.0"?>\n<!DOCTYPE svg [ <!ENTITY ns_svg "http://www.w3.org/2000/svg"> ]>\n'
+        '<svg xmlns="&ns_svg;" width="20" height="20"><rect width="20" height="20" fill="red"/></svg>'
+    )
     assert load_image(good, item_id="e").getpixel((5, 5))[0] > 200
     secret = tmp_path / "secret.txt"
     secret.write_text("top secret")
     evil = tmp_path / "xxe.svg"
-    evil.write_text(f'<?xml version="1.0"?>\n<!DOCTYPE svg [ <!ENTITY x SYSTEM "file://{secret}"> ]>\n'
-                    '<svg xmlns="http://www.w3.org/2000/svg" width="20" height="20"><text>&x;</text></svg>')
+    evil.write_text(
+        f'<?xml version="1.0"?>\n<!DOCTYPE svg [ <!ENTITY x SYSTEM "file://{secret}"> ]>\n'
+        '<svg xmlns="http://www.w3.org/2000/svg" width="20" height="20"><text>&x;</text></svg>'
+    )
     with pytest.raises(MediaError, match="cannot decode image"):
         load_image(evil, item_id="x")

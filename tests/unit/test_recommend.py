@@ -32,8 +32,10 @@ def cluster_vectors(seed=0):
 def store():
     with VectorStore(StoreConfig(path=":memory:")) as vs:
         record = resolve_for_write(vs, "items", DIM, "bundle-x")
-        vs.upsert(record.name, [PointData(i, {"fused": v}, {"metadata": {"cluster": i[0]}})
-                                for i, v in cluster_vectors().items()])
+        vs.upsert(
+            record.name,
+            [PointData(i, {"fused": v}, {"metadata": {"cluster": i[0]}}) for i, v in cluster_vectors().items()],
+        )
         yield vs
 
 
@@ -154,21 +156,46 @@ def test_cli_recommend_and_eval_rec(tmp_path):
         record = resolve_for_write(vs, "items", DIM, "bundle-x")
         vs.upsert(record.name, [PointData(i, {"fused": v}) for i, v in cluster_vectors().items()])
     inter = tmp_path / "inter.csv"
-    lines = ["user_id,item_id,weight,timestamp"] + [f"ua,a{i},5,{1700000000 + i}" for i in range(4)] + \
-        [f"ub,b{i},5,{1700000000 + i}" for i in range(4)] + ["ua,ghost,5,1700000009"]
+    lines = (
+        ["user_id,item_id,weight,timestamp"]
+        + [f"ua,a{i},5,{1700000000 + i}" for i in range(4)]
+        + [f"ub,b{i},5,{1700000000 + i}" for i in range(4)]
+        + ["ua,ghost,5,1700000009"]
+    )
     inter.write_text("\n".join(lines) + "\n")
     runner = CliRunner()
-    result = runner.invoke(main, ["recommend", "--collection", "items", "--qdrant-path", qdrant, "--user", "ua",
-                                  "--interactions", str(inter), "-k", "3", "--json"])
+    result = runner.invoke(
+        main,
+        [
+            "recommend",
+            "--collection",
+            "items",
+            "--qdrant-path",
+            qdrant,
+            "--user",
+            "ua",
+            "--interactions",
+            str(inter),
+            "-k",
+            "3",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     hits = json.loads(result.stdout)  # the user-vector summary goes to stderr
     assert [h["id"][0] for h in hits] == ["a", "a", "a"]
-    result = runner.invoke(main, ["eval-rec", "--collection", "items", "--qdrant-path", qdrant, "--interactions",
-                                  str(inter), "--json"])
+    result = runner.invoke(
+        main, ["eval-rec", "--collection", "items", "--qdrant-path", qdrant, "--interactions", str(inter), "--json"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["unknown_item_rows"] == 1 and report["unknown_item_ids"] == 1
-    assert {r["model"] for r in report["results"]} >= {"popularity", "item-knn", "pure-svd (rank 50)", "user vector (mmalign)"}
+    assert {r["model"] for r in report["results"]} >= {
+        "popularity",
+        "item-knn",
+        "pure-svd (rank 50)",
+        "user vector (mmalign)",
+    }
 
 
 def test_single_modality_bundles_with_and_without_interactions(tmp_path, tiny_preset):
@@ -180,21 +207,34 @@ def test_single_modality_bundles_with_and_without_interactions(tmp_path, tiny_pr
 
     words = ["red", "green", "blue", "big", "small", "frog", "cat", "dog", "car", "tree", "house", "coin"]
     catalog = tmp_path / "c.jsonl"
-    catalog.write_text("".join(json.dumps({"id": f"m{i}", "text": f"a {words[i % 12]} {words[(i * 5) % 12]}"}) + "\n"
-                               for i in range(24)))
+    catalog.write_text(
+        "".join(
+            json.dumps({"id": f"m{i}", "text": f"a {words[i % 12]} {words[(i * 5) % 12]}"}) + "\n" for i in range(24)
+        )
+    )
     inter = tmp_path / "i.csv"
     rows = ["user_id,item_id,weight,timestamp"]
     for u in range(30):
         items = range(0, 12) if u % 2 == 0 else range(12, 24)
-        rows += [f"u{u},m{i},1,{1700000000 + n}" for n, i in enumerate(np.random.default_rng(u).permutation(
-            list(items))[:5])]
+        rows += [
+            f"u{u},m{i},1,{1700000000 + n}" for n, i in enumerate(np.random.default_rng(u).permutation(list(items))[:5])
+        ]
     inter.write_text("\n".join(rows) + "\n")
     cfg = TrainConfig(dim=8, rank=4, epochs=3, teacher_epochs=3, teacher_hidden=16, teacher_layers=1, batch_size=8)
-    plain = train_bundle(catalog, tmp_path / "content", preset=tiny_preset, features_dir=tmp_path / "f", cfg=cfg,
-                         device="cpu")
+    plain = train_bundle(
+        catalog, tmp_path / "content", preset=tiny_preset, features_dir=tmp_path / "f", cfg=cfg, device="cpu"
+    )
     assert plain.parameters.teacher == 0 and plain.training_summary["objective"] == "content-only PCA"
-    summary = train_bundle(catalog, tmp_path / "cooc", preset=tiny_preset, features_dir=tmp_path / "f", cfg=cfg,
-                           interactions=inter, interactions_holdout="leave-last-out", device="cpu")
+    summary = train_bundle(
+        catalog,
+        tmp_path / "cooc",
+        preset=tiny_preset,
+        features_dir=tmp_path / "f",
+        cfg=cfg,
+        interactions=inter,
+        interactions_holdout="leave-last-out",
+        device="cpu",
+    )
     assert summary.training_summary["objective"].startswith("co-occurrence")
     bundle = load_bundle(tmp_path / "cooc")
     assert bundle.teacher is not None and bundle.modalities == [__import__("schemas").Modality.TEXT]
@@ -205,8 +245,10 @@ def test_recbole_inter_format_and_bad_rows(tmp_path):
     from mmalign.connectors.interactions import read_interactions
 
     path = tmp_path / "x.inter"
-    path.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-                    "1\t10\t4\t881250949\n2\t\t3\t881250950\n3\t11\tnan\t881250951\n")
+    path.write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+        "1\t10\t4\t881250949\n2\t\t3\t881250950\n3\t11\tnan\t881250951\n"
+    )
     load = read_interactions(path)
     assert [(r.user_id, r.item_id, r.weight) for r in load.interactions] == [("1", "10", 4.0)]
     assert load.interactions[0].timestamp.year == 1997
@@ -246,8 +288,11 @@ def test_choose_popularity_weight_on_training_part():
     vectors = cluster_vectors()
     items = sorted(vectors)
     # Users who watched two b items next watch c0, which many one-off users watched: only popularity finds it.
-    rows = [e for u in range(12) for e in (ev(f"u{u}", f"b{u % 5}", 0), ev(f"u{u}", f"b{(u + 1) % 5}", 1),
-                                           ev(f"u{u}", "c0", 2))]
+    rows = [
+        e
+        for u in range(12)
+        for e in (ev(f"u{u}", f"b{u % 5}", 0), ev(f"u{u}", f"b{(u + 1) % 5}", 1), ev(f"u{u}", "c0", 2))
+    ]
     rows += [ev(f"v{v}", "c0", 0) for v in range(6)]
     weight, scores = choose_popularity_weight(rows, items, np.stack([vectors[i] for i in items]), UserVectorConfig())
     assert weight > 0 and scores[weight] > scores[0.0] + 0.3

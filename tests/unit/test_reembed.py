@@ -22,8 +22,9 @@ def store():
 @pytest.fixture
 def live(trained, store):  # noqa: F811
     base, catalog = trained
-    ingest(catalog, bundle=base / "bundle", collection="items", store=store, features_dir=base / "features",
-           device="cpu")
+    ingest(
+        catalog, bundle=base / "bundle", collection="items", store=store, features_dir=base / "features", device="cpu"
+    )
     return base, catalog
 
 
@@ -38,16 +39,21 @@ def test_reproject_swaps_alias_and_matches_a_full_ingest(live, store):
     assert report.mode == "reproject" and report.swapped and report.written == N_ITEMS
     assert store.resolve_alias("items") == "items__v2" and store.count("items") == N_ITEMS
     with VectorStore(StoreConfig(path=":memory:")) as fresh:
-        ingest(catalog, bundle=base / "bundle2", collection="items", store=fresh, features_dir=base / "features",
-               device="cpu")
+        ingest(
+            catalog,
+            bundle=base / "bundle2",
+            collection="items",
+            store=fresh,
+            features_dir=base / "features",
+            device="cpu",
+        )
         direct = _fused(fresh, "items")
     reprojected = _fused(store, "items")
     assert direct.keys() == reprojected.keys()
     for key in direct:
         np.testing.assert_allclose(reprojected[key], direct[key], atol=1e-5)
     rows = version_table(store, "items")
-    assert [(r.name, r.live, r.state) for r in rows] == [("items__v1", False, "ready"),
-                                                                   ("items__v2", True, "ready")]
+    assert [(r.name, r.live, r.state) for r in rows] == [("items__v1", False, "ready"), ("items__v2", True, "ready")]
 
 
 def test_queries_during_reembed_always_see_a_complete_version(live, store):
@@ -82,8 +88,9 @@ def test_killed_reembed_resumes_with_exact_count(live, store):
             raise KeyboardInterrupt("killed")
 
     with pytest.raises(KeyboardInterrupt):
-        reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features", chunk_size=5,
-                on_chunk=crash)
+        reembed(
+            "items", bundle=base / "bundle2", store=store, features_dir=base / "features", chunk_size=5, on_chunk=crash
+        )
     assert store.resolve_alias("items") == "items__v1"  # nothing swapped
     partial = store.count("items__v2")
     report = reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features", chunk_size=5)
@@ -94,8 +101,7 @@ def test_killed_reembed_resumes_with_exact_count(live, store):
 def test_failed_verification_leaves_alias_and_rollback_restores(live, store):
     base, catalog = live
     before = _fused(store, "items")
-    refused = reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features",
-                      min_quality=2.0)
+    refused = reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features", min_quality=2.0)
     assert not refused.swapped and "below --min-quality" in refused.reason
     assert store.resolve_alias("items") == "items__v1"
     with pytest.raises(StoreError, match="building"):
@@ -125,8 +131,9 @@ def test_keep_drops_old_versions(live, store):
 
 def test_keep_never_drops_the_rollback_target_for_an_abandoned_build(live, store):
     base, _ = live
-    refused = reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features",
-                      min_quality=2.0)  # leaves items__v2 'building'
+    refused = reembed(
+        "items", bundle=base / "bundle2", store=store, features_dir=base / "features", min_quality=2.0
+    )  # leaves items__v2 'building'
     assert not refused.swapped
     store.update_record("items__v2", state="abandoned")  # an operator gave up on it
     done = reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features", keep=1)
@@ -141,8 +148,14 @@ def test_reencode_refuses_to_drop_live_items_missing_from_the_catalog(live, stor
     partial = tmp_path / "partial.jsonl"
     partial.write_text("\n".join(catalog.read_text().splitlines()[:-3]) + "\n")
     monkeypatch.setattr("mmalign.plugin.index.reembed._same_encoders", lambda old, new: False)
-    report = reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features",
-                     catalog=open_catalog(partial, media_root=catalog.parent), device="cpu")
+    report = reembed(
+        "items",
+        bundle=base / "bundle2",
+        store=store,
+        features_dir=base / "features",
+        catalog=open_catalog(partial, media_root=catalog.parent),
+        device="cpu",
+    )
     assert not report.swapped and "3 item(s) of items__v1 are neither in items__v2" in report.reason
     assert store.resolve_alias("items") == "items__v1"
 

@@ -41,9 +41,11 @@ def test_register_conflict_needs_replace():
 
 
 def test_import_plugin_and_cli_do_not_import_torch():
-    code = ("import sys, plugin, plugin.cli, connectors.sources, connectors.store, connectors.media; "
-            "heavy = [m for m in ('torch', 'transformers', 'open_clip', 'librosa', 'timm', 'qdrant_client') "
-            "if m in sys.modules]; print(heavy)")
+    code = (
+        "import sys, plugin, plugin.cli, connectors.sources, connectors.store, connectors.media; "
+        "heavy = [m for m in ('torch', 'transformers', 'open_clip', 'librosa', 'timm', 'qdrant_client') "
+        "if m in sys.modules]; print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

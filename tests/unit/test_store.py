@@ -16,8 +16,10 @@ def store(request, tmp_path):
 
 def _points(n, dim=4, seed=0):
     rng = np.random.default_rng(seed)
-    return [PointData(f"item-{i}", {"fused": rng.normal(size=dim), "text": rng.normal(size=dim)}, {"n": i})
-            for i in range(n)]
+    return [
+        PointData(f"item-{i}", {"fused": rng.normal(size=dim), "text": rng.normal(size=dim)}, {"n": i})
+        for i in range(n)
+    ]
 
 
 def test_named_vectors_and_record(store):
