@@ -1,8 +1,9 @@
 """Alignment bundles on disk: ``config.json`` + safetensors, never pickle.
 
 config.json records the schema version, the encoder of each modality (name, id, dim, spec),
-D, ranks, fusion, the training config and summary, held-out metrics, the split, and
-``bundle_id`` (a hash of everything else, weights included).
+D, ranks, fusion, the training config and summary, held-out metrics, the split, the sha256 of
+every weight file, and ``bundle_id``: a hash of all of that. Loading recomputes both, so a swapped
+or truncated weight file, or an edited config, is refused by name before anything is written.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from mmalign.schemas import Modality, TrainConfig
 from mmalign.schemas.encoders import ENCODER_SPEC_ADAPTER, EncoderSpec
 
 BUNDLE_KIND = "mmalign-bundle"
-BUNDLE_SCHEMA_VERSION = 1
+BUNDLE_SCHEMA_VERSION = 2
+#: Version 1 bundles have no per-file digests; their id is still verified (over all files at once).
+READABLE_SCHEMA_VERSIONS = (1, 2)
 WEIGHT_FILES = ("student.safetensors", "teacher.safetensors", "baselines.safetensors")
 
 
@@ -106,11 +109,11 @@ def save_bundle(
             k: v for name, model in baselines.items() for k, v in _state_to_numpy(model, f"{name}.").items()
         },
     }
-    digest = hashlib.sha256()
+    files = {}
     for name in WEIGHT_FILES:
         if tensors[name]:
             save_file(tensors[name], str(path / name))
-            digest.update((path / name).read_bytes())
+            files[name] = _sha256(path / name)
         elif (path / name).exists():
             (path / name).unlink()
     config = {
@@ -124,11 +127,59 @@ def save_bundle(
         "baselines": sorted(baselines),
         "training": cfg.model_dump(mode="json"),
         **summary,
+        "files": files,
     }
-    digest.update(json.dumps(config, sort_keys=True).encode())
-    config["bundle_id"] = digest.hexdigest()[:16]
-    (path / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    config["bundle_id"] = _config_digest(config)
+    tmp = path / "config.json.tmp"
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path / "config.json")  # the config (and so the id) appears only once the weights are written
     return config["bundle_id"]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _config_digest(config: dict[str, Any]) -> str:
+    body = {k: v for k, v in config.items() if k != "bundle_id"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def verify_bundle(path: Path, config: dict[str, Any]) -> None:
+    """Recompute the bundle's digests; a mismatch names the file that changed."""
+    recorded = config.get("bundle_id")
+    if config.get("schema_version") == 1:  # one digest over the weight files, then the config
+        digest = hashlib.sha256()
+        for name in WEIGHT_FILES:
+            if (path / name).exists():
+                digest.update((path / name).read_bytes())
+        digest.update(json.dumps({k: v for k, v in config.items() if k != "bundle_id"}, sort_keys=True).encode())
+        if digest.hexdigest()[:16] != recorded:
+            raise BundleError(
+                f"bundle {str(path)!r} does not match its id {recorded!r}: a weight file or config.json was "
+                f"changed after training; retrain it (or restore the original files)"
+            )
+        return
+    for name, expected in sorted(config.get("files", {}).items()):
+        if name not in WEIGHT_FILES:
+            raise BundleError(f"bundle {str(path)!r} lists an unknown file {name!r}; valid: {list(WEIGHT_FILES)}")
+        file = path / name
+        if not file.is_file():
+            raise BundleError(f"bundle {str(path)!r} is missing {name} (recorded in config.json)")
+        if _sha256(file) != expected:
+            raise BundleError(
+                f"{str(file)!r} does not match the sha256 recorded in config.json: the file was replaced, "
+                f"truncated or damaged after training; restore it or retrain the bundle"
+            )
+    if _config_digest(config) != recorded:
+        raise BundleError(
+            f"{str(path / 'config.json')!r} was edited after training (its content no longer hashes to bundle "
+            f"id {recorded!r}); restore it or retrain the bundle"
+        )
 
 
 def load_bundle(path: str | Path, *, with_teacher: bool = True) -> Bundle:
@@ -147,11 +198,12 @@ def load_bundle(path: str | Path, *, with_teacher: bool = True) -> Bundle:
     if config.get("kind") != BUNDLE_KIND:
         raise BundleError(f"{str(path)!r} is not an mmalign bundle (kind={config.get('kind')!r})")
     version = config.get("schema_version")
-    if version != BUNDLE_SCHEMA_VERSION:
+    if version not in READABLE_SCHEMA_VERSIONS:
         raise BundleError(
-            f"bundle {str(path)!r} has schema version {version!r}; this mmalign reads version "
-            f"{BUNDLE_SCHEMA_VERSION}: retrain it or use a matching mmalign"
+            f"bundle {str(path)!r} has schema version {version!r}; this mmalign reads versions "
+            f"{list(READABLE_SCHEMA_VERSIONS)}: retrain it or use a matching mmalign"
         )
+    verify_bundle(path, config)
     cfg = TrainConfig.model_validate(_without_retired_options(config["training"], path))
     dims = {Modality(m): int(e["dim"]) for m, e in config["encoders"].items()}
     ranks = {Modality(m): int(r) for m, r in config["ranks"].items()}
@@ -163,17 +215,31 @@ def load_bundle(path: str | Path, *, with_teacher: bool = True) -> Bundle:
         module.load_state_dict(state, strict=True)
         return module.eval()
 
-    student = _student_with_ranks(dims, cfg, ranks)
-    load_into(student, load_file(str(path / "student.safetensors")))
+    def read(name: str) -> dict[str, np.ndarray]:
+        try:
+            return load_file(str(path / name))
+        except Exception as exc:  # safetensors raises several types for a damaged header
+            raise BundleError(f"{str(path / name)!r} cannot be read as safetensors: {exc}") from exc
+
+    def load_checked(module, name: str, prefix: str = ""):
+        try:
+            return load_into(module, read(name) if isinstance(name, str) else name, prefix)
+        except RuntimeError as exc:  # shapes or keys other than config.json implies
+            raise BundleError(f"{str(path / str(name))!r} does not fit config.json: {exc}") from exc
+
+    student = load_checked(_student_with_ranks(dims, cfg, ranks), "student.safetensors")
     teacher = None
     if with_teacher and config.get("teacher") and (path / "teacher.safetensors").exists():
         teacher = Teacher(dims, cfg.dim, config["teacher"]["hidden"], config["teacher"]["layers"], dropout=cfg.dropout)
-        load_into(teacher, load_file(str(path / "teacher.safetensors")))
+        teacher = load_checked(teacher, "teacher.safetensors")
     baselines = {}
     if config.get("baselines") and (path / "baselines.safetensors").exists():
-        tensors = load_file(str(path / "baselines.safetensors"))
+        tensors = read("baselines.safetensors")
         for name in config["baselines"]:
-            baselines[name] = load_into(_student_with_ranks(dims, cfg, ranks), tensors, f"{name}.")
+            try:
+                baselines[name] = load_into(_student_with_ranks(dims, cfg, ranks), tensors, f"{name}.")
+            except RuntimeError as exc:
+                raise BundleError(f"{str(path / 'baselines.safetensors')!r} does not fit config.json: {exc}") from exc
     return Bundle(path, config, student, teacher, baselines)
 
 

@@ -119,7 +119,7 @@ def test_bundle_round_trip_gives_identical_outputs(tmp_path):
             )
         np.testing.assert_array_equal(TorchEmbedder(original, name).fuse(data), TorchEmbedder(loaded, name).fuse(data))
     config = json.loads((tmp_path / "bundle" / "config.json").read_text())
-    assert config["schema_version"] == 1 and config["encoders"]["image"]["encoder_id"].startswith("efficientnet")
+    assert config["schema_version"] == 2 and config["encoders"]["image"]["encoder_id"].startswith("efficientnet")
     assert not list((tmp_path / "bundle").glob("*.pt")) and not list((tmp_path / "bundle").glob("*.pkl"))
 
 
@@ -136,7 +136,7 @@ def test_bundle_refuses_other_encoders_and_schema_versions(tmp_path):
     config_file = tmp_path / "bundle" / "config.json"
     config = json.loads(config_file.read_text())
     config_file.write_text(json.dumps({**config, "schema_version": 99}))
-    with pytest.raises(BundleError, match="schema version 99; this mmalign reads version 1"):
+    with pytest.raises(BundleError, match=r"schema version 99; this mmalign reads versions \[1, 2\]"):
         load_bundle(tmp_path / "bundle")
     with pytest.raises(BundleError, match="no config.json"):
         load_bundle(tmp_path)
