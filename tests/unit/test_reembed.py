@@ -10,7 +10,7 @@ from mmalign.plugin.index.ingest import ingest
 from mmalign.plugin.index.reembed import reembed
 from mmalign.plugin.index.versions import rollback, version_table
 from mmalign.schemas import StoreConfig
-from tests.unit.test_ingest_search import N_ITEMS, trained  # noqa: F401  (module fixture)
+from tests.tiny_catalog import N_ITEMS
 
 
 @pytest.fixture
