@@ -161,6 +161,7 @@ class ReembedReport(BaseModel):
     quality_old: float | None = None
     quality_new: float | None = None
     swapped: bool = False
+    already_live: bool = Field(False, description="The bundle was already live: nothing was done.")
     dropped: list[str] = Field(default_factory=list)
     seconds: float = 0.0
     reason: str | None = None

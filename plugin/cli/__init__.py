@@ -12,7 +12,7 @@ import click
 from mmalign.connectors.errors import MmalignError
 from mmalign.plugin.cli.encoders import encoders
 from mmalign.plugin.cli.features import features
-from mmalign.plugin.cli.index import ingest, quickstart, reembed, rollback, search, versions
+from mmalign.plugin.cli.index import drop_version, ingest, quickstart, reembed, rollback, search, versions
 from mmalign.plugin.cli.recommend import eval_rec, recommend
 from mmalign.plugin.cli.store import schemas, store
 from mmalign.plugin.cli.train import eval_command, train
@@ -51,6 +51,7 @@ for command in (
     reembed,
     versions,
     rollback,
+    drop_version,
     schemas,
     store,
 ):

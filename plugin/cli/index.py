@@ -224,7 +224,7 @@ def reembed(
         echo_json(report)
     else:
         print_reembed(report)
-    if not report.swapped:
+    if not report.swapped and not report.already_live:
         sys.exit(1)
 
 
@@ -258,6 +258,20 @@ def rollback(collection, to, qdrant_path, qdrant_url, api_key, grpc):
     with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
         name = run(vs, collection, to)
     click.echo(f"{collection} -> {name}")
+
+
+@click.command("drop-version")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Drop it even if it is what `rollback` would return to.")
+@store_options
+def drop_version(name, force, qdrant_path, qdrant_url, api_key, grpc):
+    """Delete one physical version NAME (e.g. catalog__v3) that no alias points at."""
+    from mmalign.connectors.store import VectorStore
+    from mmalign.plugin.index.versions import drop_version as run
+
+    with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
+        run(vs, name, force=force)
+    click.echo(f"dropped {name}")
 
 
 @click.command()

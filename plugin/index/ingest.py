@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mmalign.connectors.dead_letter import DeadLetterWriter
+from mmalign.connectors.faults import crash_point
 from mmalign.connectors.errors import BundleError, ItemError
 from mmalign.connectors.media import file_sha256
 from mmalign.connectors.sources import Catalog, open_catalog
@@ -200,6 +201,7 @@ def ingest(
                     stages["upsert"].items += len(points)
             if progress is not None:
                 progress.update(len(chunk))
+            crash_point("ingest.chunk_queued")
             if on_chunk is not None:
                 on_chunk(number)
     finally:

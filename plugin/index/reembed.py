@@ -20,6 +20,7 @@ import numpy as np
 
 from mmalign.connectors.dead_letter import DeadLetterWriter
 from mmalign.connectors.errors import ItemError
+from mmalign.connectors.faults import crash_point
 from mmalign.connectors.store import PointData, StoreError, VectorStore
 from mmalign.plugin.features.cache import FeatureCache
 from mmalign.plugin.index.versions import list_versions, parse_version, utc_now, version_name
@@ -95,6 +96,13 @@ def reembed(
         if (old_config is not None and _same_encoders(old_config, new_bundle.config) and not force_reencode)
         else "reencode"
     )
+    if old_record.bundle_id == new_bundle.bundle_id:
+        return _already_live(vs, collection, live, old_record, mode, started)
+    if mode == "reencode" and catalog is None:
+        raise StoreError(
+            f"bundle {new_bundle.bundle_id} uses other encoders than {old_record.bundle_id}: the "
+            f"items must be re-encoded, so pass the catalog (--catalog)"
+        )
     target = _next_version(vs, collection, live, new_bundle, bundle_path)
     report = ReembedReport(
         collection=collection,
@@ -109,11 +117,6 @@ def reembed(
     if mode == "reproject":
         _reproject(vs, live, target, new_bundle, FeatureCache(features_dir), report, letters, chunk_size, on_chunk)
     else:
-        if catalog is None:
-            raise StoreError(
-                f"bundle {new_bundle.bundle_id} uses other encoders than {old_record.bundle_id}: the "
-                f"items must be re-encoded, so pass the catalog (--catalog)"
-            )
         from mmalign.plugin.index.ingest import ingest
 
         result = ingest(
@@ -144,12 +147,36 @@ def _bundle_config(record) -> dict | None:
     return json.loads((Path(path) / "config.json").read_text())
 
 
+def _already_live(vs: VectorStore, alias: str, live: str, record, mode: str, started: float) -> ReembedReport:
+    """Re-embedding to the bundle that is live is a no-op (it also finishes a run killed after its swap)."""
+    if record.extra.get("state", "ready") != "ready":
+        vs.update_record(live, state="ready", verified_at=utc_now())
+    return ReembedReport(
+        collection=alias,
+        old_version=live,
+        new_version=live,
+        old_bundle=record.bundle_id,
+        new_bundle=record.bundle_id,
+        mode=mode,
+        expected=vs.count(live),
+        already_live=True,
+        seconds=time.perf_counter() - started,
+        reason=f"bundle {record.bundle_id} is already live on {live}: nothing to do",
+    )
+
+
 def _next_version(vs: VectorStore, alias: str, live: str, bundle, bundle_path: str) -> str:
-    """The version to build: an unfinished one for this bundle is resumed; else max + 1."""
+    """The version to build: an unfinished one for this bundle (building, or verified but not swapped
+    because the run stopped) is resumed; else max + 1, recorded as building before anything is written."""
     versions = list_versions(vs, alias)
     for name in versions:
         record = vs.collection_record(name)
-        if name != live and record.extra.get("state") == "building" and record.bundle_id == bundle.bundle_id:
+        if (
+            name != live
+            and record.extra.get("state") in ("building", "verified")
+            and record.bundle_id == bundle.bundle_id
+        ):
+            vs.update_record(name, previous=live, state="building")
             return name
     number = max([parse_version(n)[1] for n in versions] + [0]) + 1
     name = version_name(alias, number)
@@ -161,9 +188,12 @@ def _next_version(vs: VectorStore, alias: str, live: str, bundle, bundle_path: s
             "bundle_path": bundle_path,
             "created_at": utc_now(),
             "state": "building",
+            "alias": alias,
+            "previous": live,
             "encoders": {m.value: bundle.encoder_spec(m).name for m in bundle.modalities},
         },
     )
+    crash_point("reembed.version_created")
     return name
 
 
@@ -209,6 +239,7 @@ def _reproject(vs, live, target, bundle, cache: FeatureCache, report, letters, c
                 out.append(PointData(payload["item_id"], named, new_payload))
             vs.upsert(target, out)
             report.written += len(out)
+        crash_point("reembed.chunk_written")
         if on_chunk is not None:
             on_chunk(number)
 
@@ -242,17 +273,23 @@ def _verify_and_swap(
             f"quality probe {report.quality_new} is below --min-quality {min_quality}; the alias stays on {live}"
         )
         return
-    vs.update_record(target, state="ready", verified_at=utc_now(), points=len(new_ids))
+    vs.update_record(target, state="verified", previous=live, verified_at=utc_now(), points=len(new_ids))
+    crash_point("reembed.verified")
     vs.set_alias(alias, target)
     report.swapped = True
-    # keep the new version, the one that was live (rollback target) and the newest `keep` other ready ones
+    crash_point("reembed.swapped")
+    vs.update_record(target, state="ready")
+    crash_point("reembed.marked_ready")
+    # keep the new version, the one that was live (the rollback target, whatever --keep says) and the
+    # newest `keep` other ready ones
     ready = [
         n
         for n in list_versions(vs, alias)
-        if n != target and vs.collection_record(n).extra.get("state", "ready") == "ready"
+        if n not in (target, live) and vs.collection_record(n).extra.get("state", "ready") == "ready"
     ]
-    keep_names = {target, live, *ready[-keep:]} if keep > 0 else {target}
+    keep_names = {target, live, *(ready[-keep:] if keep > 0 else [])}
     for name in list_versions(vs, alias):
         if name not in keep_names:
             vs.delete_collection(name)
             report.dropped.append(name)
+            crash_point("reembed.dropped")

@@ -125,8 +125,10 @@ def test_keep_drops_old_versions(live, store):
     base, _ = live
     reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features", keep=1)
     report = reembed("items", bundle=base / "bundle", store=store, features_dir=base / "features", keep=0)
-    assert report.new_version == "items__v3" and report.dropped == ["items__v1", "items__v2"]
-    assert [r.name for r in version_table(store, "items")] == ["items__v3"]
+    # --keep 0 drops every older version but the one that was live: `rollback` must still work
+    assert report.new_version == "items__v3" and report.dropped == ["items__v1"]
+    assert [r.name for r in version_table(store, "items")] == ["items__v2", "items__v3"]
+    assert rollback(store, "items") == "items__v2"
 
 
 def test_keep_never_drops_the_rollback_target_for_an_abandoned_build(live, store):
