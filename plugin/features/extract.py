@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import numpy as np
 
 from mmalign.connectors.dead_letter import DeadLetterWriter
 from mmalign.connectors.errors import BatchError, ConfigError, ItemError
-from mmalign.connectors.media import file_sha256
+from mmalign.connectors.media import file_sha256, media_limits
 from mmalign.connectors.sources import Catalog, open_catalog
 from mmalign.plugin.encoders.registry import DEFAULT_PRESET, encoder_id, get_encoder_spec, get_preset, with_weights
 from mmalign.plugin.features.cache import FeatureCache
@@ -191,55 +193,147 @@ def _plan(
     return todo
 
 
-def _decode(encoder, job: _Job):
+class _DecodeTimeout(Exception):
+    pass
+
+
+def _call_with_deadline(fn, timeout: float | None):
+    """``fn()`` on a daemon thread; past ``timeout`` seconds the thread is abandoned (it cannot be
+    stopped: it finishes or dies with the process) and :class:`_DecodeTimeout` is raised."""
+    if not timeout:
+        return fn()
+    box: dict = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="mmalign-decode", daemon=True).start()
+    if not done.wait(timeout):
+        raise _DecodeTimeout
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def input_nbytes(value) -> int:
+    """Approximate memory of one decoded input: a PIL image, an array or tensor, or a string."""
+    size = getattr(value, "size", None)
+    if hasattr(value, "getbands") and isinstance(size, tuple):  # PIL image
+        return int(size[0]) * int(size[1]) * len(value.getbands())
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    if hasattr(value, "element_size") and hasattr(value, "numel"):  # torch tensor
+        return int(value.element_size() * value.numel())
+    if isinstance(value, str):
+        return len(value)
+    return sys.getsizeof(value)
+
+
+def _decode(encoder, job: _Job, timeout: float | None) -> tuple[_Job, object, ItemError | None, int]:
+    """(job, input, None, bytes), or (job, None, the reason, 0); never raises."""
     if job.path is None:
-        return job.item.text
-    return encoder.load_input(job.path, job.item.id)
+        return job, job.item.text, None, len(job.item.text)
+    modality = encoder.modality.value
+    try:
+        value = _call_with_deadline(lambda: encoder.load_input(job.path, job.item.id), timeout)
+    except _DecodeTimeout:
+        log.warning("decoding %s took longer than %g s: abandoned (item %r)", job.path, timeout, job.item.id)
+        return (
+            job,
+            None,
+            ItemError(
+                job.item.id,
+                f"decoding took longer than {timeout:g} s (MMALIGN_DECODE_TIMEOUT_S); abandoned",
+                path=str(job.path),
+                modality=modality,
+            ),
+            0,
+        )
+    except ItemError as err:
+        err.item_id = err.item_id or job.item.id
+        return job, None, err, 0
+    except Exception as exc:  # a decoder bug must not end the run
+        reason = f"cannot decode: {type(exc).__name__}: {exc}"
+        return job, None, ItemError(job.item.id, reason, path=str(job.path), modality=modality), 0
+    return job, value, None, input_nbytes(value)
 
 
 def _decoded_batches(
     encoder, jobs: list[_Job], batch_size: int, workers: int, letters: DeadLetterWriter, counts: ModalityCounts
 ) -> Iterator[tuple[int, list[_Job], list]]:
-    """Decode on a thread pool, ``workers`` batches ahead of the encoder; failures go to the dead letter."""
+    """Decode on a thread pool ahead of the encoder; yields (jobs consumed, decoded jobs, their inputs).
+
+    Memory: a batch goes to the encoder once it has ``batch_size`` inputs or ``max_batch_bytes`` of
+    them; decoding ahead (up to ``workers + 1`` batches) pauses while the decoded inputs waiting for
+    the encoder, plus the expected size of those being decoded, exceed ``max_inflight_bytes``.
+    Time: each file gets ``decode_timeout_s``; past it, the item is dead-lettered and its decode
+    abandoned. Failures go to the dead letter.
+    """
+    limits = media_limits()
+    timeout = limits.decode_timeout_s or None
+    window = batch_size * (max(1, workers) + 1)
     lock = threading.Lock()
+    held = {"bytes": 0, "items": 0, "total": 0}  # decoded, not yet released; items/total: running mean
 
-    def failed() -> None:
+    def decode(job: _Job):
+        result = _decode(encoder, job, timeout)
         with lock:
-            counts.failed += 1
+            held["bytes"] += result[3]
+            held["items"] += 1
+            held["total"] += result[3]
+        return result
 
-    def decode_batch(batch: list[_Job]):
-        ok_jobs, inputs = [], []
-        for job in batch:
-            try:
-                inputs.append(_decode(encoder, job))
-                ok_jobs.append(job)
-            except ItemError as err:
-                err.item_id = err.item_id or job.item.id
-                letters.write_error(err, stage="load")
-                failed()
-            except Exception as exc:  # a decoder bug must not end the run
-                letters.write_error(
-                    ItemError(
-                        job.item.id,
-                        f"cannot decode: {type(exc).__name__}: {exc}",
-                        path=str(job.path),
-                        modality=encoder.modality.value,
-                    ),
-                    stage="load",
-                )
-                failed()
-        return len(batch), ok_jobs, inputs
+    pending: deque[Future] = deque()
+    position = 0
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mmalign-decode")
 
-    batches = [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending = [pool.submit(decode_batch, b) for b in batches[: workers + 1]]
-        next_batch = len(pending)
+    def top_up() -> None:
+        nonlocal position
+        while position < len(jobs) and len(pending) < window:
+            running = sum(not f.done() for f in pending)
+            with lock:
+                if not held["items"] and running >= max(1, workers):
+                    return  # no size known yet: one item per thread until one is decoded
+                mean = held["total"] / held["items"] if held["items"] else 0.0
+                expected = held["bytes"] + mean * running
+            if pending and expected >= limits.max_inflight_bytes:
+                return
+            pending.append(pool.submit(decode, jobs[position]))
+            position += 1
+
+    consumed, ok_jobs, inputs, batch_bytes = 0, [], [], 0
+    try:
+        top_up()
         while pending:
-            result = pending.pop(0).result()
-            if next_batch < len(batches):
-                pending.append(pool.submit(decode_batch, batches[next_batch]))
-                next_batch += 1
-            yield result
+            job, value, error, nbytes = pending.popleft().result()
+            consumed += 1
+            if error is not None:
+                letters.write_error(error, stage="load")
+                counts.failed += 1
+            else:
+                ok_jobs.append(job)
+                inputs.append(value)
+                batch_bytes += nbytes
+            if len(ok_jobs) >= batch_size or batch_bytes >= limits.max_batch_bytes:
+                top_up()
+                yield consumed, ok_jobs, inputs
+                with lock:
+                    held["bytes"] -= batch_bytes
+                consumed, ok_jobs, inputs, batch_bytes = 0, [], [], 0
+            top_up()
+        if consumed:
+            yield consumed, ok_jobs, inputs
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _encode_jobs(
