@@ -7,6 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
+from mmalign.connectors.errors import DataError
 from mmalign.plugin.align.metrics import ranks_of_targets, retrieval_metrics
 from mmalign.plugin.features.paired import PairedFeatures
 from mmalign.schemas import Modality
@@ -46,8 +47,11 @@ def evaluate_embedder(name: str, model: Embedder, data: PairedFeatures, *, with_
             if not keep:
                 continue
             target_index = np.array([position[int(q_rows[n])] for n in keep])
-            ranks = ranks_of_targets(embedded[query][keep], corpus, target_index)
-            results.append({"model": name, "query": query.value, "target": target_name, **retrieval_metrics(ranks)})
+            try:
+                metrics = retrieval_metrics(ranks_of_targets(embedded[query][keep], corpus, target_index))
+            except DataError as exc:
+                raise DataError(f"evaluating {name!r} {query.value} -> {target_name}: {exc}") from exc
+            results.append({"model": name, "query": query.value, "target": target_name, **metrics})
     return results
 
 

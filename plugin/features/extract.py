@@ -129,7 +129,9 @@ def extract_features(
     for modality, spec in specs.items():
         counts = ModalityCounts(encoder=spec.name, encoder_id=encoder_id(spec), dim=spec.dim)
         report.modalities[modality] = counts
-        todo = _plan(catalog, items, modality, cache.index(modality, spec), counts, letters, known_hashes or {})
+        present = [i.id for i in items if getattr(i, modality.value) is not None]
+        index, _ = cache.verified_index(modality, spec, present)  # damaged cache entries: encoded again
+        todo = _plan(catalog, items, modality, index, counts, letters, known_hashes or {})
         if not todo:
             continue
         t0 = time.perf_counter()

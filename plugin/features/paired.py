@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mmalign.connectors.errors import ConfigError
+from mmalign.connectors.errors import ConfigError, DataError
 from mmalign.plugin.encoders.registry import encoder_id
 from mmalign.plugin.features.cache import FeatureCache
 from mmalign.schemas import Modality
@@ -64,6 +64,13 @@ class PairedFeatures:
             if f.shape[0] != n:
                 raise ValueError(f"{m.value} features have {f.shape[0]} rows for {n} items")
             f[~masks[m]] = 0.0
+            finite = np.isfinite(f).all(axis=1)
+            if not finite.all():
+                bad = [item_ids[i] for i in np.flatnonzero(~finite)]
+                raise DataError(
+                    f"{m.value} features of {len(bad)} item(s) are NaN or infinite, e.g. {bad[:5]}; "
+                    f"they cannot be trained or evaluated on"
+                )
             feats[m] = f
         return cls(list(item_ids), feats, {m: np.asarray(k, dtype=bool) for m, k in masks.items()})
 
