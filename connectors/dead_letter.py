@@ -30,15 +30,28 @@ class DeadLetterWriter:
     def write_error(self, error: ItemError, *, stage: str | None = None, source: str | None = None) -> None:
         self.write(
             DeadLetterRecord(
-                item_id=error.item_id,
+                item_id=_clean(error.item_id),
                 stage=stage or error.stage,
-                reason=error.reason,
+                reason=_clean(error.reason) or "",
                 modality=error.modality,
-                path=error.path,
-                source=source,
+                path=_clean(error.path),
+                source=_clean(source),
                 at=datetime.now(timezone.utc),
             )
         )
+
+
+def _clean(text: object) -> str | None:
+    """A string that can be written as UTF-8 JSON: bytes that were not UTF-8 (read with
+    ``surrogateescape``) and unpaired surrogates are written as ``\\udcXX`` escapes."""
+    if text is None:
+        return None
+    text = str(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def read_dead_letters(path: str | Path) -> list[DeadLetterRecord]:

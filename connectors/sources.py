@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from mmalign.connectors.errors import ItemError, SourceError
+from mmalign.connectors.errors import ItemError, MediaError, SourceError
 from mmalign.connectors.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES
 from mmalign.connectors.paths import resolve_media_path
 from mmalign.schemas import CatalogItem, Modality
@@ -73,7 +74,10 @@ class Catalog:
 
     def resolve(self, item: CatalogItem, modality: Modality) -> Path:
         ref = getattr(item, modality.value)
-        return resolve_media_path(ref, self.media_root, item_id=item.id, modality=modality.value)
+        try:
+            return resolve_media_path(ref, self.media_root, item_id=item.id, modality=modality.value)
+        except (OSError, ValueError) as exc:  # NUL byte, name too long, permission denied
+            raise MediaError(item.id, f"cannot use path: {exc}", path=ref, modality=modality.value) from exc
 
 
 def open_catalog(
@@ -131,23 +135,77 @@ def _guess_id(data: object) -> str | None:
     return None
 
 
+def bad_utf8(text: str) -> str | None:
+    """Where a line read with ``errors="surrogateescape"`` held bytes that are not UTF-8, or None."""
+    for column, char in enumerate(text, start=1):
+        if "\udc80" <= char <= "\udcff":
+            return f"byte 0x{ord(char) - 0xDC00:02x} at column {column} is not valid UTF-8"
+    return None
+
+
+def unencodable(data: object) -> str | None:
+    """The first string in ``data`` that cannot be written as UTF-8 (an unpaired surrogate), or None."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                shown = value[:40].encode("utf-8", "backslashreplace").decode()
+                return f"text {shown!r} is not valid Unicode: {exc.reason}"
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+    return None
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json_line(line: str) -> tuple[object, str | None]:
+    """(value, None), or (None, the reason): invalid JSON, NaN/Infinity, numbers out of range, nesting
+    too deep."""
+    try:
+        return json.loads(line, parse_float=_finite_float, parse_constant=_no_constant), None
+    except json.JSONDecodeError as exc:
+        return None, f"{exc.msg} (col {exc.colno})"
+    except (ValueError, RecursionError) as exc:  # int too long, NaN, out-of-range float, deep nesting
+        return None, f"{type(exc).__name__}: {exc}"
+
+
 def _read_jsonl(catalog: Catalog) -> Iterator[SourceRecord]:
-    with open(catalog.path, encoding="utf-8") as handle:
+    with open(catalog.path, encoding="utf-8-sig", errors="surrogateescape") as handle:
         for number, line in enumerate(handle, start=1):
             source = f"{catalog.path.name}:{number}"
             if not line.strip():
                 continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield SourceRecord(
-                    source, error=ItemError(None, f"invalid JSON at {source}: {exc.msg} (col {exc.colno})")
-                )
+            reason = bad_utf8(line)
+            if reason is not None:
+                yield SourceRecord(source, error=ItemError(None, f"{source}: {reason}"))
+                continue
+            data, reason = parse_json_line(line)
+            if reason is not None:
+                yield SourceRecord(source, error=ItemError(None, f"invalid JSON at {source}: {reason}"))
                 continue
             if not isinstance(data, dict):
                 yield SourceRecord(
                     source, error=ItemError(None, f"{source}: expected a JSON object, got {type(data).__name__}")
                 )
+                continue
+            reason = unencodable(data)
+            if reason is not None:
+                yield SourceRecord(source, error=ItemError(None, f"{source}: {reason}"))
                 continue
             if isinstance(data.get("id"), int):
                 data["id"] = str(data["id"])
@@ -160,21 +218,42 @@ def _read_jsonl(catalog: Catalog) -> Iterator[SourceRecord]:
 def _read_csv(catalog: Catalog) -> Iterator[SourceRecord]:
     cols = catalog.csv_columns
     delimiter = "\t" if catalog.path.suffix.lower() == ".tsv" else ","
-    with open(catalog.path, encoding="utf-8", newline="") as handle:
+    with open(catalog.path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
-        header = reader.fieldnames or []
+        try:
+            header = reader.fieldnames or []
+        except csv.Error as exc:
+            raise SourceError(f"CSV {str(catalog.path)!r}: cannot read its header line: {exc}") from exc
+        reason = bad_utf8("".join(header))
+        if reason is not None:
+            raise SourceError(f"CSV {str(catalog.path)!r}: header line: {reason}")
         if cols.id not in header:
             raise SourceError(f"CSV {str(catalog.path)!r} has no id column {cols.id!r}; columns: {header}")
         for name in (cols.text, cols.image, cols.audio):
             if name is not None and name not in header and name not in ("text", "image", "audio"):
                 raise SourceError(f"CSV {str(catalog.path)!r} has no column {name!r}; columns: {header}")
         mapped = {cols.id, cols.text, cols.image, cols.audio, *cols.drop}
-        for number, row in enumerate(reader, start=2):
+        number = 1
+        while True:
+            number += 1
             source = f"{catalog.path.name}:{number}"
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:  # a field over the size limit, a stray quote in strict mode
+                yield SourceRecord(source, error=ItemError(None, f"{source}: unreadable CSV row: {exc}"))
+                continue
             if None in row:
                 yield SourceRecord(
                     source, error=ItemError(row.get(cols.id), f"{source}: more fields than header columns")
                 )
+                continue
+            reason = next(
+                (f"column {k!r}: {r}" for k, v in row.items() if isinstance(v, str) and (r := bad_utf8(v))), None
+            )
+            if reason is not None:
+                yield SourceRecord(source, error=ItemError(None, f"{source}: {reason}"))
                 continue
             data = {
                 "id": row.get(cols.id) or "",
@@ -224,7 +303,7 @@ def _read_folder(catalog: Catalog) -> Iterator[SourceRecord]:
         text = None
         if "text" in files:
             try:
-                lines = files["text"].read_text(encoding="utf-8").splitlines()
+                lines = files["text"].read_text(encoding="utf-8-sig").splitlines()
             except (OSError, UnicodeDecodeError) as exc:
                 yield SourceRecord(
                     source,
@@ -239,6 +318,10 @@ def _read_folder(catalog: Catalog) -> Iterator[SourceRecord]:
             "audio": files["audio"].relative_to(root).as_posix() if "audio" in files else None,
             "metadata": {"category": stem.parent.as_posix()} if stem.parent != Path(".") else {},
         }
+        reason = unencodable(data)  # a file name that is not UTF-8
+        if reason is not None:
+            yield SourceRecord(source, error=ItemError(None, f"{source}: {reason}"))
+            continue
         try:
             yield SourceRecord(source, item=CatalogItem.model_validate(data))
         except ValidationError as exc:

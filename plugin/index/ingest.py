@@ -28,7 +28,7 @@ from mmalign.connectors.sources import Catalog, open_catalog
 from mmalign.connectors.store import PointData, VectorStore
 from mmalign.plugin.features.cache import FeatureCache
 from mmalign.plugin.features.extract import extract_features, text_hash
-from mmalign.plugin.index.payload import build_payload
+from mmalign.plugin.index.payload import DEFAULT_MAX_PAYLOAD_TEXT, build_payload
 from mmalign.plugin.index.versions import resolve_for_write
 from mmalign.schemas import CatalogItem, IngestReport, Modality, StageTiming, StoreConfig, VectorName
 
@@ -117,10 +117,13 @@ def ingest(
     pipelined: bool = True,
     encoder_pool: dict | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    max_payload_text: int = DEFAULT_MAX_PAYLOAD_TEXT,
 ) -> IngestReport:
     """Ingest a catalog into ``collection`` (an alias to a versioned collection, created on first use).
 
     ``bundle`` is a loaded :class:`~mmalign.plugin.align.bundle.Bundle` or a bundle path.
+    ``max_payload_text`` caps the characters of text stored in each payload (``text_truncated``
+    marks a cut text; the text vector always encodes the full text).
     """
     from mmalign.plugin.align.bundle import Bundle, load_bundle
 
@@ -190,6 +193,7 @@ def ingest(
                 pool=pool,
                 report=report,
                 stages=stages,
+                max_text=max_payload_text,
             )
             if points:
                 if upserter is not None:
@@ -244,7 +248,7 @@ def project_items(
 
 
 def _process_chunk(
-    chunk, *, catalog, bundle, specs, vs, target, cache, features_dir, letters, device, pool, report, stages
+    chunk, *, catalog, bundle, specs, vs, target, cache, features_dir, letters, device, pool, report, stages, max_text
 ) -> list[PointData]:
     t0 = time.perf_counter()
     hashes = {item.id: modality_hashes(catalog, item) for item in chunk}
@@ -266,7 +270,9 @@ def _process_chunk(
     if payload_only:
         for item, old in payload_only:
             present = [Modality(m) for m in old.get("modalities", [])]
-            new_payload = build_payload(item, present, content[item.id], bundle.bundle_id, media[item.id])
+            new_payload = build_payload(
+                item, present, content[item.id], bundle.bundle_id, media[item.id], max_text_chars=max_text
+            )
             vs.overwrite_payload(target, item.id, new_payload)
         report.payload_updated += len(payload_only)
     stages["skip_check"].seconds += time.perf_counter() - t0
@@ -289,6 +295,8 @@ def _process_chunk(
     for m, spec in specs.items():
         wanted = [i.id for i in todo if hashes[i.id].get(m) is not None]
         table = cache.load(m, spec, wanted)
+        for item_id, reason in table.rejected:  # damaged cache rows: skipped, named
+            letters.write_error(ItemError(item_id, reason, modality=m.value), stage="load")
         # Only features of the current content count: a stale cache row of a file that now fails is not used.
         features[m] = {
             item_id: row
@@ -321,7 +329,11 @@ def _process_chunk(
                 report.degraded += 1
             points.append(
                 PointData(
-                    item.id, named, build_payload(item, present, content[item.id], bundle.bundle_id, media[item.id])
+                    item.id,
+                    named,
+                    build_payload(
+                        item, present, content[item.id], bundle.bundle_id, media[item.id], max_text_chars=max_text
+                    ),
                 )
             )
         report.ok += len(points)

@@ -10,6 +10,7 @@ from mmalign.schemas import CatalogItem, Modality
 RESERVED_PAYLOAD = (
     "item_id",
     "text",
+    "text_truncated",
     "image",
     "audio",
     "metadata",
@@ -21,12 +22,34 @@ RESERVED_PAYLOAD = (
 )
 
 
+#: Characters of an item's text stored in the payload (and so returned with every hit).
+DEFAULT_MAX_PAYLOAD_TEXT = 2000
+
+
+def payload_text(text: str | None, max_chars: int = DEFAULT_MAX_PAYLOAD_TEXT) -> tuple[str | None, bool]:
+    """The text as stored in the payload: cut to ``max_chars`` characters; True when it was cut."""
+    if text is None or len(text) <= max_chars:
+        return text, False
+    return text[:max_chars], True
+
+
 def build_payload(
-    item: CatalogItem, modalities: list[Modality], content_hash: str, bundle_id: str, media: str | None = None
+    item: CatalogItem,
+    modalities: list[Modality],
+    content_hash: str,
+    bundle_id: str,
+    media: str | None = None,
+    *,
+    max_text_chars: int = DEFAULT_MAX_PAYLOAD_TEXT,
 ) -> dict:
+    """The point's payload. ``text`` holds at most ``max_text_chars`` characters; a longer text is cut
+    and ``text_truncated`` is true. The full text is not stored in Qdrant: it stays in the catalog
+    (look it up by ``item_id``), and the text vector is always computed from the full text."""
+    text, truncated = payload_text(item.text, max_text_chars)
     return {
         "media_hash": media,
-        "text": item.text,
+        "text": text,
+        "text_truncated": truncated,
         "image": item.image,
         "audio": item.audio,
         "metadata": item.metadata,
