@@ -14,6 +14,7 @@ from mmalign.plugin.cli.encoders import encoders
 from mmalign.plugin.cli.features import features
 from mmalign.plugin.cli.index import drop_version, ingest, quickstart, reembed, rollback, search, versions
 from mmalign.plugin.cli.recommend import eval_rec, recommend
+from mmalign.plugin.cli.serve import serve
 from mmalign.plugin.cli.store import schemas, store
 from mmalign.plugin.cli.train import eval_command, train
 
@@ -54,6 +55,7 @@ for command in (
     drop_version,
     schemas,
     store,
+    serve,
 ):
     main.add_command(command)
 

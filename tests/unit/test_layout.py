@@ -27,7 +27,7 @@ LAYERS = [
     ("mmalign.plugin.index",),
     ("mmalign.plugin.recommend",),
     ("mmalign.plugin.workflows",),
-    ("mmalign.plugin.cli", "mmalign.plugin.__main__", "mmalign.plugin.schema_export"),
+    ("mmalign.plugin.cli", "mmalign.plugin.serve", "mmalign.plugin.__main__", "mmalign.plugin.schema_export"),
 ]
 
 

@@ -1,0 +1,117 @@
+"""``mmalign serve``: the HTTP query service and search page (needs the ``serve`` extra)."""
+
+from __future__ import annotations
+
+import click
+
+from mmalign.plugin.cli.options import store_config, store_options
+
+
+def _store_options_for_serve(fn):
+    """The shared store options, with the Qdrant server's key renamed ``--qdrant-api-key``: ``--api-key``
+    is the key of this service."""
+    fn = store_options(fn)
+    for param in getattr(fn, "__click_params__", []):
+        if param.name == "api_key":
+            param.opts = ["--qdrant-api-key"]
+            param.help = "Qdrant server API key (or $QDRANT_API_KEY)."
+    return fn
+
+
+@click.command()
+@click.option("--collection", required=True, help="The alias (or collection) to serve.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--api-key",
+    "service_key",
+    envvar="MMALIGN_API_KEY",
+    help="Require this key on /v1/* and /metrics (or $MMALIGN_API_KEY).",
+)
+@click.option(
+    "--media-root",
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder the items' media paths are relative to; the page shows thumbnails and plays sounds from it.",
+)
+@click.option(
+    "--bundle",
+    "bundle_path",
+    type=click.Path(exists=True, file_okay=False),
+    help="Default: the bundle the collection was built with.",
+)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--max-body-mb", default=16.0, show_default=True, type=click.FloatRange(min=0.01), help="Body limit.")
+@click.option("--batching/--no-batching", default=True, show_default=True, help="Micro-batch concurrent encodes.")
+@click.option("--max-batch", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-wait-ms", default=4.0, show_default=True, type=click.FloatRange(min=0), help="Batch wait.")
+@click.option("--k-max", default=100, show_default=True, type=click.IntRange(min=1), help="Largest k accepted.")
+@click.option(
+    "--watch-interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds between alias checks (0: only when a request sees the change).",
+)
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
+@click.option("--access-log/--no-access-log", default=True, show_default=True)
+@_store_options_for_serve
+def serve(
+    collection,
+    host,
+    port,
+    service_key,
+    media_root,
+    bundle_path,
+    device,
+    max_body_mb,
+    batching,
+    max_batch,
+    max_wait_ms,
+    k_max,
+    watch_interval,
+    log_level,
+    access_log,
+    **store,
+):
+    """Serve search, recommend, items and media over HTTP, and a search page at /.
+
+    Loads the bundle and the query encoders once, micro-batches concurrent encodes, and follows the
+    alias when `mmalign reembed` moves it to another bundle.
+    """
+    import logging
+
+    try:
+        from mmalign.plugin.serve.app import run
+    except ImportError as exc:
+        raise click.ClickException(
+            f"mmalign serve needs the serve extra ({exc.name} is missing): pip install 'mmalign[serve]'"
+        ) from exc
+    from mmalign.plugin.serve.config import ServeConfig
+    from mmalign.plugin.serve.service import Service
+
+    logging.getLogger("mmalign").setLevel(getattr(logging, log_level.upper()))
+    config = ServeConfig(
+        collection=collection,
+        store=store_config(**store),
+        bundle=bundle_path,
+        device=device,
+        api_key=service_key,
+        media_root=media_root,
+        max_body_bytes=int(max_body_mb * (1 << 20)),
+        batching=batching,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        k_max=k_max,
+    )
+    if host not in ("127.0.0.1", "localhost", "::1") and not service_key:
+        click.echo(f"warning: listening on {host} without --api-key: anyone who reaches it can query", err=True)
+    click.echo(f"loading the bundle and encoders of {collection!r}…", err=True)
+    service = Service(config)
+    generation = service.load()
+    media = f"media from {service.media_root}" if service.media_root else "no media (--media-root)"
+    click.echo(
+        f"serving {collection!r} (bundle {generation.bundle_id}, {', '.join(generation.modalities)}; {media}) "
+        f"at http://{host}:{port}/ (API docs: /docs)",
+        err=True,
+    )
+    run(service, host=host, port=port, log_level=log_level, access_log=access_log, watch_interval_s=watch_interval)
