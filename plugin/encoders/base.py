@@ -15,6 +15,8 @@ from mmalign.schemas import Modality
 from mmalign.schemas.encoders import EncoderSpec
 
 DEFAULT_BATCH_SIZE = {Modality.IMAGE: 32, Modality.TEXT: 64, Modality.AUDIO: 8}
+#: On a GPU, small batches leave it idle between kernel launches: these are used there instead.
+GPU_BATCH_SIZE = {Modality.IMAGE: 128, Modality.TEXT: 256, Modality.AUDIO: 8}
 
 
 class Encoder(ABC):
@@ -35,6 +37,13 @@ class Encoder(ABC):
     @property
     def encoder_id(self) -> str:
         return encoder_id(self.spec)
+
+    @property
+    def default_batch_size(self) -> int:
+        """Batch size of ``encode`` when none is given: larger on a GPU than on a CPU."""
+        device = getattr(self, "device", None)
+        on_gpu = getattr(device, "type", device) == "cuda"
+        return (GPU_BATCH_SIZE if on_gpu else DEFAULT_BATCH_SIZE)[self.modality]
 
     def load_input(self, path: str | Path, item_id: str) -> Any:
         """Decode a media file into this encoder's input type (text encoders take strings, not files)."""
@@ -58,7 +67,7 @@ class Encoder(ABC):
     def iter_encode(self, inputs: Sequence[Any], batch_size: int | None = None,
                     show_progress_bar: bool | None = None) -> Iterator[np.ndarray]:
         """Yield one float32 (b, dim) array per batch, so that callers can overlap work."""
-        size = DEFAULT_BATCH_SIZE[self.modality] if batch_size is None else batch_size
+        size = self.default_batch_size if batch_size is None else batch_size
         if size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {size}")
         progress = None
@@ -86,14 +95,22 @@ class Encoder(ABC):
 
 
 class TorchEncoder(Encoder):
-    """Shared by torch-backed encoders: device choice, eval mode, inference mode, autocast on GPU."""
+    """Shared by torch-backed encoders: device choice, eval mode, inference mode, autocast on GPU.
 
-    def __init__(self, spec: EncoderSpec, device: str = "auto"):
+    ``precision`` (fp32, bf16 or fp16; see :func:`~mmalign.plugin.encoders.device.resolve_precision`)
+    is the autocast dtype on CUDA; it is an attribute, so a caller can compare precisions on one
+    loaded model. The weights themselves always stay fp32, whatever dtype the checkpoint has.
+    """
+
+    def __init__(self, spec: EncoderSpec, device: str = "auto", precision: str | None = None):
         super().__init__(spec, device)
-        from mmalign.plugin.encoders.device import select_device
+        import torch
+
+        from mmalign.plugin.encoders.device import resolve_precision, select_device
 
         self.device = select_device(device)
-        self.model = self._build_deterministic().to(self.device).eval()
+        self.precision = resolve_precision(self.device, precision)
+        self.model = self._build_deterministic().to(device=self.device, dtype=torch.float32).eval()
         for param in self.model.parameters():
             param.requires_grad_(False)
 
@@ -118,6 +135,12 @@ class TorchEncoder(Encoder):
 
         from mmalign.plugin.encoders.device import autocast
 
-        with torch.inference_mode(), autocast(self.device):
+        with torch.inference_mode(), autocast(self.device, self.precision):
             out = fn(*args)
         return out.float().cpu().numpy()
+
+    def _to_device(self, tensor):
+        """Host tensor -> this encoder's device; through pinned memory and a non-blocking copy on CUDA."""
+        if self.device.type != "cuda":
+            return tensor.to(self.device)
+        return tensor.pin_memory().to(self.device, non_blocking=True)

@@ -10,6 +10,7 @@ from mmalign.plugin.encoders.weights import WeightsError, resolve_local
 
 class HFTextEncoder(TorchEncoder):
     def _build(self):
+        import torch
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -23,7 +24,9 @@ class HFTextEncoder(TorchEncoder):
         if path is not None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder must never trigger a download
         self.tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModel.from_pretrained(source)
+        # fp32 weights whatever the checkpoint holds: transformers 5 loads a fp16 checkpoint as a fp16
+        # model by default (dtype="auto"), which is slow and inexact on a CPU; autocast does the GPU part.
+        model = AutoModel.from_pretrained(source, **{_dtype_argument(): torch.float32})
         hidden = model.config.hidden_size
         if hidden != spec.dim:
             raise WeightsError(f"encoder {spec.name!r}: model hidden size is {hidden}, spec says dim={spec.dim}")
@@ -50,3 +53,11 @@ class HFTextEncoder(TorchEncoder):
             return pooled
 
         return self._run(forward, tokens)
+
+
+def _dtype_argument() -> str:
+    """``dtype`` since transformers 4.56 (``torch_dtype`` before, deprecated after)."""
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
