@@ -111,10 +111,13 @@ class MicroBatcher:
         waits = [started - job.queued_at for job in batch]
         try:
             results = await loop.run_in_executor(self.executor, self._run_isolated, key, [j.value for j in batch])
-        except BaseException as exc:  # the executor itself failed (shut down): every request gets it
+        except asyncio.CancelledError:  # closing: the batch's requests are told so
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(BatcherClosed("the service is shutting down"))
+            raise
+        except Exception as exc:  # the executor itself failed (shut down): every request gets it
             results = [exc] * len(batch)
-            if not isinstance(exc, Exception):
-                raise
         finally:
             if self.on_batch is not None:
                 self.on_batch(key, len(batch), time.perf_counter() - started, waits)

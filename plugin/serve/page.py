@@ -204,7 +204,7 @@ select, #filter-text, .keybar input { font: inherit; font-size: 14px; padding: 7
 .card:hover { transform: translateY(-2px); box-shadow: 0 2px 4px rgba(16,24,40,.06), 0 12px 28px rgba(16,24,40,.10); }
 .thumb { aspect-ratio: 4 / 3; background: linear-gradient(180deg, #fafbff, #f1f3fa); display: flex;
   align-items: center; justify-content: center; position: relative; border-bottom: 1px solid var(--line); }
-.thumb img { max-width: 86%; max-height: 86%; object-fit: contain; }
+.thumb img { width: 86%; height: 86%; object-fit: contain; }
 .thumb .placeholder { font-size: 40px; font-weight: 700; color: #c7cbe0; }
 .rank { position: absolute; top: 8px; left: 8px; background: rgba(31,36,48,.72); color: #fff; font-size: 12px;
   font-weight: 600; border-radius: 999px; padding: 1px 8px; }
@@ -220,6 +220,7 @@ select, #filter-text, .keybar input { font: inherit; font-size: 14px; padding: 7
   border-radius: 999px; }
 .tags { display: flex; flex-wrap: wrap; gap: 4px; }
 .tag { font-size: 11px; background: var(--bg); color: var(--muted); border-radius: 6px; padding: 1px 7px; }
+.tag.modality { background: transparent; border: 1px solid var(--line); }
 .card audio { width: 100%; height: 32px; }
 .card .more { margin-top: auto; align-self: flex-start; background: transparent; color: var(--accent); padding: 4px 0;
   font-size: 13px; font-weight: 600; }
@@ -576,13 +577,17 @@ SCRIPT = r"""
     body.appendChild(id);
     const tags = el("div", "tags");
     const metadata = payload.metadata || {};
+    const shown = new Set();
     for (const key of Object.keys(metadata).slice(0, 6)) {
       const value = metadata[key];
-      if (value === null || typeof value === "object" || String(value).length > 24 || key === "name") continue;
-      if (tags.children.length >= 3) break;
-      tags.appendChild(el("span", "tag", String(value)));
+      if (value === null || typeof value === "object" || String(value).length > 28 || key === "name") continue;
+      if (shown.has(String(value)) || shown.size >= 2) continue;
+      shown.add(String(value));
+      const tag = el("span", "tag", String(value));
+      tag.title = key;
+      tags.appendChild(tag);
     }
-    (payload.modalities || []).forEach((m) => tags.appendChild(el("span", "tag", m)));
+    (payload.modalities || []).forEach((m) => tags.appendChild(el("span", "tag modality", m)));
     body.appendChild(tags);
     if (payload.audio && media) {
       const audio = el("audio");

@@ -1,0 +1,155 @@
+"""The search page in a real browser: Debian's chromium, headless, driven by Selenium (chromium-driver).
+
+The service runs on 127.0.0.1 over the tiny collection. When selenium, chromium or chromium-driver is
+missing, or the browser cannot start, the tests are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+
+from mmalign.connectors.store import VectorStore  # noqa: E402
+from mmalign.plugin.index.ingest import ingest  # noqa: E402
+from mmalign.plugin.index.search import Searcher  # noqa: E402
+from mmalign.plugin.serve.app import BackgroundServer, create_app  # noqa: E402
+from mmalign.plugin.serve.config import ServeConfig  # noqa: E402
+from mmalign.plugin.serve.service import Service  # noqa: E402
+from mmalign.schemas import StoreConfig  # noqa: E402
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+PAGE_K = 24  # the page's default number of results
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    binary = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+    driver_path = shutil.which("chromedriver")
+    if binary is None or driver_path is None:
+        pytest.skip(
+            "the browser tests need Debian's chromium and chromium-driver (apt-get install chromium "
+            "chromium-driver; .ci/run installs them)"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1300,1000"):
+        options.add_argument(arg)
+    try:
+        driver = webdriver.Chrome(service=DriverService(driver_path), options=options)
+    except WebDriverException as exc:
+        pytest.skip(f"chromium could not start: {str(exc.msg or exc).splitlines()[0]}")
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def site(trained):
+    base, catalog = trained
+    with VectorStore(StoreConfig(path=":memory:")) as store:
+        ingest(
+            catalog,
+            bundle=base / "bundle",
+            collection="items",
+            store=store,
+            features_dir=base / "features",
+            device="cpu",
+        )
+        config = ServeConfig(collection="items", device="cpu", media_root=base / "catalog")
+        service = Service(config, store=store)
+        service.load()
+        with (
+            BackgroundServer(create_app(service, watch_interval_s=0)) as server,
+            Searcher("items", store=store, device="cpu") as searcher,
+        ):
+            server.searcher = searcher
+            server.catalog = base / "catalog"
+            yield server
+
+
+def _open(browser, site):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(site.url + "/")
+    WebDriverWait(browser, 20).until(lambda d: "36 items" in d.find_element(By.ID, "collection-meta").text)
+
+
+def _cards(browser, previous=None) -> list[str]:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def ready(d):  # read in one script: the grid may be re-rendered between two calls
+        ids = d.execute_script("return [...document.querySelectorAll('#results .card')].map(c => c.dataset.id)")
+        return ids if ids and ids != previous else False
+
+    return WebDriverWait(browser, 30).until(ready)
+
+
+def test_typing_a_query_shows_the_expected_cards(browser, site):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    _open(browser, site)
+    box = browser.find_element(By.ID, "q")
+    box.send_keys("a red frog", Keys.ENTER)
+    ids = _cards(browser)
+    expected = site.searcher.search(text=["a red frog"], k=PAGE_K)
+    assert ids == [h.id for h in expected]
+    first = browser.find_element(By.CSS_SELECTOR, "#results .card")
+    assert expected[0].payload["text"] in first.text and f"{expected[0].score:.3f}" in first.text
+    assert f"{PAGE_K} results" in browser.find_element(By.ID, "status").text
+    loaded = browser.execute_script(
+        "const img = document.querySelector('#results .card img'); return img.complete && img.naturalWidth;"
+    )
+    assert loaded, "the thumbnail did not load from /v1/media"
+    audio = browser.find_elements(By.CSS_SELECTOR, "#results .card audio")
+    assert len(audio) == sum(1 for h in expected if h.payload.get("audio"))
+
+
+def test_uploading_an_image_shows_the_expected_cards(browser, site):
+    from selenium.webdriver.common.by import By
+
+    _open(browser, site)
+    picture = site.catalog / "img5.png"
+    browser.find_element(By.ID, "image-input").send_keys(str(picture))
+    ids = _cards(browser)
+    assert ids == [h.id for h in site.searcher.search(image=[picture], k=PAGE_K)]
+    assert not browser.find_element(By.ID, "image-preview").get_attribute("hidden")
+
+
+def test_more_like_this_and_the_target_vector(browser, site):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    _open(browser, site)
+    browser.find_element(By.ID, "q").send_keys("a blue car", Keys.ENTER)
+    ids = _cards(browser)
+    browser.find_element(By.CSS_SELECTOR, "#results .card .more").click()
+    like = _cards(browser, previous=ids)
+    assert like == [h.id for h in site.searcher.search(like=[ids[0]], k=PAGE_K)]
+    assert "More like:" in browser.find_element(By.ID, "chips").text
+    browser.find_element(By.CSS_SELECTOR, '#using button[data-value="image"]').click()
+    on_images = _cards(browser, previous=like)
+    assert on_images == [h.id for h in site.searcher.search(like=[ids[0]], using="image", k=PAGE_K)]
+
+
+def test_errors_are_shown_on_the_page(browser, site):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _open(browser, site)
+    browser.find_element(By.ID, "go").click()
+    status = browser.find_element(By.ID, "status")
+    assert "Type something" in status.text and "error" in status.get_attribute("class")
+    browser.find_element(By.ID, "filter-text").send_keys("colour=red")
+    browser.find_element(By.ID, "filter-add").click()
+    browser.find_element(By.ID, "q").send_keys("a frog")
+    browser.find_element(By.ID, "go").click()
+    WebDriverWait(browser, 20).until(lambda d: "unknown filter key" in d.find_element(By.ID, "status").text)
