@@ -204,7 +204,7 @@ select, #filter-text, .keybar input { font: inherit; font-size: 14px; padding: 7
 .card:hover { transform: translateY(-2px); box-shadow: 0 2px 4px rgba(16,24,40,.06), 0 12px 28px rgba(16,24,40,.10); }
 .thumb { aspect-ratio: 4 / 3; background: linear-gradient(180deg, #fafbff, #f1f3fa); display: flex;
   align-items: center; justify-content: center; position: relative; border-bottom: 1px solid var(--line); }
-.thumb img { width: 86%; height: 86%; object-fit: contain; }
+.thumb img { position: absolute; inset: 0; margin: auto; width: 86%; height: 86%; object-fit: contain; }
 .thumb .placeholder { font-size: 40px; font-weight: 700; color: #c7cbe0; }
 .rank { position: absolute; top: 8px; left: 8px; background: rgba(31,36,48,.72); color: #fff; font-size: 12px;
   font-weight: 600; border-radius: 999px; padding: 1px 8px; }

@@ -73,10 +73,10 @@ class ServingSearcher(Searcher):
     """The library's searcher (validation, live-bundle check, ``like``, filters, RRF), fed with vectors
     that the service's micro-batches encoded."""
 
-    def embed_query(self, modality, value):
+    def embed_query(self, modality, value, **options):
         if isinstance(value, QueryVector):
             return value.vector
-        return super().embed_query(modality, value)
+        return super().embed_query(modality, value, **options)
 
 
 @dataclass

@@ -436,3 +436,23 @@ def test_metrics_are_prometheus_text(client):
     for stage in ("queue", "encode", "query"):
         assert f'mmalign_stage_seconds_count{{stage="{stage}"' in text
     assert "mmalign_batch_size_sum" in text and "mmalign_bundle_info{" in text
+
+
+# -- the command ---------------------------------------------------------------------------------------------
+def test_cli_serve_options_and_a_missing_collection_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from mmalign.plugin.cli import main
+
+    runner = CliRunner()
+    usage = runner.invoke(main, ["serve", "--help"])
+    assert usage.exit_code == 0
+    for option in ("--api-key", "--qdrant-api-key", "--media-root", "--no-batching", "--max-body-mb", "--port"):
+        assert option in usage.output
+    result = runner.invoke(main, ["serve", "--collection", "nope", "--qdrant-path", str(tmp_path / "store")])
+    assert result.exit_code == 1 and "Error: collection 'nope' does not exist" in result.output
+    code = "import sys, mmalign.plugin.cli; assert 'fastapi' not in sys.modules and 'uvicorn' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 0
