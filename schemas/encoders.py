@@ -142,8 +142,159 @@ class WhisperCT2AudioSpec(_SpecBase):
         return Modality.AUDIO
 
 
+TextSpec = Annotated[HFTextSpec | OpenClipTextSpec, Field(discriminator="kind")]
+
+
+class WhisperTranscriptSpec(_SpecBase):
+    """What was said: Whisper (CTranslate2) transcribes the clip, greedy and short, and a text encoder embeds
+    the transcript. The feature is ``[text embedding ; speech probability]`` (the last column only with
+    ``speech_feature``); a clip Whisper deems silent (no-speech probability above ``no_speech_threshold`` and
+    mean log-probability below ``logprob_threshold``, Whisper's own rule) has an empty transcript and a zero
+    text part. The transcript itself is kept as an annotation (``heard``)."""
+
+    kind: Literal["whisper_ct2_transcript"] = "whisper_ct2_transcript"
+    text_encoder: TextSpec = Field(description="The text encoder that embeds the transcript (its full spec).")
+    speech_feature: bool = Field(default=True, description="Append 1 - Whisper's no-speech probability.")
+    n_mels: int = Field(default=80, gt=0)
+    max_seconds: float = Field(default=30.0, gt=0, le=30.0)
+    lead_seconds: float = Field(
+        default=0.5, ge=0, le=5.0, description="Silence put before the clip: Whisper hallucinates less on short clips."
+    )
+    window: Literal["clip", "full"] = Field(
+        default="clip",
+        description="'full': Whisper's 30 s window; 'clip': a window that covers the clip (rounded up to "
+        "window_step_seconds), far cheaper for short clips.",
+    )
+    window_step_seconds: float = Field(default=5.0, gt=0, le=30.0)
+    max_new_tokens: int = Field(default=48, gt=0, le=440)
+    no_repeat_ngram_size: int = Field(default=3, ge=0)
+    no_speech_threshold: float = Field(default=0.6, ge=0, le=1)
+    logprob_threshold: float = Field(default=-1.0, le=0)
+
+    @model_validator(mode="after")
+    def _dim_matches(self) -> WhisperTranscriptSpec:
+        expected = self.text_encoder.dim + (1 if self.speech_feature else 0)
+        if self.dim != expected:
+            raise ValueError(
+                f"dim must be {expected} (text encoder dim + speech feature) for {self.name!r}, got {self.dim}"
+            )
+        return self
+
+    @property
+    def sample_rate(self) -> int:
+        return 16000
+
+    @property
+    def modality(self) -> Modality:
+        return Modality.AUDIO
+
+
+class AisfxAudioSpec(_SpecBase):
+    """The aiSFX sound-effects CNN (Ma & Lerch, ISMIR 2022): 9 conv layers on 96-band log-mel at 44.1 kHz,
+    one embedding per block of ``block_frames`` frames (about 2 s), pooled over the blocks of the clip."""
+
+    kind: Literal["aisfx_audio"] = "aisfx_audio"
+    sample_rate: int = Field(default=44100, gt=0)
+    n_mels: int = Field(default=96, gt=0)
+    n_fft: int = Field(default=2048, gt=0)
+    hop_length: int = Field(default=1024, gt=0)
+    block_frames: int = Field(default=100, gt=0, description="Frames per embedding block (100: about 2.3 s).")
+    block_hop: int = Field(default=50, gt=0, description="Frames between block starts (aiSFX default: half a block).")
+    channels: int = Field(default=64, gt=0, description="Width of the first conv block (then x2, x4, x8).")
+    pooling: Literal["mean", "max", "mean_max"] = "mean_max"
+    log_max: float = Field(default=9.457798957824707, gt=0, description="Min-max scale of log10(1e4 mel + 1).")
+    max_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _dim_matches(self) -> AisfxAudioSpec:
+        expected = 8 * self.channels * (2 if self.pooling == "mean_max" else 1)
+        if self.dim != expected:
+            raise ValueError(
+                f"dim must be {expected} for channels={self.channels}, pooling {self.pooling!r} "
+                f"of {self.name!r}, got {self.dim}"
+            )
+        return self
+
+    @property
+    def modality(self) -> Modality:
+        return Modality.AUDIO
+
+
+AudioPartSpec = Annotated[
+    LibrosaAudioSpec | WhisperCT2AudioSpec | WhisperTranscriptSpec | AisfxAudioSpec, Field(discriminator="kind")
+]
+
+
+class ConcatAudioPart(BaseModel):
+    model_config = _FROZEN
+
+    encoder: AudioPartSpec
+    weight: float = Field(default=1.0, gt=0, description="The part is L2-normalised, then scaled by this.")
+    normalize: bool = True
+    keep_last: int = Field(
+        default=0,
+        ge=0,
+        description="Trailing columns left as they are, neither normalised nor weighted (a speech probability).",
+    )
+
+
+class ConcatAudioSpec(_SpecBase):
+    """Several audio encoders on one clip, their features side by side (each part normalised and weighted),
+    so that the learned projection uses whichever part carries the meaning: speech or sound."""
+
+    kind: Literal["concat_audio"] = "concat_audio"
+    parts: tuple[ConcatAudioPart, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _dim_matches(self) -> ConcatAudioSpec:
+        expected = sum(p.encoder.dim for p in self.parts)
+        if self.dim != expected:
+            raise ValueError(f"dim must be the sum of the parts' dims, {expected}, for {self.name!r}, got {self.dim}")
+        return self
+
+    @property
+    def sample_rate(self) -> int:
+        return max(p.encoder.sample_rate for p in self.parts)
+
+    @property
+    def max_seconds(self) -> float:
+        return max(p.encoder.max_seconds for p in self.parts)
+
+    @property
+    def modality(self) -> Modality:
+        return Modality.AUDIO
+
+
+class AudioStudentSpec(_SpecBase):
+    """A small CNN on log-mel, distilled to reproduce a teacher audio encoder's features (same dim), so that
+    a bundle trained on the teacher serves queries at a fraction of the cost. ``weights``: its safetensors."""
+
+    kind: Literal["audio_student"] = "audio_student"
+    teacher_id: str = Field(min_length=1, description="Encoder id of the teacher whose features it reproduces.")
+    sample_rate: int = Field(default=16000, gt=0)
+    n_mels: int = Field(default=64, gt=0)
+    n_fft: int = Field(default=400, gt=0)
+    hop_length: int = Field(default=160, gt=0)
+    channels: tuple[int, ...] = Field(default=(32, 64, 128, 128), min_length=1)
+    hidden: int = Field(default=256, gt=0)
+    max_seconds: float = Field(default=10.0, gt=0)
+
+    @property
+    def modality(self) -> Modality:
+        return Modality.AUDIO
+
+
 EncoderSpec = Annotated[
-    TimmImageSpec | OpenClipImageSpec | OpenClipTextSpec | HFTextSpec | LibrosaAudioSpec | WhisperCT2AudioSpec,
+    TimmImageSpec
+    | OpenClipImageSpec
+    | OpenClipTextSpec
+    | HFTextSpec
+    | LibrosaAudioSpec
+    | WhisperCT2AudioSpec
+    | WhisperTranscriptSpec
+    | AisfxAudioSpec
+    | ConcatAudioSpec
+    | AudioStudentSpec,
     Field(discriminator="kind"),
 ]
 

