@@ -124,7 +124,13 @@ def ingest(
     help="Default: the bundle the collection was built with.",
 )
 @click.option("--device", default="auto", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help='Print [{"id", "score", "payload"}, ...].')
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print [{"id", "score", "payload"}, ...]; with an audio query whose encoder transcribes, '
+    '{"heard": [{"audio", "transcript", "speech_probability"}], "hits": [...]}.',
+)
 @store_options
 def search(
     collection,
@@ -151,6 +157,7 @@ def search(
     with Searcher(
         collection, store=store_config(qdrant_path, qdrant_url, api_key, grpc), bundle=bundle_path, device=device
     ) as searcher:
+        heard: list[dict] = []
         hits = searcher.search(
             text=texts,
             image=images,
@@ -160,10 +167,19 @@ def search(
             k=k,
             filters=parse_filters(filters),
             fusion=fusion,
+            heard=heard,
         )
-    if as_json:
+    if as_json and heard:  # an audio query whose encoder transcribes: what was heard, then the hits
+        import json
+
+        body = {"heard": heard, "hits": [h.model_dump(mode="json", by_alias=True) for h in hits]}
+        click.echo(json.dumps(body, indent=2, ensure_ascii=False))
+    elif as_json:
         echo_json(hits)
     else:
+        for note in heard:
+            said = f'"{note["transcript"]}"' if note.get("transcript") else "no speech"
+            click.echo(f"heard in {note['audio']}: {said} (speech probability {note['speech_probability']:.2f})")
         print_hits(hits)
 
 

@@ -26,6 +26,7 @@ from mmalign.connectors.errors import BatchError, ConfigError, ItemError
 from mmalign.connectors.media import file_sha256, media_limits
 from mmalign.connectors.sources import Catalog, open_catalog
 from mmalign.plugin.encoders.registry import DEFAULT_PRESET, encoder_id, get_encoder_spec, get_preset, with_weights
+from mmalign.plugin.features.annotations import AnnotationTable
 from mmalign.plugin.features.cache import FeatureCache
 from mmalign.schemas import CatalogItem, FeatureReport, Modality, ModalityCounts
 from mmalign.schemas.encoders import EncoderSpec
@@ -362,22 +363,25 @@ def _encode_jobs(
     buffer_ids: list[str] = []
     buffer_hashes: list[str] = []
     buffer_rows: list[np.ndarray] = []
+    buffer_notes: list[dict] = []  # annotations (e.g. transcripts) of encoders that make them
 
     def flush() -> None:
         if buffer_ids:
+            if any(buffer_notes):
+                AnnotationTable(cache).write(spec.modality, spec, buffer_ids, buffer_hashes, buffer_notes)
             cache.write(spec.modality, spec, list(buffer_ids), list(buffer_hashes), np.stack(buffer_rows))
-            buffer_ids.clear(), buffer_hashes.clear(), buffer_rows.clear()
+            buffer_ids.clear(), buffer_hashes.clear(), buffer_rows.clear(), buffer_notes.clear()
 
     try:
         for n_batch, ok_jobs, inputs in _decoded_batches(encoder, jobs, size, workers, letters, counts):
             if ok_jobs:
                 try:
-                    features = encoder.encode(inputs, batch_size=len(inputs))
+                    features, notes = _encode(encoder, inputs)
                 except Exception as exc:
                     # One bad input can sink a batch: retry one at a time to isolate it.
                     log.warning("batch of %d failed in %s (%s); retrying item by item", len(inputs), spec.name, exc)
-                    features = _encode_one_by_one(encoder, ok_jobs, inputs, letters, counts)
-                for job, row in zip(ok_jobs, features):
+                    features, notes = _encode_one_by_one(encoder, ok_jobs, inputs, letters, counts)
+                for job, row, note in zip(ok_jobs, features, notes):
                     if row is None:
                         continue
                     if not np.all(np.isfinite(row)):
@@ -395,6 +399,7 @@ def _encode_jobs(
                     buffer_ids.append(job.item.id)
                     buffer_hashes.append(job.content_hash)
                     buffer_rows.append(row)
+                    buffer_notes.append(note)
                     counts.encoded += 1
                 if len(buffer_ids) >= shard_size:
                     flush()
@@ -406,19 +411,30 @@ def _encode_jobs(
             progress.close()
 
 
+def _encode(encoder, inputs: list) -> tuple[np.ndarray, list[dict]]:
+    """Features and annotations (empty dicts unless the encoder annotates) of one batch."""
+    if getattr(encoder, "annotates", False):
+        return encoder.encode_with_annotations(inputs, batch_size=len(inputs))
+    return encoder.encode(inputs, batch_size=len(inputs)), [{} for _ in inputs]
+
+
 def _encode_one_by_one(
     encoder, jobs: list[_Job], inputs: list, letters: DeadLetterWriter, counts: ModalityCounts
-) -> list[np.ndarray | None]:
+) -> tuple[list[np.ndarray | None], list[dict]]:
     """Isolate the bad inputs of a failed batch. When every item fails the same way, the fault is the
     encoder's (wrong checkpoint, out of memory), not the items': stop instead of dead-lettering them all."""
     rows: list[np.ndarray | None] = []
+    notes: list[dict] = []
     errors: list[BaseException | None] = []
     for value in inputs:
         try:
-            rows.append(encoder.encode([value], batch_size=1)[0])
+            features, note = _encode(encoder, [value])
+            rows.append(features[0])
+            notes.append(note[0])
             errors.append(None)
         except Exception as exc:
             rows.append(None)
+            notes.append({})
             errors.append(exc)
     kinds = {type(e) for e in errors}
     if len(inputs) >= 2 and None not in kinds and len(kinds) == 1:
@@ -440,4 +456,4 @@ def _encode_one_by_one(
                 stage="encode",
             )
             counts.failed += 1
-    return rows
+    return rows, notes

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from mmalign.connectors.dead_letter import DeadLetterWriter
-from mmalign.connectors.faults import crash_point
 from mmalign.connectors.errors import BundleError, ItemError
+from mmalign.connectors.faults import crash_point
 from mmalign.connectors.media import file_sha256
 from mmalign.connectors.sources import Catalog, open_catalog
 from mmalign.connectors.store import PointData, VectorStore
+from mmalign.plugin.features.annotations import AnnotationTable
 from mmalign.plugin.features.cache import FeatureCache
 from mmalign.plugin.features.extract import extract_features, text_hash
 from mmalign.plugin.index.payload import DEFAULT_MAX_PAYLOAD_TEXT, build_payload
@@ -247,6 +248,16 @@ def project_items(
     return out
 
 
+def _transcripts(cache, specs, features, hashes) -> dict[str, str]:
+    """item id -> what the audio encoder heard (for encoders that transcribe; see features/annotations.py)."""
+    spec = specs.get(Modality.AUDIO)
+    if spec is None or not features.get(Modality.AUDIO):
+        return {}
+    wanted = {item_id: hashes[item_id][Modality.AUDIO] for item_id in features[Modality.AUDIO]}
+    notes = AnnotationTable(cache).read(Modality.AUDIO, spec, wanted)
+    return {i: str(n["transcript"]) for i, n in notes.items() if "transcript" in n}
+
+
 def _process_chunk(
     chunk, *, catalog, bundle, specs, vs, target, cache, features_dir, letters, device, pool, report, stages, max_text
 ) -> list[PointData]:
@@ -271,7 +282,13 @@ def _process_chunk(
         for item, old in payload_only:
             present = [Modality(m) for m in old.get("modalities", [])]
             new_payload = build_payload(
-                item, present, content[item.id], bundle.bundle_id, media[item.id], max_text_chars=max_text
+                item,
+                present,
+                content[item.id],
+                bundle.bundle_id,
+                media[item.id],
+                max_text_chars=max_text,
+                heard=old.get("heard"),
             )
             vs.overwrite_payload(target, item.id, new_payload)
         report.payload_updated += len(payload_only)
@@ -303,6 +320,7 @@ def _process_chunk(
             for item_id, h, row in zip(table.item_ids, table.content_hashes, table.features)
             if h == hashes[item_id][m]
         }
+    heard = _transcripts(cache, specs, features, hashes)
     stages["encode"].seconds += time.perf_counter() - t0
     stages["encode"].items += len(todo)
 
@@ -332,7 +350,13 @@ def _process_chunk(
                     item.id,
                     named,
                     build_payload(
-                        item, present, content[item.id], bundle.bundle_id, media[item.id], max_text_chars=max_text
+                        item,
+                        present,
+                        content[item.id],
+                        bundle.bundle_id,
+                        media[item.id],
+                        max_text_chars=max_text,
+                        heard=heard.get(item.id) if Modality.AUDIO in present else None,
                     ),
                 )
             )

@@ -19,6 +19,7 @@ RESERVED_PAYLOAD = (
     "media_hash",
     "bundle_id",
     "ingested_at",
+    "heard",
 )
 
 
@@ -41,12 +42,17 @@ def build_payload(
     media: str | None = None,
     *,
     max_text_chars: int = DEFAULT_MAX_PAYLOAD_TEXT,
+    heard: str | None = None,
 ) -> dict:
     """The point's payload. ``text`` holds at most ``max_text_chars`` characters; a longer text is cut
     and ``text_truncated`` is true. The full text is not stored in Qdrant: it stays in the catalog
-    (look it up by ``item_id``), and the text vector is always computed from the full text."""
+    (look it up by ``item_id``), and the text vector is always computed from the full text.
+    ``heard``: what the audio encoder heard in the item's sound (its transcript; "" for no speech), only
+    for encoders that transcribe."""
     text, truncated = payload_text(item.text, max_text_chars)
+    extra = {} if heard is None else {"heard": payload_text(heard, max_text_chars)[0]}
     return {
+        **extra,
         "media_hash": media,
         "text": text,
         "text_truncated": truncated,

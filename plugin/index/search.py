@@ -121,8 +121,11 @@ class Searcher:
             self._encoders[key] = build_encoder(spec, device=self.device)
         return self._encoders[key]
 
-    def embed_query(self, modality: Modality | str, value: str | Path) -> np.ndarray:
-        """A text, or an image/audio file path -> unit vector in the shared space (D,)."""
+    def embed_query(self, modality: Modality | str, value: str | Path, *, heard: list | None = None) -> np.ndarray:
+        """A text, or an image/audio file path -> unit vector in the shared space (D,).
+
+        ``heard``: a list that gets, for an audio query whose encoder transcribes, ``{"audio": path,
+        "transcript": ..., "speech_probability": ...}`` (what was heard; the transcript is "" for no speech)."""
         modality = Modality(modality)
         if modality not in self.bundle.modalities:
             raise ConfigError(
@@ -137,7 +140,11 @@ class Searcher:
             if not path.is_file():
                 raise ConfigError(f"{modality.value} query file {str(path)!r} does not exist")
             inputs = [encoder.load_input(path, item_id=f"query:{path.name}")]
-        features = encoder.encode(inputs, batch_size=1)
+        if heard is not None and getattr(encoder, "annotates", False):
+            features, notes = encoder.encode_with_annotations(inputs, batch_size=1)
+            heard.append({"audio": str(value), **notes[0]})
+        else:
+            features = encoder.encode(inputs, batch_size=1)
         return self.bundle.embed(modality, features)[0]
 
     def item_vector(self, item_id: str, using: str) -> np.ndarray:
@@ -160,7 +167,10 @@ class Searcher:
         filters: Mapping[str, Any] | None = None,
         fusion: str = "rrf",
         with_payload: bool = True,
+        heard: list | None = None,
     ) -> list[Hit]:
+        """Hits of the query inputs; pass a list as ``heard`` to get what was heard in each audio query
+        (see :meth:`embed_query`)."""
         from qdrant_client import models
 
         valid = [v.value for v in VectorName]
@@ -173,7 +183,7 @@ class Searcher:
         self._check_live_bundle()
         vectors = [self.embed_query(Modality.TEXT, t) for t in text]
         vectors += [self.embed_query(Modality.IMAGE, p) for p in image]
-        vectors += [self.embed_query(Modality.AUDIO, p) for p in audio]
+        vectors += [self.embed_query(Modality.AUDIO, p, heard=heard) for p in audio]
         vectors += [self.item_vector(i, using) for i in like]
         if not vectors:
             raise ConfigError("give at least one query: text, image, audio or like")

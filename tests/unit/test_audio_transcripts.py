@@ -1,0 +1,127 @@
+"""What an audio encoder heard travels: feature cache side table -> ingest payload (``heard``) -> search.
+
+The real transcribing encoder (Whisper) is in tests/integration; here a tiny log-mel tower that also
+"annotates" each clip stands in for it, so that the plumbing is tested with tiny towers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mmalign.plugin.encoders.audio import LibrosaAudioEncoder
+from mmalign.plugin.features.annotations import AnnotationTable
+from mmalign.schemas import Modality
+
+
+class AnnotatingLogmel(LibrosaAudioEncoder):
+    """tiny-logmel that says what it 'heard': the clip's length (and nothing in a quiet clip)."""
+
+    annotates = True
+
+    def _encode_batch_annotated(self, batch):
+        notes = [
+            {"transcript": f"{len(w)} samples" if np.abs(w).max() > 0.01 else "", "speech_probability": 0.5}
+            for w in batch
+        ]
+        return self._encode_batch(batch), notes
+
+
+@pytest.fixture
+def annotating(monkeypatch):
+    from mmalign.plugin import encoders
+
+    monkeypatch.setitem(encoders._KINDS, "librosa_audio", (__name__, "AnnotatingLogmel"))
+
+
+def test_annotation_table_keys_by_content_and_survives_a_torn_line(tmp_path, tiny_preset):
+    from mmalign.plugin.encoders.registry import get_encoder_spec
+
+    spec = get_encoder_spec("tiny-logmel")
+    table = AnnotationTable(tmp_path)
+    assert table.read(Modality.AUDIO, spec, {"a": "h1"}) == {}
+    assert table.write(Modality.AUDIO, spec, ["a", "b", "c"], ["h1", "h2", "h3"], [{"t": "x"}, {"t": "y"}, {}]) == 2
+    assert table.read(Modality.AUDIO, spec, {"a": "h1", "b": "other", "c": "h3"}) == {"a": {"t": "x"}}
+    table.write(Modality.AUDIO, spec, ["a"], ["h9"], [{"t": "newer"}])
+    assert table.read(Modality.AUDIO, spec, {"a": "h9"}) == {"a": {"t": "newer"}}
+    with open(table.path(Modality.AUDIO, spec), "a") as handle:
+        handle.write('{"item_id": "d", "content_h')  # a writer killed mid-line
+    assert table.read(Modality.AUDIO, spec, {"a": "h9", "d": "h"}) == {"a": {"t": "newer"}}
+    table.write(Modality.AUDIO, spec, ["e"], ["h5"], [{"t": "after"}])  # starts on a new line
+    assert table.read(Modality.AUDIO, spec, {"e": "h5", "a": "h9"}) == {"e": {"t": "after"}, "a": {"t": "newer"}}
+
+
+def test_heard_reaches_the_payload_and_the_search(trained, store, tmp_path, annotating):
+    from mmalign.plugin.index.ingest import ingest
+    from mmalign.plugin.index.search import Searcher
+
+    base, catalog = trained
+    features = tmp_path / "features"  # a cache of its own: the shared one holds features without transcripts
+    report = ingest(
+        catalog, bundle=base / "bundle", collection="items", store=store, features_dir=features, device="cpu"
+    )
+    assert report.failed == 0
+    with_audio, without = store.retrieve("items", ["item0", "item1"])
+    assert with_audio.payload["heard"].endswith("samples") and "heard" not in without.payload
+    again = ingest(
+        catalog, bundle=base / "bundle", collection="items", store=store, features_dir=features, device="cpu"
+    )
+    assert again.unchanged == report.ok  # nothing re-encoded, payloads kept
+    lines = catalog.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["metadata"]["group"] = "edited"
+    edited = catalog.parent / "edited-meta.jsonl"
+    edited.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    ingest(edited, bundle=base / "bundle", collection="items", store=store, features_dir=features, device="cpu")
+    [point] = store.retrieve("items", ["item0"])
+    assert point.payload["metadata"]["group"] == "edited" and point.payload["heard"] == with_audio.payload["heard"]
+
+    heard: list = []
+    with Searcher("items", store=store, bundle=base / "bundle", device="cpu") as searcher:
+        hits = searcher.search(audio=[catalog.parent / "snd3.wav"], using="text", k=3, heard=heard)
+        assert len(hits) == 3
+        assert heard == [
+            {"audio": str(catalog.parent / "snd3.wav"), "transcript": "2400 samples", "speech_probability": 0.5}
+        ]
+        assert searcher.search(text=["a red frog"], k=2, heard=heard) and len(heard) == 1  # text: nothing heard
+
+
+def test_cli_search_json_shows_what_was_heard(trained, tmp_path, annotating):
+    from click.testing import CliRunner
+
+    from mmalign.plugin.cli import main
+
+    base, catalog = trained
+    qdrant, features = str(tmp_path / "q"), str(tmp_path / "f")
+    runner = CliRunner()
+    args = ["--qdrant-path", qdrant]
+    result = runner.invoke(
+        main,
+        [
+            "ingest",
+            str(catalog),
+            "--bundle",
+            str(base / "bundle"),
+            "--collection",
+            "c",
+            "--features",
+            features,
+            "--device",
+            "cpu",
+            *args,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        main, ["search", "--collection", "c", "--audio", str(catalog.parent / "snd0.wav"), "--json", "-k", "2", *args]
+    )
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert body["heard"][0]["transcript"] == "2400 samples" and len(body["hits"]) == 2
+    assert {"id", "score", "payload"} <= set(body["hits"][0])
+    result = runner.invoke(main, ["search", "--collection", "c", "--audio", str(catalog.parent / "snd0.wav"), *args])
+    assert result.exit_code == 0 and "heard in " in result.output and '"2400 samples"' in result.output
+    result = runner.invoke(main, ["search", "--collection", "c", "--text", "a red frog", "--json", "-k", "2", *args])
+    assert isinstance(json.loads(result.output), list)  # no audio query: the list of hits, as before
