@@ -39,7 +39,10 @@ def browser():
         )
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1300,1000"):
+    arguments = ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1300,1000")
+    # a fake microphone (a beeping tone) that needs no permission prompt
+    arguments += ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+    for arg in arguments:
         options.add_argument(arg)
     try:
         driver = webdriver.Chrome(service=DriverService(driver_path), options=options)
@@ -153,3 +156,24 @@ def test_errors_are_shown_on_the_page(browser, site):
     browser.find_element(By.ID, "q").send_keys("a frog")
     browser.find_element(By.ID, "go").click()
     WebDriverWait(browser, 20).until(lambda d: "unknown filter key" in d.find_element(By.ID, "status").text)
+
+
+def test_recording_from_the_microphone_searches_by_sound(browser, site):
+    import time
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _open(browser, site)
+    if not browser.execute_script("return !!(navigator.mediaDevices && window.MediaRecorder)"):
+        pytest.skip("this chromium has no MediaRecorder/getUserMedia")
+    record = browser.find_element(By.ID, "record")
+    record.click()
+    WebDriverWait(browser, 10).until(lambda d: "recording" in record.get_attribute("class"))
+    time.sleep(1.5)
+    record.click()  # stop: the page decodes the clip, sends 16 kHz mono WAV and searches
+    ids = _cards(browser)
+    assert len(ids) == PAGE_K
+    status = browser.find_element(By.ID, "status").text
+    assert "sound → fused" in status, status
+    assert browser.find_element(By.ID, "sound-hint").text == "microphone recording"
