@@ -354,7 +354,8 @@ def _encode_jobs(
 ) -> None:
     from mmalign.plugin.encoders.base import DEFAULT_BATCH_SIZE
 
-    size = batch_size or DEFAULT_BATCH_SIZE[spec.modality]
+    # the encoder's own default is larger on a GPU than on a CPU
+    size = batch_size or getattr(encoder, "default_batch_size", None) or DEFAULT_BATCH_SIZE[spec.modality]
     progress = None
     if show_progress:
         from tqdm import tqdm
