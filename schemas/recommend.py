@@ -24,3 +24,22 @@ class UserVectorConfig(BaseModel):
         if weight < 0 or (self.negative_below is not None and weight < self.negative_below):
             return -self.negative_strength
         return 1.0 if self.positive == "one" else float(weight)
+
+
+class CollabConfig(BaseModel):
+    """Collaborative factors learned from interactions (the ``collab`` vector of items and users)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["als", "svd"] = Field(
+        "als", description="als: implicit-feedback ALS; svd: PureSVD (truncated SVD of the binarised matrix)."
+    )
+    rank: int = Field(64, ge=1, description="Number of factors (the size of the collab vector).")
+    reg: float = Field(10.0, ge=0, description="ALS: L2 regularisation of the factors.")
+    alpha: float = Field(10.0, ge=0, description="ALS: confidence of a positive is 1 + alpha.")
+    iterations: int = Field(15, ge=1, description="ALS: alternating sweeps.")
+    seed: int = 0
+    content_weight: float = Field(
+        0.0, ge=0, description="Hybrid: weight of the content cosine added to the collab score."
+    )
+    map_reg: float = Field(1.0, ge=0, description="Content → collab ridge, relative to the mean eigenvalue.")

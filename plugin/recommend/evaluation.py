@@ -286,3 +286,280 @@ def evaluate_collection(
         unknown_item_ids=len({r.item_id for r in load.interactions} - known),
         results=[RecRow.model_validate(r) for r in results],
     )
+
+
+# -- cold items: items whose interactions all come after a cut time -------------------------------
+@dataclass
+class ColdItemSplit:
+    """Training without any interaction of the cold items; per user, the cold items the user liked later."""
+
+    train: list[Interaction]
+    cold_items: list[str]
+    targets: dict[str, list[str]]
+    cut: float
+    name: str
+    users_without_history: int = 0
+
+
+def cold_item_split(
+    interactions: Sequence[Interaction], cold_fraction: float = 0.1, cfg: UserVectorConfig | None = None
+) -> ColdItemSplit:
+    """The ``cold_fraction`` of items that appeared last (by their first interaction, ties by id)
+    become cold: all their interactions are removed from training, so the cut time is the first
+    interaction of the earliest of them. Targets: each user's positive interactions with cold items,
+    for users who keep some training history (the others are cold users, counted apart)."""
+    cfg = cfg or UserVectorConfig()
+    first: dict[str, tuple[float, str]] = {}
+    for row in interactions:
+        key = _order_key(row)
+        if row.item_id not in first or key < first[row.item_id]:
+            first[row.item_id] = key
+    ordered = sorted(first, key=lambda i: first[i])
+    n_cold = max(1, int(round(len(ordered) * cold_fraction)))
+    cold = ordered[-n_cold:]
+    cold_set = set(cold)
+    train = [r for r in interactions if r.item_id not in cold_set]
+    history = {r.user_id for r in train}
+    targets: dict[str, list[str]] = {}
+    orphans = set()
+    for row in sorted(interactions, key=_order_key):
+        if row.item_id in cold_set and cfg.strength(row.weight) > 0:
+            if row.user_id not in history:
+                orphans.add(row.user_id)
+                continue
+            items = targets.setdefault(row.user_id, [])
+            if row.item_id not in items:
+                items.append(row.item_id)
+    cut = first[cold[0]][0]
+    return ColdItemSplit(
+        train,
+        cold,
+        targets,
+        cut,
+        f"cold items: the {len(cold)} items ({100 * cold_fraction:g}%) first rated last, all their "
+        f"interactions removed from training",
+        len(orphans),
+    )
+
+
+def _top_metrics(scores: np.ndarray, candidates: np.ndarray, targets: np.ndarray, k: int, rng) -> tuple[float, float]:
+    """Recall@k and NDCG@k of the targets among the candidate indices; ties broken at random."""
+    s = scores[candidates]
+    order = np.lexsort((rng.random(len(candidates)), -s))
+    top = candidates[order[:k]]
+    hits = np.isin(top, targets).astype(np.float64)
+    n_rel = min(len(targets), k)
+    dcg = float((hits / np.log2(np.arange(2, len(top) + 2))).sum())
+    idcg = float((1.0 / np.log2(np.arange(2, n_rel + 2))).sum())
+    return float(hits.sum() / n_rel), dcg / idcg
+
+
+def evaluate_cold(
+    name: str, scorer: Callable[[str], np.ndarray], m: Matrix, split: ColdItemSplit, k: int = 20, seed: int = 0
+) -> dict:
+    """Recall@k and NDCG@k of each user's cold targets, (a) ranked within the cold items, (b) in the
+    full ranking of every item the user has not seen in training. Ties are broken at random (a method
+    that gives all cold items the same score ranks them by chance, not first)."""
+    rng = np.random.default_rng(seed)
+    cold = np.asarray(sorted(m.item_index[i] for i in split.cold_items if i in m.item_index), dtype=np.int64)
+    totals = dict.fromkeys(("cold_recall", "cold_ndcg", "full_recall", "full_ndcg"), 0.0)
+    n = 0
+    everything = np.arange(len(m.item_index))
+    for user, items in split.targets.items():
+        targets = np.asarray([m.item_index[i] for i in items if i in m.item_index], dtype=np.int64)
+        if len(targets) == 0 or user not in m.user_index:
+            continue
+        scores = np.asarray(scorer(user), dtype=np.float64)
+        seen = np.fromiter(m.seen.get(user, ()), dtype=np.int64)
+        r, g = _top_metrics(scores, cold, targets, k, rng)
+        totals["cold_recall"] += r
+        totals["cold_ndcg"] += g
+        r, g = _top_metrics(scores, np.setdiff1d(everything, seen), targets, k, rng)
+        totals["full_recall"] += r
+        totals["full_ndcg"] += g
+        n += 1
+    return {"model": name, **{f"{key}@{k}": v / max(n, 1) for key, v in totals.items()}, "n_users": n}
+
+
+def cold_matrix(split: ColdItemSplit, item_ids: Sequence[str], cfg: UserVectorConfig) -> Matrix:
+    return Matrix(RecSplit(split.train, {}, split.name), item_ids, cfg)
+
+
+# -- collaborative factors and the hybrid -----------------------------------------------------------
+def collab_scorer(factors, item_collab: np.ndarray | None = None) -> Callable[[str], np.ndarray]:
+    """Collab score: item collab vectors · the user's normalised factors (learned or folded in)."""
+    from mmalign.plugin.recommend.collab import unit
+
+    items = factors.item_factors if item_collab is None else item_collab
+
+    def score(user: str) -> np.ndarray:
+        u = unit(factors.user_vector(user))
+        return items @ u if u is not None else np.zeros(len(items))
+
+    return score
+
+
+def hybrid_scorer(
+    factors,
+    item_collab: np.ndarray,
+    content_train: Sequence[Interaction],
+    item_ids: Sequence[str],
+    item_content: np.ndarray,
+    cfg: UserVectorConfig,
+    content_weight: float,
+) -> Callable[[str], np.ndarray]:
+    """:func:`collab.hybrid_scores` with content user vectors built from ``content_train``."""
+    from mmalign.plugin.recommend.collab import hybrid_scores
+    from mmalign.plugin.recommend.user_vectors import build_profiles
+
+    vectors = {item: item_content[n] for n, item in enumerate(item_ids)}
+    profiles = build_profiles(content_train, vectors, cfg, item_content.shape[1]) if content_weight else {}
+
+    def score(user: str) -> np.ndarray:
+        profile = profiles.get(user)
+        return hybrid_scores(
+            factors.user_vector(user),
+            item_collab,
+            profile.vector if profile is not None else None,
+            item_content,
+            content_weight,
+        )
+
+    return score
+
+
+COLLAB_GRID = (
+    {"method": "als", "rank": 32, "reg": 10.0, "alpha": 10.0},
+    {"method": "als", "rank": 64, "reg": 10.0, "alpha": 10.0},
+    {"method": "als", "rank": 64, "reg": 30.0, "alpha": 5.0},
+    {"method": "als", "rank": 128, "reg": 30.0, "alpha": 10.0},
+    {"method": "svd", "rank": 20},
+    {"method": "svd", "rank": 50},
+)
+CONTENT_WEIGHT_GRID = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)
+MAP_REG_GRID = (0.01, 0.1, 1.0, 10.0)
+
+
+def tune_collab(
+    train: Sequence[Interaction],
+    item_ids: Sequence[str],
+    item_content: np.ndarray,
+    cfg: UserVectorConfig,
+    grid: Sequence[dict] = COLLAB_GRID,
+    weights: Sequence[float] = CONTENT_WEIGHT_GRID,
+    map_regs: Sequence[float] = MAP_REG_GRID,
+    seed: int = 0,
+    echo: Callable[[str], None] = lambda line: None,
+):
+    """Choose the collab model, the content weight and the content → collab ridge on splits carved
+    from ``train`` only: NDCG@10 of leave-last-out of the training part for the first two, NDCG@20
+    within the cold items of a cold-item split of the training part for the ridge.
+    Returns (CollabConfig, validation scores)."""
+    from mmalign.plugin.recommend.collab import ContentMap, fit_collab, item_collab_vectors
+    from mmalign.schemas.recommend import CollabConfig
+
+    inner = split_interactions(train, "leave-last-out")
+    m = Matrix(inner, item_ids, cfg)
+    scores: dict = {"model": {}, "content_weight": {}, "map_reg": {}}
+    best = None
+    for params in grid:
+        ccfg = CollabConfig(seed=seed, **params)
+        factors = fit_collab(inner.train, item_ids, ccfg, cfg)
+        value = evaluate_scorer("val", collab_scorer(factors), m, inner)["ndcg@10"]
+        label = ",".join(f"{k}={v}" for k, v in params.items())
+        scores["model"][label] = value
+        echo(f"  val collab {label}: NDCG@10 {value:.4f}")
+        if best is None or value > best[0]:
+            best = (value, ccfg, factors)
+    _, ccfg, factors = best
+    for w in weights:
+        scorer = hybrid_scorer(factors, factors.item_factors, inner.train, item_ids, item_content, cfg, w)
+        scores["content_weight"][w] = evaluate_scorer("val", scorer, m, inner)["ndcg@10"]
+    weight = max(scores["content_weight"], key=scores["content_weight"].get)
+    echo(f"  val content weight: {scores['content_weight']} -> {weight}")
+    cold = cold_item_split(train, 0.1, cfg)
+    cm = cold_matrix(cold, item_ids, cfg)
+    cold_factors = fit_collab(cold.train, item_ids, ccfg, cfg)
+    warm = np.asarray(cm.matrix.sum(0) > 0)
+    for reg in map_regs:
+        cmap = ContentMap(reg).fit(item_content[warm], cold_factors.item_factors[warm])
+        items = item_collab_vectors(cold_factors, item_content, warm, cmap)
+        scorer = hybrid_scorer(cold_factors, items, cold.train, item_ids, item_content, cfg, weight)
+        scores["map_reg"][reg] = evaluate_cold("val", scorer, cm, cold, seed=seed)["cold_ndcg@20"]
+    map_reg = max(scores["map_reg"], key=scores["map_reg"].get)
+    echo(f"  val map reg (cold NDCG@20): {scores['map_reg']} -> {map_reg}")
+    return ccfg.model_copy(update={"content_weight": weight, "map_reg": map_reg}), scores
+
+
+# -- baselines tuned on the training part, and those of the `implicit` library when it is installed ----
+def tune_baselines(
+    train: Sequence[Interaction],
+    item_ids: Sequence[str],
+    cfg: UserVectorConfig,
+    knn: Sequence[int] = (25, 50, 100, 200),
+    svd: Sequence[int] = (10, 20, 50, 100),
+    library: bool = True,
+    echo: Callable[[str], None] = lambda line: None,
+) -> dict:
+    """Neighbours of item-kNN, rank of PureSVD and (with ``implicit``) the ALS/BPR settings with the
+    best NDCG@10 on a leave-last-out split of ``train``."""
+    inner = split_interactions(train, "leave-last-out")
+    m = Matrix(inner, item_ids, cfg)
+    out: dict = {}
+    scores = {k: evaluate_scorer("val", item_knn_scorer(m, k), m, inner)["ndcg@10"] for k in knn}
+    out["knn"] = max(scores, key=scores.get)
+    scores = {r: evaluate_scorer("val", pure_svd_scorer(m, r), m, inner)["ndcg@10"] for r in svd}
+    out["svd"] = max(scores, key=scores.get)
+    if library and _has_implicit():
+        for kind, grid in LIBRARY_GRID.items():
+            scores = {}
+            for n, params in enumerate(grid):
+                scores[n] = evaluate_scorer("val", _implicit_scorer(m, kind, params, 0), m, inner)["ndcg@10"]
+            out[kind] = grid[max(scores, key=scores.get)]
+    echo(f"  val baselines: {out}")
+    return out
+
+
+LIBRARY_GRID = {
+    "als": (
+        {"factors": 64, "regularization": 0.1, "alpha": 1.0},
+        {"factors": 64, "regularization": 1.0, "alpha": 10.0},
+        {"factors": 128, "regularization": 10.0, "alpha": 10.0},
+        {"factors": 32, "regularization": 10.0, "alpha": 10.0},
+    ),
+    "bpr": (
+        {"factors": 64, "learning_rate": 0.01, "regularization": 0.01, "iterations": 100},
+        {"factors": 64, "learning_rate": 0.05, "regularization": 0.01, "iterations": 100},
+        {"factors": 128, "learning_rate": 0.05, "regularization": 0.001, "iterations": 200},
+    ),
+}
+
+
+def _has_implicit() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("implicit") is not None
+
+
+def _implicit_scorer(m: Matrix, kind: str, params: dict, seed: int) -> Callable[[str], np.ndarray]:
+    from scipy import sparse
+
+    if kind == "als":
+        from implicit.cpu.als import AlternatingLeastSquares as Model
+    else:
+        from implicit.cpu.bpr import BayesianPersonalizedRanking as Model
+    model = Model(random_state=seed, **params)
+    model.fit(sparse.csr_matrix(m.matrix), show_progress=False)
+    users, items = np.asarray(model.user_factors), np.asarray(model.item_factors)
+    return lambda user: items @ users[m.user_index[user]]
+
+
+def library_scorers(m: Matrix, tuned: dict, seed: int) -> dict[str, Callable[[str], np.ndarray]]:
+    """The ``implicit`` ALS and BPR baselines with the settings :func:`tune_baselines` chose (none
+    when ``implicit`` is not installed)."""
+    out = {}
+    for kind in ("als", "bpr"):
+        if kind in tuned:
+            label = f"implicit {kind.upper()} ({', '.join(f'{k}={v}' for k, v in tuned[kind].items())})"
+            out[label] = _implicit_scorer(m, kind, tuned[kind], seed)
+    return out
