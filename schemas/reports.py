@@ -116,6 +116,20 @@ class RecRow(BaseModel):
     n_users: int
 
 
+class ColdRow(BaseModel):
+    """One recommender on the cold-item protocol: the held-out cold items a user liked, ranked (a)
+    among the cold items only, (b) among every item the user has not seen in training."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    model: str
+    cold_recall_at_20: float = Field(alias="cold_recall@20")
+    cold_ndcg_at_20: float = Field(alias="cold_ndcg@20")
+    full_recall_at_20: float = Field(alias="full_recall@20")
+    full_ndcg_at_20: float = Field(alias="full_ndcg@20")
+    n_users: int
+
+
 class RecEvalReport(BaseModel):
     """Summary of ``mmalign eval-rec``: baselines, user vectors and RecommendQuery on one split."""
 
@@ -129,6 +143,9 @@ class RecEvalReport(BaseModel):
     unknown_item_rows: int = Field(description="Interaction rows naming an item not in the collection.")
     unknown_item_ids: int
     results: list[RecRow]
+    collab: dict | None = Field(None, description="The collab/hybrid settings chosen on the training part.")
+    cold_split: str | None = Field(None, description="The cold-item protocol, when it was run.")
+    cold_results: list[ColdRow] = Field(default_factory=list)
 
 
 class UserRebuildReport(BaseModel):

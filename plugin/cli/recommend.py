@@ -110,20 +110,55 @@ def recommend(
 @click.option(
     "--split", "how", type=click.Choice(["leave-last-out", "temporal"]), default="leave-last-out", show_default=True
 )
+@click.option(
+    "--collab/--no-collab",
+    default=True,
+    show_default=True,
+    help="Also fit collab factors and the hybrid, and tuned baselines (implicit ALS/BPR when installed).",
+)
+@click.option(
+    "--cold-fraction",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(min=0, max=0.9),
+    help="Cold-item protocol: this fraction of items, those first rated last, lose all their training "
+    "interactions (0: off; needs --collab).",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the collab factors.")
 @json_option
 @user_vector_options
 @store_options
 def eval_rec(
-    collection, interactions, how, as_json, half_life_days, negative_below, qdrant_path, qdrant_url, api_key, grpc
+    collection,
+    interactions,
+    how,
+    collab,
+    cold_fraction,
+    seed,
+    as_json,
+    half_life_days,
+    negative_below,
+    qdrant_path,
+    qdrant_url,
+    api_key,
+    grpc,
 ):
-    """Recall/NDCG@10/20 of user vectors vs popularity, item-kNN, PureSVD and RecommendQuery."""
+    """Recall/NDCG@10/20 of user vectors vs popularity, item-kNN, PureSVD and RecommendQuery; with
+    --collab, also collab factors and the hybrid; with --cold-fraction, the cold-item protocol."""
     from mmalign.connectors.store import VectorStore
     from mmalign.plugin.cli.render import rec_table
     from mmalign.plugin.recommend.evaluation import evaluate_collection
 
     with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
         report = evaluate_collection(
-            collection, interactions, store=vs, how=how, cfg=user_cfg(half_life_days, negative_below)
+            collection,
+            interactions,
+            store=vs,
+            how=how,
+            cfg=user_cfg(half_life_days, negative_below),
+            collab=collab,
+            cold_fraction=cold_fraction or None,
+            seed=seed,
         )
     if as_json:
         echo_json(report)
@@ -134,3 +169,17 @@ def eval_rec(
         f"{report.unknown_item_ids} items not in the collection; {report.invalid_rows} invalid)"
     )
     click.echo(rec_table(report.results))
+    if report.collab:
+        chosen = report.collab
+        click.echo(
+            f"collab chosen on the training part: {chosen['method']} rank {chosen['rank']}, "
+            f"content weight {chosen['content_weight']:g}, content → collab ridge {chosen['map_reg']:g}"
+        )
+    if report.cold_split:
+        click.echo(f"\n{report.cold_split}")
+        click.echo(f"{'model':<48}{'cold R@20':>10}{'cold N@20':>10}{'full R@20':>10}{'full N@20':>10}{'users':>7}")
+        for r in report.cold_results:
+            click.echo(
+                f"{r.model:<48}{r.cold_recall_at_20:>10.4f}{r.cold_ndcg_at_20:>10.4f}"
+                f"{r.full_recall_at_20:>10.4f}{r.full_ndcg_at_20:>10.4f}{r.n_users:>7}"
+            )

@@ -13,6 +13,7 @@ import numpy as np
 
 from mmalign.connectors.errors import ConfigError
 from mmalign.schemas import Interaction, RecEvalReport, RecRow, UserVectorConfig
+from mmalign.schemas.reports import ColdRow
 
 KS = (10, 20)
 SPLITS = ("leave-last-out", "temporal")
@@ -251,9 +252,22 @@ def collection_item_vectors(store, collection: str) -> tuple[list[str], np.ndarr
 
 
 def evaluate_collection(
-    collection: str, interactions_path, *, store, how: str = "leave-last-out", cfg: UserVectorConfig | None = None
+    collection: str,
+    interactions_path,
+    *,
+    store,
+    how: str = "leave-last-out",
+    cfg: UserVectorConfig | None = None,
+    collab: bool = True,
+    cold_fraction: float | None = 0.1,
+    seed: int = 0,
 ) -> RecEvalReport:
-    """Baselines, user vectors and RecommendQuery on one split of the interactions, over the collection's items."""
+    """Baselines, user vectors and RecommendQuery on one split of the interactions, over the collection's items.
+
+    With ``collab``: the collab factors and the hybrid (settings chosen on the training part), and
+    the tuned baselines (``implicit`` ALS/BPR too when it is installed). With ``cold_fraction``: the
+    cold-item protocol (:func:`cold_item_split`) on the same interactions, every method refitted
+    without the cold items' interactions."""
     from mmalign.connectors.interactions import read_interactions
     from mmalign.plugin.index.versions import resolve_for_read
 
@@ -276,6 +290,15 @@ def evaluate_collection(
         )
     )
     results.append(recommend_query_result(store, collection, split, known, cfg))
+    chosen, cold_name, cold_rows = None, None, []
+    if collab:
+        ccfg, warm_rows = collab_rows(split, item_ids, matrix, cfg, m, seed)
+        results.extend(warm_rows)
+        chosen = ccfg.model_dump()
+    if collab and cold_fraction:
+        cold = cold_item_split(rows, cold_fraction, cfg)
+        cold_name = cold.name
+        cold_rows = cold_results(cold, item_ids, matrix, cfg, seed)
     return RecEvalReport(
         collection=collection,
         split=split.name,
@@ -285,7 +308,72 @@ def evaluate_collection(
         unknown_item_rows=len(load.interactions) - len(rows),
         unknown_item_ids=len({r.item_id for r in load.interactions} - known),
         results=[RecRow.model_validate(r) for r in results],
+        collab=chosen,
+        cold_split=cold_name,
+        cold_results=[ColdRow.model_validate(r) for r in cold_rows],
     )
+
+
+def collab_rows(
+    split: RecSplit, item_ids: Sequence[str], content: np.ndarray, cfg: UserVectorConfig, m: Matrix, seed: int = 0
+):
+    """Tuned baselines, collab and hybrid rows on a warm split (settings chosen on ``split.train``)."""
+    from mmalign.plugin.recommend.collab import fit_collab
+
+    ccfg, _ = tune_collab(split.train, item_ids, content, cfg, seed=seed)
+    base = tune_baselines(split.train, item_ids, cfg)
+    rows = [
+        evaluate_scorer(f"item-knn (k={base['knn']}, tuned)", item_knn_scorer(m, base["knn"]), m, split),
+        evaluate_scorer(f"pure-svd (rank {base['svd']}, tuned)", pure_svd_scorer(m, base["svd"]), m, split),
+    ]
+    rows += [evaluate_scorer(name, s, m, split) for name, s in library_scorers(m, base, seed).items()]
+    factors = fit_collab(split.train, item_ids, ccfg, cfg)
+    rows.append(evaluate_scorer(f"collab ({ccfg.method}, rank {ccfg.rank})", collab_scorer(factors), m, split))
+    scorer = hybrid_scorer(factors, factors.item_factors, split.train, item_ids, content, cfg, ccfg.content_weight)
+    rows.append(evaluate_scorer(f"hybrid (collab + {ccfg.content_weight:g}·content)", scorer, m, split))
+    return ccfg, rows
+
+
+def cold_results(
+    cold: ColdItemSplit, item_ids: Sequence[str], content: np.ndarray, cfg: UserVectorConfig, seed: int = 0
+) -> list[dict]:
+    """Every method refitted without the cold items' interactions, settings chosen on ``cold.train``."""
+    from mmalign.plugin.recommend.collab import ContentMap, fit_collab, item_collab_vectors
+
+    cm = cold_matrix(cold, item_ids, cfg)
+    warm = np.asarray(cm.matrix.sum(0) > 0)
+    ccfg, _ = tune_collab(cold.train, item_ids, content, cfg, seed=seed)
+    base = tune_baselines(cold.train, item_ids, cfg)
+    prior_w, _ = choose_popularity_weight(cold.train, item_ids, content, cfg)
+    rows = [
+        evaluate_cold("popularity", popularity_scorer(cm), cm, cold, seed=seed),
+        evaluate_cold(f"item-knn (k={base['knn']})", item_knn_scorer(cm, base["knn"]), cm, cold, seed=seed),
+        evaluate_cold(f"pure-svd (rank {base['svd']})", pure_svd_scorer(cm, base["svd"]), cm, cold, seed=seed),
+    ]
+    rows += [evaluate_cold(name, s, cm, cold, seed=seed) for name, s in library_scorers(cm, base, seed).items()]
+    rows.append(evaluate_cold("content: user vector", user_vector_scorer(cold, item_ids, content, cfg), cm, cold))
+    rows.append(
+        evaluate_cold(
+            f"content: user vector + popularity prior (w={prior_w:g})",
+            user_vector_scorer(cold, item_ids, content, cfg, prior_w, cm),
+            cm,
+            cold,
+            seed=seed,
+        )
+    )
+    factors = fit_collab(cold.train, item_ids, ccfg, cfg)
+    rows.append(evaluate_cold(f"collab ({ccfg.method}), no content map", collab_scorer(factors), cm, cold, seed=seed))
+    items = item_collab_vectors(
+        factors, content, warm, ContentMap(ccfg.map_reg).fit(content[warm], factors.item_factors[warm])
+    )
+    rows.append(
+        evaluate_cold("collab, content → collab for cold items", collab_scorer(factors, items), cm, cold, seed=seed)
+    )
+    scorer = hybrid_scorer(factors, items, cold.train, item_ids, content, cfg, ccfg.content_weight)
+    rows.append(
+        evaluate_cold(f"hybrid (content → collab + {ccfg.content_weight:g}·content)", scorer, cm, cold, seed=seed)
+    )
+    return rows
 
 
 # -- cold items: items whose interactions all come after a cut time -------------------------------
@@ -548,8 +636,11 @@ def _implicit_scorer(m: Matrix, kind: str, params: dict, seed: int) -> Callable[
         from implicit.cpu.als import AlternatingLeastSquares as Model
     else:
         from implicit.cpu.bpr import BayesianPersonalizedRanking as Model
-    model = Model(random_state=seed, **params)
-    model.fit(sparse.csr_matrix(m.matrix), show_progress=False)
+    from threadpoolctl import threadpool_limits  # a dependency of implicit
+
+    with threadpool_limits(1, "blas"):  # implicit's own advice: its threads, not OpenBLAS's
+        model = Model(random_state=seed, **params)
+        model.fit(sparse.csr_matrix(m.matrix), show_progress=False)
     users, items = np.asarray(model.user_factors), np.asarray(model.item_factors)
     return lambda user: items @ users[m.user_index[user]]
 

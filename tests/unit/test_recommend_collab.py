@@ -172,3 +172,35 @@ def test_collab_on_the_warm_protocol_beats_popularity_on_the_known_answer_catalo
     assert evaluate_scorer("collab", collab_scorer(f), m, split)["ndcg@10"] > (
         evaluate_scorer("popularity", popularity_scorer(m), m, split)["ndcg@10"] + 0.1
     )
+
+
+def test_eval_rec_reports_collab_hybrid_and_the_cold_protocol(tmp_path, monkeypatch):
+    import mmalign.plugin.recommend.evaluation as evaluation
+    from mmalign.connectors.store import PointData, VectorStore
+    from mmalign.plugin.index.versions import resolve_for_write
+    from mmalign.plugin.recommend.evaluation import evaluate_collection
+    from mmalign.schemas import StoreConfig
+
+    ids, content = catalog(extra_cold=False)
+    rows = interactions(users_per_cluster=20)
+    late = {"a9", "b9", "c9"}
+    rows = [ev(r.user_id, r.item_id, 100 + i) if r.item_id in late else r for i, r in enumerate(rows)]
+    inter = tmp_path / "inter.csv"
+    inter.write_text(
+        "user_id,item_id,weight,timestamp\n"
+        + "".join(f"{r.user_id},{r.item_id},1,{int(r.timestamp.timestamp())}\n" for r in rows)
+    )
+    with VectorStore(StoreConfig(path=str(tmp_path / "q"))) as vs:
+        record = resolve_for_write(vs, "items", DIM, "bundle-x")
+        vs.upsert(record.name, [PointData(i, {"fused": v}) for i, v in zip(ids, content)])
+        monkeypatch.setattr(evaluation, "_has_implicit", lambda: False)  # as in CI: no implicit installed
+        report = evaluate_collection("items", inter, store=vs, cold_fraction=0.1)
+    assert report.collab is not None and report.collab["method"] in ("als", "svd")
+    names = [r.model for r in report.results]
+    assert any(n.startswith("collab (") for n in names) and any(n.startswith("hybrid (") for n in names)
+    cold = {r.model.split(" (")[0]: r for r in report.cold_results}
+    assert "3 items" in report.cold_split
+    # popularity cannot rank items nobody has rated (chance among 3); content → collab can
+    assert cold["hybrid"].cold_recall_at_20 == 1.0  # 3 cold items: everything is in the top 20
+    mapped = next(r for r in report.cold_results if "content → collab" in r.model and r.model.startswith("collab"))
+    assert mapped.cold_ndcg_at_20 > cold["popularity"].cold_ndcg_at_20 + 0.2
