@@ -1,14 +1,20 @@
-"""The Qdrant store: one API over the embedded engine (path or ``:memory:``) and a server by URL.
+"""The Qdrant store: one API over the embedded engines (a folder or ``:memory:``) and a server by URL.
 
+Engines: ``edge`` (default for a folder: Qdrant Edge, Qdrant's own engine in-process, see
+:mod:`mmalign.connectors.edge_store`), ``local`` (qdrant-client's local mode) and a server by URL.
 Collections have named vectors ``image``, ``text``, ``audio`` and ``fused`` (size D, cosine).
 A point carries only the vectors its item has. Point ids are uuid5 of the item id, so
-re-upserting an item replaces it. Each collection records (in Qdrant collection metadata)
-the bundle and D it was built with; writing or querying with another bundle is refused.
+re-upserting an item replaces it. Each collection records (in Qdrant collection metadata, or in
+the Edge store's record file) the bundle and D it was built with; writing or querying with another
+bundle is refused. An embedded store in a folder is owned by one process at a time (a lock that
+names its holder).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -27,6 +33,15 @@ log = logging.getLogger(__name__)
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://mmalign/item")
 METADATA_KEY = "mmalign"
 STORE_SCHEMA_VERSION = 1
+VECTOR_NAMES = tuple(v.value for v in VectorName)
+_VALID_VECTORS = frozenset(VECTOR_NAMES)
+#: Payload fields always indexed by :meth:`VectorStore.build_index`; metadata fields are found by sampling.
+BASE_INDEX_FIELDS = {"item_id": "keyword", "modalities": "keyword"}
+#: At most this many metadata fields get a payload index (the most frequent ones).
+MAX_METADATA_INDEXES = 32
+#: Below this many points a full scan is as fast as an index: build_index creates no payload indexes.
+PAYLOAD_INDEX_MIN_POINTS = 1000
+_FIELD_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 T = TypeVar("T")
 
@@ -56,41 +71,83 @@ class PointData:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class IndexReport:
+    """What :meth:`VectorStore.build_index` did on one collection."""
+
+    collection: str
+    engine: str
+    payload_fields: dict[str, str]
+    seconds: float
+    hnsw_vectors: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass
+class PushReport:
+    """What :meth:`VectorStore.push` copied."""
+
+    source: str
+    collection: str
+    target: str
+    alias: str | None
+    points: int = 0
+    resumed_from: str | None = None
+    seconds: float = 0.0
+    index: IndexReport | None = None
+
+
 class VectorStore:
-    """Thin, retrying wrapper over ``qdrant_client.QdrantClient``. Use as a context manager."""
+    """mmalign's one door to Qdrant: an engine chosen by :class:`StoreConfig`. Use as a context manager.
+
+    The engine is opened on first use (``client`` injects a ready qdrant-client instance instead).
+    """
 
     def __init__(self, config: StoreConfig | None = None, *, client: Any = None):
         self.config = config or StoreConfig()
         self._client = client
+        self._backend: Any = None
+        self._opening = threading.Lock()
 
-    # -- connection -------------------------------------------------------------------
+    # -- connection -------------------------------------------------------------------------------------
     def _open(self):
-        """The qdrant-client instance, opened on first use. Only this class touches it."""
-        if self._client is None:
-            from qdrant_client import QdrantClient
+        """The engine backend, opened on first use. Only this class touches it."""
+        if self._backend is None:
+            with self._opening:
+                if self._backend is None:
+                    if self.config.backend == "edge" and self._client is None:
+                        from mmalign.connectors.edge_store import EdgeBackend
 
-            cfg = self.config
-            try:
-                if cfg.is_server:
-                    self._client = QdrantClient(
-                        url=cfg.url, api_key=cfg.api_key, prefer_grpc=cfg.prefer_grpc, timeout=int(cfg.timeout_s)
-                    )
-                elif cfg.resolved_path == ":memory:":
-                    self._client = QdrantClient(location=":memory:")
-                else:
-                    Path(cfg.resolved_path).mkdir(parents=True, exist_ok=True)
-                    self._client = QdrantClient(path=cfg.resolved_path)
-            except Exception as exc:  # e.g. the path is held by another process
-                raise StoreError(f"cannot open the store at {self._target()!r}: {exc}") from exc
-        return self._client
+                        self._backend = EdgeBackend(self.config)
+                    else:
+                        self._backend = ClientBackend(self.config, self._client)
+        return self._backend
+
+    @property
+    def engine(self) -> str:
+        """``edge``, ``local`` or ``server``."""
+        return self.config.backend
 
     def _target(self) -> str:
         return self.config.url or self.config.resolved_path
 
+    def describe(self) -> dict[str, Any]:
+        """The engine, where it stores, and the engine package's version."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        package = "qdrant-edge-py" if self.engine == "edge" else "qdrant-client"
+        try:
+            engine_version = version(package)
+        except PackageNotFoundError:  # pragma: no cover - both are dependencies
+            engine_version = "unknown"
+        return {"engine": self.engine, "target": self._target(), "package": package, "version": engine_version}
+
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if self._backend is not None:
+            backend, self._backend = self._backend, None
+            backend.close()
+        self._client = None
 
     def __enter__(self) -> VectorStore:
         return self
@@ -98,24 +155,7 @@ class VectorStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _call(self, what: str, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(client)``; on a server, retry transient failures with exponential backoff."""
-        attempts = self.config.max_retries + 1 if self.config.is_server else 1
-        delay = 0.5
-        for attempt in range(1, attempts + 1):
-            try:
-                return fn(self._open())
-            except StoreError:
-                raise
-            except Exception as exc:
-                if attempt == attempts or not is_transient(exc):
-                    raise StoreError(f"{what} failed on {self._target()!r} after {attempt} attempt(s): {exc}") from exc
-                log.warning("%s failed (%s); retry %d/%d in %.1fs", what, exc, attempt, attempts - 1, delay)
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
-
-    # -- collections --------------------------------------------------------------------
+    # -- collections --------------------------------------------------------------------------------------
     def create_collection(
         self,
         name: str,
@@ -126,26 +166,12 @@ class VectorStore:
         on_disk: bool = False,
     ) -> CollectionRecord:
         """Create ``name`` with the four named vectors of size ``dim``; fails if it exists."""
-        from qdrant_client import models
-
         if self.collection_exists(name):
             raise StoreError(f"collection {name!r} already exists")
         record = CollectionRecord(
             name=name, dim=dim, bundle_id=bundle_id, schema_version=STORE_SCHEMA_VERSION, extra=dict(extra or {})
         )
-        vectors = {
-            v.value: models.VectorParams(size=dim, distance=models.Distance.COSINE, on_disk=on_disk) for v in VectorName
-        }
-        self._call(
-            f"create collection {name!r}",
-            lambda c: c.create_collection(
-                collection_name=name,
-                vectors_config=vectors,
-                shard_number=self.config.shard_number,
-                replication_factor=self.config.replication_factor,
-                metadata={METADATA_KEY: _record_to_json(record)},
-            ),
-        )
+        self._open().create(name, dim, VECTOR_NAMES, _record_to_json(record), on_disk)
         return record
 
     def ensure_collection(
@@ -169,21 +195,18 @@ class VectorStore:
             )
 
     def collection_exists(self, name: str) -> bool:
-        return self._call(f"check collection {name!r}", lambda c: c.collection_exists(name))
+        return self._open().exists(name)
 
     def collection_record(self, name: str) -> CollectionRecord | None:
         """mmalign's record of ``name`` (an alias is followed); None when the collection is absent."""
-        if not self.collection_exists(name):
+        found = self._open().read(name)
+        if found is None:
             return None
-        info = self._call(f"read collection {name!r}", lambda c: c.get_collection(name))
-        meta = (info.config.metadata or {}).get(METADATA_KEY)
+        meta, sizes = found
         if meta is None:
-            params = info.config.params.vectors
-            if not isinstance(params, dict) or VectorName.FUSED.value not in params:
+            if VectorName.FUSED.value not in sizes:
                 raise StoreError(f"collection {name!r} was not created by mmalign (no named vector 'fused')")
-            return CollectionRecord(
-                name=name, dim=params[VectorName.FUSED.value].size, bundle_id=None, schema_version=0
-            )
+            return CollectionRecord(name=name, dim=sizes[VectorName.FUSED.value], bundle_id=None, schema_version=0)
         return CollectionRecord(
             name=name,
             dim=int(meta["dim"]),
@@ -199,106 +222,93 @@ class VectorStore:
         merged = CollectionRecord(
             record.name, record.dim, record.bundle_id, record.schema_version, {**record.extra, **extra}
         )
-        self._call(
-            f"update collection {name!r}",
-            lambda c: c.update_collection(collection_name=name, metadata={METADATA_KEY: _record_to_json(merged)}),
-        )
+        self._open().write_meta(name, _record_to_json(merged))
         return merged
 
     def vector_sizes(self, name: str) -> dict[str, int]:
         """Named vectors of ``name`` and their sizes."""
-        info = self._call(f"read collection {name!r}", lambda c: c.get_collection(name))
-        params = info.config.params.vectors
-        return {key: value.size for key, value in params.items()} if isinstance(params, dict) else {}
+        found = self._open().read(name)
+        if found is None:
+            raise StoreError(f"collection {name!r} does not exist")
+        return dict(found[1])
 
     def list_collections(self) -> list[str]:
-        response = self._call("list collections", lambda c: c.get_collections())
-        return sorted(c.name for c in response.collections)
+        return self._open().list_collections()
 
     def delete_collection(self, name: str) -> None:
-        self._call(f"delete collection {name!r}", lambda c: c.delete_collection(name))
+        self._open().delete(name)
 
     def count(self, name: str) -> int:
-        return self._call(f"count {name!r}", lambda c: c.count(name, exact=True).count)
+        return self._open().count(name)
 
-    # -- aliases --------------------------------------------------------------------------
+    # -- aliases --------------------------------------------------------------------------------------------
     def aliases(self) -> dict[str, str]:
         """Every alias and the collection it points at."""
-        response = self._call("list aliases", lambda c: c.get_aliases())
-        return {entry.alias_name: entry.collection_name for entry in response.aliases}
+        return self._open().aliases()
 
     def resolve_alias(self, alias: str) -> str | None:
         return self.aliases().get(alias)
 
     def set_alias(self, alias: str, collection: str) -> None:
-        """Point ``alias`` at ``collection`` in one atomic operation (delete + create together)."""
-        from qdrant_client import models
-
+        """Point ``alias`` at ``collection`` in one atomic operation (a kill leaves the old or the new one)."""
         if not self.collection_exists(collection):
             raise StoreError(f"cannot point alias {alias!r} at missing collection {collection!r}")
-        ops: list[Any] = []
-        if self.resolve_alias(alias) is not None:
-            ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
-        ops.append(
-            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=collection, alias_name=alias))
-        )
-        self._call(f"set alias {alias!r}", lambda c: c.update_collection_aliases(change_aliases_operations=ops))
+        self._open().set_alias(alias, collection)
 
-    # -- points ------------------------------------------------------------------------------
+    # -- points -----------------------------------------------------------------------------------------------
     def upsert(self, name: str, points: Iterable[PointData], *, batch_size: int | None = None) -> int:
         """Upsert in batches (waiting for each); returns how many points were written."""
-        from qdrant_client import models
-
+        backend = self._open()
         size = batch_size or self.config.upsert_batch_size
         written = 0
-        batch: list[Any] = []
-
-        def flush() -> None:
-            nonlocal written, batch
-            if batch:
-                current = batch
-                self._call(
-                    f"upsert {len(current)} points into {name!r}",
-                    lambda c: c.upsert(collection_name=name, points=current, wait=True),
-                )
-                written += len(current)
-                batch = []
-
+        batch: list[tuple[str, dict[str, np.ndarray], dict[str, Any]]] = []
         for point in points:
             vectors = {}
             for key, value in point.vectors.items():
                 vec = np.asarray(value, dtype=np.float32).ravel()
-                if not np.all(np.isfinite(vec)):
+                if not np.isfinite(vec).all():
                     raise StoreError(f"item {point.item_id!r}: vector {_name(key)!r} has NaN or infinite values")
-                vectors[_name(key)] = vec.tolist()
+                vectors[_name(key)] = vec
             if VectorName.FUSED.value not in vectors:
                 raise StoreError(f"item {point.item_id!r}: every point needs a 'fused' vector; got {sorted(vectors)}")
-            payload = {"item_id": point.item_id, **point.payload}
-            batch.append(models.PointStruct(id=point_id(point.item_id), vector=vectors, payload=payload))
+            batch.append((point_id(point.item_id), vectors, {"item_id": point.item_id, **point.payload}))
             if len(batch) >= size:
-                flush()
-        flush()
+                backend.upsert(name, batch)
+                written += len(batch)
+                batch = []
+        if batch:
+            backend.upsert(name, batch)
+            written += len(batch)
         return written
 
     def retrieve(self, name: str, item_ids: Sequence[str], *, with_vectors: bool | Sequence[str] = False):
         ids = [point_id(i) for i in item_ids]
-        return self._call(
-            f"retrieve from {name!r}",
-            lambda c: c.retrieve(
-                collection_name=name,
-                ids=ids,
-                with_payload=True,
-                with_vectors=list(with_vectors) if not isinstance(with_vectors, bool) else with_vectors,
-            ),
-        )
+        if not ids:
+            return []
+        return self._open().retrieve(name, ids, True, _selection(with_vectors))
 
     def overwrite_payload(self, name: str, item_id: str, payload: Mapping[str, Any]) -> None:
         """Replace one item's payload, leaving its vectors as they are."""
-        full = {"item_id": item_id, **payload}
-        self._call(
-            f"set payload of {item_id!r} in {name!r}",
-            lambda c: c.overwrite_payload(collection_name=name, payload=full, points=[point_id(item_id)]),
-        )
+        self._open().overwrite_payload(name, point_id(item_id), {"item_id": item_id, **payload})
+
+    def _pages(
+        self,
+        name: str,
+        *,
+        with_payload: bool | Sequence[str] = True,
+        with_vectors: bool | Sequence[str] = False,
+        page_size: int = 1024,
+        offset: Any = None,
+    ) -> Iterator[tuple[list[Any], Any]]:
+        """(page, offset of the next page) until the end; the offset resumes a scroll of this engine."""
+        backend = self._open()
+        payload, vectors = _selection(with_payload), _selection(with_vectors)
+        while True:
+            points, offset = backend.scroll(name, offset, page_size, payload, vectors)
+            if points:
+                yield list(points), offset
+            if offset is None or not points:
+                return
 
     def scroll_pages(
         self,
@@ -309,20 +319,8 @@ class VectorStore:
         page_size: int = 1024,
     ) -> Iterator[list[Any]]:
         """The points of ``name`` in pages of ``page_size`` (each page is one retried call)."""
-        offset = None
-        payload = list(with_payload) if not isinstance(with_payload, bool) else with_payload
-        vectors = list(with_vectors) if not isinstance(with_vectors, bool) else with_vectors
-        while True:
-            points, offset = self._call(
-                f"scroll {name!r}",
-                lambda c, start=offset: c.scroll(
-                    name, limit=page_size, offset=start, with_payload=payload, with_vectors=vectors
-                ),
-            )
-            if points:
-                yield list(points)
-            if offset is None or not points:
-                return
+        for page, _ in self._pages(name, with_payload=with_payload, with_vectors=with_vectors, page_size=page_size):
+            yield page
 
     def scroll(self, name: str, **options: Any) -> Iterator[Any]:
         """Every point of ``name`` (options as :meth:`scroll_pages`)."""
@@ -339,33 +337,395 @@ class VectorStore:
         query_filter: Any = None,
         prefetch: Any = None,
         with_payload: bool | Sequence[str] = True,
+        exact: bool = False,
     ) -> list[Any]:
         """Qdrant's query API on ``name``: ``query`` is a vector, a RecommendQuery or a FusionQuery over
-        ``prefetch``; returns the scored points, best first."""
+        ``prefetch``; returns the scored points, best first. ``exact`` searches without the HNSW index."""
         vector_name = _name(using)
+        return self._open().query(
+            name,
+            query,
+            using=None if prefetch is not None else vector_name,
+            limit=limit,
+            query_filter=query_filter,
+            prefetch=prefetch,
+            with_payload=_selection(with_payload),
+            exact=exact,
+        )
+
+    # -- indexes -----------------------------------------------------------------------------------------------
+    def filter_fields(self, name: str, *, sample: int = 2048) -> dict[str, str]:
+        """Payload fields worth an index: item id, modalities, and the metadata fields of a sample of points
+        whose values are all strings (keyword), all integers (integer) or all booleans (bool)."""
+        fields = dict(BASE_INDEX_FIELDS)
+        kinds: dict[str, set[str | None]] = {}
+        seen: dict[str, int] = {}
+        pages = self.scroll_pages(name, with_payload=["metadata"], page_size=sample)
+        for p in next(pages, []):
+            metadata = (p.payload or {}).get("metadata") or {}
+            if not isinstance(metadata, dict):
+                continue
+            for key, value in metadata.items():
+                values = value if isinstance(value, list) else [value]
+                kinds.setdefault(key, set()).update(_kind(v) for v in values)
+                seen[key] = seen.get(key, 0) + 1
+        usable = [k for k, ks in kinds.items() if len(ks) == 1 and None not in ks and _FIELD_KEY.match(k)]
+        for key in sorted(usable, key=lambda k: (-seen[k], k))[:MAX_METADATA_INDEXES]:
+            fields[f"metadata.{key}"] = next(iter(kinds[key]))
+        return fields
+
+    def build_index(self, name: str, *, fields: Mapping[str, str] | None = None) -> IndexReport:
+        """Build what makes queries on ``name`` fast, after a bulk write (ingest, re-embed, push).
+
+        Edge: payload indexes on ``fields`` (default: :meth:`filter_fields` once the collection has
+        ``PAYLOAD_INDEX_MIN_POINTS``), then the HNSW graphs of the
+        vectors in ``StoreConfig.hnsw_vectors`` on segments above the indexing threshold (small
+        collections stay exact). Until then queries answer by brute force. Server: the payload indexes
+        (the server builds HNSW by itself). Local mode: nothing (it has no indexes).
+        """
+        started = time.perf_counter()
+        target = self.resolve_alias(name) or name
+        if not self.collection_exists(target):
+            raise StoreError(f"collection {name!r} does not exist")
+        if self.engine == "local":
+            return IndexReport(
+                target, "local", {}, 0.0, note="qdrant-client's local mode has no indexes: it searches exhaustively"
+            )
+        if fields is not None:
+            wanted = dict(fields)
+        elif self.count(target) >= PAYLOAD_INDEX_MIN_POINTS:
+            wanted = self.filter_fields(target)
+        else:
+            wanted = {}
+        from mmalign.connectors.edge_store import INDEX_KINDS
+
+        bad = {k: v for k, v in wanted.items() if v not in INDEX_KINDS}
+        if bad:
+            raise StoreError(f"payload index kinds {bad} are not supported; valid: {list(INDEX_KINDS)}")
+        details = self._open().build_index(target, wanted)
+        report = IndexReport(
+            target,
+            self.engine,
+            wanted,
+            time.perf_counter() - started,
+            hnsw_vectors=list(self.config.hnsw_vectors) if self.engine == "edge" else list(VECTOR_NAMES),
+            details=details,
+            note="" if self.engine == "edge" else "the server builds its HNSW graphs in the background",
+        )
+        log.info("index of %s built in %.1fs: %s", target, report.seconds, details)
+        return report
+
+    # -- moving up to a server ----------------------------------------------------------------------------------
+    def push(
+        self,
+        name: str,
+        target: VectorStore,
+        *,
+        alias: str | None = None,
+        batch_size: int = 512,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> PushReport:
+        """Copy collection ``name`` (an alias is followed to its version) into ``target`` under the same
+        collection name: the record, then the points (vectors and payloads) in batches, then the payload
+        indexes; finally point ``alias`` at it there. Resumable: a rerun continues after the last batch the
+        target recorded (points are upserted by id, so a batch written twice is written once).
+        """
+        started = time.perf_counter()
+        physical = self.resolve_alias(name) or name
+        record = self.collection_record(physical)
+        if record is None:
+            raise StoreError(f"collection {name!r} does not exist; collections: {self.list_collections()}")
+        source = f"{self.engine}:{self._target()}:{physical}"
+        report = PushReport(source=source, collection=physical, target=target._target(), alias=alias)
+        existing = target.collection_record(physical)
+        offset = None
+        if existing is None:
+            extra = {**record.extra, "state": "pushing", "push": {"source": source, "next_offset": None, "points": 0}}
+            target.create_collection(physical, record.dim, bundle_id=record.bundle_id, extra=extra)
+        else:
+            target.check_compatible(existing, dim=record.dim, bundle_id=record.bundle_id)
+            progress = existing.extra.get("push") or {}
+            if progress.get("source") == source and not progress.get("done") and progress.get("next_offset"):
+                offset = progress["next_offset"]
+                report.resumed_from = str(offset)
+                report.points = int(progress.get("points", 0))
+            target.update_record(physical, state="pushing", push={**progress, "source": source, "done": False})
+        for number, (page, next_offset) in enumerate(
+            self._pages(physical, with_vectors=True, page_size=batch_size, offset=offset)
+        ):
+            points = []
+            for p in page:
+                payload = dict(p.payload or {})
+                item_id = payload.pop("item_id", None)
+                if item_id is None:
+                    raise StoreError(f"point {p.id} of {physical!r} has no item_id in its payload: not mmalign's")
+                points.append(PointData(item_id, dict(p.vector or {}), payload))
+            target.upsert(physical, points, batch_size=batch_size)
+            report.points += len(points)
+            resume = str(next_offset) if next_offset is not None else None
+            target.update_record(physical, push={"source": source, "next_offset": resume, "points": report.points})
+            if on_batch is not None:
+                on_batch(number)
+        expected, copied = self.count(physical), target.count(physical)
+        if copied != expected:
+            raise StoreError(
+                f"push of {physical!r} copied {copied} points but the source has {expected}: it changed "
+                f"meanwhile; run the push again"
+            )
+        report.index = target.build_index(physical)
+        state = record.extra.get("state", "ready")
+        target.update_record(
+            physical, state=state, push={"source": source, "done": True, "points": copied, "at": _utc_now()}
+        )
+        if alias is not None:
+            target.set_alias(alias, physical)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def disk_bytes(self) -> int | None:
+        """Bytes the store's files occupy (embedded stores in a folder), else None."""
+        if self.config.is_server or self.config.resolved_path == ":memory:":
+            return None
+        backend = self._open()
+        if hasattr(backend, "disk_bytes"):
+            return backend.disk_bytes()
+        return sum(p.stat().st_blocks * 512 for p in Path(self._target()).rglob("*") if p.is_file())
+
+
+class ClientBackend:
+    """qdrant-client: a server by URL (retried), or its local mode in a folder or in memory."""
+
+    def __init__(self, config: StoreConfig, client: Any = None):
+        self.config = config
+        self._client = client
+        self._lock = None
+        self.engine = config.backend
+
+    @property
+    def target(self) -> str:
+        return self.config.url or self.config.resolved_path
+
+    def _open(self):
+        """The qdrant-client instance, opened on first use."""
+        if self._client is None:
+            from qdrant_client import QdrantClient
+
+            cfg = self.config
+            try:
+                if cfg.is_server:
+                    self._client = QdrantClient(
+                        url=cfg.url, api_key=cfg.api_key, prefer_grpc=cfg.prefer_grpc, timeout=int(cfg.timeout_s)
+                    )
+                elif cfg.resolved_path == ":memory:":
+                    self._client = QdrantClient(location=":memory:")
+                else:
+                    from mmalign.connectors.edge_store import read_marker
+                    from mmalign.connectors.store_files import StoreLock
+
+                    folder = Path(cfg.resolved_path)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    marker = read_marker(folder)
+                    if marker is not None and marker.get("engine") != "local":
+                        raise StoreError(
+                            f"the store at {cfg.resolved_path!r} is a Qdrant {marker.get('engine')!r} store: open "
+                            f"it with --engine {marker.get('engine')} (StoreConfig(engine={marker.get('engine')!r}))"
+                        )
+                    self._lock = StoreLock.acquire(folder)
+                    try:
+                        self._client = QdrantClient(path=cfg.resolved_path)
+                    except BaseException:
+                        self._lock.release()
+                        self._lock = None
+                        raise
+            except StoreError:
+                raise
+            except Exception as exc:  # e.g. the path is held by another process
+                raise StoreError(f"cannot open the store at {self.target!r}: {exc}") from exc
+        return self._client
+
+    def close(self) -> None:
+        try:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(client)``; on a server, retry transient failures with exponential backoff."""
+        attempts = self.config.max_retries + 1 if self.config.is_server else 1
+        delay = 0.5
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn(self._open())
+            except StoreError:
+                raise
+            except Exception as exc:
+                if attempt == attempts or not is_transient(exc):
+                    raise StoreError(f"{what} failed on {self.target!r} after {attempt} attempt(s): {exc}") from exc
+                log.warning("%s failed (%s); retry %d/%d in %.1fs", what, exc, attempt, attempts - 1, delay)
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    # collections
+    def create(self, name: str, dim: int, vector_names: Sequence[str], meta: dict, on_disk: bool) -> None:
+        from qdrant_client import models
+
+        vectors = {
+            v: models.VectorParams(size=dim, distance=models.Distance.COSINE, on_disk=on_disk) for v in vector_names
+        }
+        self._call(
+            f"create collection {name!r}",
+            lambda c: c.create_collection(
+                collection_name=name,
+                vectors_config=vectors,
+                shard_number=self.config.shard_number,
+                replication_factor=self.config.replication_factor,
+                metadata={METADATA_KEY: meta},
+            ),
+        )
+
+    def exists(self, name: str) -> bool:
+        return self._call(f"check collection {name!r}", lambda c: c.collection_exists(name))
+
+    def read(self, name: str) -> tuple[dict | None, dict[str, int]] | None:
+        if not self.exists(name):
+            return None
+        info = self._call(f"read collection {name!r}", lambda c: c.get_collection(name))
+        params = info.config.params.vectors
+        sizes = {key: value.size for key, value in params.items()} if isinstance(params, dict) else {}
+        return (info.config.metadata or {}).get(METADATA_KEY), sizes
+
+    def write_meta(self, name: str, meta: dict) -> None:
+        self._call(
+            f"update collection {name!r}",
+            lambda c: c.update_collection(collection_name=name, metadata={METADATA_KEY: meta}),
+        )
+
+    def list_collections(self) -> list[str]:
+        response = self._call("list collections", lambda c: c.get_collections())
+        return sorted(c.name for c in response.collections)
+
+    def delete(self, name: str) -> None:
+        self._call(f"delete collection {name!r}", lambda c: c.delete_collection(name))
+
+    def count(self, name: str) -> int:
+        return self._call(f"count {name!r}", lambda c: c.count(name, exact=True).count)
+
+    # aliases
+    def aliases(self) -> dict[str, str]:
+        response = self._call("list aliases", lambda c: c.get_aliases())
+        return {entry.alias_name: entry.collection_name for entry in response.aliases}
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        """Delete + create in one request: the server applies both or neither."""
+        from qdrant_client import models
+
+        ops: list[Any] = []
+        if alias in self.aliases():
+            ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        ops.append(
+            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=collection, alias_name=alias))
+        )
+        self._call(f"set alias {alias!r}", lambda c: c.update_collection_aliases(change_aliases_operations=ops))
+
+    # points
+    def upsert(self, name: str, points: Sequence[tuple[str, Mapping[str, np.ndarray], dict]]) -> None:
+        from qdrant_client import models
+
+        batch = [
+            models.PointStruct(id=pid, vector={k: v.tolist() for k, v in vectors.items()}, payload=payload)
+            for pid, vectors, payload in points
+        ]
+        self._call(
+            f"upsert {len(batch)} points into {name!r}",
+            lambda c: c.upsert(collection_name=name, points=batch, wait=True),
+        )
+
+    def retrieve(self, name: str, ids: Sequence[str], with_payload, with_vectors) -> list:
+        return self._call(
+            f"retrieve from {name!r}",
+            lambda c: c.retrieve(collection_name=name, ids=ids, with_payload=with_payload, with_vectors=with_vectors),
+        )
+
+    def overwrite_payload(self, name: str, pid: str, payload: dict) -> None:
+        self._call(
+            f"set payload in {name!r}",
+            lambda c: c.overwrite_payload(collection_name=name, payload=payload, points=[pid]),
+        )
+
+    def scroll(self, name: str, offset, limit: int, with_payload, with_vectors) -> tuple[list, Any]:
+        return self._call(
+            f"scroll {name!r}",
+            lambda c: c.scroll(name, limit=limit, offset=offset, with_payload=with_payload, with_vectors=with_vectors),
+        )
+
+    def query(
+        self, name: str, query: Any, *, using, limit, query_filter, prefetch, with_payload, exact: bool = False
+    ) -> list:
+        from qdrant_client import models
+
+        params = models.SearchParams(exact=True) if exact and self.engine == "server" else None  # local: always exact
         if isinstance(query, np.ndarray):
             query = query.astype(np.float32).tolist()
-        payload = list(with_payload) if not isinstance(with_payload, bool) else with_payload
         response = self._call(
             f"query {name!r}",
             lambda c: c.query_points(
                 name,
                 query=query,
-                using=None if prefetch is not None else vector_name,
+                using=using,
                 prefetch=prefetch,
                 limit=limit,
                 query_filter=query_filter,
-                with_payload=payload,
+                with_payload=with_payload,
+                search_params=params,
             ),
         )
         return list(response.points)
 
+    def build_index(self, name: str, fields: Mapping[str, str]) -> dict:
+        from qdrant_client import models
+
+        kinds = {
+            "keyword": models.PayloadSchemaType.KEYWORD,
+            "integer": models.PayloadSchemaType.INTEGER,
+            "bool": models.PayloadSchemaType.BOOL,
+        }
+        for key, kind in fields.items():
+            self._call(
+                f"index payload field {key!r} of {name!r}",
+                lambda c, key=key, kind=kind: c.create_payload_index(name, key, kinds[kind], wait=True),
+            )
+        return {"payload_indexes": sorted(fields)}
+
+
+def _selection(value: bool | Sequence[str]) -> bool | list[str]:
+    return value if isinstance(value, bool) else list(value)
+
+
+def _kind(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, str):
+        return "keyword"
+    return None
+
+
+def _utc_now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
 
 def _name(key: VectorName | str) -> str:
     value = key.value if isinstance(key, VectorName) else str(key)
-    valid = [v.value for v in VectorName]
-    if value not in valid:
-        raise StoreError(f"unknown vector name {value!r}; valid: {valid}")
+    if value not in _VALID_VECTORS:
+        raise StoreError(f"unknown vector name {value!r}; valid: {list(VECTOR_NAMES)}")
     return value
 
 

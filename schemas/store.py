@@ -1,19 +1,34 @@
-"""Where vectors are stored: an embedded Qdrant (path or memory) or a server by URL."""
+"""Where vectors are stored: an embedded engine (Qdrant Edge by default, or qdrant-client's local mode)
+in a folder, or a Qdrant server by URL."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_QDRANT_PATH = "./mmalign-data/qdrant"
+#: Engines of an embedded store (a folder): Qdrant's own engine in-process, or qdrant-client's local mode.
+EMBEDDED_ENGINES = ("edge", "local")
+DEFAULT_ENGINE = "edge"
 
 
 class StoreConfig(BaseModel):
-    """Exactly one of ``path`` (embedded; ``":memory:"`` for an in-process store) or ``url``."""
+    """Exactly one of ``path`` (embedded; ``":memory:"`` for an in-process store) or ``url``.
+
+    ``engine`` picks the embedded engine: ``edge`` (default; Qdrant Edge: HNSW, payload indexes, a
+    write-ahead log) or ``local`` (qdrant-client's local mode: exhaustive search, for tests and
+    prototypes). A server URL always talks to the server. The ``hnsw_*`` and ``indexing_threshold_kb``
+    settings apply to collections that the Edge engine creates.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: str | None = Field(default=None, description="Embedded engine folder, or ':memory:'.")
+    path: str | None = Field(default=None, description="Embedded store folder, or ':memory:'.")
     url: str | None = Field(default=None, description="Qdrant server URL, e.g. http://localhost:6333.")
+    engine: Literal["edge", "local"] | None = Field(
+        default=None, description="Embedded engine: 'edge' (default) or 'local' (qdrant-client local mode)."
+    )
     api_key: str | None = Field(default=None, repr=False)
     prefer_grpc: bool = False
     timeout_s: float = Field(default=30.0, gt=0)
@@ -21,6 +36,17 @@ class StoreConfig(BaseModel):
     replication_factor: int | None = Field(default=None, ge=1)
     max_retries: int = Field(default=3, ge=0, description="Retries of a failed server call, with backoff.")
     upsert_batch_size: int = Field(default=256, ge=1)
+    hnsw_vectors: tuple[Literal["image", "text", "audio", "fused"], ...] = Field(
+        default=("fused",),
+        description="Named vectors that get an HNSW graph when the index is built (Edge); the others are "
+        "searched exhaustively. Each one adds its own build time.",
+    )
+    hnsw_m: int = Field(default=16, ge=4, description="HNSW edges per node (Edge).")
+    hnsw_ef_construct: int = Field(default=100, ge=4, description="HNSW build beam (Edge).")
+    hnsw_ef: int | None = Field(default=None, ge=1, description="HNSW search beam (Edge); None: the engine's.")
+    indexing_threshold_kb: int | None = Field(
+        default=None, ge=0, description="Segments with more vector data than this get HNSW (Edge); None: default."
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> StoreConfig:
@@ -28,6 +54,8 @@ class StoreConfig(BaseModel):
             raise ValueError(f"give either path ({self.path!r}) or url ({self.url!r}), not both")
         if self.url is None and (self.api_key or self.prefer_grpc):
             raise ValueError("api_key and prefer_grpc only apply to a server: set url as well")
+        if self.url is not None and self.engine is not None:
+            raise ValueError(f"engine {self.engine!r} is for an embedded store (a path); a url is always a server")
         return self
 
     @property
@@ -37,3 +65,10 @@ class StoreConfig(BaseModel):
     @property
     def resolved_path(self) -> str:
         return self.path if self.path is not None else DEFAULT_QDRANT_PATH
+
+    @property
+    def backend(self) -> Literal["server", "edge", "local"]:
+        """Which engine serves this config: ``server`` (url), else the embedded ``engine`` (default edge)."""
+        if self.url is not None:
+            return "server"
+        return self.engine or DEFAULT_ENGINE

@@ -210,3 +210,29 @@ def espeak(tmp_path_factory):
         return out
 
     return speak
+
+
+# -- the store, on each embedded engine ------------------------------------------------------------------
+#: Embedded engines every store-backed test runs on: Qdrant Edge (the default) and qdrant-client's local mode.
+EMBEDDED_ENGINES = ("edge", "local")
+
+
+@pytest.fixture(params=EMBEDDED_ENGINES)
+def engine(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store_config(engine):
+    """An in-process store of ``engine`` (Edge: a real Edge store in a temporary folder)."""
+    from mmalign.schemas import StoreConfig
+
+    return StoreConfig(path=":memory:", engine=engine)
+
+
+@pytest.fixture
+def store(store_config):
+    from mmalign.connectors.store import VectorStore
+
+    with VectorStore(store_config) as vs:
+        yield vs

@@ -26,22 +26,62 @@ def parse_weights(values: tuple[str, ...]) -> dict[str, str]:
     return weights
 
 
+ENGINE_META_KEY = "mmalign.engine"
+
+
+def _remember_engine(ctx: click.Context, param: click.Parameter, value):
+    if value is not None:
+        ctx.meta[ENGINE_META_KEY] = value
+    return value
+
+
 def store_options(fn):
-    """--qdrant-path | --qdrant-url [--api-key] [--grpc]: shared by every command that opens the store."""
+    """--qdrant-path [--engine edge|local] | --qdrant-url [--api-key] [--grpc]: shared by every command that
+    opens the store. ``--engine`` reaches :func:`store_config` through the click context, so commands keep
+    their signatures."""
     fn = click.option("--grpc", is_flag=True, help="Use gRPC with a server.")(fn)
     fn = click.option("--api-key", envvar="QDRANT_API_KEY", help="Server API key (or $QDRANT_API_KEY).")(fn)
     fn = click.option("--qdrant-url", envvar="QDRANT_URL", help="Qdrant server URL (or $QDRANT_URL).")(fn)
+    fn = click.option(
+        "--engine",
+        type=click.Choice(["edge", "local"]),
+        envvar="MMALIGN_ENGINE",
+        expose_value=False,
+        is_eager=True,
+        callback=_remember_engine,
+        help="Engine of the embedded store: edge (Qdrant Edge: HNSW, payload indexes; default) or local "
+        "(qdrant-client's local mode, for tests and prototypes). Or $MMALIGN_ENGINE.",
+    )(fn)
     fn = click.option("--qdrant-path", help="Embedded store folder (default ./mmalign-data/qdrant), or :memory:.")(fn)
     return fn
 
 
-def store_config(qdrant_path, qdrant_url, api_key, grpc):
+def store_config(qdrant_path, qdrant_url, api_key, grpc, engine=None):
+    """The StoreConfig of the store options. What the command line says wins over the environment: a
+    --qdrant-path or --engine given there sets aside a $QDRANT_URL (and its $QDRANT_API_KEY), and a
+    server URL sets aside a $MMALIGN_ENGINE."""
     from pydantic import ValidationError
 
     from mmalign.schemas import StoreConfig
 
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        from click.core import ParameterSource
+
+        def source(name):
+            return ctx.get_parameter_source(name)
+
+        if engine is None:
+            engine = ctx.meta.get(ENGINE_META_KEY)
+        from_env = ParameterSource.ENVIRONMENT
+        if qdrant_url is not None and source("qdrant_url") is from_env:
+            if qdrant_path is not None or (engine is not None and source("engine") is not from_env):
+                qdrant_url = None
+                api_key = None if source("api_key") is from_env else api_key
+        if qdrant_url is not None and engine is not None and source("engine") is from_env:
+            engine = None
     try:
-        return StoreConfig(path=qdrant_path, url=qdrant_url, api_key=api_key, prefer_grpc=grpc)
+        return StoreConfig(path=qdrant_path, url=qdrant_url, engine=engine, api_key=api_key, prefer_grpc=grpc)
     except ValidationError as exc:
         fail("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors()))
 

@@ -273,6 +273,7 @@ def _verify_and_swap(
             f"quality probe {report.quality_new} is below --min-quality {min_quality}; the alias stays on {live}"
         )
         return
+    vs.build_index(target)  # payload indexes + HNSW (Edge) before the version goes live
     vs.update_record(target, state="verified", previous=live, verified_at=utc_now(), points=len(new_ids))
     crash_point("reembed.verified")
     vs.set_alias(alias, target)

@@ -12,12 +12,6 @@ from mmalign.schemas import StoreConfig
 from tests.tiny_catalog import N_ITEMS  # the `trained` fixture lives there too
 
 
-@pytest.fixture
-def store():
-    with VectorStore(StoreConfig(path=":memory:")) as vs:
-        yield vs
-
-
 def _ingest(trained, store, **kw):
     base, catalog = trained
     return ingest(
@@ -98,10 +92,10 @@ def test_resume_after_interruption_has_no_duplicates_or_loss(trained, store):
     assert ids == {f"item{i}" for i in range(N_ITEMS)}
 
 
-def test_pipelined_and_naive_give_the_same_points(trained):
+def test_pipelined_and_naive_give_the_same_points(trained, store_config):
     vectors = []
     for pipelined in (True, False):
-        with VectorStore(StoreConfig(path=":memory:")) as vs:
+        with VectorStore(store_config) as vs:
             _ingest(trained, vs, chunk_size=7, pipelined=pipelined)
             vectors.append({p.payload["item_id"]: p.vector["fused"] for p in vs.scroll("items", with_vectors=True)})
     assert vectors[0].keys() == vectors[1].keys()

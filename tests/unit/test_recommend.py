@@ -29,8 +29,8 @@ def cluster_vectors(seed=0):
 
 
 @pytest.fixture
-def store():
-    with VectorStore(StoreConfig(path=":memory:")) as vs:
+def store(store_config):  # on each embedded engine (tests/conftest.py)
+    with VectorStore(store_config) as vs:
         record = resolve_for_write(vs, "items", DIM, "bundle-x")
         vs.upsert(
             record.name,

@@ -9,14 +9,7 @@ from mmalign.connectors.store import StoreError, VectorStore
 from mmalign.plugin.index.ingest import ingest
 from mmalign.plugin.index.reembed import reembed
 from mmalign.plugin.index.versions import rollback, version_table
-from mmalign.schemas import StoreConfig
 from tests.tiny_catalog import N_ITEMS
-
-
-@pytest.fixture
-def store():
-    with VectorStore(StoreConfig(path=":memory:")) as vs:
-        yield vs
 
 
 @pytest.fixture
@@ -38,7 +31,7 @@ def test_reproject_swaps_alias_and_matches_a_full_ingest(live, store):
     report = reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features")
     assert report.mode == "reproject" and report.swapped and report.written == N_ITEMS
     assert store.resolve_alias("items") == "items__v2" and store.count("items") == N_ITEMS
-    with VectorStore(StoreConfig(path=":memory:")) as fresh:
+    with VectorStore(store.config) as fresh:
         ingest(
             catalog,
             bundle=base / "bundle2",
