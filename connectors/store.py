@@ -34,7 +34,10 @@ POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://mmalign/item")
 METADATA_KEY = "mmalign"
 STORE_SCHEMA_VERSION = 1
 VECTOR_NAMES = tuple(v.value for v in VectorName)
-_VALID_VECTORS = frozenset(VECTOR_NAMES)
+#: Named vectors a collection may have besides the four content ones (``create_collection(extra_vectors=)``):
+#: ``collab``, an item's (or user's) collaborative factors, of the same size D (see plugin/recommend/collab.py).
+EXTRA_VECTOR_NAMES = ("collab",)
+_VALID_VECTORS = frozenset(VECTOR_NAMES + EXTRA_VECTOR_NAMES)
 #: Payload fields always indexed by :meth:`VectorStore.build_index`; metadata fields are found by sampling.
 BASE_INDEX_FIELDS = {"item_id": "keyword", "modalities": "keyword"}
 #: At most this many metadata fields get a payload index (the most frequent ones).
@@ -164,14 +167,20 @@ class VectorStore:
         bundle_id: str | None = None,
         extra: Mapping[str, Any] | None = None,
         on_disk: bool = False,
+        extra_vectors: Sequence[str] = (),
     ) -> CollectionRecord:
-        """Create ``name`` with the four named vectors of size ``dim``; fails if it exists."""
+        """Create ``name`` with the four named vectors of size ``dim`` (and ``extra_vectors``, from
+        :data:`EXTRA_VECTOR_NAMES`, of the same size); fails if it exists."""
+        unknown = sorted(set(extra_vectors) - set(EXTRA_VECTOR_NAMES))
+        if unknown:
+            raise StoreError(f"unknown extra vector(s) {unknown}; valid: {list(EXTRA_VECTOR_NAMES)}")
         if self.collection_exists(name):
             raise StoreError(f"collection {name!r} already exists")
         record = CollectionRecord(
             name=name, dim=dim, bundle_id=bundle_id, schema_version=STORE_SCHEMA_VERSION, extra=dict(extra or {})
         )
-        self._open().create(name, dim, VECTOR_NAMES, _record_to_json(record), on_disk)
+        names = (*VECTOR_NAMES, *dict.fromkeys(extra_vectors))
+        self._open().create(name, dim, names, _record_to_json(record), on_disk)
         return record
 
     def ensure_collection(
@@ -725,7 +734,7 @@ def _utc_now() -> str:
 def _name(key: VectorName | str) -> str:
     value = key.value if isinstance(key, VectorName) else str(key)
     if value not in _VALID_VECTORS:
-        raise StoreError(f"unknown vector name {value!r}; valid: {list(VECTOR_NAMES)}")
+        raise StoreError(f"unknown vector name {value!r}; valid: {list(VECTOR_NAMES + EXTRA_VECTOR_NAMES)}")
     return value
 
 
