@@ -28,10 +28,10 @@ from mmalign.plugin.cli.options import (
 @click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE")
 @click.option(
     "--strategy",
-    type=click.Choice(["vector", "best_score", "average_vector"]),
-    default="vector",
-    show_default=True,
-    help="User vector, or Qdrant RecommendQuery over the user's items.",
+    type=click.Choice(["hybrid", "vector", "best_score", "average_vector"]),
+    default=None,
+    help="hybrid: collab + content vectors (the default when the collection has collab vectors, else "
+    "vector); vector: the user vector; best_score/average_vector: Qdrant RecommendQuery over the user's items.",
 )
 @click.option("--include-seen", is_flag=True, help="Do not exclude items the user already has.")
 @click.option("--text", "cold_text", help="Cold start: a text query for users with no history.")

@@ -87,7 +87,7 @@ def positive_matrix(
     return x, users
 
 
-def _als_solve(fixed: np.ndarray, gram: np.ndarray, rows: np.ndarray, cfg: CollabConfig) -> np.ndarray:
+def als_solve(fixed: np.ndarray, gram: np.ndarray, rows: np.ndarray, cfg: CollabConfig) -> np.ndarray:
     """argmin_x Σ_j c_j (p_j − x·y_j)² + reg·|x|², with c = 1 + alpha on ``rows`` (p = 1), else 1 (p = 0)."""
     k = fixed.shape[1]
     if len(rows) == 0:
@@ -102,7 +102,7 @@ def _als_sweep(x, fixed: np.ndarray, cfg: CollabConfig) -> np.ndarray:
     gram = fixed.T @ fixed
     out = np.zeros((x.shape[0], fixed.shape[1]))
     for n in range(x.shape[0]):
-        out[n] = _als_solve(fixed, gram, x.indices[x.indptr[n] : x.indptr[n + 1]], cfg)
+        out[n] = als_solve(fixed, gram, x.indices[x.indptr[n] : x.indptr[n + 1]], cfg)
     return out
 
 
@@ -111,7 +111,7 @@ def fold_in(item_factors: np.ndarray, rows: Sequence[int], cfg: CollabConfig) ->
     rows = np.asarray(sorted(set(rows)), dtype=np.int64)
     if cfg.method == "svd":
         return item_factors[rows].sum(0) if len(rows) else np.zeros(item_factors.shape[1])
-    return _als_solve(item_factors, item_factors.T @ item_factors, rows, cfg)
+    return als_solve(item_factors, item_factors.T @ item_factors, rows, cfg)
 
 
 def fit_collab(
@@ -234,3 +234,31 @@ def hybrid_scores(
     if c is not None and content_weight:
         scores += content_weight * (item_content @ c)
     return scores
+
+
+# -- storing collab vectors in Qdrant (named vector ``collab``, size D, cosine distance) -------------
+def stored_item_vectors(item_collab: np.ndarray, dim: int) -> tuple[np.ndarray, float]:
+    """Item factors as cosine-searchable vectors of size ``dim``: v' = [v, sqrt(M² − |v|²), 0, …] with
+    M the largest norm. Every v' has norm M, so for a query q' = [q, 0, …] cos(q', v') = q·v / (|q|·M):
+    the cosine ranks items exactly as the dot product does (maximum inner product search as nearest
+    neighbours). Qdrant stores cosine vectors normalised, i.e. divided by M: multiply what it returns
+    by M to get v back. Returns (vectors, M)."""
+    n, k = item_collab.shape
+    if k + 1 > dim:
+        raise ConfigError(f"collab rank {k} does not fit vectors of size {dim}: use rank ≤ {dim - 1}")
+    norms = np.linalg.norm(item_collab, axis=1)
+    top = float(norms.max()) if n else 0.0
+    top = top if top > 1e-12 else 1.0
+    out = np.zeros((n, dim))
+    out[:, :k] = item_collab
+    out[:, k] = np.sqrt(np.maximum(top**2 - norms**2, 0.0))
+    return out, top
+
+
+def stored_user_vector(user_collab: np.ndarray, dim: int) -> np.ndarray:
+    """A user's factors padded to size ``dim`` (the query side of :func:`stored_item_vectors`)."""
+    out = np.zeros(dim)
+    out[: len(user_collab)] = user_collab
+    if not np.any(out):
+        out[0] = 1.0  # a point needs a non-zero vector; the user's payload says there is no factor
+    return out

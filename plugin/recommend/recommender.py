@@ -1,7 +1,10 @@
 """Recommendations from user vectors (stored in a ``users`` collection) or Qdrant's RecommendQuery.
 
 Strategies: ``vector`` (the user vector, seen items excluded), ``best_score`` and
-``average_vector`` (Qdrant RecommendQuery over the user's positive and negative item ids).
+``average_vector`` (Qdrant RecommendQuery over the user's positive and negative item ids), and
+``hybrid``: candidates from the ``collab`` and ``fused`` vectors (Qdrant prefetch + RRF), ranked by
+collab score + w · content cosine (collab.py). ``None`` picks ``hybrid`` when the collection has
+collab vectors and ``vector`` otherwise.
 Cold start (no history): the query the app passes (text/image/audio), else popularity.
 """
 
@@ -21,9 +24,13 @@ from mmalign.plugin.index.search import Hit, Searcher, build_filter
 from mmalign.plugin.index.versions import resolve_for_read
 from mmalign.plugin.recommend.user_vectors import UserProfile, strength, update_profile
 from mmalign.schemas import Interaction, StoreConfig, UserRebuildReport, UserVectorConfig
+from mmalign.schemas.recommend import CollabConfig
 
 log = logging.getLogger(__name__)
-STRATEGIES = ("vector", "best_score", "average_vector")
+STRATEGIES = ("vector", "best_score", "average_vector", "hybrid")
+#: Candidates each vector (collab, fused) contributes before the hybrid formula ranks them.
+HYBRID_CANDIDATES = 200
+COLLAB = "collab"
 #: RecommendQuery examples per side: the most recent ones.
 MAX_EXAMPLES = 50
 #: Items whose popularity is kept with the users collection (cold start and the popularity prior).
@@ -71,6 +78,19 @@ class Recommender:
         self.users = users_collection or users_collection_name(collection)
         self.popularity_weight = popularity_weight
         self.popularity: Counter = self._stored_popularity()
+        self.collab_state: dict | None = self._stored_collab()
+
+    def has_collab_vector(self) -> bool:
+        """Whether the items collection was created with the ``collab`` named vector."""
+        return COLLAB in self.store.vector_sizes(self.record.name)
+
+    def _stored_collab(self) -> dict | None:
+        """What the last :meth:`rebuild_users` with collab factors kept: config, rank, gram, content map."""
+        if not self.store.collection_exists(self.users):
+            return None
+        record = self.store.collection_record(self.users)
+        state = record.extra.get("collab") if record else None
+        return state if state and self.has_collab_vector() else None
 
     def _stored_popularity(self) -> Counter:
         """Item popularity saved by the last :meth:`rebuild_users` (positive interactions per item)."""
@@ -87,13 +107,14 @@ class Recommender:
         return out
 
     # -- user profiles -----------------------------------------------------------------------------
-    def _ensure_users(self) -> None:
+    def _ensure_users(self, collab: bool = False) -> None:
         if not self.store.collection_exists(self.users):
             self.store.create_collection(
                 self.users,
                 self.record.dim,
                 bundle_id=self.record.bundle_id,
                 extra={"items_collection": self.collection},
+                extra_vectors=(COLLAB,) if collab else (),
             )
 
     def _check_users_bundle(self) -> None:
@@ -111,12 +132,20 @@ class Recommender:
         if not self.store.collection_exists(self.users):
             return None
         self._check_users_bundle()
-        points = self.store.retrieve(self.users, [user_id], with_vectors=["fused"])
+        with_collab = self.collab_state is not None
+        points = self.store.retrieve(
+            self.users, [user_id], with_vectors=["fused", COLLAB] if with_collab else ["fused"]
+        )
         if not points:
             return None
         p = points[0]
         payload = p.payload
         vector = np.asarray(p.vector["fused"], dtype=np.float64) * float(payload["norm"])
+        collab = None
+        if with_collab and payload.get("collab") and COLLAB in (p.vector or {}):
+            # cosine vectors are stored normalised: the payload keeps the factors' norm
+            stored = np.asarray(p.vector[COLLAB], dtype=np.float64)[: int(self.collab_state["rank"])]
+            collab = stored * float(payload.get("collab_norm", 1.0)) / max(float(np.linalg.norm(stored)), 1e-12)
         return UserProfile(
             user_id,
             vector,
@@ -126,10 +155,13 @@ class Recommender:
             int(payload["n_negative"]),
             int(payload.get("unknown", 0)),
             list(payload.get("negatives", [])),
+            collab,
         )
 
     def _save(self, profiles: Sequence[UserProfile]) -> None:
-        self._ensure_users()
+        from mmalign.plugin.recommend.collab import stored_user_vector
+
+        self._ensure_users(collab=self.collab_state is not None)
         points = []
         for prof in profiles:
             vector = prof.vector
@@ -138,10 +170,15 @@ class Recommender:
                 vector[0] = 1.0
             else:
                 norm = float(np.linalg.norm(prof.sum_vector))
+            vectors = {"fused": vector}
+            if self.collab_state is not None:
+                vectors[COLLAB] = stored_user_vector(
+                    prof.collab if prof.collab is not None else np.zeros(0), self.record.dim
+                )
             points.append(
                 PointData(
                     prof.user_id,
-                    {"fused": vector},
+                    vectors,
                     {
                         "user_id": prof.user_id,
                         "norm": norm,
@@ -151,6 +188,8 @@ class Recommender:
                         "n_negative": prof.n_negative,
                         "unknown": prof.unknown,
                         "negatives": prof.negatives,
+                        "collab": prof.collab is not None and bool(np.any(prof.collab)),
+                        "collab_norm": float(np.linalg.norm(prof.collab)) if prof.collab is not None else 0.0,
                         "last_update": time.time(),
                     },
                 )
@@ -162,6 +201,8 @@ class Recommender:
         previous = self.get_profile(user_id)
         vectors = self.item_vectors(r.item_id for r in interactions)
         profile = update_profile(previous, user_id, interactions, vectors, self.cfg, self.record.dim, now)
+        if self.collab_state is not None:
+            profile.collab = self._fold_in(profile.positives)
         self._save([profile])
         self.popularity.update(
             r.item_id for r in interactions if r.item_id in vectors and strength(r.weight, self.cfg) > 0
@@ -169,8 +210,15 @@ class Recommender:
         self.store.update_record(self.users, popularity=dict(self.popularity.most_common(MAX_STORED_POPULARITY)))
         return profile
 
-    def rebuild_users(self, interactions: Sequence[Interaction]) -> UserRebuildReport:
-        """(Re)compute every user's profile from ``interactions``; returns counts (unknown ids included)."""
+    def rebuild_users(
+        self, interactions: Sequence[Interaction], collab: CollabConfig | None = None
+    ) -> UserRebuildReport:
+        """(Re)compute every user's profile from ``interactions``; returns counts (unknown ids included).
+
+        When the items collection has a ``collab`` vector, collaborative factors are fitted too (with
+        ``collab`` or the default :class:`CollabConfig`): every item with interactions gets its learned
+        vector, every other item the content map's prediction from its ``fused`` vector, and every
+        user its factors."""
         vectors = self.item_vectors(r.item_id for r in interactions)
         by_user: dict[str, list[Interaction]] = {}
         for row in interactions:
@@ -178,13 +226,24 @@ class Recommender:
         profiles = [update_profile(None, u, rows, vectors, self.cfg, self.record.dim) for u, rows in by_user.items()]
         if self.store.collection_exists(self.users):
             self.store.delete_collection(self.users)
+        self.collab_state = None
+        if self.has_collab_vector() and any(
+            r.item_id in vectors and strength(r.weight, self.cfg) > 0 for r in interactions
+        ):
+            factors = self.fit_collab(interactions, collab or CollabConfig())
+            for prof in profiles:
+                prof.collab = factors.user_vector(prof.user_id)
         for start in range(0, len(profiles), 256):
             self._save(profiles[start : start + 256])
         self.popularity = Counter(
             r.item_id for r in interactions if r.item_id in vectors and strength(r.weight, self.cfg) > 0
         )
-        self._ensure_users()
-        self.store.update_record(self.users, popularity=dict(self.popularity.most_common(MAX_STORED_POPULARITY)))
+        self._ensure_users(collab=self.collab_state is not None)
+        self.store.update_record(
+            self.users,
+            popularity=dict(self.popularity.most_common(MAX_STORED_POPULARITY)),
+            collab=self.collab_state,
+        )
         unknown = sum(p.unknown for p in profiles)
         return UserRebuildReport(
             users=len(profiles),
@@ -192,6 +251,72 @@ class Recommender:
             unknown_item_rows=unknown,
             unknown_item_ids=len({r.item_id for r in interactions if r.item_id not in vectors}),
         )
+
+    # -- collaborative factors ------------------------------------------------------------------------
+    def fit_collab(self, interactions: Sequence[Interaction], cfg: CollabConfig):
+        """Fit item/user factors on ``interactions`` and write every item's ``collab`` vector: learned
+        where the item has positive interactions, predicted from its ``fused`` vector otherwise. Keeps
+        what fold-in and later predictions need in :attr:`collab_state` (saved with the users)."""
+        from mmalign.plugin.recommend.collab import ContentMap, fit_collab, item_collab_vectors, stored_item_vectors
+
+        item_ids, vectors = [], []
+        for p in self.store.scroll(self.record.name, with_payload=["item_id"], with_vectors=["fused"]):
+            item_ids.append(p.payload["item_id"])
+            vectors.append(p.vector["fused"])
+        content = np.asarray(vectors, dtype=np.float64).reshape(len(item_ids), -1)
+        cfg = cfg.model_copy(update={"rank": min(cfg.rank, self.record.dim - 1)})
+        factors = fit_collab(interactions, item_ids, cfg, self.cfg)
+        warm = np.zeros(len(item_ids), dtype=bool)
+        warm[
+            [
+                factors.item_index[r.item_id]
+                for r in interactions
+                if r.item_id in factors.item_index and self.cfg.strength(r.weight) > 0
+            ]
+        ] = True
+        cmap = ContentMap(cfg.map_reg).fit(content[warm], factors.item_factors[warm]) if warm.any() else None
+        items = item_collab_vectors(factors, content, warm, cmap) if cmap is not None else factors.item_factors
+        stored, top = stored_item_vectors(items, self.record.dim)
+        self._write_item_collab(item_ids, stored)
+        self.collab_state = {
+            "config": cfg.model_dump(),
+            "rank": factors.rank,
+            "max_norm": top,
+            "gram": (factors.item_factors.T @ factors.item_factors).tolist(),
+            "warm_items": int(warm.sum()),
+            "predicted_items": int((~warm).sum()),
+            "content_map": cmap.to_dict() if cmap is not None else None,
+        }
+        return factors
+
+    def _write_item_collab(self, item_ids: Sequence[str], stored: np.ndarray) -> None:
+        """Add the ``collab`` vector to each item point, keeping its other vectors and payload."""
+        index = {item: n for n, item in enumerate(item_ids)}
+        for start in range(0, len(item_ids), 256):
+            points = self.store.retrieve(self.record.name, list(item_ids[start : start + 256]), with_vectors=True)
+            updated = []
+            for p in points:
+                item = p.payload["item_id"]
+                vectors = {k: v for k, v in (p.vector or {}).items() if k != COLLAB}
+                vectors[COLLAB] = stored[index[item]]
+                updated.append(PointData(item, vectors, {k: v for k, v in p.payload.items() if k != "item_id"}))
+            self.store.upsert(self.record.name, updated)
+
+    def _fold_in(self, positives: Sequence[str]) -> np.ndarray | None:
+        """The user's factors from the user's liked items, item factors fixed (milliseconds)."""
+        from mmalign.plugin.recommend.collab import als_solve
+
+        state = self.collab_state
+        k = int(state["rank"])
+        cfg = CollabConfig.model_validate(state["config"])
+        got = self.store.retrieve(self.record.name, list(dict.fromkeys(positives)), with_vectors=[COLLAB])
+        rows = [np.asarray(p.vector[COLLAB], dtype=np.float64)[:k] for p in got if COLLAB in (p.vector or {})]
+        if not rows:
+            return None
+        y = np.asarray(rows) * float(state["max_norm"])  # stored normalised: every item vector had norm M
+        if cfg.method == "svd":
+            return y.sum(0)
+        return als_solve(y, np.asarray(state["gram"]), np.arange(len(y)), cfg)
 
     # -- recommending ----------------------------------------------------------------------------
     def recommend(
@@ -201,11 +326,14 @@ class Recommender:
         k: int = 10,
         filters: Mapping[str, Any] | None = None,
         exclude_seen: bool = True,
-        strategy: str = "vector",
+        strategy: str | None = None,
         cold_start_query: Mapping | None = None,
         searcher: Searcher | None = None,
     ) -> list[Hit]:
-
+        """``strategy`` None: ``hybrid`` when collab factors exist, else ``vector``; ``hybrid`` without
+        them (a collection without a collab vector, or a user without factors) falls back to ``vector``."""
+        if strategy is None:
+            strategy = "hybrid" if self.collab_state is not None else "vector"
         if strategy not in STRATEGIES:
             raise ConfigError(f"strategy {strategy!r} is unknown; valid: {list(STRATEGIES)}")
         profile = self.get_profile(user_id)
@@ -215,6 +343,10 @@ class Recommender:
                 k=k, filters=filters, query=cold_start_query, searcher=searcher, exclude=profile.seen if profile else ()
             )
         query_filter = build_filter(filters, exclude_ids=profile.seen if exclude_seen else ())
+        if strategy == "hybrid":
+            if self.collab_state is not None and profile.collab is not None and np.any(profile.collab):
+                return self._hybrid(profile, k, query_filter)
+            strategy = "vector"
         if strategy == "vector":
             query: Any = profile.vector.tolist()
         else:
@@ -234,6 +366,45 @@ class Recommender:
                 hit.score += self.popularity_weight * float(np.log1p(self.popularity.get(hit.id, 0)) / top)
             hits.sort(key=lambda h: -h.score)
         return hits[:k]
+
+    def _hybrid(self, profile: UserProfile, k: int, query_filter) -> list[Hit]:
+        """Candidates from both vectors in one Qdrant query (prefetch on collab and fused, RRF), then
+        ranked by collab · û + w · cos(fused, content user vector) (:func:`collab.hybrid_scores`)."""
+        from qdrant_client import models
+
+        from mmalign.plugin.recommend.collab import hybrid_scores, stored_user_vector, unit
+
+        state = self.collab_state
+        rank = int(state["rank"])
+        weight = float(state["config"].get("content_weight", 0.0))
+        n = max(k, HYBRID_CANDIDATES)
+        prefetch = [
+            models.Prefetch(
+                query=stored_user_vector(unit(profile.collab), self.record.dim).tolist(),
+                using=COLLAB,
+                limit=n,
+                filter=query_filter,
+            ),
+            models.Prefetch(query=profile.vector.tolist(), using="fused", limit=n, filter=query_filter),
+        ]
+        fused = self.store.query(
+            self.collection,
+            models.FusionQuery(fusion=models.Fusion.RRF),
+            prefetch=prefetch,
+            limit=2 * n,
+            query_filter=query_filter,
+            with_payload=["item_id"],
+        )
+        ids = [p.payload["item_id"] for p in fused]
+        points = self.store.retrieve(self.collection, ids, with_vectors=[COLLAB, "fused"])
+        points = [p for p in points if COLLAB in (p.vector or {})]
+        if not points:
+            return []
+        collab = np.asarray([p.vector[COLLAB] for p in points], dtype=np.float64)[:, :rank] * float(state["max_norm"])
+        content = np.asarray([p.vector["fused"] for p in points], dtype=np.float64)
+        scores = hybrid_scores(profile.collab, collab, profile.vector, content, weight)
+        order = np.argsort(-scores)[:k]
+        return [Hit(id=points[i].payload["item_id"], score=float(scores[i]), payload=points[i].payload) for i in order]
 
     def _examples(self, profile: UserProfile) -> tuple[list[str], list[str]]:
         """Positive and negative example ids for RecommendQuery (the profile keeps the order seen)."""

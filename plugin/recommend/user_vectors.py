@@ -29,6 +29,14 @@ class UserProfile:
     n_negative: int = 0
     unknown: int = 0
     negatives: list[str] = field(default_factory=list)
+    #: Collaborative factors (see collab.py), when the collection has a collab vector; else None.
+    collab: np.ndarray | None = None
+
+    @property
+    def positives(self) -> list[str]:
+        """Seen items that are not disliked, in the order seen."""
+        negatives = set(self.negatives)
+        return [i for i in self.seen if i not in negatives]
 
     @property
     def vector(self) -> np.ndarray | None:

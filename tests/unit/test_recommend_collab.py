@@ -204,3 +204,92 @@ def test_eval_rec_reports_collab_hybrid_and_the_cold_protocol(tmp_path, monkeypa
     assert cold["hybrid"].cold_recall_at_20 == 1.0  # 3 cold items: everything is in the top 20
     mapped = next(r for r in report.cold_results if "content → collab" in r.model and r.model.startswith("collab"))
     assert mapped.cold_ndcg_at_20 > cold["popularity"].cold_ndcg_at_20 + 0.2
+
+
+# -- the collab vector in the store and the hybrid strategy (each embedded engine) ---------------------
+COLLAB_CFG = CollabConfig(method="als", rank=4, reg=1.0, alpha=10.0, map_reg=0.1, content_weight=0.1)
+
+
+def _items_store(vs, collab=True):
+    from mmalign.connectors.store import PointData
+
+    ids, content = catalog()
+    vs.create_collection("items", DIM, bundle_id="bundle-x", extra_vectors=("collab",) if collab else ())
+    vs.upsert("items", [PointData(i, {"fused": v}, {"metadata": {"cluster": i[0]}}) for i, v in zip(ids, content)])
+    return ids
+
+
+@pytest.fixture
+def collab_store(store_config):
+    from mmalign.connectors.store import VectorStore
+
+    with VectorStore(store_config) as vs:
+        _items_store(vs)
+        yield vs
+
+
+def test_rebuild_writes_collab_vectors_and_a_cold_item_reaches_the_users_it_matches(collab_store):
+    from mmalign.plugin.recommend.recommender import Recommender
+
+    rows = interactions()
+    rec = Recommender("items", store=collab_store)
+    rec.rebuild_users(rows, collab=COLLAB_CFG)
+    assert rec.collab_state["predicted_items"] == 3 and rec.collab_state["warm_items"] == 30
+    points = collab_store.retrieve("items", ["a0", "a_new"], with_vectors=True)
+    assert all("collab" in p.vector and "fused" in p.vector and np.any(p.vector["collab"]) for p in points)
+    assert all(p.payload["metadata"]["cluster"] == "a" for p in points)  # payload kept
+    assert sorted(collab_store.vector_sizes("items_users")) == ["audio", "collab", "fused", "image", "text"]
+    for user in ("ua1", "ub2", "uc3"):
+        seen = {r.item_id for r in rows if r.user_id == user}
+        hits = rec.recommend(user, k=4)  # hybrid by default: the collection has collab vectors
+        ids = [h.id for h in hits]
+        assert f"{user[1]}_new" in ids and all(i[0] == user[1] for i in ids), ids  # 3 unseen + the new one
+        assert not seen & set(ids)
+        assert [h.id for h in rec.recommend(user, k=4, strategy="hybrid")] == ids
+    filtered = rec.recommend("ua1", k=3, filters={"cluster": "b"})
+    assert len(filtered) == 3 and all(h.id[0] == "b" for h in filtered)
+
+
+def test_update_user_folds_in_without_a_refit(collab_store):
+    import time
+
+    from mmalign.plugin.recommend.collab import als_solve
+    from mmalign.plugin.recommend.recommender import Recommender
+
+    rows = interactions()
+    rec = Recommender("items", store=collab_store)
+    rec.rebuild_users(rows, collab=COLLAB_CFG)
+    before = rec.get_profile("ua0").collab
+    seen = {r.item_id for r in rows if r.user_id == "ua0"}
+    new = next(f"a{i}" for i in range(10) if f"a{i}" not in seen)
+    t0 = time.perf_counter()
+    profile = rec.update_user("ua0", [ev("ua0", new, 40)])
+    assert time.perf_counter() - t0 < 2.0  # a fold-in, not a refit (milliseconds on a real catalog)
+    assert not np.allclose(profile.collab, before)
+    # the same as ALS's user step against the stored item factors
+    k = rec.collab_state["rank"]
+    got = collab_store.retrieve("items", sorted(seen | {new}), with_vectors=["collab"])
+    y = np.asarray([p.vector["collab"][:k] for p in got]) * rec.collab_state["max_norm"]  # stored normalised
+    expected = als_solve(y, np.asarray(rec.collab_state["gram"]), np.arange(len(y)), COLLAB_CFG)
+    np.testing.assert_allclose(rec.get_profile("ua0").collab, expected, rtol=1e-4, atol=1e-5)
+    assert new not in {h.id for h in rec.recommend("ua0", k=5)}
+    # a brand-new user with three b items: folded in, served by the hybrid
+    rec.update_user("newcomer", [ev("newcomer", f"b{i}", i) for i in range(3)])
+    assert rec.get_profile("newcomer").collab is not None
+    assert all(h.id[0] == "b" for h in rec.recommend("newcomer", k=5))
+
+
+def test_hybrid_falls_back_to_the_user_vector_without_collab_vectors(store_config):
+    from mmalign.connectors.store import VectorStore
+    from mmalign.plugin.recommend.recommender import Recommender
+
+    with VectorStore(store_config) as vs:
+        _items_store(vs, collab=False)
+        rec = Recommender("items", store=vs)
+        rec.rebuild_users(interactions(), collab=COLLAB_CFG)
+        assert rec.collab_state is None and "collab" not in vs.vector_sizes("items_users")
+        vector = [h.id for h in rec.recommend("ua1", k=5, strategy="vector")]
+        assert [h.id for h in rec.recommend("ua1", k=5, strategy="hybrid")] == vector
+        assert [h.id for h in rec.recommend("ua1", k=5)] == vector
+        # cold start for a new user still works (popularity)
+        assert len(rec.recommend("nobody", k=3, strategy="hybrid")) == 3
