@@ -51,7 +51,7 @@ DEVICE_COMMAND = (
     "set -o pipefail; export PYTHONUNBUFFERED=1; "
     "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "
     ".gpu/whl/*.whl || exit 1; "
-    "mkdir -p /tmp/ns/mmalign && for d in plugin connectors schemas; do ln -sfn \"$PWD/$d\" /tmp/ns/mmalign/$d; done; "
+    'mkdir -p /tmp/ns/mmalign && for d in plugin connectors schemas; do ln -sfn "$PWD/$d" /tmp/ns/mmalign/$d; done; '
     "export PYTHONPATH=/tmp/ns:/tmp/site; "
     "timeout 330 python3 -m benchmarks.gpu_check --synthetic 2000 "
     "--image-weights .gpu/weights/efficientnet-lite0-fp16.pth --text-weights .gpu/weights/minilm "
@@ -60,8 +60,17 @@ DEVICE_COMMAND = (
     "exit $rc"
 )
 #: Distributions the device image lacks (pure Python but pydantic-core), at the versions installed here.
-CARRIED_WHEELS = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions",
-                  "qdrant-client", "h2", "hpack", "hyperframe")
+CARRIED_WHEELS = (
+    "pydantic",
+    "pydantic-core",
+    "annotated-types",
+    "typing-inspection",
+    "typing-extensions",
+    "qdrant-client",
+    "h2",
+    "hpack",
+    "hyperframe",
+)
 DEVICE_PYTHON = "3.12"
 
 
@@ -81,22 +90,45 @@ def prepare_device(folder: Path, echo) -> None:
     (weights / "minilm").mkdir(parents=True, exist_ok=True)
     # torch.save keeps the key order, which the by-position mapping of this checkpoint relies on
     # (safetensors would sort the keys).
-    state = torch.load(str(resolve_local(get_encoder_spec("efficientnet-lite0").weights)), map_location="cpu",
-                       weights_only=True)
-    torch.save(type(state)((k, v.half() if v.is_floating_point() else v) for k, v in state.items()),
-               str(weights / "efficientnet-lite0-fp16.pth"))
+    state = torch.load(
+        str(resolve_local(get_encoder_spec("efficientnet-lite0").weights)), map_location="cpu", weights_only=True
+    )
+    torch.save(
+        type(state)((k, v.half() if v.is_floating_point() else v) for k, v in state.items()),
+        str(weights / "efficientnet-lite0-fp16.pth"),
+    )
     source = resolve_local(get_encoder_spec("minilm-l6").weights)
     tensors = load_file(str(source / "model.safetensors"))
-    save_file({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()},
-              str(weights / "minilm" / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()},
+        str(weights / "minilm" / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     for name in ("config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"):
         if (source / name).exists():
             shutil.copy(source / name, weights / "minilm" / name)
-    platforms = [f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64",
-                                             "manylinux_2_17_x86_64", "manylinux2014_x86_64")]
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                    f"--python-version={DEVICE_PYTHON}", "--implementation=cp", *platforms, "-d", str(folder / "whl"),
-                    *(f"{name}=={version(name)}" for name in CARRIED_WHEELS)], check=True)
+    platforms = [
+        f"--platform={p}"
+        for p in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+    ]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary=:all:",
+            f"--python-version={DEVICE_PYTHON}",
+            "--implementation=cp",
+            *platforms,
+            "-d",
+            str(folder / "whl"),
+            *(f"{name}=={version(name)}" for name in CARRIED_WHEELS),
+        ],
+        check=True,
+    )
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
     echo(f"{folder}: {size:.1f} MiB (fp16 weights, loaded as fp32 models there; wheels for Python {DEVICE_PYTHON})")
     echo(f"carry it and run in the repository root:\n{DEVICE_COMMAND}")
@@ -104,13 +136,31 @@ def prepare_device(folder: Path, echo) -> None:
 
 # -- catalog ---------------------------------------------------------------------------------------
 SHAPES = ("circle", "square", "triangle", "diamond", "ring", "cross")
-COLORS = {"red": (220, 30, 30), "green": (30, 160, 60), "blue": (30, 70, 220), "yellow": (240, 210, 40),
-          "purple": (140, 50, 170), "orange": (245, 140, 20), "black": (20, 20, 20), "white": (248, 248, 248)}
+COLORS = {
+    "red": (220, 30, 30),
+    "green": (30, 160, 60),
+    "blue": (30, 70, 220),
+    "yellow": (240, 210, 40),
+    "purple": (140, 50, 170),
+    "orange": (245, 140, 20),
+    "black": (20, 20, 20),
+    "white": (248, 248, 248),
+}
 SIZES = {"small": 0.16, "big": 0.36}
-PLACES = {"on the left": (0.3, 0.5), "on the right": (0.7, 0.5), "at the top": (0.5, 0.3),
-          "at the bottom": (0.5, 0.7), "in the middle": (0.5, 0.5)}
-BACKGROUNDS = {"grey": (128, 128, 128), "pale": (225, 222, 205), "dark": (45, 45, 60), "sky blue": (150, 190, 235),
-               "grass green": (110, 165, 90)}
+PLACES = {
+    "on the left": (0.3, 0.5),
+    "on the right": (0.7, 0.5),
+    "at the top": (0.5, 0.3),
+    "at the bottom": (0.5, 0.7),
+    "in the middle": (0.5, 0.5),
+}
+BACKGROUNDS = {
+    "grey": (128, 128, 128),
+    "pale": (225, 222, 205),
+    "dark": (45, 45, 60),
+    "sky blue": (150, 190, 235),
+    "grass green": (110, 165, 90),
+}
 SYNTH_SIZE = 512
 
 
@@ -150,12 +200,22 @@ def synth_item(args: tuple[int, str]) -> dict:
         tone = tuple(int(v) for v in rng.integers(60, 200, size=3))
         _draw_shape(draw, pick(SHAPES), *(rng.uniform(0.1, 0.9, size=2) * n), n * 0.05, tone)
     cx, cy = PLACES[place]
-    _draw_shape(draw, shape, (cx + rng.normal(0, 0.03)) * n, (cy + rng.normal(0, 0.03)) * n,
-                SIZES[size] * n / 2 * rng.uniform(0.85, 1.15), COLORS[color])
+    _draw_shape(
+        draw,
+        shape,
+        (cx + rng.normal(0, 0.03)) * n,
+        (cy + rng.normal(0, 0.03)) * n,
+        SIZES[size] * n / 2 * rng.uniform(0.85, 1.15),
+        COLORS[color],
+    )
     name = f"img/{index:05d}.png"
     image.save(Path(folder) / name, compress_level=1)
-    return {"id": f"synth-{index:05d}", "text": f"A {size} {color} {shape} {place} on a {bg} background.",
-            "image": name, "metadata": {"shape": shape, "color": color}}
+    return {
+        "id": f"synth-{index:05d}",
+        "text": f"A {size} {color} {shape} {place} on a {bg} background.",
+        "image": name,
+        "metadata": {"shape": shape, "color": color},
+    }
 
 
 def build_catalog(work: Path, *, stamps: Path | None, synthetic: int | None, limit: int | None):
@@ -180,8 +240,10 @@ def build_catalog(work: Path, *, stamps: Path | None, synthetic: int | None, lim
         with multiprocessing.get_context("spawn").Pool(min(16, os.cpu_count() or 1)) as pool:
             items = pool.map(synth_item, [(i, str(root)) for i in range(n)], chunksize=16)
         size = sum((root / i["image"]).stat().st_size for i in items) / len(items) / 1024
-        what = (f"synthetic: {n} {SYNTH_SIZE}x{SYNTH_SIZE} PNGs (shapes on noisy gradients, {size:.0f} KiB each) "
-                f"and one sentence each, written in {time.perf_counter() - t0:.1f}s")
+        what = (
+            f"synthetic: {n} {SYNTH_SIZE}x{SYNTH_SIZE} PNGs (shapes on noisy gradients, {size:.0f} KiB each) "
+            f"and one sentence each, written in {time.perf_counter() - t0:.1f}s"
+        )
     path = work / "catalog.jsonl"
     path.write_text("".join(json.dumps(i) + "\n" for i in items))
     return path, root, items, what
@@ -294,14 +356,25 @@ def train_bundle(work: Path, specs, ids: list[str], feats: dict, echo):
     t0 = time.perf_counter()
     result = fit_alignment(data, cfg, raw_modalities=shared_space_modalities(specs), echo=lambda s: None)
     models = result.models
-    save_bundle(work / "bundle", specs=specs, cfg=cfg, student=models["student"], teacher=models.get("teacher"),
-                baselines={k: models[k] for k in ("svd", "cca")},
-                summary={"split": result.split, "training_summary": result.training_summary,
-                         "metrics": {"split": "test", "n_items": len(result.test), "results": result.results},
-                         "preset": "offline-small"})
+    save_bundle(
+        work / "bundle",
+        specs=specs,
+        cfg=cfg,
+        student=models["student"],
+        teacher=models.get("teacher"),
+        baselines={k: models[k] for k in ("svd", "cca")},
+        summary={
+            "split": result.split,
+            "training_summary": result.training_summary,
+            "metrics": {"split": "test", "n_items": len(result.test), "results": result.results},
+            "preset": "offline-small",
+        },
+    )
     bundle = load_bundle(work / "bundle", with_teacher=False)
-    echo(f"bundle {bundle.bundle_id} trained on CPU fp32 features in {time.perf_counter() - t0:.1f}s "
-         f"(train {result.split['n_train']}, val {result.split['n_val']}, test {len(result.split['test_ids'])})")
+    echo(
+        f"bundle {bundle.bundle_id} trained on CPU fp32 features in {time.perf_counter() - t0:.1f}s "
+        f"(train {result.split['n_train']}, val {result.split['n_val']}, test {len(result.split['test_ids'])})"
+    )
     return bundle, result.split["test_ids"]
 
 
@@ -322,8 +395,18 @@ def naive_loop(items, catalog, bundle, encoders, store, collection) -> float:
             value = item.text if m is Modality.TEXT else enc.load_input(catalog.resolve(item, m), item.id)
             features[m] = {item.id: enc.encode([value], batch_size=1)[0]}
         [named] = project_items(bundle, [item.id], features)
-        store.upsert(collection, [PointData(item.id, named, build_payload(
-            item, list(features), item_content_hash(item, hashes), bundle.bundle_id, media_hash(hashes)))])
+        store.upsert(
+            collection,
+            [
+                PointData(
+                    item.id,
+                    named,
+                    build_payload(
+                        item, list(features), item_content_hash(item, hashes), bundle.bundle_id, media_hash(hashes)
+                    ),
+                )
+            ],
+        )
     return time.perf_counter() - t0
 
 
@@ -348,8 +431,10 @@ def measure_encoders(device: str, *, specs, decoded, texts, echo) -> dict:
     out["encoders"] = encoders
     image_enc, text_enc = encoders[Modality.IMAGE], encoders[Modality.TEXT]
     out["precision"] = getattr(image_enc, "precision", "fp32")
-    echo(f"[{device}] encoders loaded in {out['load_s']:.1f}s; precision {out['precision']}"
-         + (f"; torch threads {torch.get_num_threads()}" if not cuda else ""))
+    echo(
+        f"[{device}] encoders loaded in {out['load_s']:.1f}s; precision {out['precision']}"
+        + (f"; torch threads {torch.get_num_threads()}" if not cuda else "")
+    )
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     n = len(texts)
@@ -364,11 +449,18 @@ def measure_encoders(device: str, *, specs, decoded, texts, echo) -> dict:
     for bi, bt in batches:
         fi, ti = timed(lambda bi=bi: image_enc.encode(decoded, batch_size=bi), device)
         ft, tt = timed(lambda bt=bt: text_enc.encode(texts, batch_size=bt), device)
-        row = {"batch_image": bi, "batch_text": bt, "image_per_s": n / ti, "text_per_s": n / tt,
-               "item_per_s": n / (ti + tt)}
+        row = {
+            "batch_image": bi,
+            "batch_text": bt,
+            "image_per_s": n / ti,
+            "text_per_s": n / tt,
+            "item_per_s": n / (ti + tt),
+        }
         out["encoder_only"].append(row)
-        echo(f"[{device}] encoder-only at batch {bi}/{bt}: image {row['image_per_s']:.0f}/s, text "
-             f"{row['text_per_s']:.0f}/s, per item (image+text) {row['item_per_s']:.0f}/s")
+        echo(
+            f"[{device}] encoder-only at batch {bi}/{bt}: image {row['image_per_s']:.0f}/s, text "
+            f"{row['text_per_s']:.0f}/s, per item (image+text) {row['item_per_s']:.0f}/s"
+        )
         out.setdefault("features", {Modality.IMAGE: fi, Modality.TEXT: ft})
     if cuda:
         out["gpu_peak_encode_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -394,8 +486,15 @@ def measure_pipeline(out: dict, *, specs, catalog, items, texts, paths, bundle, 
     tmp = Path(tempfile.mkdtemp(prefix=f"ingest-{device}-", dir=work))
     store = VectorStore(StoreConfig(path=str(tmp / "qdrant")))
     store.list_collections()  # open the embedded engine (and import qdrant_client) outside the timing
-    report = ingest(catalog, bundle=bundle, collection="bench", store=store, features_dir=tmp / "features",
-                    encoder_pool=pool, device=device)
+    report = ingest(
+        catalog,
+        bundle=bundle,
+        collection="bench",
+        store=store,
+        features_dir=tmp / "features",
+        encoder_pool=pool,
+        device=device,
+    )
     if report.ok != n:
         echo(f"[{device}] WARNING: ingest ok {report.ok} of {n} (failed {report.failed}); see {report.dead_letter}")
     out["ingest"] = {name: {"items": s.items, "seconds": s.seconds} for name, s in report.stages.items()}
@@ -428,8 +527,10 @@ def measure_pipeline(out: dict, *, specs, catalog, items, texts, paths, bundle, 
                     samples.append(time.perf_counter() - t0)
                 assert len(hits) == 10
             out["latency"][what] = percentiles_ms(samples)
-            echo(f"[{device}] query {what}: p50 {out['latency'][what][0]:.1f} ms, p99 "
-                 f"{out['latency'][what][1]:.1f} ms ({args.queries} queries, {n} points)")
+            echo(
+                f"[{device}] query {what}: p50 {out['latency'][what][0]:.1f} ms, p99 "
+                f"{out['latency'][what][1]:.1f} ms ({args.queries} queries, {n} points)"
+            )
     finally:
         searcher.close()
     if cuda:
@@ -458,13 +559,24 @@ def amp_check(gpu: dict, cpu_feats: dict, decoded_texts, decoded_images, bundle,
     rows = []
     ref = by_precision["fp32"]
     for m in encoders:
-        for name, feats in (("gpu bf16", by_precision["bf16"][m]), ("gpu fp16", by_precision["fp16"][m]),
-                            ("cpu fp32", cpu_feats[m])):
+        for name, feats in (
+            ("gpu bf16", by_precision["bf16"][m]),
+            ("gpu fp16", by_precision["fp16"][m]),
+            ("cpu fp32", cpu_feats[m]),
+        ):
             cos = cosine_rows(ref[m], feats)
             overlap, top1 = neighbour_agreement(ref[m], feats)
-            rows.append({"encoder": encoders[m].spec.name, "vs gpu fp32": name, "cos_min": float(cos.min()),
-                         "cos_mean": float(cos.mean()), "items_below_0.99": int((cos < 0.99).sum()),
-                         "nn_overlap@10": overlap, "nn_top1": top1})
+            rows.append(
+                {
+                    "encoder": encoders[m].spec.name,
+                    "vs gpu fp32": name,
+                    "cos_min": float(cos.min()),
+                    "cos_mean": float(cos.mean()),
+                    "items_below_0.99": int((cos < 0.99).sum()),
+                    "nn_overlap@10": overlap,
+                    "nn_top1": top1,
+                }
+            )
     retrieval = []
     cpu_recall, cpu_lists = text_to_image(bundle, cpu_feats, test_rows)
     retrieval.append({"features": "cpu fp32", "recall@10": cpu_recall, "overlap@10_vs_cpu": 1.0})
@@ -496,15 +608,19 @@ def print_table(results: dict, decode: dict, n: int, echo) -> None:
     add(f"encode only, text @{first[devices[0]]['batch_text']}", [first[d]["text_per_s"] for d in devices])
     add("encode only, per item = the limit", [first[d]["item_per_s"] for d in devices])
     best = {d: max(results[d]["encoder_only"], key=lambda r: r["item_per_s"]) for d in devices}
-    add("encode only, per item, best batch", [f"{best[d]['item_per_s']:.0f} @{best[d]['batch_image']}/"
-                                              f"{best[d]['batch_text']}" for d in devices])
+    add(
+        "encode only, per item, best batch",
+        [f"{best[d]['item_per_s']:.0f} @{best[d]['batch_image']}/{best[d]['batch_text']}" for d in devices],
+    )
     add("ingest: encode stage (decode+encode+cache)", [stage_rate(results[d], "encode") for d in devices])
     add("ingest: project stage", [stage_rate(results[d], "project") for d in devices])
     add("ingest: upsert stage", [stage_rate(results[d], "upsert") for d in devices])
     add("ingest: skip-check stage (hash + lookup)", [stage_rate(results[d], "skip_check") for d in devices])
     add("end to end, pipelined (items/s)", [results[d]["e2e_per_s"] for d in devices])
-    add("end to end / encoder-only (goal >= 90%)",
-        [f"{100 * results[d]['e2e_per_s'] / first[d]['item_per_s']:.0f}%" for d in devices])
+    add(
+        "end to end / encoder-only (goal >= 90%)",
+        [f"{100 * results[d]['e2e_per_s'] / first[d]['item_per_s']:.0f}%" for d in devices],
+    )
     add("naive loop (items/s)", [results[d]["naive_per_s"] for d in devices])
     add("pipelined / naive", [f"{results[d]['e2e_per_s'] / results[d]['naive_per_s']:.1f}x" for d in devices])
     add("batch size in ingest (image/text)", [f"{first[d]['batch_image']}/{first[d]['batch_text']}" for d in devices])
@@ -512,8 +628,10 @@ def print_table(results: dict, decode: dict, n: int, echo) -> None:
     add("GPU memory peak MiB, encoder-only sweep", [results[d].get("gpu_peak_encode_mib") for d in devices])
     add("GPU memory peak MiB, ingest + queries", [results[d].get("gpu_peak_mib") for d in devices])
     for what in ("text->image", "image->text"):
-        add(f"query {what} p50 / p99 ms",
-            [f"{results[d]['latency'][what][0]:.1f} / {results[d]['latency'][what][1]:.1f}" for d in devices])
+        add(
+            f"query {what} p50 / p99 ms",
+            [f"{results[d]['latency'][what][0]:.1f} / {results[d]['latency'][what][1]:.1f}" for d in devices],
+        )
     add("encoder load (s, excluded)", [f"{results[d]['load_s']:.1f}" for d in devices])
     width = max(len(label) for label, _ in rows) + 2
     echo("")
@@ -535,8 +653,11 @@ def main(argv=None) -> int:
     parser.add_argument("--queries", type=int, default=100, help="queries per modality for latency")
     parser.add_argument("--work", help="working folder (default: a temporary one)")
     parser.add_argument("--json", help="write the measurements here")
-    parser.add_argument("--prepare-device", metavar="DIR",
-                        help="write fp16 weights and the missing wheels to DIR for a GPU machine, then stop")
+    parser.add_argument(
+        "--prepare-device",
+        metavar="DIR",
+        help="write fp16 weights and the missing wheels to DIR for a GPU machine, then stop",
+    )
     args = parser.parse_args(argv)
     if args.prepare_device:
         prepare_device(Path(args.prepare_device), lambda line="": print(line, flush=True))
@@ -556,15 +677,21 @@ def main(argv=None) -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)
     catalog_path, root, item_dicts, what = build_catalog(  # first: its worker processes start before CUDA does
-        work, stamps=Path(args.stamps) if args.stamps else None, synthetic=args.synthetic, limit=args.limit)
+        work, stamps=Path(args.stamps) if args.stamps else None, synthetic=args.synthetic, limit=args.limit
+    )
     devices = [d.strip() for d in args.devices.split(",") if d.strip()]
     if "cuda" in devices and not torch.cuda.is_available():
         echo("cuda: torch sees no CUDA device here: the CPU column only (run this on a CUDA machine for the GPU one)")
         devices.remove("cuda")
     gpu_name = torch.cuda.get_device_name(0) if "cuda" in devices else None
-    echo(f"python {sys.version.split()[0]}, torch {torch.__version__}, {os.cpu_count()} CPUs"
-         + (f", GPU {gpu_name} (capability {'.'.join(map(str, torch.cuda.get_device_capability(0)))})"
-            if gpu_name else ""))
+    echo(
+        f"python {sys.version.split()[0]}, torch {torch.__version__}, {os.cpu_count()} CPUs"
+        + (
+            f", GPU {gpu_name} (capability {'.'.join(map(str, torch.cuda.get_device_capability(0)))})"
+            if gpu_name
+            else ""
+        )
+    )
     catalog = open_catalog(catalog_path, media_root=root)
     items = catalog.items()
     texts = [i.text for i in items]
@@ -585,9 +712,10 @@ def main(argv=None) -> int:
         decoded_images, seconds = timed(lambda w=workers: decode_all(probe, paths, w), "cpu")
         decode[workers] = len(paths) / seconds
     decode["all"] = decode[decode["all_workers"]]
-    echo(f"decode + letterbox to 224: {decode[INGEST_WORKERS]:.0f} items/s on {INGEST_WORKERS} threads, "
-         f"{decode['all']:.0f} on {decode['all_workers']}")
-
+    echo(
+        f"decode + letterbox to 224: {decode[INGEST_WORKERS]:.0f} items/s on {INGEST_WORKERS} threads, "
+        f"{decode['all']:.0f} on {decode['all_workers']}"
+    )
 
     # Encoders alone on every device; the CPU fp32 features train the bundle that ingest and retrieval use.
     from mmalign.plugin.encoders.registry import encoder_id
@@ -599,19 +727,30 @@ def main(argv=None) -> int:
         cpu_feats = results["cpu"]["features"]
     else:
         cpu_encoders = {m: build_encoder(s, device="cpu") for m, s in specs.items()}
-        cpu_feats = {Modality.IMAGE: cpu_encoders[Modality.IMAGE].encode(decoded_images),
-                     Modality.TEXT: cpu_encoders[Modality.TEXT].encode(texts)}
+        cpu_feats = {
+            Modality.IMAGE: cpu_encoders[Modality.IMAGE].encode(decoded_images),
+            Modality.TEXT: cpu_encoders[Modality.TEXT].encode(texts),
+        }
         del cpu_encoders
     bundle, test_ids = train_bundle(work, specs, ids, cpu_feats, echo)
-    assert {encoder_id(s) for s in specs.values()} == {bundle.config["encoders"][m.value]["encoder_id"]
-                                                        for m in specs}
+    assert {encoder_id(s) for s in specs.values()} == {bundle.config["encoders"][m.value]["encoder_id"] for m in specs}
     position = {item_id: n for n, item_id in enumerate(ids)}
     test_rows = np.array([position[i] for i in test_ids])
     recall, _ = text_to_image(bundle, cpu_feats, test_rows)
     echo(f"text->image recall@10 on {len(test_rows)} held-out items, CPU fp32 features: {recall:.3f}")
     for device in devices:
-        measure_pipeline(results[device], specs=specs, catalog=catalog, items=items, texts=texts, paths=paths,
-                         bundle=bundle, work=work, args=args, echo=echo)
+        measure_pipeline(
+            results[device],
+            specs=specs,
+            catalog=catalog,
+            items=items,
+            texts=texts,
+            paths=paths,
+            bundle=bundle,
+            work=work,
+            args=args,
+            echo=echo,
+        )
     print_table(results, decode, len(items), echo)
 
     amp_rows, retrieval = [], []
@@ -620,26 +759,43 @@ def main(argv=None) -> int:
         echo("\nAMP agreement, features of all items, per encoder (reference: GPU fp32)")
         echo(f"{'encoder':<20}{'features':<11}{'cos min':>10}{'cos mean':>10}{'<0.99':>7}{'nn@10':>8}{'nn top1':>9}")
         for r in amp_rows:
-            echo(f"{r['encoder']:<20}{r['vs gpu fp32']:<11}{r['cos_min']:>10.5f}{r['cos_mean']:>10.5f}"
-                 f"{r['items_below_0.99']:>7}{r['nn_overlap@10']:>8.3f}{r['nn_top1']:>9.3f}")
+            echo(
+                f"{r['encoder']:<20}{r['vs gpu fp32']:<11}{r['cos_min']:>10.5f}{r['cos_mean']:>10.5f}"
+                f"{r['items_below_0.99']:>7}{r['nn_overlap@10']:>8.3f}{r['nn_top1']:>9.3f}"
+            )
         echo(f"\ntext->image on {len(test_rows)} held-out items, bundle trained on CPU fp32 features")
         echo(f"{'features':<12}{'recall@10':>10}{'top-10 overlap with cpu fp32':>31}")
         for r in retrieval:
             echo(f"{r['features']:<12}{r['recall@10']:>10.3f}{r['overlap@10_vs_cpu']:>31.3f}")
         bad = [r for r in amp_rows if r["cos_min"] < 0.99]
-        echo("AMP check: " + ("PASS (every item cos >= 0.99 for every encoder and precision)" if not bad else
-                              f"FAIL: {[(r['encoder'], r['vs gpu fp32'], round(r['cos_min'], 4)) for r in bad]}"))
+        echo(
+            "AMP check: "
+            + (
+                "PASS (every item cos >= 0.99 for every encoder and precision)"
+                if not bad
+                else f"FAIL: {[(r['encoder'], r['vs gpu fp32'], round(r['cos_min'], 4)) for r in bad]}"
+            )
+        )
     else:
         echo("\nAMP agreement: not measured (no CUDA device).")
-    echo("audio: not measured on the GPU: whisper-tiny-en needs ctranslate2 and its weights package, too big to "
-         "carry to the device machine; logmel-stats (librosa) runs on the CPU only.")
+    echo(
+        "audio: not measured on the GPU: whisper-tiny-en needs ctranslate2 and its weights package, too big to "
+        "carry to the device machine; logmel-stats (librosa) runs on the CPU only."
+    )
     echo(f"total {time.perf_counter() - started:.0f}s")
 
     if args.json:
-        dump = {"catalog": what, "items": len(items), "decode_items_per_s": {str(k): v for k, v in decode.items()},
-                "devices": {d: {k: v for k, v in r.items() if k not in ("encoders", "features")}
-                            for d, r in results.items()},
-                "amp": amp_rows, "retrieval": retrieval, "gpu": gpu_name}
+        dump = {
+            "catalog": what,
+            "items": len(items),
+            "decode_items_per_s": {str(k): v for k, v in decode.items()},
+            "devices": {
+                d: {k: v for k, v in r.items() if k not in ("encoders", "features")} for d, r in results.items()
+            },
+            "amp": amp_rows,
+            "retrieval": retrieval,
+            "gpu": gpu_name,
+        }
         Path(args.json).write_text(json.dumps(dump, indent=2, default=str) + "\n")
     return 0
 

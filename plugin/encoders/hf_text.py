@@ -38,8 +38,9 @@ class HFTextEncoder(TorchEncoder):
         for i, text in enumerate(batch):
             if not isinstance(text, str):
                 raise TypeError(f"text input {i} is {type(text).__name__}, not str")
-        tokens = self.tokenizer(batch, padding=True, truncation=True, max_length=self.spec.max_length,
-                                return_tensors="pt").to(self.device)
+        tokens = self.tokenizer(
+            batch, padding=True, truncation=True, max_length=self.spec.max_length, return_tensors="pt"
+        ).to(self.device)
 
         def forward(tok):
             hidden = self.model(**tok).last_hidden_state

@@ -15,8 +15,9 @@ def _create(spec):
         # Tiny test towers: register the config under its arch name (as open_clip's own tests do).
         open_clip.factory._MODEL_CONFIGS[arch] = dict(spec.model_config_override)
     elif arch not in open_clip.list_models() and not arch.startswith(("hf-hub:", "local-dir:")):
-        raise WeightsError(f"encoder {spec.name!r}: open_clip has no architecture {arch!r}; "
-                           f"see open_clip.list_models()")
+        raise WeightsError(
+            f"encoder {spec.name!r}: open_clip has no architecture {arch!r}; see open_clip.list_models()"
+        )
     path = resolve_local(spec.weights)
     pretrained = str(path) if path is not None else spec.weights
     try:
@@ -25,7 +26,8 @@ def _create(spec):
         if path is None and spec.weights is not None:
             raise WeightsError(
                 f"encoder {spec.name!r}: could not get open_clip weights {spec.weights!r} ({exc}). Offline, pass a "
-                f"local checkpoint: --weights {spec.name}=/path/to/open_clip_model.safetensors") from exc
+                f"local checkpoint: --weights {spec.name}=/path/to/open_clip_model.safetensors"
+            ) from exc
         raise
     tokenizer = open_clip.get_tokenizer(arch)
     embed_dim = model.text_projection.shape[-1] if getattr(model, "text_projection", None) is not None else None

@@ -24,8 +24,6 @@ _ENCODERS: dict[str, EncoderSpec] = {}
 _PRESETS: dict[str, Preset] = {}
 
 
-
-
 def _scan() -> None:
     for file in sorted((SPEC_DIR / "encoders").glob("*.json")):
         try:
@@ -88,8 +86,9 @@ def get_preset(name: str) -> Preset:
         if encoder is not None:
             spec = get_encoder_spec(encoder)
             if spec.modality.value != modality:
-                raise RegistryError(f"preset {name!r}: encoder {encoder!r} is a {spec.modality.value} encoder, "
-                                 f"not {modality}")
+                raise RegistryError(
+                    f"preset {name!r}: encoder {encoder!r} is a {spec.modality.value} encoder, not {modality}"
+                )
     return preset
 
 
@@ -112,8 +111,15 @@ def with_weights(spec: EncoderSpec, weights: str) -> EncoderSpec:
 
 def encoder_info(name: str) -> EncoderInfo:
     spec = get_encoder_spec(name)
-    return EncoderInfo(name=spec.name, modality=spec.modality, kind=spec.kind, dim=spec.dim,
-                       weights=spec.weights, encoder_id=encoder_id(spec), description=spec.description)
+    return EncoderInfo(
+        name=spec.name,
+        modality=spec.modality,
+        kind=spec.kind,
+        dim=spec.dim,
+        weights=spec.weights,
+        encoder_id=encoder_id(spec),
+        description=spec.description,
+    )
 
 
 _scan()

@@ -17,8 +17,9 @@ class TimmImageEncoder(TorchEncoder):
         model = timm.create_model(spec.arch, pretrained=False, num_classes=0)
         path = resolve_local(spec.weights)
         if spec.weights is not None and path is None:
-            raise WeightsError(f"encoder {spec.name!r}: timm weights must be a local file or a pkg: tag, "
-                               f"got {spec.weights!r}")
+            raise WeightsError(
+                f"encoder {spec.name!r}: timm weights must be a local file or a pkg: tag, got {spec.weights!r}"
+            )
         if path is not None:
             if path.suffix == ".safetensors":
                 from safetensors.torch import load_file
@@ -26,8 +27,9 @@ class TimmImageEncoder(TorchEncoder):
                 checkpoint = load_file(str(path))
             else:  # .pth from a weights package: tensors only, no arbitrary unpickling
                 checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-            model.load_state_dict(_map_state_dict(checkpoint, model.state_dict(), spec.state_dict_mapping,
-                                                  spec.name), strict=True)
+            model.load_state_dict(
+                _map_state_dict(checkpoint, model.state_dict(), spec.state_dict_mapping, spec.name), strict=True
+            )
         if self.device.type == "cuda":  # cuDNN's fast convolution kernels want NHWC
             model = model.to(memory_format=torch.channels_last)
         return model
@@ -57,8 +59,10 @@ class TimmImageEncoder(TorchEncoder):
         pixels = torch.from_numpy(np.stack([np.asarray(self.prepare(img), dtype=np.uint8) for img in batch]))
         x = self._to_device(pixels).permute(0, 3, 1, 2).float().div_(255.0)
         if getattr(self, "_norm", None) is None:
-            self._norm = (torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1),
-                          torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1))
+            self._norm = (
+                torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1),
+                torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1),
+            )
         mean, std = self._norm
         x = (x - mean) / std
         if self.device.type == "cuda":
@@ -76,7 +80,9 @@ def _map_state_dict(checkpoint: dict, target: dict, mapping: str, name: str) -> 
     mapped = {}
     for (src_key, tensor), (dst_key, ref) in zip(checkpoint.items(), target.items()):
         if tuple(tensor.shape) != tuple(ref.shape):
-            raise WeightsError(f"encoder {name!r}: checkpoint tensor {src_key} {tuple(tensor.shape)} does not fit "
-                               f"{dst_key} {tuple(ref.shape)}; the checkpoint is for another architecture")
+            raise WeightsError(
+                f"encoder {name!r}: checkpoint tensor {src_key} {tuple(tensor.shape)} does not fit "
+                f"{dst_key} {tuple(ref.shape)}; the checkpoint is for another architecture"
+            )
         mapped[dst_key] = tensor
     return mapped

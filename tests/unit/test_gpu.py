@@ -18,8 +18,14 @@ torch = pytest.importorskip("torch")
 CUDA = torch.cuda.is_available()
 NO_CUDA = "needs a CUDA device: torch.cuda.is_available() is False"
 
-TINY_TIMM = {"kind": "timm_image", "name": "tiny-timm-effnet", "dim": 256, "arch": "test_efficientnet",
-             "image_size": 64, "weights": None}
+TINY_TIMM = {
+    "kind": "timm_image",
+    "name": "tiny-timm-effnet",
+    "dim": 256,
+    "arch": "test_efficientnet",
+    "image_size": 64,
+    "weights": None,
+}
 
 
 def _images(n: int = 12) -> list[Image.Image]:
@@ -33,8 +39,16 @@ def _images(n: int = 12) -> list[Image.Image]:
     return out
 
 
-TEXTS = ["a red frog", "the blue car", "a small green tree", "the big dog barking", "a coin on a leaf",
-         "an house", "red red red", "the cat sitting on the tree"]
+TEXTS = [
+    "a red frog",
+    "the blue car",
+    "a small green tree",
+    "the big dog barking",
+    "a coin on a leaf",
+    "an house",
+    "red red red",
+    "the cat sitting on the tree",
+]
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +128,9 @@ def test_fp16_checkpoint_loads_as_fp32_model(tiny_preset, tiny_hf_text_dir, tmp_
     half = tmp_path / "tiny-bert-fp16"
     shutil.copytree(tiny_hf_text_dir, half)
     BertModel.from_pretrained(str(tiny_hf_text_dir)).half().save_pretrained(str(half))
-    spec = plugin.register_encoder({"kind": "hf_text", "name": "tiny-bert-fp16", "dim": 16, "weights": str(half),
-                                    "max_length": 32}, replace=True)
+    spec = plugin.register_encoder(
+        {"kind": "hf_text", "name": "tiny-bert-fp16", "dim": 16, "weights": str(half), "max_length": 32}, replace=True
+    )
     enc = plugin.build_encoder(spec, device="cpu")
     assert {p.dtype for p in enc.model.parameters()} == {torch.float32}
     full = plugin.build_encoder("tiny-bert", device="cpu")
