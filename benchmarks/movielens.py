@@ -11,6 +11,14 @@ text features: what a bundle trained without interactions stores), user vectors 
 with the co-occurrence term (teacher and distilled student), and Qdrant's RecommendQuery
 (best_score) on the student's item vectors. "+ popularity prior" adds w · log(1 + training count)
 (scaled to [0, 1]) to the cosine score, w chosen on a leave-last-out split of the training part.
+
+Then (issue #16) collab factors and the hybrid, with tuned baselines (item-kNN, PureSVD, and
+``implicit``'s ALS and BPR when installed), all tuned on splits of the training part only. The
+random ones are averaged over ``--seeds``. Also reported: the cold-item protocol
+(evaluation.cold_item_split: the 10% of items first rated last lose all their interactions) and
+the incremental check (fold-in vs full refit).
+
+    OPENBLAS_NUM_THREADS=1 python -m benchmarks.movielens --skip-space   # no co-occurrence space
 """
 
 from __future__ import annotations
@@ -29,7 +37,6 @@ def main(argv=None) -> int:
     from mmalign.connectors.interactions import read_interactions
     from mmalign.connectors.sources import open_catalog
     from mmalign.plugin.align.trainer import TorchEmbedder
-    from mmalign.plugin.cli.render import rec_table
     from mmalign.plugin.features.cache import FeatureCache
     from mmalign.plugin.features.extract import extract_features, preset_specs
     from mmalign.plugin.features.paired import load_paired
@@ -48,6 +55,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--half-life-days", type=float, default=None)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--skip-space", action="store_true", help="skip the co-occurrence space (minutes); keep baselines and hybrid"
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the collab/hybrid rows")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp())
@@ -74,6 +85,19 @@ def main(argv=None) -> int:
         )
     )
     cfg = TrainConfig(seed=args.seed, lr=1e-3, teacher_lr=1e-3, epochs=60, teacher_epochs=60, patience=10)
+    content = content_vectors(data, cfg)
+    if args.skip_space:
+        rows.append(
+            evaluate_scorer(
+                "user vector · svd (content only)",
+                user_vector_scorer(split, data.item_ids, content, user_cfg),
+                matrix,
+                split,
+            )
+        )
+        return report(
+            args, split, rows, collab_tables(load.interactions, split, data.item_ids, content, user_cfg, args)
+        )
     t0 = time.perf_counter()
     fitted = fit_cooccurrence_space(data, split.train, cfg, user_cfg, echo=lambda line: print("  " + line, flush=True))
     train_s = time.perf_counter() - t0
@@ -114,15 +138,170 @@ def main(argv=None) -> int:
         )
     rows.append(recommend_query_rows(split, data.item_ids, vectors["student"], user_cfg, matrix))
     student, teacher = fitted["models"]["student"], fitted["models"]["teacher"]
+    print(
+        f"student {student.n_parameters():,} parameters, teacher {teacher.n_parameters():,}; "
+        f"co-occurrence training {train_s:.0f}s",
+        flush=True,
+    )
+    return report(args, split, rows, collab_tables(load.interactions, split, data.item_ids, content, user_cfg, args))
+
+
+def content_vectors(data, cfg) -> np.ndarray:
+    """What ingest stores for a bundle trained without interactions: the PCA (svd) fused vectors."""
+    from mmalign.plugin.align.closed_form import fit_svd
+    from mmalign.plugin.align.student import build_student
+    from mmalign.plugin.align.trainer import TorchEmbedder
+
+    return TorchEmbedder(build_student(data.dims(), cfg, fit_svd(data, cfg.rank)), "svd").fuse(data)
+
+
+def report(args, split, rows, collab) -> int:
+    warm_rows, cold_rows, info = collab
+    rows = rows + warm_rows
     if args.json:
-        print(json.dumps({"split": split.name, "results": rows}, indent=2))
-    else:
-        print(rec_table(rows))
-        print(
-            f"student {student.n_parameters():,} parameters, teacher {teacher.n_parameters():,}; "
-            f"co-occurrence training {train_s:.0f}s"
-        )
+        print(json.dumps({"split": split.name, "results": rows, "cold": cold_rows, "info": info}, indent=2))
+        return 0
+    print(f"\nWARM ({split.name}); collab/hybrid rows: mean of seeds {args.seeds}")
+    print(warm_table(rows))
+    print(f"\nCOLD ITEMS ({info['cold_split']}); mean of seeds {args.seeds}")
+    print(cold_table(cold_rows))
+    print(json.dumps({k: v for k, v in info.items() if k != "cold_split"}, indent=None, default=str))
     return 0
+
+
+def warm_table(rows) -> str:
+    lines = [f"{'model':52} {'R@10':>7} {'R@20':>7} {'NDCG@10':>8} {'NDCG@20':>8} {'±std':>7} {'users':>6}"]
+    for r in rows:
+        std = f"{r['std']:7.4f}" if "std" in r else " " * 7
+        lines.append(
+            f"{r['model']:52} {r['recall@10']:7.4f} {r['recall@20']:7.4f} {r['ndcg@10']:8.4f} {r['ndcg@20']:8.4f} "
+            f"{std} {r['n_users']:6d}"
+        )
+    return "\n".join(lines)
+
+
+def cold_table(rows) -> str:
+    head = f"{'model':52} {'cold R@20':>9} {'cold N@20':>9} {'full R@20':>9} {'full N@20':>9} {'±std':>7} {'users':>6}"
+    lines = [head]
+    for r in rows:
+        lines.append(
+            f"{r['model']:52} {r['cold_recall@20']:9.4f} {r['cold_ndcg@20']:9.4f} "
+            f"{r['full_recall@20']:9.4f} {r['full_ndcg@20']:9.4f} "
+            + (f"{r['std']:7.4f}" if "std" in r else " " * 7)
+            + f" {r['n_users']:6d}"
+        )
+    return "\n".join(lines)
+
+
+def _mean(rows: list[dict], name: str) -> dict:
+    keys = [k for k in rows[0] if k not in ("model", "n_users")]
+    out = {"model": name, **{k: float(np.mean([r[k] for r in rows])) for k in keys}, "n_users": rows[0]["n_users"]}
+    if len(rows) > 1:
+        main = "ndcg@10" if "ndcg@10" in rows[0] else "cold_ndcg@20"
+        out["std"] = float(np.std([r[main] for r in rows]))
+    return out
+
+
+def collab_tables(interactions, split, item_ids, content, user_cfg, args):
+    """Warm rows (collab, hybrid, library baselines) and the cold-item table."""
+    from mmalign.plugin.recommend.collab import ContentMap, fit_collab, item_collab_vectors
+    from mmalign.plugin.recommend.evaluation import (
+        Matrix,
+        choose_popularity_weight,
+        cold_item_split,
+        cold_matrix,
+        collab_scorer,
+        evaluate_cold,
+        evaluate_scorer,
+        hybrid_scorer,
+        incremental_check,
+        item_knn_scorer,
+        library_scorers,
+        popularity_scorer,
+        pure_svd_scorer,
+        tune_baselines,
+        tune_collab,
+        user_vector_scorer,
+    )
+
+    echo = lambda line: print(line, flush=True)  # noqa: E731
+    info: dict = {}
+    # ---- warm: tuned on a leave-last-out split of the training part only
+    m = Matrix(split, item_ids, user_cfg)
+    t0 = time.perf_counter()
+    ccfg, val = tune_collab(split.train, item_ids, content, user_cfg, echo=echo)
+    info["warm_tuned"] = ccfg.model_dump()
+    info["tune_s"] = round(time.perf_counter() - t0, 1)
+    base = tune_baselines(split.train, item_ids, user_cfg, echo=echo)
+    info["baselines_tuned"] = base
+    warm_rows = [
+        evaluate_scorer(f"item-knn (k={base['knn']}, tuned)", item_knn_scorer(m, base["knn"]), m, split),
+        evaluate_scorer(f"pure-svd (rank {base['svd']}, tuned)", pure_svd_scorer(m, base["svd"]), m, split),
+    ]
+    per_seed: dict[str, list] = {}
+    for seed in args.seeds:
+        for name, scorer in library_scorers(m, base, seed).items():
+            per_seed.setdefault(name, []).append(evaluate_scorer(name, scorer, m, split))
+        c = ccfg.model_copy(update={"seed": seed})
+        t0 = time.perf_counter()
+        factors = fit_collab(split.train, item_ids, c, user_cfg)
+        info.setdefault("fit_s", []).append(round(time.perf_counter() - t0, 1))
+        label = f"mmalign collab ({c.method}, rank {c.rank})"
+        per_seed.setdefault(label, []).append(evaluate_scorer(label, collab_scorer(factors), m, split))
+        scorer = hybrid_scorer(
+            factors, factors.item_factors, split.train, item_ids, content, user_cfg, c.content_weight
+        )
+        label = f"mmalign hybrid (collab + {c.content_weight:g}·content)"
+        per_seed.setdefault(label, []).append(evaluate_scorer(label, scorer, m, split))
+    warm_rows += [_mean(v, k) for k, v in per_seed.items()]
+    # incremental: fold each test user's held-out interaction in, against a refit that includes it
+    held = [r for r in interactions if split.test.get(r.user_id) == r.item_id]
+    info["incremental"] = incremental_check(split.train, held, item_ids, ccfg, user_cfg)
+    echo(f"  incremental: {info['incremental']}")
+
+    # ---- cold items
+    cold = cold_item_split(interactions, 0.1, user_cfg)
+    info["cold_split"] = f"{cold.name}; cut {time.strftime('%Y-%m-%d', time.gmtime(cold.cut))}; " + (
+        f"{len(cold.targets)} users with targets, {cold.users_without_history} users without history skipped"
+    )
+    cm = cold_matrix(cold, item_ids, user_cfg)
+    warm = np.asarray(cm.matrix.sum(0) > 0)
+    cold_cfg, _ = tune_collab(cold.train, item_ids, content, user_cfg, echo=echo)
+    info["cold_tuned"] = cold_cfg.model_dump()
+    cbase = tune_baselines(cold.train, item_ids, user_cfg)
+    info["cold_baselines_tuned"] = cbase
+    prior_w, _ = choose_popularity_weight(cold.train, item_ids, content, user_cfg)
+    rows = [
+        evaluate_cold("popularity", popularity_scorer(cm), cm, cold),
+        evaluate_cold(f"item-knn (k={cbase['knn']})", item_knn_scorer(cm, cbase["knn"]), cm, cold),
+        evaluate_cold(f"pure-svd (rank {cbase['svd']})", pure_svd_scorer(cm, cbase["svd"]), cm, cold),
+        evaluate_cold(
+            "content only: user vector · svd", user_vector_scorer(cold, item_ids, content, user_cfg), cm, cold
+        ),
+        evaluate_cold(
+            f"content only + popularity prior (w={prior_w:g})",
+            user_vector_scorer(cold, item_ids, content, user_cfg, prior_w, cm),
+            cm,
+            cold,
+        ),
+    ]
+    per_seed = {}
+    for seed in args.seeds:
+        for name, scorer in library_scorers(cm, cbase, seed).items():
+            per_seed.setdefault(name, []).append(evaluate_cold(name, scorer, cm, cold, seed=seed))
+        c = cold_cfg.model_copy(update={"seed": seed})
+        factors = fit_collab(cold.train, item_ids, c, user_cfg)
+        label = f"mmalign collab ({c.method}), no content map"
+        per_seed.setdefault(label, []).append(evaluate_cold(label, collab_scorer(factors), cm, cold, seed=seed))
+        cmap = ContentMap(c.map_reg).fit(content[warm], factors.item_factors[warm])
+        items = item_collab_vectors(factors, content, warm, cmap)
+        label = "mmalign collab, content → collab for cold items"
+        per_seed.setdefault(label, []).append(evaluate_cold(label, collab_scorer(factors, items), cm, cold, seed=seed))
+        scorer = hybrid_scorer(factors, items, cold.train, item_ids, content, user_cfg, c.content_weight)
+        label = f"mmalign hybrid (content → collab + {c.content_weight:g}·content)"
+        per_seed.setdefault(label, []).append(evaluate_cold(label, scorer, cm, cold, seed=seed))
+    rows += [_mean(v, k) for k, v in per_seed.items()]
+    return warm_rows, rows, info
 
 
 def recommend_query_rows(split, item_ids, item_matrix, user_cfg, matrix) -> dict:

@@ -525,7 +525,7 @@ COLLAB_GRID = (
     {"method": "svd", "rank": 50},
 )
 CONTENT_WEIGHT_GRID = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)
-MAP_REG_GRID = (0.01, 0.1, 1.0, 10.0)
+MAP_REG_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 
 
 def tune_collab(
@@ -654,3 +654,55 @@ def library_scorers(m: Matrix, tuned: dict, seed: int) -> dict[str, Callable[[st
             label = f"implicit {kind.upper()} ({', '.join(f'{k}={v}' for k, v in tuned[kind].items())})"
             out[label] = _implicit_scorer(m, kind, tuned[kind], seed)
     return out
+
+
+def incremental_check(
+    train: Sequence[Interaction],
+    new: Sequence[Interaction],
+    item_ids: Sequence[str],
+    ccfg,
+    cfg: UserVectorConfig,
+    k: int = 10,
+) -> dict:
+    """Does folding ``new`` interactions into the users (item factors fixed) recommend what a full
+    refit on ``train + new`` recommends? Mean top-k overlap of the two, next to the overlap of two
+    full refits that differ only in the seed (the noise floor of the model itself), and the time of
+    one fold-in."""
+    import time
+
+    from mmalign.plugin.recommend.collab import fit_collab
+
+    before = fit_collab(train, item_ids, ccfg, cfg)
+    refit = fit_collab([*train, *new], item_ids, ccfg, cfg)
+    other = fit_collab([*train, *new], item_ids, ccfg.model_copy(update={"seed": ccfg.seed + 1}), cfg)
+    history: dict[str, list[str]] = {}
+    for row in [*train, *new]:
+        if cfg.strength(row.weight) > 0:
+            history.setdefault(row.user_id, []).append(row.item_id)
+    users = sorted({r.user_id for r in new})
+    seen_all: dict[str, set[str]] = {}
+    for row in [*train, *new]:
+        seen_all.setdefault(row.user_id, set()).add(row.item_id)
+
+    def top(items: np.ndarray, u: np.ndarray, user: str) -> set[int]:
+        s = items @ u
+        s[[before.item_index[i] for i in seen_all[user] if i in before.item_index]] = -np.inf
+        return set(np.argsort(-s)[:k].tolist())
+
+    times, fold_vs_refit, refit_vs_refit = [], [], []
+    for user in users:
+        t0 = time.perf_counter()
+        folded = before.fold_in(history.get(user, []))
+        times.append(time.perf_counter() - t0)
+        a = top(before.item_factors, folded, user)
+        b = top(refit.item_factors, refit.user_vector(user), user)
+        c = top(other.item_factors, other.user_vector(user), user)
+        fold_vs_refit.append(len(a & b) / k)
+        refit_vs_refit.append(len(b & c) / k)
+    return {
+        "users": len(users),
+        f"top{k}_overlap_fold_in_vs_refit": float(np.mean(fold_vs_refit)),
+        f"top{k}_overlap_refit_vs_refit_other_seed": float(np.mean(refit_vs_refit)),
+        "fold_in_ms_median": 1000 * float(np.median(times)),
+        "fold_in_ms_p95": 1000 * float(np.percentile(times, 95)),
+    }
