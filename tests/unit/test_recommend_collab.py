@@ -293,3 +293,30 @@ def test_hybrid_falls_back_to_the_user_vector_without_collab_vectors(store_confi
         assert [h.id for h in rec.recommend("ua1", k=5)] == vector
         # cold start for a new user still works (popularity)
         assert len(rec.recommend("nobody", k=3, strategy="hybrid")) == 3
+
+
+def test_cli_recommend_is_hybrid_by_default_when_collab_vectors_exist(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from mmalign.connectors.store import VectorStore
+    from mmalign.plugin.cli import main
+    from mmalign.schemas import StoreConfig
+
+    qdrant = str(tmp_path / "q")
+    with VectorStore(StoreConfig(path=qdrant)) as vs:
+        _items_store(vs)
+    inter = tmp_path / "inter.csv"
+    inter.write_text(
+        "user_id,item_id,weight,timestamp\n"
+        + "".join(f"{r.user_id},{r.item_id},1,{int(r.timestamp.timestamp())}\n" for r in interactions())
+    )
+    args = ["recommend", "--collection", "items", "--qdrant-path", qdrant, "--user", "ub1", "-k", "4", "--json"]
+    result = CliRunner().invoke(main, [*args, "--interactions", str(inter)])
+    assert result.exit_code == 0, result.output
+    hybrid = [h["id"] for h in json.loads(result.stdout)]
+    assert "b_new" in hybrid and all(i[0] == "b" for i in hybrid)  # the cold item, through content → collab
+    result = CliRunner().invoke(main, [*args, "--strategy", "hybrid"])
+    assert result.exit_code == 0, result.output
+    assert [h["id"] for h in json.loads(result.stdout)] == hybrid
