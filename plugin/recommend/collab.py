@@ -180,20 +180,33 @@ class ContentMap:
         return (np.asarray(content, dtype=np.float64) - self.mean_x) @ self.weights + self.mean_y
 
     def to_dict(self) -> dict:
+        """JSON-able, the arrays packed (:func:`pack`): the record is rewritten at every user update."""
         return {
             "reg": self.reg,
-            "mean_x": self.mean_x.tolist(),
-            "mean_y": self.mean_y.tolist(),
-            "weights": self.weights.tolist(),
+            "mean_x": pack(self.mean_x),
+            "mean_y": pack(self.mean_y),
+            "weights": pack(self.weights),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> ContentMap:
         out = cls(float(data["reg"]))
-        out.mean_x = np.asarray(data["mean_x"], dtype=np.float64)
-        out.mean_y = np.asarray(data["mean_y"], dtype=np.float64)
-        out.weights = np.asarray(data["weights"], dtype=np.float64)
+        out.mean_x, out.mean_y, out.weights = unpack(data["mean_x"]), unpack(data["mean_y"]), unpack(data["weights"])
         return out
+
+
+def pack(array: np.ndarray) -> dict:
+    """An array as {"shape", "f64": base64 of its float64 bytes}: compact and fast in a JSON record."""
+    import base64
+
+    a = np.ascontiguousarray(array, dtype="<f8")
+    return {"shape": list(a.shape), "f64": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def unpack(data: dict) -> np.ndarray:
+    import base64
+
+    return np.frombuffer(base64.b64decode(data["f64"]), dtype="<f8").reshape(data["shape"]).copy()
 
 
 def item_collab_vectors(

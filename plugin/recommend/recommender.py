@@ -257,7 +257,13 @@ class Recommender:
         """Fit item/user factors on ``interactions`` and write every item's ``collab`` vector: learned
         where the item has positive interactions, predicted from its ``fused`` vector otherwise. Keeps
         what fold-in and later predictions need in :attr:`collab_state` (saved with the users)."""
-        from mmalign.plugin.recommend.collab import ContentMap, fit_collab, item_collab_vectors, stored_item_vectors
+        from mmalign.plugin.recommend.collab import (
+            ContentMap,
+            fit_collab,
+            item_collab_vectors,
+            pack,
+            stored_item_vectors,
+        )
 
         item_ids, vectors = [], []
         for p in self.store.scroll(self.record.name, with_payload=["item_id"], with_vectors=["fused"]):
@@ -282,7 +288,7 @@ class Recommender:
             "config": cfg.model_dump(),
             "rank": factors.rank,
             "max_norm": top,
-            "gram": (factors.item_factors.T @ factors.item_factors).tolist(),
+            "gram": pack(factors.item_factors.T @ factors.item_factors),
             "warm_items": int(warm.sum()),
             "predicted_items": int((~warm).sum()),
             "content_map": cmap.to_dict() if cmap is not None else None,
@@ -304,7 +310,7 @@ class Recommender:
 
     def _fold_in(self, positives: Sequence[str]) -> np.ndarray | None:
         """The user's factors from the user's liked items, item factors fixed (milliseconds)."""
-        from mmalign.plugin.recommend.collab import als_solve
+        from mmalign.plugin.recommend.collab import als_solve, unpack
 
         state = self.collab_state
         k = int(state["rank"])
@@ -316,7 +322,7 @@ class Recommender:
         y = np.asarray(rows) * float(state["max_norm"])  # stored normalised: every item vector had norm M
         if cfg.method == "svd":
             return y.sum(0)
-        return als_solve(y, np.asarray(state["gram"]), np.arange(len(y)), cfg)
+        return als_solve(y, unpack(state["gram"]), np.arange(len(y)), cfg)
 
     # -- recommending ----------------------------------------------------------------------------
     def recommend(

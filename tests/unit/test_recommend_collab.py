@@ -253,7 +253,7 @@ def test_rebuild_writes_collab_vectors_and_a_cold_item_reaches_the_users_it_matc
 def test_update_user_folds_in_without_a_refit(collab_store):
     import time
 
-    from mmalign.plugin.recommend.collab import als_solve
+    from mmalign.plugin.recommend.collab import als_solve, unpack
     from mmalign.plugin.recommend.recommender import Recommender
 
     rows = interactions()
@@ -270,7 +270,7 @@ def test_update_user_folds_in_without_a_refit(collab_store):
     k = rec.collab_state["rank"]
     got = collab_store.retrieve("items", sorted(seen | {new}), with_vectors=["collab"])
     y = np.asarray([p.vector["collab"][:k] for p in got]) * rec.collab_state["max_norm"]  # stored normalised
-    expected = als_solve(y, np.asarray(rec.collab_state["gram"]), np.arange(len(y)), COLLAB_CFG)
+    expected = als_solve(y, unpack(rec.collab_state["gram"]), np.arange(len(y)), COLLAB_CFG)
     np.testing.assert_allclose(rec.get_profile("ua0").collab, expected, rtol=1e-4, atol=1e-5)
     assert new not in {h.id for h in rec.recommend("ua0", k=5)}
     # a brand-new user with three b items: folded in, served by the hybrid
@@ -320,3 +320,13 @@ def test_cli_recommend_is_hybrid_by_default_when_collab_vectors_exist(tmp_path):
     result = CliRunner().invoke(main, [*args, "--strategy", "hybrid"])
     assert result.exit_code == 0, result.output
     assert [h["id"] for h in json.loads(result.stdout)] == hybrid
+
+
+def test_content_map_survives_a_json_round_trip():
+    import json
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 6)), rng.normal(size=(20, 3))
+    cmap = ContentMap(0.5).fit(x, y)
+    back = ContentMap.from_dict(json.loads(json.dumps(cmap.to_dict())))
+    np.testing.assert_array_equal(back.predict(x), cmap.predict(x))
