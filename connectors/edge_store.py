@@ -88,8 +88,8 @@ def _edge():
     return qdrant_edge
 
 
-def _local_mode_layout(root: Path) -> bool:
-    """qdrant-client's local mode keeps ``meta.json`` and ``collection/`` in its folder."""
+def is_local_mode_folder(root: Path) -> bool:
+    """A folder qdrant-client's local mode wrote (it keeps ``meta.json`` and ``collection/`` there)."""
     return (root / "meta.json").is_file() or (root / "collection").is_dir()
 
 
@@ -124,7 +124,7 @@ class EdgeBackend:
             self.root = Path(path)
             self.root.mkdir(parents=True, exist_ok=True)
             marker = read_marker(self.root)
-            if marker is None and _local_mode_layout(self.root):
+            if marker is None and is_local_mode_folder(self.root):
                 raise StoreError(
                     f"the store at {path!r} was written by qdrant-client's local mode: open it with --engine "
                     f"local (StoreConfig(engine='local')), or copy its collections into an Edge store with "

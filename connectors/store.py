@@ -111,6 +111,7 @@ class VectorStore:
         self.config = config or StoreConfig()
         self._client = client
         self._backend: Any = None
+        self._engine: str | None = None
         self._opening = threading.Lock()
 
     # -- connection -------------------------------------------------------------------------------------
@@ -119,18 +120,35 @@ class VectorStore:
         if self._backend is None:
             with self._opening:
                 if self._backend is None:
-                    if self.config.backend == "edge" and self._client is None:
+                    engine = self.engine
+                    if engine == "edge" and self._client is None:
                         from mmalign.connectors.edge_store import EdgeBackend
 
                         self._backend = EdgeBackend(self.config)
                     else:
-                        self._backend = ClientBackend(self.config, self._client)
+                        self._backend = ClientBackend(self.config, self._client, engine)
         return self._backend
 
     @property
     def engine(self) -> str:
-        """``edge``, ``local`` or ``server``."""
-        return self.config.backend
+        """``edge``, ``local`` or ``server``. Without an explicit ``engine``, a folder is opened with Edge,
+        except a folder that qdrant-client's local mode wrote (mmalign before Edge), which stays local."""
+        if self._engine is None:
+            cfg = self.config
+            engine = cfg.backend
+            if cfg.engine is None and not cfg.is_server and cfg.resolved_path != ":memory:":
+                from mmalign.connectors.edge_store import is_local_mode_folder, read_marker
+
+                folder = Path(cfg.resolved_path)
+                if folder.is_dir() and read_marker(folder) is None and is_local_mode_folder(folder):
+                    log.warning(
+                        "%s was written by qdrant-client's local mode: opening it in local mode (exhaustive "
+                        "search); `mmalign store push --to-path NEW` copies a collection into an Edge store",
+                        folder,
+                    )
+                    engine = "local"
+            self._engine = engine
+        return self._engine
 
     def _target(self) -> str:
         return self.config.url or self.config.resolved_path
@@ -151,6 +169,7 @@ class VectorStore:
             backend, self._backend = self._backend, None
             backend.close()
         self._client = None
+        self._engine = None
 
     def __enter__(self) -> VectorStore:
         return self
@@ -504,11 +523,11 @@ class VectorStore:
 class ClientBackend:
     """qdrant-client: a server by URL (retried), or its local mode in a folder or in memory."""
 
-    def __init__(self, config: StoreConfig, client: Any = None):
+    def __init__(self, config: StoreConfig, client: Any = None, engine: str | None = None):
         self.config = config
         self._client = client
         self._lock = None
-        self.engine = config.backend
+        self.engine = engine or config.backend
 
     @property
     def target(self) -> str:

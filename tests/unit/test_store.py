@@ -126,7 +126,11 @@ def test_engines_refuse_each_others_folders(tmp_path):
     with pytest.raises(StoreError, match="--engine edge"):
         VectorStore(StoreConfig(path=edge, engine="local")).list_collections()
     with pytest.raises(StoreError, match="local mode: open it with --engine local"):
-        VectorStore(StoreConfig(path=local)).list_collections()
+        VectorStore(StoreConfig(path=local, engine="edge")).list_collections()
+    with VectorStore(StoreConfig(path=local)) as vs:  # no engine asked: a local-mode folder stays local
+        assert vs.engine == "local" and vs.list_collections() == ["c"]
+    with VectorStore(StoreConfig(path=str(tmp_path / "new"))) as vs:  # a new folder: Edge
+        assert vs.engine == "edge" and vs.list_collections() == []
 
 
 def test_invalid_names_are_refused_on_edge(tmp_path):
@@ -641,8 +645,10 @@ def test_cli_push_to_another_embedded_store_and_info_and_index(tmp_path):
     assert "cat__v1" in info.output and "(alias cat)" in info.output
     indexed = runner.invoke(main, ["store", "index", "--qdrant-path", dst, "--collection", "cat"])
     assert indexed.exit_code == 0 and "cat__v1: indexed in" in indexed.output, indexed.output
-    wrong = runner.invoke(main, ["store", "info", "--qdrant-path", src])  # the local-mode folder, as Edge
+    wrong = runner.invoke(main, ["store", "info", "--qdrant-path", src, "--engine", "edge"])  # local-mode folder
     assert wrong.exit_code == 1 and "--engine local" in wrong.output
+    kept = runner.invoke(main, ["store", "info", "--qdrant-path", src])  # no --engine: it stays local
+    assert kept.exit_code == 0 and kept.output.startswith("local store at"), kept.output
     neither = runner.invoke(main, ["store", "push", "--qdrant-path", src, "--collection", "cat"])
     assert neither.exit_code != 0 and "give the target" in neither.output
 
