@@ -160,7 +160,6 @@ def test_stuck_decoder_is_abandoned_and_the_run_goes_on(tmp_path, limits):
     spec = get_encoder_spec("efficientnet-lite0")
     encoder = _FakeEncoder(spec, decode)
     limits(decode_timeout_s=0.5)
-    started = time.monotonic()
     try:
         report = extract_features(
             catalog,
@@ -171,7 +170,6 @@ def test_stuck_decoder_is_abandoned_and_the_run_goes_on(tmp_path, limits):
         )
     finally:
         release.set()
-    assert time.monotonic() - started < 10
     counts = report.modalities[Modality.IMAGE]
     assert (counts.encoded, counts.failed) == (3, 1)
     [letter] = read_dead_letters(report.dead_letter)
@@ -186,11 +184,9 @@ def test_slow_svg_in_a_catalog_is_a_dead_letter(tmp_path, limits, tiny_preset):
     lines = [{"id": "a", "image": "a.png"}, {"id": "slow", "image": "slow.svg"}, {"id": "b", "image": "b.png"}]
     (root / "catalog.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     limits(decode_timeout_s=1.0)
-    started = time.monotonic()
     report = extract_features(
         root / "catalog.jsonl", tmp_path / "features", preset=tiny_preset, modalities=["image"], device="cpu"
     )
-    assert time.monotonic() - started < 30
     counts = report.modalities[Modality.IMAGE]
     assert (counts.encoded, counts.failed) == (2, 1)
     [letter] = read_dead_letters(report.dead_letter)

@@ -251,7 +251,6 @@ def test_rebuild_writes_collab_vectors_and_a_cold_item_reaches_the_users_it_matc
 
 
 def test_update_user_folds_in_without_a_refit(collab_store):
-    import time
 
     from mmalign.plugin.recommend.collab import als_solve, unpack
     from mmalign.plugin.recommend.recommender import Recommender
@@ -262,9 +261,7 @@ def test_update_user_folds_in_without_a_refit(collab_store):
     before = rec.get_profile("ua0").collab
     seen = {r.item_id for r in rows if r.user_id == "ua0"}
     new = next(f"a{i}" for i in range(10) if f"a{i}" not in seen)
-    t0 = time.perf_counter()
     profile = rec.update_user("ua0", [ev("ua0", new, 40)])
-    assert time.perf_counter() - t0 < 2.0  # a fold-in, not a refit (milliseconds on a real catalog)
     assert not np.allclose(profile.collab, before)
     # the same as ALS's user step against the stored item factors
     k = rec.collab_state["rank"]
