@@ -18,6 +18,20 @@ def _store_options_for_serve(fn):
     return fn
 
 
+def _parse_max_batch(value: str) -> int | dict[str, int]:
+    """``16`` or ``text=16,image=8``."""
+    try:
+        if "=" not in value:
+            return int(value)
+        out = {}
+        for part in value.split(","):
+            name, _, number = part.partition("=")
+            out[name.strip()] = int(number)
+        return out
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not N or MODALITY=N,...", param_hint="--max-batch") from None
+
+
 @click.command()
 @click.option("--collection", required=True, help="The alias (or collection) to serve.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -42,7 +56,24 @@ def _store_options_for_serve(fn):
 @click.option("--device", default="auto", show_default=True)
 @click.option("--max-body-mb", default=16.0, show_default=True, type=click.FloatRange(min=0.01), help="Body limit.")
 @click.option("--batching/--no-batching", default=True, show_default=True, help="Micro-batch concurrent encodes.")
-@click.option("--max-batch", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--max-batch",
+    help="Most queries encoded together: N for every modality, or MODALITY=N,... Default on a CPU: "
+    "text=16,image=1,audio=1 (what pays there, see docs/serve.md); on a GPU: text=64,image=32,audio=8.",
+)
+@click.option(
+    "--model-process/--in-process",
+    default=True,
+    show_default=True,
+    help="Encoders in a process of their own (HTTP work then never slows them down on Python's GIL), "
+    "or in the service's process.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="CPU threads of the encoders (torch, CTranslate2). Default: the cores minus one (at least 1), "
+    "leaving a core to HTTP, decoding and the store.",
+)
 @click.option("--max-wait-ms", default=4.0, show_default=True, type=click.FloatRange(min=0), help="Batch wait.")
 @click.option("--k-max", default=100, show_default=True, type=click.IntRange(min=1), help="Largest k accepted.")
 @click.option(
@@ -66,6 +97,8 @@ def serve(
     max_body_mb,
     batching,
     max_batch,
+    model_process,
+    threads,
     max_wait_ms,
     k_max,
     watch_interval,
@@ -79,6 +112,7 @@ def serve(
     alias when `mmalign reembed` moves it to another bundle.
     """
     import logging
+    import os
 
     try:
         from mmalign.plugin.serve.app import run
@@ -86,23 +120,32 @@ def serve(
         raise click.ClickException(
             f"mmalign serve needs the serve extra ({exc.name} is missing): pip install 'mmalign[serve]'"
         ) from exc
+    from pydantic import ValidationError
+
     from mmalign.plugin.serve.config import ServeConfig
     from mmalign.plugin.serve.service import Service
 
     logging.getLogger("mmalign").setLevel(getattr(logging, log_level.upper()))
-    config = ServeConfig(
-        collection=collection,
-        store=store_config(**store),
-        bundle=bundle_path,
-        device=device,
-        api_key=service_key,
-        media_root=media_root,
-        max_body_bytes=int(max_body_mb * (1 << 20)),
-        batching=batching,
-        max_batch=max_batch,
-        max_wait_ms=max_wait_ms,
-        k_max=k_max,
-    )
+    if threads is None:
+        threads = max(1, (os.cpu_count() or 2) - 1)
+    try:
+        config = ServeConfig(
+            collection=collection,
+            store=store_config(**store),
+            bundle=bundle_path,
+            device=device,
+            api_key=service_key,
+            media_root=media_root,
+            max_body_bytes=int(max_body_mb * (1 << 20)),
+            batching=batching,
+            max_batch=_parse_max_batch(max_batch) if max_batch else None,
+            threads=threads,
+            model_process=model_process,
+            max_wait_ms=max_wait_ms,
+            k_max=k_max,
+        )
+    except ValidationError as exc:
+        raise click.ClickException("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from exc
     if host not in ("127.0.0.1", "localhost", "::1") and not service_key:
         click.echo(f"warning: listening on {host} without --api-key: anyone who reaches it can query", err=True)
     click.echo(f"loading the bundle and encoders of {collection!r}…", err=True)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,14 +42,15 @@ class MicroBatcher:
         run: RunBatch,
         executor: Executor,
         *,
-        max_batch: int = 32,
+        max_batch: int | Mapping[Hashable, int] = 32,
         max_wait_s: float = 0.004,
         on_batch: Callable[[Hashable, int, float, Sequence[float]], None] | None = None,
         on_retry: Callable[[Hashable], None] | None = None,
     ):
         """``on_batch(key, size, run_seconds, queue_seconds_per_item)`` is called after each batch,
         ``on_retry(key)`` when a batch failed as a whole and is retried one value at a time."""
-        if max_batch < 1:
+        sizes = max_batch.values() if isinstance(max_batch, Mapping) else [max_batch]
+        if any(size < 1 for size in sizes):
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.run = run
         self.executor = executor
@@ -61,6 +62,12 @@ class MicroBatcher:
         self._wakeups: dict[Hashable, asyncio.Event] = {}
         self._tasks: dict[Hashable, asyncio.Task] = {}
         self._closed = False
+
+    def limit(self, key: Hashable) -> int:
+        """Most values of ``key`` in one batch (a key missing from a mapping: 1)."""
+        if isinstance(self.max_batch, Mapping):
+            return int(self.max_batch.get(key, 1))
+        return int(self.max_batch)
 
     async def submit(self, key: Hashable, value: Any) -> Any:
         """Queue ``value`` under ``key`` and wait for its own result (or its own exception)."""
@@ -91,16 +98,17 @@ class MicroBatcher:
     async def _collect(self, key: Hashable) -> None:
         queue = self._queues[key]
         loop = asyncio.get_running_loop()
+        limit = self.limit(key)
         while True:
             while not queue:
                 await self._wait(key, None)
-            if self.max_batch > 1 and self.max_wait_s > 0:
+            if limit > 1 and self.max_wait_s > 0:
                 deadline = loop.time() + self.max_wait_s
-                while len(queue) < self.max_batch:
+                while len(queue) < limit:
                     remaining = deadline - loop.time()
                     if remaining <= 0 or not await self._wait(key, remaining):
                         break
-            batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
+            batch = [queue.popleft() for _ in range(min(len(queue), limit))]
             batch = [job for job in batch if not job.future.done()]  # the client went away
             if batch:
                 await self._run(key, batch)

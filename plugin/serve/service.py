@@ -29,11 +29,12 @@ from mmalign.connectors.store import VectorStore
 from mmalign.plugin.index.payload import RESERVED_PAYLOAD
 from mmalign.plugin.index.search import FUSIONS, Searcher
 from mmalign.plugin.serve.batcher import MicroBatcher
-from mmalign.plugin.serve.config import ServeConfig
+from mmalign.plugin.serve.config import ServeConfig, resolve_max_batch
 from mmalign.plugin.serve.errors import ServiceError, bad_request, public_message
 from mmalign.plugin.serve.metrics import Metrics
-from mmalign.plugin.serve.uploads import Upload, decode_upload
-from mmalign.schemas import Modality, VectorName
+from mmalign.plugin.serve.uploads import Upload, remove_upload, save_upload
+from mmalign.plugin.serve.worker import ModelProcessError
+from mmalign.schemas import VectorName
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +112,35 @@ class _Stale(Exception):
         self.live_bundle = live_bundle
 
 
-class Generation:
-    """One loaded bundle: its searcher, recommender and query encoders (shared through the pool)."""
+class _Bad(Exception):
+    """One value could not be used (media that does not decode, non-finite features): a 422 for its request."""
 
-    def __init__(self, number: int, searcher: ServingSearcher, recommender, encoders: dict[Modality, Any]):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Generation:
+    """One loaded bundle: its searcher and recommender (HTTP process) and its encoders, either here
+    (``encoders``) or in the model process (``model``)."""
+
+    def __init__(
+        self,
+        number: int,
+        searcher: ServingSearcher,
+        recommender,
+        *,
+        encoders: dict | None = None,
+        model=None,
+        decode: Executor | None = None,
+    ):
         self.number = number
         self.searcher = searcher
         self.recommender = recommender
         self.bundle = searcher.bundle
         self.encoders = encoders
+        self.model = model
+        self.decode = decode
         self.loaded_at = time.time()
 
     @property
@@ -130,35 +151,13 @@ class Generation:
     def modalities(self) -> list[str]:
         return [m.value for m in self.bundle.modalities]
 
-    def embed_batch(self, modality: Modality, values: Sequence[Any]) -> list[Any]:
-        """Encode + project one batch; a row with non-finite values fails only its own request."""
-        features = self.encoders[modality].encode(list(values), batch_size=len(values))
-        vectors = self.bundle.embed(modality, features)
-        out: list[Any] = []
-        for row, vector in zip(features, vectors):
-            if np.isfinite(row).all() and np.isfinite(vector).all():
-                out.append(np.asarray(vector, dtype=np.float32))
-            else:
-                out.append(
-                    ServiceError(422, "bad_media", f"the {modality.value} encoder gave non-finite features for it")
-                )
-        return out
+    def embed(self, modality: str, values: Sequence[Any]) -> list[tuple[str, Any]]:
+        """Texts or media file paths -> ("ok", vector) or ("bad", reason) each; raises if the batch fails."""
+        from mmalign.plugin.serve.embedding import embed_values
 
-    def warm_up(self) -> None:
-        """One query per modality through encoder and student: the first request is not the slow one."""
-        from PIL import Image
-
-        for modality, encoder in self.encoders.items():
-            if modality is Modality.TEXT:
-                sample: Any = "warm up"
-            elif modality is Modality.IMAGE:
-                sample = Image.new("RGB", (64, 64), (128, 128, 128))
-            else:
-                rate = int(getattr(encoder.spec, "sample_rate", 16000))
-                sample = (0.01 * np.sin(np.arange(rate) * 0.05)).astype(np.float32)
-            [result] = self.embed_batch(modality, [sample])
-            if isinstance(result, Exception):
-                raise result
+        if self.model is not None:
+            return self.model.embed(self.bundle_id, modality, list(values))
+        return embed_values(self.bundle, self.encoders, modality, values, self.decode)
 
 
 class Service:
@@ -173,6 +172,7 @@ class Service:
         self.metrics = Metrics()
         self.encoder_pool: dict = encoder_pool if encoder_pool is not None else {}
         self.generation: Generation | None = None
+        self.model = None  # the ModelProcess, with config.model_process
         self._numbers = 0
         self._model_executor = ThreadPoolExecutor(1, thread_name_prefix="mmalign-model")
         self._decode_executor = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="mmalign-decode")
@@ -180,7 +180,7 @@ class Service:
         self.batcher = MicroBatcher(
             self._run_batch,
             self._model_executor,
-            max_batch=config.max_batch if config.batching else 1,
+            max_batch=resolve_max_batch(config) if config.batching else 1,
             max_wait_s=config.max_wait_ms / 1000 if config.batching else 0.0,
             on_batch=self._on_batch,
             on_retry=lambda key: self.metrics.batch_failures.inc(str(key)),
@@ -196,6 +196,15 @@ class Service:
     # -- lifecycle ------------------------------------------------------------------------------------
     def load(self) -> Generation:
         """Load the bundle and encoders (blocking); raises an MmalignError the CLI prints as one line."""
+        if self.config.model_process:
+            from mmalign.plugin.serve.worker import ModelProcess
+
+            self.model = ModelProcess(self.config.device, self.config.threads)
+        elif self.config.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.config.threads)
+            os.environ.setdefault("MMALIGN_CT2_THREADS", str(self.config.threads))
         try:
             self.generation = self._build_generation(self.config.bundle)
         except BaseException:
@@ -209,9 +218,8 @@ class Service:
         return self.generation
 
     def _build_generation(self, bundle: str | Path | None) -> Generation:
-        from mmalign.plugin.encoders import build_encoder
-        from mmalign.plugin.encoders.registry import encoder_id
         from mmalign.plugin.recommend.recommender import Recommender
+        from mmalign.plugin.serve.embedding import load_encoders, warm_up
 
         searcher = ServingSearcher(
             self.config.collection,
@@ -220,18 +228,18 @@ class Service:
             device=self.config.device,
             encoder_pool=self.encoder_pool,
         )
-        encoders = {}
-        for modality in searcher.bundle.modalities:
-            spec = searcher.bundle.encoder_spec(modality)
-            key = encoder_id(spec)
-            if key not in self.encoder_pool:
-                self.encoder_pool[key] = build_encoder(spec, device=self.config.device)
-            encoders[modality] = self.encoder_pool[key]
         recommender = Recommender(self.config.collection, store=self.store)
         self._numbers += 1
-        generation = Generation(self._numbers, searcher, recommender, encoders)
-        if self.config.warm_up:
-            generation.warm_up()
+        if self.model is not None:
+            self.model.load(str(searcher.bundle.path), searcher.bundle.bundle_id)
+            generation = Generation(self._numbers, searcher, recommender, model=self.model)
+        else:
+            encoders = load_encoders(searcher.bundle, self.config.device, self.encoder_pool)
+            if self.config.warm_up:
+                warm_up(searcher.bundle, encoders)
+            generation = Generation(
+                self._numbers, searcher, recommender, encoders=encoders, decode=self._decode_executor
+            )
         self.metrics.bundle.replace(self.config.collection, generation.bundle_id, value=1)
         log.info("serving %r with bundle %s", self.config.collection, generation.bundle_id)
         return generation
@@ -245,6 +253,8 @@ class Service:
     def close(self) -> None:
         for executor in (self._model_executor, self._decode_executor, self._query_executor):
             executor.shutdown(wait=False, cancel_futures=True)
+        if self.model is not None:
+            self.model.close()
         if self._owns_store:
             self.store.close()
 
@@ -262,16 +272,15 @@ class Service:
     def _run_batch(self, key: str, values: Sequence[tuple[Generation, Any]]) -> list[Any]:
         """The model thread: values of one modality, grouped by the generation that asked (a reload
         between two requests can put two in one batch)."""
-        modality = Modality(key)
         results: list[Any] = [None] * len(values)
         groups: dict[int, list[int]] = {}
         for index, (generation, _) in enumerate(values):
             groups.setdefault(id(generation), []).append(index)
         for indices in groups.values():
             generation = values[indices[0]][0]
-            out = generation.embed_batch(modality, [values[i][1] for i in indices])
-            for i, result in zip(indices, out):
-                results[i] = result
+            out = generation.embed(key, [values[i][1] for i in indices])
+            for i, (status, payload) in zip(indices, out):
+                results[i] = payload if status == "ok" else _Bad(payload)
         return results
 
     def _live_bundle(self) -> str | None:
@@ -488,30 +497,30 @@ class Service:
                 f"{generation.modalities} (and like)",
                 "unsupported_modality",
             )
-        decoded = await asyncio.gather(
-            *(self._in(self._decode_executor, self._decode, generation, u) for u in query.uploads),
-            return_exceptions=True,
-        )
-        for result in decoded:
-            if isinstance(result, BaseException):
-                raise result
-        jobs = [("text", t) for t in query.text] + [(u.modality, d) for u, d in zip(query.uploads, decoded)]
-        vectors = await asyncio.gather(
-            *(self.batcher.submit(m, (generation, v)) for m, v in jobs), return_exceptions=True
-        )
+        paths: list[str] = []
+        try:
+            for upload in query.uploads:
+                paths.append(await self._in(self._decode_executor, save_upload, upload))
+            jobs = [("text", t, f"text[{i}]") for i, t in enumerate(query.text)]
+            jobs += [(u.modality, p, f"{u.modality} {u.name!r}") for u, p in zip(query.uploads, paths)]
+            vectors = await asyncio.gather(
+                *(self.batcher.submit(m, (generation, v)) for m, v, _ in jobs), return_exceptions=True
+            )
+        finally:
+            for path in paths:
+                remove_upload(path)
         out: dict[str, list[np.ndarray]] = {"text": [], "image": [], "audio": []}
-        for (modality, _), vector in zip(jobs, vectors):
+        for (modality, _, name), vector in zip(jobs, vectors):
+            if isinstance(vector, _Bad):
+                raise ServiceError(422, "bad_media", f"{name} {vector.reason}")
+            if isinstance(vector, ModelProcessError):
+                raise ServiceError(
+                    503, "model_unavailable", "the model process failed; retry", headers={"Retry-After": "2"}
+                ) from vector
             if isinstance(vector, BaseException):
                 raise vector
             out[modality].append(vector)
         return out
-
-    def _decode(self, generation: Generation, upload: Upload) -> Any:
-        started = time.perf_counter()
-        try:
-            return decode_upload(upload, generation.encoders[Modality(upload.modality)].load_input)
-        finally:
-            self.metrics.stage_seconds.observe(time.perf_counter() - started, "decode", upload.modality)
 
     def _search_sync(self, generation: Generation, query: SearchQuery, vectors: dict[str, list[np.ndarray]]):
         started = time.perf_counter()

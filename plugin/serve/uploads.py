@@ -14,8 +14,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 
-from mmalign.connectors.errors import MediaError
-from mmalign.plugin.serve.errors import ServiceError, public_message
+from mmalign.plugin.serve.errors import ServiceError
 
 IMAGE_KINDS = {".png": "PNG", ".jpg": "JPEG", ".webp": "WebP", ".svg": "SVG"}
 AUDIO_KINDS = {".wav": "WAV", ".ogg": "Ogg", ".flac": "FLAC", ".mp3": "MP3"}
@@ -83,21 +82,18 @@ def decode_base64(value: str, modality: str, index: int) -> Upload:
     return Upload(modality, data, f"{modality}[{index}]")
 
 
-def decode_upload(upload: Upload, load_input) -> object:
-    """Decode with the encoder's ``load_input(path, item_id)``; corrupt media is 422 (no path in the message)."""
+def save_upload(upload: Upload) -> str:
+    """Check the kind (415 when it is not one of its modality) and write it to a private temporary file
+    with the suffix its content says; returns the path (remove it with :func:`remove_upload`)."""
     suffix = check_kind(upload)
     handle, path = tempfile.mkstemp(prefix="mmalign-query-", suffix=suffix)
+    with os.fdopen(handle, "wb") as out:
+        out.write(upload.data)
+    return path
+
+
+def remove_upload(path: str) -> None:
     try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(upload.data)
-        try:
-            return load_input(path, item_id="query")
-        except MediaError as exc:
-            reason = public_message(exc.reason, [path, os.path.basename(path)])
-            message = f"{upload.modality} {upload.name!r} cannot be used: {reason}"
-            raise ServiceError(422, "bad_media", message) from None
-    finally:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+        os.unlink(path)
+    except OSError:
+        pass

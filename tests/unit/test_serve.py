@@ -341,6 +341,48 @@ def test_a_failing_request_never_fails_its_batch_mates(server, searcher, monkeyp
     assert any(r.exc_info and "exploded" in str(r.exc_info[1]) for r in caplog.records)  # logged with traceback
 
 
+def test_model_process_batches_isolates_bad_media_and_comes_back_after_a_crash(
+    trained, store, pool, searcher, tmp_path
+):
+    import os
+    import signal
+    import time
+
+    base, _ = trained
+    service = make_service(trained, store, pool, model_process=True, threads=1, max_batch={"image": 4})
+    with (
+        BackgroundServer(create_app(service, watch_interval_s=0)) as srv,
+        httpx.Client(base_url=srv.url, timeout=120) as c,
+    ):
+        first = service.model.pid
+        assert first and first != os.getpid()
+        texts = QUERIES[:6]
+        responses = _post_all(srv.url, [{"text": t, "k": 3} for t in texts])
+        for text, response in zip(texts, responses):
+            _same_hits(response.json(), searcher.search(text=[text], k=3))
+        assert service.metrics.batch_size.totals("text")[1] < len(texts)  # batched in the model process
+
+        pictures = [base / "catalog" / f"img{i}.png" for i in (1, 2, 4)]
+        corrupt = write_corrupt_png(tmp_path / "broken.png")
+        bodies = [{"image": base64.b64encode(p.read_bytes()).decode(), "k": 3} for p in [*pictures, corrupt]]
+        *good, bad = _post_all(srv.url, bodies)
+        for picture, response in zip(pictures, good):
+            _same_hits(response.json(), searcher.search(image=[picture], k=3))
+        assert "cannot decode" in _check_error(bad, 422, "bad_media")["detail"]
+        assert service.metrics.batch_size.totals("image")[1] < len(bodies)  # the corrupt one was in a batch
+
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while service.model.pid == first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.monotonic()
+        again = c.post("/v1/search", json={"text": "a red frog", "k": 3})  # a new model process answers
+        print(f"restart took {time.monotonic() - started:.1f}s")
+        assert again.status_code == 200 and service.model.pid not in (None, first)
+        _same_hits(again.json(), searcher.search(text=["a red frog"], k=3))
+    assert service.model.pid is None  # stopped with the service
+
+
 # -- the alias moves ------------------------------------------------------------------------------------------
 def test_alias_swap_is_followed_and_a_bundle_that_cannot_load_is_refused(trained, pool, tmp_path, monkeypatch):
     from mmalign.plugin.index.reembed import reembed
@@ -354,9 +396,12 @@ def test_alias_swap_is_followed_and_a_bundle_that_cannot_load_is_refused(trained
     query = {"text": "a red frog", "k": 5}
     with VectorStore(StoreConfig(path=":memory:")) as vs:
         _ingest(trained, vs, bundle=b1)
-        service = make_service(trained, vs, pool)
+        service = make_service(trained, vs, pool, model_process=True)  # as `mmalign serve` runs
         first = service.generation.bundle_id
-        with BackgroundServer(create_app(service, watch_interval_s=0)) as srv, httpx.Client(base_url=srv.url) as c:
+        with (
+            BackgroundServer(create_app(service, watch_interval_s=0)) as srv,
+            httpx.Client(base_url=srv.url, timeout=120) as c,
+        ):
             with Searcher("items", store=vs, device="cpu") as old:
                 _same_hits(c.post("/v1/search", json=query).json(), old.search(text=["a red frog"], k=5))
             report = reembed("items", bundle=b2, store=vs, features_dir=base / "features", device="cpu")

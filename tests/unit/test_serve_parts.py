@@ -52,6 +52,43 @@ def test_batcher_off_runs_one_at_a_time():
     assert _run(main()) == [0, 1, 2, 3, 4] and sizes == [1] * 5
 
 
+def test_batch_size_per_modality():
+    sizes: dict[str, list[int]] = {}
+
+    def run(key, values):
+        sizes.setdefault(key, []).append(len(values))
+        return list(values)
+
+    async def main():
+        with ThreadPoolExecutor(1) as executor:
+            batcher = MicroBatcher(run, executor, max_batch={"text": 3, "image": 2}, max_wait_s=0.05)
+            jobs = [batcher.submit(m, i) for m in ("text", "image", "audio") for i in range(6)]
+            await asyncio.gather(*jobs)
+            await batcher.close()
+
+    _run(main())
+    assert sizes == {"text": [3, 3], "image": [2, 2, 2], "audio": [1] * 6}  # a modality not named: 1
+
+
+def test_serve_config_max_batch():
+    from mmalign.plugin.serve.config import CPU_MAX_BATCH, ServeConfig, resolve_max_batch
+
+    assert resolve_max_batch(ServeConfig(collection="c", device="cpu")) == CPU_MAX_BATCH
+    assert resolve_max_batch(ServeConfig(collection="c", device="cpu", max_batch=4)) == {
+        "text": 4,
+        "image": 4,
+        "audio": 4,
+    }
+    assert resolve_max_batch(ServeConfig(collection="c", device="cpu", max_batch={"image": 2})) == {
+        **CPU_MAX_BATCH,
+        "image": 2,
+    }
+    with pytest.raises(ValueError, match="unknown modality 'video'"):
+        ServeConfig(collection="c", max_batch={"video": 2})
+    with pytest.raises(ValueError, match=">= 1"):
+        ServeConfig(collection="c", max_batch={"text": 0})
+
+
 def test_a_failing_value_fails_only_its_own_request():
     calls, retried = [], []
 
