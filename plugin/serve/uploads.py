@@ -61,7 +61,12 @@ def check_kind(upload: Upload) -> str:
     if not upload.data:
         raise ServiceError(415, "unsupported_media", f"{upload.modality} {upload.name!r} is empty (0 bytes)")
     if suffix not in kinds:
-        found = "not a media file" if suffix is None else f"a {suffix.lstrip('.')} file"
+        if suffix is None:
+            found = "not a media file"
+        elif suffix in IMAGE_KINDS:
+            found = f"an image ({IMAGE_KINDS[suffix]})"
+        else:
+            found = f"a sound ({AUDIO_KINDS[suffix]})"
         raise ServiceError(
             415,
             "unsupported_media",

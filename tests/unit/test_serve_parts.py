@@ -161,7 +161,7 @@ def test_check_kind_and_base64():
     assert check_kind(Upload("image", b"\x89PNG\r\n\x1a\nxxxx", "a.wav")) == ".png"
     with pytest.raises(ServiceError) as wrong:
         check_kind(Upload("audio", b"\x89PNG\r\n\x1a\nxxxx", "a.wav"))
-    assert wrong.value.status == 415 and "a png file" in wrong.value.message
+    assert wrong.value.status == 415 and "is an image (PNG)" in wrong.value.message
     with pytest.raises(ServiceError) as empty:
         check_kind(Upload("image", b"", "x"))
     assert empty.value.status == 415
