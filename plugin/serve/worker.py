@@ -68,7 +68,7 @@ class ModelProcess:
         self._conn = Connection(parent.detach())
         log.info("model process %d started", self._proc.pid)
 
-    def _request(self, *message) -> Any:
+    def _send(self, *message) -> Any:
         """Send one request and wait for its answer (the caller holds the lock)."""
         if self._proc is None or self._proc.poll() is not None:
             if self._proc is not None:
@@ -94,7 +94,7 @@ class ModelProcess:
     def load(self, path: str, bundle_id: str) -> list[str]:
         """Load (and warm up) the bundle in ``path``; returns its modalities."""
         with self._lock:
-            modalities = self._request("load", str(path), bundle_id)
+            modalities = self._send("load", str(path), bundle_id)
             self._loaded[bundle_id] = str(path)
             self._loaded.move_to_end(bundle_id)
             while len(self._loaded) > KEEP_BUNDLES:
@@ -104,7 +104,7 @@ class ModelProcess:
 
     def embed(self, bundle_id: str, modality: str, values: list) -> list[tuple[str, Any]]:
         with self._lock:
-            return self._request("embed", bundle_id, modality, values)
+            return self._send("embed", bundle_id, modality, values)
 
     def _kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
