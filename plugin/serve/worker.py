@@ -75,7 +75,10 @@ class ModelProcess:
                 log.error("the model process exited (%s); starting a new one", self._proc.returncode)
             self._start()
             for bundle_id, path in list(self._loaded.items()):
-                self._request("load", path, bundle_id)
+                try:
+                    self._request("load", path, bundle_id)
+                except ModelProcessError:  # logged; a bundle that no longer loads is forgotten
+                    self._loaded.pop(bundle_id, None)
         return self._request(*message)
 
     def _request(self, *message) -> Any:
