@@ -82,6 +82,8 @@ class ModelProcess:
         return self._request(*message)
 
     def _request(self, *message) -> Any:
+        if self._conn is None:
+            raise ModelProcessError("the model process is not running")
         try:
             self._conn.send(message)
             status, *payload = self._conn.recv()
