@@ -123,6 +123,14 @@ def ingest(
     type=click.Path(exists=True, file_okay=False),
     help="Default: the bundle the collection was built with.",
 )
+@click.option(
+    "--rerank-spoken",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="For one spoken --audio query: re-order the top N hits by how likely Whisper finds their text (0: off).",
+)
 @click.option("--device", default="auto", show_default=True)
 @click.option(
     "--json",
@@ -143,6 +151,7 @@ def search(
     filters,
     fusion,
     bundle_path,
+    rerank_spoken,
     device,
     as_json,
     qdrant_path,
@@ -168,6 +177,7 @@ def search(
             filters=parse_filters(filters),
             fusion=fusion,
             heard=heard,
+            rerank_spoken=rerank_spoken,
         )
     if as_json and heard:  # an audio query whose encoder transcribes: what was heard, then the hits
         import json

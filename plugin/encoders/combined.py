@@ -40,6 +40,8 @@ class ConcatAudioEncoder(Encoder):
 
         self.parts = [build_encoder(p.encoder, device=device) for p in spec.parts]
         self.annotates = any(e.annotates for e in self.parts)
+        #: The part that transcribes, if any (search reads transcripts through it).
+        self.transcriber = next((e.transcriber for e in self.parts if getattr(e, "transcriber", None)), None)
 
     @property
     def default_batch_size(self) -> int:

@@ -51,6 +51,11 @@ class Transcript:
 class WhisperTranscriptEncoder(Encoder):
     annotates = True
 
+    @property
+    def transcriber(self) -> WhisperTranscriptEncoder:
+        """The part that transcribes (itself; a concatenation names its transcribing part)."""
+        return self
+
     def __init__(self, spec, device: str = "auto"):
         super().__init__(spec, device)
         from mmalign.plugin.encoders import build_encoder
@@ -115,6 +120,42 @@ class WhisperTranscriptEncoder(Encoder):
                 logprob = float(result.scores[0]) if result.scores else 0.0
                 silent = no_speech > self.spec.no_speech_threshold and logprob < self.spec.logprob_threshold
                 out[i] = Transcript("" if silent else raw, no_speech, logprob, raw)
+        return out
+
+    def text_log_likelihoods(self, wave, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """Mean log-probability per token of each text as the transcript of ``wave`` (Whisper forced to read
+        it: CTranslate2's alignment pass). Greedy decoding of a hard clip can go wrong where the right
+        text, read out, is still far likelier than the others: a second stage for spoken queries."""
+        import ctranslate2
+
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        prepared = self.prepare(wave)
+        frames = self._window_frames(len(prepared))
+        mel = self.features([prepared], sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="np").input_features
+        states = np.asarray(
+            self.model.encode(
+                ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[:, :, :frames], dtype=np.float32)),
+                to_cpu=True,
+            )
+        )
+        start = [self.tokenizer.token_to_id(t) for t in self.prompt]
+        out = np.full(len(texts), -np.inf, dtype=np.float32)
+        tokens = [
+            self.tokenizer.encode(" " + t.strip(), add_special_tokens=False).ids[: self.spec.max_new_tokens]
+            for t in texts
+        ]
+        for begin in range(0, len(texts), batch_size):
+            chunk = [(i, t) for i, t in enumerate(tokens[begin : begin + batch_size], begin) if t]
+            if not chunk:
+                continue
+            repeated = np.ascontiguousarray(np.repeat(states, len(chunk), axis=0))
+            results = self.model.align(
+                ctranslate2.StorageView.from_array(repeated), start, [t for _, t in chunk], frames
+            )
+            for (i, _), result in zip(chunk, results):
+                probs = np.asarray(result.text_token_probs, dtype=np.float64)
+                out[i] = float(np.mean(np.log(np.maximum(probs, 1e-12)))) if probs.size else -np.inf
         return out
 
     def _encode_batch_annotated(self, batch):

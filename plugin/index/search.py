@@ -124,8 +124,11 @@ class Searcher:
     def embed_query(self, modality: Modality | str, value: str | Path, *, heard: list | None = None) -> np.ndarray:
         """A text, or an image/audio file path -> unit vector in the shared space (D,).
 
-        ``heard``: a list that gets, for an audio query whose encoder transcribes, ``{"audio": path,
-        "transcript": ..., "speech_probability": ...}`` (what was heard; the transcript is "" for no speech)."""
+        An audio encoder that transcribes also says what it heard: ``heard`` (a list) gets
+        ``{"audio": path, "transcript": ..., "speech_probability": ...}`` (the transcript is "" for no speech).
+        When speech was heard and the bundle's text encoder is the one that embeds the transcript, the
+        transcript's text-tower vector is added to the audio vector: a spoken query lands where its words do,
+        whatever audio the bundle was trained on (docs/audio.md)."""
         modality = Modality(modality)
         if modality not in self.bundle.modalities:
             raise ConfigError(
@@ -140,12 +143,40 @@ class Searcher:
             if not path.is_file():
                 raise ConfigError(f"{modality.value} query file {str(path)!r} does not exist")
             inputs = [encoder.load_input(path, item_id=f"query:{path.name}")]
-        if heard is not None and getattr(encoder, "annotates", False):
-            features, notes = encoder.encode_with_annotations(inputs, batch_size=1)
+        if not getattr(encoder, "annotates", False):
+            return self.bundle.embed(modality, encoder.encode(inputs, batch_size=1))[0]
+        features, notes = encoder.encode_with_annotations(inputs, batch_size=1)
+        if heard is not None:
             heard.append({"audio": str(value), **notes[0]})
-        else:
-            features = encoder.encode(inputs, batch_size=1)
-        return self.bundle.embed(modality, features)[0]
+        vector = self.bundle.embed(modality, features)[0]
+        spoken = self._spoken_text_vector(encoder, notes[0].get("transcript"))
+        if spoken is None:
+            return vector
+        combined = vector + spoken
+        return combined / max(float(np.linalg.norm(combined)), 1e-12)
+
+    def _spoken_text_vector(self, encoder, transcript: str | None) -> np.ndarray | None:
+        """The text tower's vector of a transcript, when the bundle's text encoder is the transcript's."""
+        from mmalign.plugin.encoders.registry import encoder_id
+
+        transcriber = getattr(encoder, "transcriber", None)
+        if not transcript or transcriber is None or Modality.TEXT not in self.bundle.modalities:
+            return None
+        if encoder_id(transcriber.spec.text_encoder) != encoder_id(self.bundle.encoder_spec(Modality.TEXT)):
+            return None
+        return self.bundle.embed(Modality.TEXT, transcriber.text_encoder.encode([transcript], batch_size=1))[0]
+
+    def _rerank_spoken(self, path: str | Path, hits: list[Hit], k: int) -> list[Hit]:
+        """Hits ordered by how likely Whisper finds each hit's text as what was said in ``path`` (mean
+        log-probability per token; hits without text keep their order, after the others)."""
+        transcriber = getattr(self._encoder(Modality.AUDIO), "transcriber", None)
+        texts = [h.payload.get("text") or "" for h in hits]
+        if transcriber is None or not any(texts):
+            return hits[:k]
+        wave = transcriber.load_input(Path(path), item_id=f"query:{Path(path).name}")
+        scores = transcriber.text_log_likelihoods(wave, texts)
+        order = sorted(range(len(hits)), key=lambda i: (not texts[i], -float(scores[i]), i))
+        return [hits[i] for i in order[:k]]
 
     def item_vector(self, item_id: str, using: str) -> np.ndarray:
         [point] = self.store.retrieve(self.collection, [item_id], with_vectors=True) or [None]
@@ -168,9 +199,12 @@ class Searcher:
         fusion: str = "rrf",
         with_payload: bool = True,
         heard: list | None = None,
+        rerank_spoken: int = 0,
     ) -> list[Hit]:
         """Hits of the query inputs; pass a list as ``heard`` to get what was heard in each audio query
-        (see :meth:`embed_query`)."""
+        (see :meth:`embed_query`). ``rerank_spoken`` = N > 0: when the only query input is an audio file in
+        which speech was heard, the top ``max(N, k)`` hits are re-ordered by how likely Whisper finds their
+        text as what was said (``text_log_likelihoods`` of the transcribing encoder)."""
         from qdrant_client import models
 
         valid = [v.value for v in VectorName]
@@ -180,19 +214,32 @@ class Searcher:
             raise ConfigError(f"fusion {fusion!r} is unknown; valid: {list(FUSIONS)}")
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
+        if rerank_spoken < 0:
+            raise ConfigError(f"rerank_spoken must be >= 0, got {rerank_spoken}")
         self._check_live_bundle()
+        notes: list[dict] = []
         vectors = [self.embed_query(Modality.TEXT, t) for t in text]
         vectors += [self.embed_query(Modality.IMAGE, p) for p in image]
-        vectors += [self.embed_query(Modality.AUDIO, p, heard=heard) for p in audio]
+        vectors += [self.embed_query(Modality.AUDIO, p, heard=notes) for p in audio]
+        if heard is not None:
+            heard.extend(notes)
         vectors += [self.item_vector(i, using) for i in like]
         if not vectors:
             raise ConfigError("give at least one query: text, image, audio or like")
+        rerank = (
+            rerank_spoken > 0 and len(vectors) == 1 and len(audio) == 1 and bool(notes[0].get("transcript"))
+        ) and with_payload
         query_filter = build_filter(filters, exclude_ids=like)
         if len(vectors) == 1 or fusion == "mean":
             query = np.mean(vectors, axis=0)
             query = query / max(np.linalg.norm(query), 1e-12)
             points = self.store.query(
-                self.collection, query, using=using, limit=k, query_filter=query_filter, with_payload=with_payload
+                self.collection,
+                query,
+                using=using,
+                limit=max(k, rerank_spoken) if rerank else k,
+                query_filter=query_filter,
+                with_payload=with_payload,
             )
         else:
             prefetch = [
@@ -206,7 +253,8 @@ class Searcher:
                 limit=k,
                 with_payload=with_payload,
             )
-        return [Hit.from_point(p) for p in points]
+        hits = [Hit.from_point(p) for p in points]
+        return self._rerank_spoken(audio[0], hits, k) if rerank else hits
 
     def close(self) -> None:
         """Close the store if this object opened it (a store passed in stays open)."""

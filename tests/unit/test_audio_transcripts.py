@@ -125,3 +125,90 @@ def test_cli_search_json_shows_what_was_heard(trained, tmp_path, annotating):
     assert result.exit_code == 0 and "heard in " in result.output and '"2400 samples"' in result.output
     result = runner.invoke(main, ["search", "--collection", "c", "--text", "a red frog", "--json", "-k", "2", *args])
     assert isinstance(json.loads(result.output), list)  # no audio query: the list of hits, as before
+
+
+class TranscribingLogmel(AnnotatingLogmel):
+    """tiny-logmel that 'hears' a text per tone (TRANSCRIPTS: frequency -> words); its transcriber embeds
+    transcripts with tiny-bert and scores texts by the words they share with what was heard."""
+
+    TRANSCRIPTS: dict[int, str] = {}
+
+    def __init__(self, spec, device="auto"):
+        super().__init__(spec, device)
+        from types import SimpleNamespace
+
+        from mmalign.plugin.encoders import build_encoder
+        from mmalign.plugin.encoders.registry import get_encoder_spec
+
+        text_spec = get_encoder_spec("tiny-bert")
+        self.transcriber = SimpleNamespace(
+            spec=SimpleNamespace(text_encoder=text_spec),
+            text_encoder=build_encoder(text_spec, device="cpu"),
+            load_input=self.load_input,
+            text_log_likelihoods=self.text_log_likelihoods,
+        )
+
+    def heard(self, wave) -> str:
+        spectrum = np.abs(np.fft.rfft(wave))
+        freq = int(round(np.argmax(spectrum) * self.spec.sample_rate / len(wave) / 40) * 40)
+        return self.TRANSCRIPTS.get(freq, "")
+
+    def _encode_batch_annotated(self, batch):
+        return self._encode_batch(batch), [{"transcript": self.heard(w), "speech_probability": 0.9} for w in batch]
+
+    def text_log_likelihoods(self, wave, texts):
+        words = set(self.heard(wave).split())
+        return np.array([len(words & set(t.split())) - 0.01 * len(t.split()) for t in texts], dtype=np.float32)
+
+
+@pytest.fixture
+def transcribing(monkeypatch, trained):
+    from mmalign.plugin import encoders
+
+    base, catalog = trained
+    lines = [json.loads(line) for line in catalog.read_text().splitlines()]
+    TranscribingLogmel.TRANSCRIPTS = {200 + 40 * i: row["text"] for i, row in enumerate(lines) if "audio" in row}
+    monkeypatch.setitem(encoders._KINDS, "librosa_audio", (__name__, "TranscribingLogmel"))
+    return lines
+
+
+def _searcher(trained, store, tmp_path):
+    from mmalign.plugin.index.ingest import ingest
+    from mmalign.plugin.index.search import Searcher
+
+    base, catalog = trained
+    ingest(catalog, bundle=base / "bundle", collection="items", store=store, features_dir=tmp_path / "f", device="cpu")
+    return Searcher("items", store=store, bundle=base / "bundle", device="cpu")
+
+
+def test_spoken_query_adds_the_text_tower_vector_of_its_transcript(trained, store, tmp_path, transcribing):
+    from mmalign.schemas import Modality
+
+    base, catalog = trained
+    with _searcher(trained, store, tmp_path) as searcher:
+        encoder = searcher._encoder(Modality.AUDIO)
+        wave = encoder.load_input(catalog.parent / "snd3.wav", "q")
+        audio = searcher.bundle.embed(Modality.AUDIO, encoder.encode([wave]))[0]
+        tower = encoder.transcriber.text_encoder
+        text = searcher.bundle.embed(Modality.TEXT, tower.encode([transcribing[3]["text"]]))[0]
+        heard: list = []
+        vector = searcher.embed_query(Modality.AUDIO, catalog.parent / "snd3.wav", heard=heard)
+        np.testing.assert_allclose(vector, (audio + text) / np.linalg.norm(audio + text), rtol=1e-5, atol=1e-6)
+        assert heard[0]["transcript"] == transcribing[3]["text"]
+        other = encoder.transcriber.spec.text_encoder.model_copy(update={"max_length": 7})  # not the bundle's
+        encoder.transcriber.spec.text_encoder = other
+        np.testing.assert_allclose(searcher.embed_query(Modality.AUDIO, catalog.parent / "snd3.wav"), audio, atol=1e-6)
+
+
+def test_rerank_spoken_orders_the_top_hits_by_what_was_said(trained, store, tmp_path, transcribing):
+    base, catalog = trained
+    with _searcher(trained, store, tmp_path) as searcher:
+        wanted = transcribing[6]["text"]
+        plain = searcher.search(audio=[catalog.parent / "snd6.wav"], using="text", k=3)
+        reranked = searcher.search(audio=[catalog.parent / "snd6.wav"], using="text", k=3, rerank_spoken=36)
+        assert len(reranked) == 3 and reranked[0].payload["text"] == wanted
+        assert {h.id for h in plain} != {h.id for h in reranked} or plain[0].payload["text"] == wanted
+        both = searcher.search(audio=[catalog.parent / "snd6.wav"], text=["a red frog"], k=3, rerank_spoken=36)
+        assert len(both) == 3  # several inputs: fused by RRF, not re-ranked
+        with pytest.raises(ValueError, match="rerank_spoken"):
+            searcher.search(audio=[catalog.parent / "snd6.wav"], rerank_spoken=-1)
