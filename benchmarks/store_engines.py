@@ -18,8 +18,8 @@ Queries are new items from the same clusters.
    ``build_index`` (payload indexes on item_id, modalities and the metadata fields, then ``optimize()``
    with HNSW on ``fused`` only) and the same on the raw shard.
 3. After the index: p50/p99 of top-10 on ``fused`` (with payload), with a payload filter (one ``group``
-   value: 10 % of the points), RRF over two ``fused`` prefetches, and on ``text`` (no graph: brute
-   force); recall@10 of the HNSW answer against exact search (``exact=True``).
+   value: 10 % of the points; items with audio: 33 %), RRF over two ``fused`` prefetches, and on
+   ``text`` (no graph: brute force); recall@10 of the HNSW answer against exact search (``exact=True``).
 4. Opening the existing store (load + first query), its disk size (allocated blocks), and the resident
    memory of a fresh process that opens it and runs the queries.
 5. ``--sweep``: HNSW parameters (m, ef_construct) on ``fused`` alone, raw Edge: build time, recall@10,
@@ -118,9 +118,9 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
 
 
-def raw_config(qe, m: int, ef_construct: int, hnsw_names=("fused",), names=NAMES):
+def raw_config(qe, m: int, ef_construct: int, threshold: int, hnsw_names=("fused",), names=NAMES):
     """The EdgeConfig mmalign's store creates (connectors/edge_store.py), built directly."""
-    no_graph = qe.HnswIndexConfig(m=0, ef_construct=ef_construct, full_scan_threshold=10_000)
+    no_graph = qe.HnswIndexConfig(m=0, ef_construct=ef_construct, full_scan_threshold=threshold)
     return qe.EdgeConfig(
         vectors={
             n: qe.EdgeVectorParams(
@@ -128,7 +128,7 @@ def raw_config(qe, m: int, ef_construct: int, hnsw_names=("fused",), names=NAMES
             )
             for n in names
         },
-        hnsw_config=qe.HnswIndexConfig(m=m, ef_construct=ef_construct, full_scan_threshold=10_000),
+        hnsw_config=qe.HnswIndexConfig(m=m, ef_construct=ef_construct, full_scan_threshold=threshold),
     )
 
 
@@ -141,7 +141,7 @@ def bench_store(engine: str, root: Path, ids, vectors, payloads, queries, args, 
     from mmalign.schemas import StoreConfig
 
     n = len(ids)
-    config = StoreConfig(path=str(root), engine=engine)
+    config = StoreConfig(path=str(root), engine=engine, full_scan_threshold_kb=args.full_scan_threshold_kb)
     out: dict = {"points": n}
     with VectorStore(config) as vs:
         vs.create_collection("bench", DIM, bundle_id="bench-bundle")
@@ -167,6 +167,9 @@ def bench_store(engine: str, root: Path, ids, vectors, payloads, queries, args, 
         out["filter_ok"] = all(
             h.payload["metadata"]["group"] == "g3" for h in vs.query("bench", q[0], limit=10, query_filter=group)
         )
+        audio = build_filter({"modalities": ["audio"]})
+        broad, samples = timed(lambda v: [h.id for h in vs.query("bench", v, limit=10, query_filter=audio)], q)
+        out["broad_p50"], out["broad_p99"] = percentiles(samples)
         q2 = queries[args.queries : 2 * args.queries]
 
         def rrf(i):
@@ -181,6 +184,8 @@ def bench_store(engine: str, root: Path, ids, vectors, payloads, queries, args, 
         exact_f = [[h.id for h in vs.query("bench", v, limit=10, query_filter=group, exact=True)] for v in q]
         out["recall"] = recall(approx, exact)
         out["recall_filter"] = recall(filtered, exact_f)
+        exact_b = [[h.id for h in vs.query("bench", v, limit=10, query_filter=audio, exact=True)] for v in q]
+        out["recall_broad"] = recall(broad, exact_b)
     t0 = time.perf_counter()
     with VectorStore(config) as vs:
         vs.query("bench", queries[0], limit=10)
@@ -201,7 +206,9 @@ def bench_raw(root: Path, ids, vectors, payloads, queries, args) -> dict:
     from mmalign.schemas import StoreConfig
 
     defaults = StoreConfig()
-    shard = qe.EdgeShard.create(str(root), raw_config(qe, defaults.hnsw_m, defaults.hnsw_ef_construct))
+    shard = qe.EdgeShard.create(
+        str(root), raw_config(qe, defaults.hnsw_m, defaults.hnsw_ef_construct, args.full_scan_threshold_kb)
+    )
     pids = [point_id(i) for i in ids]
     has = {name: ~np.isnan(vectors[name][:, 0]) for name in NAMES}
     t0 = time.perf_counter()
@@ -247,6 +254,9 @@ def bench_raw(root: Path, ids, vectors, payloads, queries, args) -> dict:
     out["fused_p50"], out["fused_p99"] = percentiles(samples)
     _, samples = timed(lambda v: nearest(v, group), q)
     out["filter_p50"], out["filter_p99"] = percentiles(samples)
+    audio = qe.Filter(must=[qe.FieldCondition("modalities", match=qe.MatchAny(["audio"]))])
+    _, samples = timed(lambda v: nearest(v, audio), q)
+    out["broad_p50"], out["broad_p99"] = percentiles(samples)
     q2 = queries[args.queries : 2 * args.queries]
 
     def rrf(i):
@@ -310,6 +320,9 @@ def bench_local(root: Path, ids, vectors, payloads, queries, args) -> dict:
         group = build_filter({"group": ["g3"]})
         _, samples = timed(lambda v: vs.query("bench", v, limit=10, query_filter=group), q)
         out["filter_p50"], out["filter_p99"] = percentiles(samples)
+        audio = build_filter({"modalities": ["audio"]})
+        _, samples = timed(lambda v: vs.query("bench", v, limit=10, query_filter=audio), q)
+        out["broad_p50"], out["broad_p99"] = percentiles(samples)
         q2 = queries[args.queries : 2 * args.queries]
 
         def rrf(i):
@@ -368,7 +381,7 @@ def sweep(ids, vectors, queries, args, root: Path) -> list[dict]:
     results = []
     for m, ef in [(16, 64), (16, 100), (16, 32), (8, 64)]:
         path = root / f"sweep-{m}-{ef}"
-        shard = qe.EdgeShard.create(str(path), raw_config(qe, m, ef, names=("fused",)))
+        shard = qe.EdgeShard.create(str(path), raw_config(qe, m, ef, args.full_scan_threshold_kb, names=("fused",)))
         for start in range(0, len(ids), args.batch):
             shard.update(
                 qe.UpdateOperation.upsert_points(
@@ -427,11 +440,13 @@ def table(rows: dict, args) -> str:
         f"{lat(local, 'fused')} |",
         f"| same + filter (group, 10 %), p50 / p99 ms | {lat(edge, 'filter')} | {lat(raw, 'filter')} | "
         f"{lat(local, 'filter')} |",
+        f"| same + filter (has audio, 33 %), p50 / p99 ms | {lat(edge, 'broad')} | {lat(raw, 'broad')} | "
+        f"{lat(local, 'broad')} |",
         f"| RRF of two fused prefetches, p50 / p99 ms | {lat(edge, 'rrf')} | {lat(raw, 'rrf')} | {lat(local, 'rrf')} |",
         f"| top-10 text (no graph: brute force), p50 / p99 ms | {lat(edge, 'text')} | {lat(raw, 'text')} | "
         f"{lat(local, 'text')} |",
-        f"| recall@10 vs exact: fused / with filter | {cell(edge, 'recall', '{:.3f}')} / "
-        f"{cell(edge, 'recall_filter', '{:.3f}')} | - | exact |",
+        f"| recall@10 vs exact: fused / 10 % filter / 33 % filter | {cell(edge, 'recall', '{:.3f}')} / "
+        f"{cell(edge, 'recall_filter', '{:.3f}')} / {cell(edge, 'recall_broad', '{:.3f}')} | - | exact |",
         f"| open existing store + first query, s{local_note} | {cell(edge, 'open_s')} | {cell(raw, 'open_s')} | "
         f"{cell(local, 'open_s')} |",
         f"| disk, MiB (allocated){local_note} | {cell(edge, 'disk_mib', '{:.0f}')} | "
@@ -448,6 +463,8 @@ def table(rows: dict, args) -> str:
 
 
 def main(argv=None) -> int:
+    from mmalign.schemas import StoreConfig
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--points", type=int, default=20_000)
     parser.add_argument(
@@ -457,6 +474,12 @@ def main(argv=None) -> int:
     parser.add_argument("--local-queries", type=int, default=20, help="Queries per kind on local mode (slow).")
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--sweep", action="store_true", help="Also sweep HNSW parameters on fused (raw Edge).")
+    parser.add_argument(
+        "--full-scan-threshold-kb",
+        type=int,
+        default=StoreConfig().full_scan_threshold_kb,
+        help="StoreConfig.full_scan_threshold_kb for the Edge store and the raw shard.",
+    )
     parser.add_argument("--json", help="Also write the results to this file.")
     args = parser.parse_args(argv)
 

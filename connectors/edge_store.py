@@ -218,7 +218,8 @@ class EdgeBackend:
     # -- collections -------------------------------------------------------------------------------------
     def _edge_config(self, dim: int, vector_names: Sequence[str], on_disk: bool):
         qe, cfg = self._qe, self.config
-        no_graph = qe.HnswIndexConfig(m=0, ef_construct=cfg.hnsw_ef_construct, full_scan_threshold=10_000)
+        threshold = cfg.full_scan_threshold_kb
+        no_graph = qe.HnswIndexConfig(m=0, ef_construct=cfg.hnsw_ef_construct, full_scan_threshold=threshold)
         memory = qe.Memory.Cold if on_disk else None
         vectors = {
             v: qe.EdgeVectorParams(
@@ -237,7 +238,7 @@ class EdgeBackend:
         return qe.EdgeConfig(
             vectors=vectors,
             hnsw_config=qe.HnswIndexConfig(
-                m=cfg.hnsw_m, ef_construct=cfg.hnsw_ef_construct, full_scan_threshold=10_000
+                m=cfg.hnsw_m, ef_construct=cfg.hnsw_ef_construct, full_scan_threshold=threshold
             ),
             optimizers=optimizers,
         )

@@ -529,7 +529,8 @@ def test_build_index_on_edge_builds_hnsw_and_payload_indexes_and_keeps_answers(t
     for i in range(3000):
         v = centers[i % 20] + 0.3 * rng.normal(size=16)
         points.append(PointData(f"p{i}", {"fused": v, "text": v[::-1]}, {"metadata": {"shard": f"s{i % 4}", "n": i}}))
-    config = StoreConfig(path=str(tmp_path / "q"), indexing_threshold_kb=10, hnsw_ef=128)
+    # small thresholds: 3,000 points of D=16 get their graph, and queries walk it
+    config = StoreConfig(path=str(tmp_path / "q"), indexing_threshold_kb=10, full_scan_threshold_kb=1, hnsw_ef=128)
     queries = [centers[j] + 0.3 * rng.normal(size=16) for j in range(20)]
     with VectorStore(config) as vs:
         vs.create_collection("big", 16)
