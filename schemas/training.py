@@ -13,7 +13,9 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dim: int = Field(256, gt=0, description="D, the shared space.")
-    rank: int = Field(32, gt=0, description="r of each low-rank projection.")
+    rank: int = Field(
+        64, gt=0, description="r of each low-rank projection (64: the student stays under 5 % of the teacher)."
+    )
     init: Literal["cca", "svd", "random"] = "cca"
     fusion: Literal["weighted", "concat"] = "weighted"
     seed: int = 0
@@ -25,6 +27,7 @@ class TrainConfig(BaseModel):
     teacher_hidden: int = Field(1024, gt=0)
     teacher_layers: int = Field(2, ge=1)
     teacher_lr: float = Field(3e-4, gt=0)
+    teacher_batch_size: int | None = Field(None, ge=2, description="Teacher batch (default: batch_size).")
     epochs: int = Field(150, ge=0, description="Student epochs.")
     lr: float = Field(3e-4, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -38,6 +41,23 @@ class TrainConfig(BaseModel):
     tau_teacher: float = Field(0.05, gt=0)
     tau_student: float = Field(0.05, gt=0)
     cooccurrence_weight: float = Field(1.0, ge=0, description="Teacher term for items shared by users.")
+    student_hidden: int = Field(
+        0, ge=0, description="Width of the student's non-linear residual on its rank-r code (0: linear only)."
+    )
+    unpaired_cosine: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of 1 - cos(student, teacher) per modality on single-modality inputs (no pairing).",
+    )
+    unpaired_relational: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of CE(P_teacher || Q_student) over batches of unrelated inputs of two modalities.",
+    )
+    unpaired_batch: int = Field(256, ge=2, description="Single-modality inputs per modality and student step.")
+    unpaired_mixup: float = Field(
+        0.0, ge=0, le=1, description="Share of unpaired inputs that are mixes of two training features."
+    )
 
 
 class RetrievalResult(BaseModel):

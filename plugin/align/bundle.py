@@ -122,6 +122,7 @@ def save_bundle(
         "encoders": _encoders_section(specs),
         "dim": cfg.dim,
         "ranks": {m.value: student.projections[m.value].rank for m in student.modalities},
+        "student": {"kind": "low-rank", "hidden": int(getattr(student, "hidden", 0))},
         "fusion": {"strategy": cfg.fusion, "weights": {m.value: w for m, w in student.fusion.weights().items()}},
         "teacher": {"hidden": cfg.teacher_hidden, "layers": cfg.teacher_layers} if teacher is not None else None,
         "baselines": sorted(baselines),
@@ -227,7 +228,8 @@ def load_bundle(path: str | Path, *, with_teacher: bool = True) -> Bundle:
         except RuntimeError as exc:  # shapes or keys other than config.json implies
             raise BundleError(f"{str(path / str(name))!r} does not fit config.json: {exc}") from exc
 
-    student = load_checked(_student_with_ranks(dims, cfg, ranks), "student.safetensors")
+    hidden = int((config.get("student") or {}).get("hidden", cfg.student_hidden))
+    student = load_checked(_student_with_ranks(dims, cfg, ranks, hidden), "student.safetensors")
     teacher = None
     if with_teacher and config.get("teacher") and (path / "teacher.safetensors").exists():
         teacher = Teacher(dims, cfg.dim, config["teacher"]["hidden"], config["teacher"]["layers"], dropout=cfg.dropout)
@@ -243,10 +245,12 @@ def load_bundle(path: str | Path, *, with_teacher: bool = True) -> Bundle:
     return Bundle(path, config, student, teacher, baselines)
 
 
-def _student_with_ranks(dims, cfg: TrainConfig, ranks):
+def _student_with_ranks(dims, cfg: TrainConfig, ranks, hidden: int = 0):
+    """A student of the recorded shape; ``hidden`` is the code residual's width (0 for the baselines
+    and for bundles written before the student had one)."""
     from mmalign.plugin.align.student import Student
 
-    student = Student(dims, cfg.dim, cfg.rank, cfg.fusion)
+    student = Student(dims, cfg.dim, cfg.rank, cfg.fusion, hidden)
     for m, r in ranks.items():
         if student.projections[m.value].rank != r:
             raise BundleError(f"bundle rank for {m.value} is {r}, config implies {student.projections[m.value].rank}")

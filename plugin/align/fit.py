@@ -30,6 +30,11 @@ class AlignmentResult:
     training_summary: dict
     test: PairedFeatures
     results: list[dict]
+    #: the training and validation parts and the closed-form fits (cca at the student's rank, svd), so
+    #: that more students can be distilled from the same teacher (benchmarks) without refitting
+    train: PairedFeatures | None = None
+    val: PairedFeatures | None = None
+    fits: dict | None = None
 
 
 def fit_alignment(
@@ -44,7 +49,7 @@ def fit_alignment(
     import torch
 
     from mmalign.plugin.align.student import build_student
-    from mmalign.plugin.align.trainer import TorchEmbedder, train_student, train_teacher
+    from mmalign.plugin.align.trainer import train_student, train_teacher
 
     torch.manual_seed(cfg.seed)
     if len(data.modalities) < 2:
@@ -60,15 +65,7 @@ def fit_alignment(
         f"modalities: {', '.join(f'{m.value}={int(data.masks[m].sum())}' for m in data.modalities)}"
     )
     t0 = time.perf_counter()
-    best = None
-    for reg in cfg.cca_regs:
-        fit = fit_cca(train, cfg.rank, reg, cfg.cca_power)
-        model = build_student(train.dims(), cfg, fit)
-        score = primary_metric(evaluate_embedder("cca", TorchEmbedder(model, "cca"), val, with_fused=False))
-        echo(f"cca reg={reg}: val {score:.3f}")
-        if best is None or score > best[0]:
-            best = (score, reg, fit, model)
-    _, reg, cca_fit, cca_model = best
+    reg, cca_fit, cca_model = choose_cca(train, val, cfg, cfg.rank, echo)
     svd_fit = fit_svd(train, cfg.rank)
     svd_model = build_student(train.dims(), cfg, svd_fit)
     closed_form_s = time.perf_counter() - t0
@@ -119,7 +116,29 @@ def fit_alignment(
         },
         test=test,
         results=evaluate_models(models, test, list(raw_modalities)),
+        train=train,
+        val=val,
+        fits={"cca": cca_fit, "svd": svd_fit, "cca_reg": reg},
     )
+
+
+def choose_cca(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, rank: int, echo=log.info):
+    """CCA of ``rank`` for each ridge of ``cfg.cca_regs``; the best on the validation split wins.
+    Returns (reg, fit, the fit as a student)."""
+    from mmalign.plugin.align.student import build_student
+    from mmalign.plugin.align.trainer import TorchEmbedder
+
+    shape = cfg.model_copy(update={"rank": rank})
+    best = None
+    for reg in cfg.cca_regs:
+        fit = fit_cca(train, rank, reg, cfg.cca_power)
+        model = build_student(train.dims(), shape, fit)
+        score = primary_metric(evaluate_embedder("cca", TorchEmbedder(model, "cca"), val, with_fused=False))
+        echo(f"cca rank {rank} reg={reg}: val {score:.3f}")
+        if best is None or score > best[0]:
+            best = (score, reg, fit, model)
+    _, reg, fit, model = best
+    return reg, fit, model
 
 
 def evaluate_models(models: dict, data: PairedFeatures, raw_modalities: list[Modality]) -> list[dict]:

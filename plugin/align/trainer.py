@@ -103,6 +103,7 @@ def fit_model(
     step_loss: Callable,
     kind: str,
     val_score: Callable | None = None,
+    batch_size: int | None = None,
 ) -> FitResult:
     """Generic loop: AdamW, learnable temperature, early stopping on the validation score
     (``val_score(model)``; default: the cross-modal primary metric on ``val``).
@@ -123,12 +124,13 @@ def fit_model(
     best_val = val_score(model)
     best_epoch, history, bad = 0, [best_val], 0
     n = len(train)
+    batch_size = batch_size or cfg.batch_size
     feats, masks = feature_tensors(train)
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(n, generator=generator)
-        for start in range(0, n, cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
             if len(idx) < 2:
                 continue
             batch_f = {m: f[idx] for m, f in feats.items()}
@@ -141,6 +143,7 @@ def fit_model(
             optimizer.step()
         score = val_score(model)
         history.append(score)
+        log.debug("%s epoch %d: val %.4f", kind, epoch, score)
         if score > best_val + 1e-9:
             best_val, best_epoch, bad = score, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
@@ -189,27 +192,99 @@ def train_teacher(
         return loss / max(count, 1) if count else None
 
     result = fit_model(
-        teacher, list(teacher.parameters()), train, val, cfg, cfg.teacher_epochs, cfg.teacher_lr, step, "teacher"
+        teacher,
+        list(teacher.parameters()),
+        train,
+        val,
+        cfg,
+        cfg.teacher_epochs,
+        cfg.teacher_lr,
+        step,
+        "teacher",
+        batch_size=cfg.teacher_batch_size,
     )
     return teacher, result
 
 
+def single_modality_pools(data: PairedFeatures) -> dict[Modality, np.ndarray]:
+    """Per modality, the features of every item of ``data`` that has it, as rows with no item
+    attached: an item with one modality counts as much as a paired one, and nothing that pairs a
+    row of one modality with a row of another is kept."""
+    return {m: np.ascontiguousarray(data.features[m][data.masks[m]]) for m in data.modalities}
+
+
+def _unpaired_batch(pool, targets, batch: int, mixup: float, generator, embed):
+    """``batch`` rows of ``pool`` (n, d) and their teacher embeddings (``targets``, precomputed); a
+    ``mixup`` share of the rows are convex mixes of two pool rows, embedded by ``embed`` (the teacher)."""
+    import torch
+
+    n = len(pool)
+    idx = torch.randint(0, n, (batch,), generator=generator)
+    x, t = pool[idx], targets[idx]
+    if mixup > 0:
+        mixed = torch.rand(batch, generator=generator) < mixup
+        k = int(mixed.sum())
+        if k:
+            other = pool[torch.randint(0, n, (k,), generator=generator)]
+            lam = torch.rand(k, 1, generator=generator)
+            x = x.clone()
+            t = t.clone()
+            x[mixed] = lam * x[mixed] + (1 - lam) * other
+            with torch.no_grad():
+                t[mixed] = embed(x[mixed])
+    return x, t
+
+
 def train_student(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, fit: LinearFit | None, teacher=None):
     """Student: InfoNCE between its modalities (+ each modality vs. its fused vector), plus, with a
-    teacher, alpha * CE(P_teacher || Q_student) + beta * (1 - cos(s_m, teacher joint))."""
+    teacher, alpha * CE(P_teacher || Q_student) + beta * (1 - cos(s_m, teacher joint)) on the
+    training pairs, and the unpaired terms: per modality, single-modality training inputs (and mixes
+    of two of them) embedded by the teacher's tower of that modality, matched by cosine
+    (``unpaired_cosine``) and by the in-batch similarity distributions between unrelated inputs of
+    two modalities (``unpaired_relational``). The unpaired terms never use which rows belong to one
+    item."""
     import torch
 
     from mmalign.plugin.align.losses import cosine_gap, info_nce, relational_ce
     from mmalign.plugin.align.student import build_student
 
     torch.manual_seed(cfg.seed)
-    student = build_student(train.dims(), cfg, fit)
+    student = build_student(train.dims(), cfg, fit, cfg.student_hidden)
+    for m in student.modalities:
+        if m in train.masks and train.masks[m].any():
+            student.projections[m.value].set_input_scale(train.features[m][train.masks[m]])
     targets = None
+    pools = {}
+    unpaired = teacher is not None and (cfg.unpaired_cosine > 0 or cfg.unpaired_relational > 0)
     if teacher is not None:
         teacher.eval()
         feats, masks = feature_tensors(train)
         with torch.no_grad():
             targets = teacher(feats, masks)
+        if unpaired:
+            for m, rows in single_modality_pools(train).items():
+                if len(rows) >= 2:
+                    x = torch.from_numpy(rows)
+                    with torch.no_grad():
+                        pools[m] = (x, teacher.embed(m, x))
+
+    def unpaired_loss(generator):
+        inputs, t_emb = {}, {}
+        for m, (x, t) in pools.items():
+            inputs[m], t_emb[m] = _unpaired_batch(
+                x, t, cfg.unpaired_batch, cfg.unpaired_mixup, generator, lambda rows, m=m: teacher.embed(m, rows)
+            )
+        s_emb = {m: student.embed(m, x) for m, x in inputs.items()}
+        loss = 0.0
+        if cfg.unpaired_cosine > 0:
+            for m in inputs:
+                loss = loss + cfg.unpaired_cosine * cosine_gap(s_emb[m], t_emb[m])
+        if cfg.unpaired_relational > 0:
+            for a, b in combinations(list(inputs), 2):
+                loss = loss + cfg.unpaired_relational * relational_ce(
+                    t_emb[a], t_emb[b], s_emb[a], s_emb[b], cfg.tau_teacher, cfg.tau_student
+                )
+        return loss
 
     def step(batch_f, batch_m, idx, scale, generator):
         emb = {m: student.embed(m, batch_f[m]) for m in student.modalities}
@@ -238,6 +313,9 @@ def train_student(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, 
                     present = batch_m[m]
                     if present.any():
                         loss = loss + cfg.beta * cosine_gap(emb[m][present], t_joint[idx][present])
+        if pools:
+            loss = loss + unpaired_loss(generator)
+            count = max(count, 1)
         return loss / max(count, 1) if count else None
 
     result = fit_model(student, list(student.parameters()), train, val, cfg, cfg.epochs, cfg.lr, step, "student")
