@@ -209,6 +209,13 @@ def ingest(
             crash_point("ingest.chunk_queued")
             if on_chunk is not None:
                 on_chunk(number)
+        if upserter is not None:
+            pending, upserter = upserter, None
+            pending.close()
+        if report.ok or report.payload_updated:  # HNSW + payload indexes (Edge), so that queries at scale are fast
+            t0 = time.perf_counter()
+            vs.build_index(target)
+            stages["index"] = StageTiming(seconds=time.perf_counter() - t0, items=vs.count(target))
     finally:
         if upserter is not None:
             upserter.close()

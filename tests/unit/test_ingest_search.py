@@ -36,7 +36,20 @@ def test_ingest_creates_versioned_collection_with_named_vectors(trained, store):
     payload = with_audio.payload
     assert payload["modalities"] == ["image", "text", "audio"] and payload["bundle_id"] == report.bundle_id
     assert payload["metadata"] == {"group": "even", "n": 0} and payload["content_hash"] and payload["ingested_at"]
-    assert set(report.stages) == {"read", "skip_check", "encode", "project", "upsert"}
+    assert set(report.stages) == {"read", "skip_check", "encode", "project", "upsert", "index"}
+    assert report.stages["index"].items == N_ITEMS
+
+
+def test_ingest_builds_the_indexes_itself(trained, store, monkeypatch):
+    """After ingest, queries at scale need no extra step: payload indexes (and HNSW on Edge) are built."""
+    import mmalign.connectors.store as store_module
+
+    monkeypatch.setattr(store_module, "PAYLOAD_INDEX_MIN_POINTS", 1)  # the tiny catalog counts as large
+    _ingest(trained, store)
+    again = store.build_index("items")
+    if again.engine == "edge":  # local mode has no indexes
+        assert again.payload_fields and again.details["created_payload_indexes"] == []  # ingest made them all
+    assert "index" not in _ingest(trained, store).stages  # nothing written: nothing to index
 
 
 def test_reingest_is_idempotent_and_incremental(trained, store):
