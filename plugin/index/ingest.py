@@ -160,6 +160,7 @@ def ingest(
     report.stages = stages
     cache = FeatureCache(features_dir)
     pool = encoder_pool if encoder_pool is not None else {}
+    collab = _ingest_collab(vs, collection, target, bundle.bundle_id)
 
     t0 = time.perf_counter()
     items: list[CatalogItem] = []
@@ -196,6 +197,8 @@ def ingest(
                 stages=stages,
                 max_text=max_payload_text,
             )
+            if points and collab is not None:  # collab vectors: learned ones kept, predicted for the rest
+                collab.attach(points)
             if points:
                 if upserter is not None:
                     upserter.put(points)
@@ -225,6 +228,13 @@ def ingest(
             vs.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _ingest_collab(vs, collection: str, target: str, bundle_id: str):
+    """Predicts collab vectors for new items when the collection has them (recommend/recommender.py)."""
+    from mmalign.plugin.recommend.recommender import IngestCollab
+
+    return IngestCollab.open(vs, collection, target, bundle_id)
 
 
 def project_items(
@@ -297,6 +307,8 @@ def _process_chunk(
                 max_text_chars=max_text,
                 heard=old.get("heard"),
             )
+            if "collab_source" in old:  # the collab vector stays, and so does what it is
+                new_payload["collab_source"] = old["collab_source"]
             vs.overwrite_payload(target, item.id, new_payload)
         report.payload_updated += len(payload_only)
     stages["skip_check"].seconds += time.perf_counter() - t0

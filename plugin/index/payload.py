@@ -20,6 +20,7 @@ RESERVED_PAYLOAD = (
     "bundle_id",
     "ingested_at",
     "heard",
+    "collab_source",
 )
 
 

@@ -250,18 +250,28 @@ def hybrid_scores(
 
 
 # -- storing collab vectors in Qdrant (named vector ``collab``, size D, cosine distance) -------------
-def stored_item_vectors(item_collab: np.ndarray, dim: int) -> tuple[np.ndarray, float]:
+def stored_item_vectors(item_collab: np.ndarray, dim: int, top: float | None = None) -> tuple[np.ndarray, float]:
     """Item factors as cosine-searchable vectors of size ``dim``: v' = [v, sqrt(M² − |v|²), 0, …] with
     M the largest norm. Every v' has norm M, so for a query q' = [q, 0, …] cos(q', v') = q·v / (|q|·M):
     the cosine ranks items exactly as the dot product does (maximum inner product search as nearest
     neighbours). Qdrant stores cosine vectors normalised, i.e. divided by M: multiply what it returns
-    by M to get v back. Returns (vectors, M)."""
+    by M to get v back. Returns (vectors, M).
+
+    ``top``: the M of vectors already stored (items added later, e.g. a prediction at ingest); a v
+    longer than M is shortened to norm M, so that every stored vector keeps the same M."""
+    item_collab = np.asarray(item_collab, dtype=np.float64)
     n, k = item_collab.shape
     if k + 1 > dim:
         raise ConfigError(f"collab rank {k} does not fit vectors of size {dim}: use rank ≤ {dim - 1}")
     norms = np.linalg.norm(item_collab, axis=1)
-    top = float(norms.max()) if n else 0.0
-    top = top if top > 1e-12 else 1.0
+    if top is None:
+        top = float(norms.max()) if n else 0.0
+        top = top if top > 1e-12 else 1.0
+    elif np.any(norms > top):
+        long = norms > top
+        item_collab = item_collab.copy()
+        item_collab[long] *= (top / norms[long])[:, None]
+        norms = np.minimum(norms, top)
     out = np.zeros((n, dim))
     out[:, :k] = item_collab
     out[:, k] = np.sqrt(np.maximum(top**2 - norms**2, 0.0))

@@ -327,3 +327,100 @@ def test_content_map_survives_a_json_round_trip():
     cmap = ContentMap(0.5).fit(x, y)
     back = ContentMap.from_dict(json.loads(json.dumps(cmap.to_dict())))
     np.testing.assert_array_equal(back.predict(x), cmap.predict(x))
+
+
+# -- a cold item at ingest: predicted collab vector, replaced by the learned one after a rebuild ------
+def _cold_points(ids, content):
+    from mmalign.connectors.store import PointData
+
+    return [
+        PointData(i, {"fused": v}, {"metadata": {"cluster": i[0]}}) for i, v in zip(ids, content) if i.endswith("_new")
+    ]
+
+
+def test_an_item_ingested_after_a_rebuild_gets_a_predicted_vector_then_the_learned_one(store_config):
+    from mmalign.connectors.store import PointData, VectorStore
+    from mmalign.plugin.recommend.recommender import IngestCollab, Recommender
+
+    ids, content = catalog()
+    with VectorStore(store_config) as vs:
+        vs.create_collection("items", DIM, bundle_id="bundle-x", extra_vectors=("collab",))
+        assert IngestCollab.open(vs, "items", "items", "bundle-x") is None  # no rebuild yet: no content map
+        warm = [PointData(i, {"fused": v}, {"metadata": {"cluster": i[0]}}) for i, v in zip(ids, content)]
+        vs.upsert("items", [p for p in warm if not p.item_id.endswith("_new")])
+        rows = interactions()
+        rec = Recommender("items", store=vs)
+        rec.rebuild_users(rows, collab=COLLAB_CFG)
+        assert {p.payload["collab_source"] for p in vs.scroll("items", with_payload=True)} == {"learned"}
+        learned_a0 = vs.retrieve("items", ["a0"], with_vectors=["collab"])[0].vector["collab"]
+        assert IngestCollab.open(vs, "items", "items", "another-bundle") is None  # a map of another space
+
+        # the three new items arrive (as ingest writes them): each gets the content → collab prediction
+        points = _cold_points(ids, content)
+        assert IngestCollab.open(vs, "items", "items", "bundle-x").attach(points) == 3
+        vs.upsert("items", points)
+        for p in vs.retrieve("items", ["a_new", "b_new", "c_new"], with_vectors=["collab"]):
+            assert p.payload["collab_source"] == "predicted" and np.any(p.vector["collab"])
+        rec = Recommender("items", store=vs)
+        for user in ("ua1", "ub2", "uc3"):
+            hits = [h.id for h in rec.recommend(user, k=4)]
+            assert f"{user[1]}_new" in hits and all(i[0] == user[1] for i in hits), hits
+
+        # a warm item re-ingested (its media changed) keeps its learned vector
+        [again] = [PointData("a0", {"fused": content[ids.index("a0")]}, {})]
+        assert IngestCollab.open(vs, "items", "items", "bundle-x").attach([again]) == 0
+        assert again.payload["collab_source"] == "learned"
+        np.testing.assert_allclose(again.vectors["collab"], learned_a0, rtol=1e-6)
+
+        # a_new gathers interactions: the next rebuild replaces the prediction with the learned factor
+        predicted = vs.retrieve("items", ["a_new"], with_vectors=["collab"])[0].vector["collab"]
+        more = [ev(f"ua{u}", "a_new", 20) for u in range(6)]
+        rec.rebuild_users([*rows, *more], collab=COLLAB_CFG)
+        [p] = vs.retrieve("items", ["a_new"], with_vectors=["collab"])
+        assert p.payload["collab_source"] == "learned" and not np.allclose(p.vector["collab"], predicted)
+        sources = {q.payload["item_id"]: q.payload["collab_source"] for q in vs.scroll("items", with_payload=True)}
+        assert sources["b_new"] == sources["c_new"] == "predicted" and sources["a0"] == "learned"
+
+
+def test_ingest_writes_predicted_collab_vectors_for_new_items(trained, store):
+    """The wiring through ``ingest``: items added after a rebuild get predicted vectors; unchanged
+    items keep theirs; a metadata-only edit keeps ``collab_source``."""
+    import json
+
+    from mmalign.plugin.align.bundle import load_bundle
+    from mmalign.plugin.index.ingest import ingest
+    from mmalign.plugin.recommend.recommender import Recommender
+
+    base, full = trained
+    bundle = load_bundle(base / "bundle", with_teacher=False)
+    lines = full.read_text().splitlines()
+    first = full.parent / "first.jsonl"
+    first.write_text("\n".join(lines[:24]) + "\n")
+    store.create_collection("shop", bundle.dim, bundle_id=bundle.bundle_id, extra_vectors=("collab",))
+
+    def run(path):
+        return ingest(path, bundle=bundle, collection="shop", store=store, features_dir=base / "features", device="cpu")
+
+    run(first)
+    assert not any("collab" in (p.vector or {}) for p in store.scroll("shop", with_vectors=["collab"]))
+    # users who like the even items and users who like the odd ones (items 0..23 only)
+    rows = [
+        ev(f"{g}{u}", f"item{i}", i) for g, r in (("even", 0), ("odd", 1)) for u in range(4) for i in range(r, 24, 2)
+    ]
+    Recommender("shop", store=store).rebuild_users(rows, collab=CollabConfig(rank=2, reg=1.0, map_reg=1.0))
+    edited = json.loads(lines[30])
+    edited["metadata"]["on_sale"] = True
+    everything = full.parent / "everything.jsonl"
+    everything.write_text("\n".join([*lines[:30], json.dumps(edited), *lines[31:]]) + "\n")
+    report = run(everything)
+    assert (report.ok, report.unchanged) == (12, 24)
+    points = {p.payload["item_id"]: p for p in store.scroll("shop", with_payload=True, with_vectors=["collab"])}
+    assert all(points[f"item{i}"].payload["collab_source"] == "learned" for i in range(24))
+    assert all(points[f"item{i}"].payload["collab_source"] == "predicted" for i in range(24, 36))
+    assert all(np.any(p.vector["collab"]) for p in points.values())
+    edited["metadata"]["on_sale"] = False  # a metadata-only change: vectors and collab_source stay
+    everything.write_text("\n".join([*lines[:30], json.dumps(edited), *lines[31:]]) + "\n")
+    assert run(everything).payload_updated == 1
+    [p] = store.retrieve("shop", ["item30"], with_vectors=["collab"])
+    assert p.payload["collab_source"] == "predicted" and p.payload["metadata"]["on_sale"] is False
+    assert np.allclose(p.vector["collab"], points["item30"].vector["collab"], atol=1e-6)
