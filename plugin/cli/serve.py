@@ -45,7 +45,10 @@ def _parse_max_batch(value: str) -> int | dict[str, int]:
 @click.option(
     "--media-root",
     type=click.Path(exists=True, file_okay=False),
-    help="Folder the items' media paths are relative to; the page shows thumbnails and plays sounds from it.",
+    help=(
+        "Folder the items' media paths are relative to; the page shows thumbnails and plays sounds from it "
+        "(default: the media root ingest recorded in the collection)."
+    ),
 )
 @click.option(
     "--bundle",

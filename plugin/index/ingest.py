@@ -150,9 +150,15 @@ def ingest(
         collection,
         bundle.dim,
         bundle.bundle_id,
-        extra={"bundle_path": bundle_path, "encoders": {m.value: s.name for m, s in specs.items()}},
+        extra={
+            "bundle_path": bundle_path,
+            "encoders": {m.value: s.name for m, s in specs.items()},
+            "media_root": str(catalog.media_root),
+        },
     )
     target = record.name
+    if "media_root" not in record.extra:  # a collection made before media roots were recorded
+        vs.update_record(target, media_root=str(catalog.media_root))
     report = IngestReport(
         collection=collection, physical_collection=target, bundle_id=bundle.bundle_id, dead_letter=str(letters.path)
     )

@@ -191,6 +191,7 @@ def _next_version(vs: VectorStore, alias: str, live: str, bundle, bundle_path: s
             "alias": alias,
             "previous": live,
             "encoders": {m.value: bundle.encoder_spec(m).name for m in bundle.modalities},
+            **_kept_from(vs.collection_record(live), ("media_root",)),
         },
     )
     crash_point("reembed.version_created")
@@ -294,3 +295,9 @@ def _verify_and_swap(
             vs.delete_collection(name)
             report.dropped.append(name)
             crash_point("reembed.dropped")
+
+
+def _kept_from(record, keys) -> dict:
+    """Fields of the live version's record that the next version keeps (where the media lives)."""
+    extra = record.extra if record is not None else {}
+    return {k: extra[k] for k in keys if k in extra}

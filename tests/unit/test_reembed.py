@@ -47,6 +47,8 @@ def test_reproject_swaps_alias_and_matches_a_full_ingest(live, store):
         np.testing.assert_allclose(reprojected[key], direct[key], atol=1e-5)
     rows = version_table(store, "items")
     assert [(r.name, r.live, r.state) for r in rows] == [("items__v1", False, "ready"), ("items__v2", True, "ready")]
+    v1, v2 = (store.collection_record(f"items__v{n}").extra for n in (1, 2))
+    assert v2["media_root"] == v1["media_root"] == str((base / "catalog").resolve())  # where the media lives
 
 
 def test_queries_during_reembed_always_see_a_complete_version(live, store):

@@ -461,11 +461,21 @@ def test_media_is_served_from_the_root_only(trained, store, pool, tmp_path):
         store.overwrite_payload("items", "item5", point.payload)
 
 
-def test_no_media_root_serves_no_media(client, trained, store, pool):
+def test_media_root_defaults_to_the_catalogs_and_none_serves_no_media(client, trained, store, pool):
+    base, _ = trained
+    live = store.resolve_alias("items")
+    assert store.collection_record(live).extra["media_root"] == str((base / "catalog").resolve())  # ingest's
     service = make_service(trained, store, pool, media_root=None)
     with BackgroundServer(create_app(service, watch_interval_s=0)) as srv, httpx.Client(base_url=srv.url) as c:
-        _check_error(c.get("/v1/media/image/item0"), 404, "media_off")
-        assert c.get("/v1/collections").json()[0]["media"] is False
+        assert c.get("/v1/media/image/item0").content == (base / "catalog" / "img0.png").read_bytes()
+    store.update_record(live, media_root=None)  # a collection that does not say where its media is
+    try:
+        service = make_service(trained, store, pool, media_root=None)
+        with BackgroundServer(create_app(service, watch_interval_s=0)) as srv, httpx.Client(base_url=srv.url) as c:
+            _check_error(c.get("/v1/media/image/item0"), 404, "media_off")
+            assert c.get("/v1/collections").json()[0]["media"] is False
+    finally:
+        store.update_record(live, media_root=str((base / "catalog").resolve()))
 
 
 # -- metrics ----------------------------------------------------------------------------------------------------
