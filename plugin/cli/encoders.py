@@ -35,14 +35,21 @@ def encoders_list(as_json: bool) -> None:
             )
         )
         return
-    click.echo(f"{'encoder':<22}{'modality':<10}{'dim':>6}  {'kind':<18}weights")
+    name_w = max([len("encoder"), *(len(i.name) for i in infos)]) + 2
+    kind_w = max([len("kind"), *(len(i.kind) for i in infos)]) + 2
+    click.echo(f"{'encoder':<{name_w}}{'modality':<10}{'dim':>6}  {'kind':<{kind_w}}weights")
     for info in infos:
         status = ""
         if is_packaged(info.weights):
             status = " (installed)" if packaged_weights_available(info.weights) else " (NOT installed)"
-        click.echo(f"{info.name:<22}{info.modality.value:<10}{info.dim:>6}  {info.kind:<18}{info.weights}{status}")
+        click.echo(
+            f"{info.name:<{name_w}}{info.modality.value:<10}{info.dim:>6}  {info.kind:<{kind_w}}{info.weights}{status}"
+        )
     click.echo("")
-    click.echo(f"{'preset':<16}{'image':<22}{'text':<22}audio")
+    preset_w = max([len("preset"), *(len(p.name) for p in presets)]) + 2
+    part_w = max([len("image"), *(len(x or "-") for p in presets for x in (p.image, p.text))]) + 2
+    click.echo(f"{'preset':<{preset_w}}{'image':<{part_w}}{'text':<{part_w}}audio")
     for preset in presets:
         mark = " (default)" if preset.name == DEFAULT_PRESET else ""
-        click.echo(f"{preset.name:<16}{preset.image or '-':<22}{preset.text or '-':<22}{preset.audio or '-'}{mark}")
+        image, text = preset.image or "-", preset.text or "-"
+        click.echo(f"{preset.name:<{preset_w}}{image:<{part_w}}{text:<{part_w}}{preset.audio or '-'}{mark}")

@@ -83,7 +83,7 @@ def test_logmel_real_speech(espeak):
     np.testing.assert_allclose(out[0], out[2], rtol=1e-5)
 
 
-def test_features_on_real_stamps(tuxpaint_stamps, tmp_path):
+def test_features_on_real_stamps(tuxpaint_stamps, tmp_path, monkeypatch):
     """offline-small end to end on a handful of real stamps (the note has the whole-catalog run)."""
     import json
 
@@ -103,11 +103,12 @@ def test_features_on_real_stamps(tuxpaint_stamps, tmp_path):
     catalog.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     from mmalign.connectors.sources import open_catalog
 
-    for name in ("efficientnet-lite0", "minilm-l6", "whisper-tiny-en"):
+    for name in ("efficientnet-lite0", "minilm-l6", "whisper-tiny-en-transcript"):
         _needs(name)
     report = extract_features(open_catalog(catalog, media_root=tuxpaint_stamps), tmp_path / "f")
     assert report.modalities[Modality.IMAGE].encoded == 2  # SVG with entities included
     assert report.modalities[Modality.AUDIO].encoded == 1 and report.modalities[Modality.TEXT].encoded == 2
+    assert report.modalities[Modality.AUDIO].encoder == "speech-whisper"
 
 
 # -- audio that understands: transcripts, sound effects, both (issue #12) -------------------------------
@@ -196,6 +197,21 @@ def test_aisfx_loads_from_the_package_once_and_a_bark_is_nearer_a_dog_than_a_bel
     centred = out - out.mean(axis=0)
     assert _cos(out[0], out[1]) > max(_cos(out[0], out[2]), _cos(out[0], out[3]))
     assert _cos(centred[0], centred[1]) > max(_cos(centred[0], centred[2]), _cos(centred[0], centred[3]))
+
+
+def test_speech_whisper_hears_speech_and_sounds(espeak, tuxpaint_stamps):
+    """The default audio encoder: what was said lands near its text; a quack is heard as no speech."""
+    _needs("whisper-tiny-en-transcript")
+    enc = plugin.build_encoder("speech-whisper", device="cpu")
+    clips = [espeak("a red fire truck", "truck", voice="en-gb", speed=150), tuxpaint_stamps / "animals/birds/duck.ogg"]
+    features, notes = enc.encode_with_annotations([enc.load_input(p, "x") for p in clips])
+    _check(features, 2, 385 + 384)
+    assert "fire truck" in notes[0]["transcript"].lower() and notes[0]["speech_probability"] > 0.5
+    assert notes[1]["transcript"] == "" and notes[1]["speech_probability"] < 0.5
+    np.testing.assert_allclose(np.linalg.norm(features[:, 385:], axis=1), 1.0, rtol=1e-5)
+    text = plugin.build_encoder("minilm-l6", device="cpu")
+    said, other = text.encode(["A fire truck.", "A loaf of bread."])
+    assert _cos(features[0, :384], said) > _cos(features[0, :384], other)
 
 
 def test_speech_sfx_hears_speech_and_sounds(espeak, tuxpaint_stamps, tmp_path, monkeypatch):
