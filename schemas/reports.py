@@ -140,6 +140,7 @@ class RecEvalReport(BaseModel):
     n_items: int
     interactions: int
     invalid_rows: int
+    dead_letter: str | None = Field(None, description="Where the invalid rows were written (None: there were none).")
     unknown_item_rows: int = Field(description="Interaction rows naming an item not in the collection.")
     unknown_item_ids: int
     results: list[RecRow]

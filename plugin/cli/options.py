@@ -10,6 +10,17 @@ MODALITIES = ("image", "text", "audio")
 DEFAULT_FEATURES_DIR = "mmalign-data/features"
 #: Exit status of a run that finished but could not process some items (see the dead-letter file).
 EXIT_ITEMS_FAILED = 3
+#: Where ``recommend`` and ``eval-rec`` write the interaction rows they could not read.
+DEFAULT_INTERACTIONS_DEAD_LETTER = "mmalign-data/interactions_dead_letter.jsonl"
+
+
+def interactions_dead_letter_option(default_help: str):
+    """``--dead-letter FILE``: where bad interaction rows go, each with its file:line and reason."""
+    return click.option(
+        "--dead-letter",
+        type=click.Path(dir_okay=False),
+        help=f"Where invalid interaction rows are written, with file:line and reason (default: {default_help}).",
+    )
 
 
 def fail(message: str) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import click
 
 from mmalign.plugin.cli.options import (
+    DEFAULT_INTERACTIONS_DEAD_LETTER,
     echo_json,
     fail,
+    interactions_dead_letter_option,
     json_option,
     store_config,
     store_options,
@@ -43,6 +45,7 @@ from mmalign.plugin.cli.options import (
     help="Add w·log(1+popularity) (scaled to [0, 1]) to user-vector scores; eval-rec suggests w.",
 )
 @click.option("--json", "as_json", is_flag=True, help='Print [{"id", "score", "payload"}, ...].')
+@interactions_dead_letter_option(DEFAULT_INTERACTIONS_DEAD_LETTER)
 @user_vector_options
 @store_options
 def recommend(
@@ -57,6 +60,7 @@ def recommend(
     cold_text,
     popularity_weight,
     as_json,
+    dead_letter,
     half_life_days,
     negative_below,
     qdrant_path,
@@ -79,12 +83,13 @@ def recommend(
         popularity_weight=popularity_weight,
     ) as rec:
         if interactions:
-            load = read_interactions(interactions)
+            dead_letter = dead_letter or DEFAULT_INTERACTIONS_DEAD_LETTER
+            load = read_interactions(interactions, dead_letter=dead_letter)
             counts = rec.rebuild_users(load.interactions)
             click.echo(
                 f"user vectors: {counts.users} users from {counts.interactions} interactions; "
                 f"{counts.unknown_item_rows} rows name {counts.unknown_item_ids} unknown item(s); "
-                f"{len(load.invalid)} invalid rows",
+                f"{len(load.invalid)} invalid rows" + (f", written to {dead_letter}" if load.invalid else ""),
                 err=True,
             )
         if likes:
@@ -125,6 +130,7 @@ def recommend(
     "interactions (0: off; needs --collab).",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the collab factors.")
+@interactions_dead_letter_option(DEFAULT_INTERACTIONS_DEAD_LETTER)
 @json_option
 @user_vector_options
 @store_options
@@ -135,6 +141,7 @@ def eval_rec(
     collab,
     cold_fraction,
     seed,
+    dead_letter,
     as_json,
     half_life_days,
     negative_below,
@@ -159,6 +166,7 @@ def eval_rec(
             collab=collab,
             cold_fraction=cold_fraction or None,
             seed=seed,
+            dead_letter=dead_letter or DEFAULT_INTERACTIONS_DEAD_LETTER,
         )
     if as_json:
         echo_json(report)
@@ -166,7 +174,8 @@ def eval_rec(
     click.echo(f"{report.collection}: {report.n_items} items; split: {report.split}")
     click.echo(
         f"interactions: {report.interactions} ({report.unknown_item_rows} rows name "
-        f"{report.unknown_item_ids} items not in the collection; {report.invalid_rows} invalid)"
+        f"{report.unknown_item_ids} items not in the collection; {report.invalid_rows} invalid"
+        + (f", written to {report.dead_letter})" if report.dead_letter else ")")
     )
     click.echo(rec_table(report.results))
     if report.collab:

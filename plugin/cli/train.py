@@ -6,7 +6,15 @@ import sys
 
 import click
 
-from mmalign.plugin.cli.options import catalog_options, echo_json, fail, json_option, parse_weights, preset_option
+from mmalign.plugin.cli.options import (
+    catalog_options,
+    echo_json,
+    fail,
+    interactions_dead_letter_option,
+    json_option,
+    parse_weights,
+    preset_option,
+)
 
 
 @click.command()
@@ -39,6 +47,7 @@ from mmalign.plugin.cli.options import catalog_options, echo_json, fail, json_op
     type=click.Choice(["leave-last-out", "temporal"]),
     help="Train on the training part of this interactions split only (for a fair eval-rec).",
 )
+@interactions_dead_letter_option("FEATURES/interactions_dead_letter.jsonl")
 @click.option(
     "--config",
     "config_file",
@@ -65,6 +74,7 @@ def train(
     no_distill,
     interactions,
     holdout,
+    dead_letter,
     config_file,
     weights,
     device,
@@ -111,6 +121,7 @@ def train(
         weights=parse_weights(weights),
         interactions=interactions,
         interactions_holdout=holdout,
+        interactions_dead_letter=dead_letter,
         device=device,
         show_progress=sys.stderr.isatty(),
         echo=echo,

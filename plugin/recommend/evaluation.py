@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -261,13 +262,15 @@ def evaluate_collection(
     collab: bool = True,
     cold_fraction: float | None = 0.1,
     seed: int = 0,
+    dead_letter: str | Path | None = None,
 ) -> RecEvalReport:
     """Baselines, user vectors and RecommendQuery on one split of the interactions, over the collection's items.
 
     With ``collab``: the collab factors and the hybrid (settings chosen on the training part), and
     the tuned baselines (``implicit`` ALS/BPR too when it is installed). With ``cold_fraction``: the
     cold-item protocol (:func:`cold_item_split`) on the same interactions, every method refitted
-    without the cold items' interactions."""
+    without the cold items' interactions. ``dead_letter``: where invalid interaction rows are written
+    (each with its file:line and reason); the report counts them and names the file."""
     from mmalign.connectors.interactions import read_interactions
     from mmalign.plugin.index.versions import resolve_for_read
 
@@ -275,7 +278,7 @@ def evaluate_collection(
     resolve_for_read(store, collection)
     item_ids, matrix = collection_item_vectors(store, collection)
     known = set(item_ids)
-    load = read_interactions(interactions_path)
+    load = read_interactions(interactions_path, dead_letter=dead_letter)
     rows = [r for r in load.interactions if r.item_id in known]
     split = split_interactions(rows, how)
     m, results = baseline_results(split, item_ids, cfg)
@@ -305,6 +308,7 @@ def evaluate_collection(
         n_items=len(item_ids),
         interactions=len(load.interactions),
         invalid_rows=len(load.invalid),
+        dead_letter=str(dead_letter) if load.invalid and dead_letter is not None else None,
         unknown_item_rows=len(load.interactions) - len(rows),
         unknown_item_ids=len({r.item_id for r in load.interactions} - known),
         results=[RecRow.model_validate(r) for r in results],

@@ -43,6 +43,7 @@ def train_bundle(
     weights: Mapping[str, str] | None = None,
     interactions: str | Path | None = None,
     interactions_holdout: str | None = None,
+    interactions_dead_letter: str | Path | None = None,
     device: str = "auto",
     show_progress: bool = False,
     echo: Callable[[str], None] = log.info,
@@ -53,6 +54,8 @@ def train_bundle(
     co-occurrence term). One modality: with interactions, :func:`mmalign.plugin.recommend.space.fit_cooccurrence_space`;
     without, a content-only PCA bundle. ``interactions_holdout`` ("leave-last-out" or "temporal")
     trains on the training part of that split only, so that ``eval-rec`` on the same split is fair.
+    Invalid interaction rows go to ``interactions_dead_letter`` (default
+    ``FEATURES/interactions_dead_letter.jsonl``) with their reasons, and are counted in the summary.
     """
     from mmalign.plugin.align.bundle import save_bundle
 
@@ -67,9 +70,10 @@ def train_bundle(
     data = PairedFeatures(
         data.item_ids, {m: data.features[m] for m in specs}, {m: data.masks[m] for m in specs}, data.encoder_ids
     )
-    rows = None
+    rows, invalid = None, {}
     if interactions is not None:
-        rows = _load_interactions(interactions, interactions_holdout, set(data.item_ids), echo)
+        letters = interactions_dead_letter or Path(features_dir) / "interactions_dead_letter.jsonl"
+        rows, invalid = _load_interactions(interactions, interactions_holdout, set(data.item_ids), echo, letters)
     if len(specs) >= 2:
         result = fit_alignment(data, cfg, interactions=rows, raw_modalities=shared_space_modalities(specs), echo=echo)
         models, training = result.models, result.training_summary
@@ -85,6 +89,7 @@ def train_bundle(
             **training,
             "interactions": str(interactions) if interactions else None,
             "interactions_holdout": interactions_holdout,
+            **invalid,
         },
         "parameters": {"student": student.n_parameters(), "teacher": teacher.n_parameters() if teacher else 0},
         "metrics": metrics,
@@ -110,22 +115,28 @@ def train_bundle(
     )
 
 
-def _load_interactions(path, holdout: str | None, known: set[str], echo) -> list:
+def _load_interactions(path, holdout: str | None, known: set[str], echo, dead_letter) -> tuple[list, dict]:
+    """The usable rows, and the invalid-row count and dead-letter file for the training summary."""
     from mmalign.connectors.interactions import read_interactions
     from mmalign.plugin.recommend.evaluation import split_interactions
 
-    load = read_interactions(path)
+    load = read_interactions(path, dead_letter=dead_letter)
     unknown = sum(r.item_id not in known for r in load.interactions)
+    written = f", written to {dead_letter}" if load.invalid else ""
     echo(
-        f"interactions: {len(load.interactions)} rows ({len(load.invalid)} invalid, {unknown} naming items "
-        f"without features: not used)"
+        f"interactions: {len(load.interactions)} rows ({len(load.invalid)} invalid{written}, {unknown} naming "
+        f"items without features: not used)"
     )
+    invalid = {
+        "interactions_invalid": len(load.invalid),
+        "interactions_dead_letter": str(dead_letter) if load.invalid else None,
+    }
     rows = [r for r in load.interactions if r.item_id in known]
     if holdout:
         split = split_interactions(rows, holdout)
         echo(f"interactions: training on {len(split.train)} rows; {split.name} held out for eval-rec")
         rows = split.train
-    return rows
+    return rows, invalid
 
 
 def _single_modality(data: PairedFeatures, cfg: TrainConfig, interactions, echo):

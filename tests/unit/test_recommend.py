@@ -146,11 +146,9 @@ def test_baselines_on_a_checkerboard():
     assert scores["item-knn"] == 1.0 and scores["pure-svd (rank 2)"] == 1.0
 
 
-def test_cli_recommend_and_eval_rec(tmp_path):
-    from click.testing import CliRunner
-
-    from mmalign.plugin.cli import main
-
+def _cli_collection(tmp_path, extra_rows):
+    """An ``items`` collection of the cluster vectors in an embedded store, and an interactions file:
+    users ua and ub like a0..a3 and b0..b3, then ``extra_rows`` (lines 10, 11, ...)."""
     qdrant = str(tmp_path / "q")
     with VectorStore(StoreConfig(path=qdrant)) as vs:
         record = resolve_for_write(vs, "items", DIM, "bundle-x")
@@ -160,9 +158,18 @@ def test_cli_recommend_and_eval_rec(tmp_path):
         ["user_id,item_id,weight,timestamp"]
         + [f"ua,a{i},5,{1700000000 + i}" for i in range(4)]
         + [f"ub,b{i},5,{1700000000 + i}" for i in range(4)]
-        + ["ua,ghost,5,1700000009"]
+        + list(extra_rows)
     )
     inter.write_text("\n".join(lines) + "\n")
+    return qdrant, inter
+
+
+def test_cli_recommend_and_eval_rec(tmp_path):
+    from click.testing import CliRunner
+
+    from mmalign.plugin.cli import main
+
+    qdrant, inter = _cli_collection(tmp_path, ["ua,ghost,5,1700000009"])
     runner = CliRunner()
     result = runner.invoke(
         main,
@@ -198,6 +205,34 @@ def test_cli_recommend_and_eval_rec(tmp_path):
     }
 
 
+def test_bad_interaction_rows_go_to_a_dead_letter_file_and_are_counted(tmp_path, monkeypatch):
+    """recommend and eval-rec: each invalid row is written with its file:line and reason, and counted."""
+    from click.testing import CliRunner
+
+    from mmalign.connectors.dead_letter import read_dead_letters
+    from mmalign.plugin.cli import main
+
+    # lines 10 and 11: no item id, a weight that is no number
+    qdrant, inter = _cli_collection(tmp_path, ["ua,,5,1700000010", "ub,b1,lots,1700000011"])
+    runner = CliRunner()
+    letters = tmp_path / "bad.jsonl"
+    base = ["--collection", "items", "--qdrant-path", qdrant, "--interactions", str(inter)]
+    result = runner.invoke(main, ["recommend", *base, "--user", "ua", "--dead-letter", str(letters), "--json"])
+    assert result.exit_code == 0, result.output
+    assert f"2 invalid rows, written to {letters}" in result.stderr
+    records = read_dead_letters(letters)
+    assert [r.source for r in records] == ["inter.csv:10", "inter.csv:11"]
+    assert all(r.stage == "parse" and r.reason for r in records)
+    assert records[1].item_id == "b1" and "weight" in records[1].reason
+
+    monkeypatch.chdir(tmp_path)  # the default file: mmalign-data/interactions_dead_letter.jsonl
+    result = runner.invoke(main, ["eval-rec", *base, "--no-collab", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["invalid_rows"] == 2 and report["dead_letter"] == "mmalign-data/interactions_dead_letter.jsonl"
+    assert len(read_dead_letters(tmp_path / report["dead_letter"])) == 2
+
+
 def test_single_modality_bundles_with_and_without_interactions(tmp_path, tiny_preset):
     """Text-only catalog: without interactions a content-only PCA bundle; with them the co-occurrence
     space (teacher + distilled student), trained on the leave-last-out training part only."""
@@ -219,6 +254,7 @@ def test_single_modality_bundles_with_and_without_interactions(tmp_path, tiny_pr
         rows += [
             f"u{u},m{i},1,{1700000000 + n}" for n, i in enumerate(np.random.default_rng(u).permutation(list(items))[:5])
         ]
+    rows.append("u0,m1,1,not a time")  # an invalid row: dead-lettered and counted, not trained on
     inter.write_text("\n".join(rows) + "\n")
     cfg = TrainConfig(dim=8, rank=4, epochs=3, teacher_epochs=3, teacher_hidden=16, teacher_layers=1, batch_size=8)
     plain = train_bundle(
@@ -236,6 +272,13 @@ def test_single_modality_bundles_with_and_without_interactions(tmp_path, tiny_pr
         device="cpu",
     )
     assert summary.training_summary["objective"].startswith("co-occurrence")
+    assert summary.training_summary["interactions_invalid"] == 1
+    letters = summary.training_summary["interactions_dead_letter"]
+    assert letters == str(tmp_path / "f" / "interactions_dead_letter.jsonl")
+    from mmalign.connectors.dead_letter import read_dead_letters
+
+    [bad] = read_dead_letters(letters)
+    assert bad.source == f"i.csv:{len(rows)}" and "timestamp" in bad.reason
     bundle = load_bundle(tmp_path / "cooc")
     assert bundle.teacher is not None and bundle.modalities == [__import__("schemas").Modality.TEXT]
     assert summary.parameters.student < summary.parameters.teacher
