@@ -204,7 +204,7 @@ def _mean(rows: list[dict], name: str) -> dict:
 
 def collab_tables(interactions, split, item_ids, content, user_cfg, args):
     """Warm rows (collab, hybrid, library baselines) and the cold-item table."""
-    from mmalign.plugin.recommend.collab import ContentMap, fit_collab, item_collab_vectors
+    from mmalign.plugin.recommend.collab import ContentMap, content_weights, fit_collab, item_collab_vectors
     from mmalign.plugin.recommend.evaluation import (
         Matrix,
         choose_popularity_weight,
@@ -297,8 +297,9 @@ def collab_tables(interactions, split, item_ids, content, user_cfg, args):
         items = item_collab_vectors(factors, content, warm, cmap)
         label = "mmalign collab, content → collab for cold items"
         per_seed.setdefault(label, []).append(evaluate_cold(label, collab_scorer(factors, items), cm, cold, seed=seed))
-        scorer = hybrid_scorer(factors, items, cold.train, item_ids, content, user_cfg, c.content_weight)
-        label = f"mmalign hybrid (content → collab + {c.content_weight:g}·content)"
+        per_item = content_weights(~warm, c.content_weight, c.cold_content_weight)
+        scorer = hybrid_scorer(factors, items, cold.train, item_ids, content, user_cfg, per_item)
+        label = f"mmalign hybrid (content → collab + {c.cold_content_weight:g}·content)"
         per_seed.setdefault(label, []).append(evaluate_cold(label, scorer, cm, cold, seed=seed))
     rows += [_mean(v, k) for k, v in per_seed.items()]
     return warm_rows, rows, info

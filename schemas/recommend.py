@@ -42,4 +42,10 @@ class CollabConfig(BaseModel):
     content_weight: float = Field(
         0.0, ge=0, description="Hybrid: weight of the content cosine added to the collab score."
     )
+    cold_content_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Hybrid: the content weight for items whose collab vector is predicted from content "
+        "(no interactions yet: payload collab_source 'predicted').",
+    )
     map_reg: float = Field(1.0, ge=0, description="Content → collab ridge, relative to the mean eigenvalue.")

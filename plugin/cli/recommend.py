@@ -182,7 +182,8 @@ def eval_rec(
         chosen = report.collab
         click.echo(
             f"collab chosen on the training part: {chosen['method']} rank {chosen['rank']}, "
-            f"content weight {chosen['content_weight']:g}, content → collab ridge {chosen['map_reg']:g}"
+            f"content weight {chosen['content_weight']:g}, content → collab ridge {chosen['map_reg']:g}, "
+            f"content weight of predicted (cold) items {chosen.get('cold_content_weight', 0):g}"
         )
     if report.cold_split:
         click.echo(f"\n{report.cold_split}")

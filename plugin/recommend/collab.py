@@ -236,17 +236,24 @@ def hybrid_scores(
     item_collab: np.ndarray,
     user_content: np.ndarray | None,
     item_content: np.ndarray,
-    content_weight: float,
+    content_weight: float | np.ndarray,
 ) -> np.ndarray:
-    """(u_collab / |u_collab|) · collab_i + w · cos(u_content, fused_i); either term may be missing."""
+    """(u_collab / |u_collab|) · collab_i + w_i · cos(u_content, fused_i); either term may be missing.
+    ``content_weight``: one w for every item, or one per item (:func:`content_weights`)."""
     scores = np.zeros(len(item_collab))
     u = unit(user_collab)
     if u is not None:
         scores += item_collab @ u
     c = unit(user_content)
-    if c is not None and content_weight:
+    if c is not None and np.any(content_weight):
         scores += content_weight * (item_content @ c)
     return scores
+
+
+def content_weights(predicted: np.ndarray, weight: float, cold_weight: float) -> np.ndarray:
+    """The hybrid's content weight per item: ``cold_weight`` where the collab vector is a prediction
+    from content (no interactions), ``weight`` where it was learned."""
+    return np.where(np.asarray(predicted, dtype=bool), cold_weight, weight)
 
 
 # -- storing collab vectors in Qdrant (named vector ``collab``, size D, cosine distance) -------------

@@ -172,7 +172,10 @@ def choose_popularity_weight(
     return max(scores, key=scores.get), scores
 
 
-def evaluate_scorer(name: str, scorer: Callable[[str], np.ndarray], m: Matrix, split: RecSplit, ks=KS) -> dict:
+def evaluate_scorer(
+    name: str, scorer: Callable[[str], np.ndarray], m: Matrix, split: RecSplit, ks=KS, per_user: list | None = None
+) -> dict:
+    """Mean metrics over the test users; ``per_user`` (a list) also gets each user's metrics, in order."""
     totals: dict[str, float] = {}
     n = 0
     for user, item in split.test.items():
@@ -180,8 +183,11 @@ def evaluate_scorer(name: str, scorer: Callable[[str], np.ndarray], m: Matrix, s
         if target is None:
             continue
         exclude = np.fromiter(m.seen.get(user, ()), dtype=np.int64)
-        for key, value in ranking_metrics(np.asarray(scorer(user)), target, exclude, ks).items():
+        metrics = ranking_metrics(np.asarray(scorer(user)), target, exclude, ks)
+        for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + value
+        if per_user is not None:
+            per_user.append(metrics)
         n += 1
     return {"model": name, **{k: v / max(n, 1) for k, v in totals.items()}, "n_users": n}
 
@@ -342,7 +348,7 @@ def cold_results(
     cold: ColdItemSplit, item_ids: Sequence[str], content: np.ndarray, cfg: UserVectorConfig, seed: int = 0
 ) -> list[dict]:
     """Every method refitted without the cold items' interactions, settings chosen on ``cold.train``."""
-    from mmalign.plugin.recommend.collab import ContentMap, fit_collab, item_collab_vectors
+    from mmalign.plugin.recommend.collab import ContentMap, content_weights, fit_collab, item_collab_vectors
 
     cm = cold_matrix(cold, item_ids, cfg)
     warm = np.asarray(cm.matrix.sum(0) > 0)
@@ -373,10 +379,10 @@ def cold_results(
     rows.append(
         evaluate_cold("collab, content → collab for cold items", collab_scorer(factors, items), cm, cold, seed=seed)
     )
-    scorer = hybrid_scorer(factors, items, cold.train, item_ids, content, cfg, ccfg.content_weight)
-    rows.append(
-        evaluate_cold(f"hybrid (content → collab + {ccfg.content_weight:g}·content)", scorer, cm, cold, seed=seed)
-    )
+    per_item = content_weights(~warm, ccfg.content_weight, ccfg.cold_content_weight)
+    scorer = hybrid_scorer(factors, items, cold.train, item_ids, content, cfg, per_item)
+    label = f"hybrid (content → collab + {ccfg.cold_content_weight:g}·content on cold items)"
+    rows.append(evaluate_cold(label, scorer, cm, cold, seed=seed))
     return rows
 
 
@@ -447,11 +453,18 @@ def _top_metrics(scores: np.ndarray, candidates: np.ndarray, targets: np.ndarray
 
 
 def evaluate_cold(
-    name: str, scorer: Callable[[str], np.ndarray], m: Matrix, split: ColdItemSplit, k: int = 20, seed: int = 0
+    name: str,
+    scorer: Callable[[str], np.ndarray],
+    m: Matrix,
+    split: ColdItemSplit,
+    k: int = 20,
+    seed: int = 0,
+    per_user: list | None = None,
 ) -> dict:
     """Recall@k and NDCG@k of each user's cold targets, (a) ranked within the cold items, (b) in the
     full ranking of every item the user has not seen in training. Ties are broken at random (a method
-    that gives all cold items the same score ranks them by chance, not first)."""
+    that gives all cold items the same score ranks them by chance, not first). ``per_user`` (a list)
+    also gets each user's NDCG@k within the cold items."""
     rng = np.random.default_rng(seed)
     cold = np.asarray(sorted(m.item_index[i] for i in split.cold_items if i in m.item_index), dtype=np.int64)
     totals = dict.fromkeys(("cold_recall", "cold_ndcg", "full_recall", "full_ndcg"), 0.0)
@@ -466,6 +479,8 @@ def evaluate_cold(
         r, g = _top_metrics(scores, cold, targets, k, rng)
         totals["cold_recall"] += r
         totals["cold_ndcg"] += g
+        if per_user is not None:
+            per_user.append(g)
         r, g = _top_metrics(scores, np.setdiff1d(everything, seen), targets, k, rng)
         totals["full_recall"] += r
         totals["full_ndcg"] += g
@@ -498,14 +513,15 @@ def hybrid_scorer(
     item_ids: Sequence[str],
     item_content: np.ndarray,
     cfg: UserVectorConfig,
-    content_weight: float,
+    content_weight: float | np.ndarray,
 ) -> Callable[[str], np.ndarray]:
-    """:func:`collab.hybrid_scores` with content user vectors built from ``content_train``."""
+    """:func:`collab.hybrid_scores` with content user vectors built from ``content_train``
+    (``content_weight``: one w, or one per item as :func:`collab.content_weights` gives)."""
     from mmalign.plugin.recommend.collab import hybrid_scores
     from mmalign.plugin.recommend.user_vectors import build_profiles
 
     vectors = {item: item_content[n] for n, item in enumerate(item_ids)}
-    profiles = build_profiles(content_train, vectors, cfg, item_content.shape[1]) if content_weight else {}
+    profiles = build_profiles(content_train, vectors, cfg, item_content.shape[1]) if np.any(content_weight) else {}
 
     def score(user: str) -> np.ndarray:
         profile = profiles.get(user)
@@ -529,7 +545,27 @@ COLLAB_GRID = (
     {"method": "svd", "rank": 50},
 )
 CONTENT_WEIGHT_GRID = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)
-MAP_REG_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
+#: Content weight of the items whose collab vector is predicted (chosen with the map's ridge).
+COLD_WEIGHT_GRID = (0.0, 0.1, 0.2, 0.4)
+MAP_REG_GRID = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
+
+
+def one_se_choice(per_user: dict, simpler: Callable) -> object:
+    """The setting with the best mean validation score, unless it only adds a term to a simpler
+    setting (``simpler(key) != key``, e.g. a content weight > 0 over 0) and its gain over that one is
+    within one paired standard error across the validation users: then the best of the simpler
+    settings. A validation gain smaller than its own noise does not earn the extra term."""
+    means = {key: float(np.mean(values)) for key, values in per_user.items()}
+    best = max(means, key=means.get)
+    base = simpler(best)
+    if base == best:
+        return best
+    diff = np.asarray(per_user[best], dtype=np.float64) - np.asarray(per_user[base], dtype=np.float64)
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("inf")
+    if diff.mean() > se:
+        return best
+    plain = {key: mean for key, mean in means.items() if simpler(key) == key}
+    return max(plain, key=plain.get)
 
 
 def tune_collab(
@@ -542,17 +578,19 @@ def tune_collab(
     map_regs: Sequence[float] = MAP_REG_GRID,
     seed: int = 0,
     echo: Callable[[str], None] = lambda line: None,
+    cold_weights: Sequence[float] = COLD_WEIGHT_GRID,
 ):
-    """Choose the collab model, the content weight and the content → collab ridge on splits carved
-    from ``train`` only: NDCG@10 of leave-last-out of the training part for the first two, NDCG@20
-    within the cold items of a cold-item split of the training part for the ridge.
+    """Choose the collab model, the content weight, the content → collab ridge and the content weight
+    of predicted items on splits carved from ``train`` only: NDCG@10 of leave-last-out of the training
+    part for the first two, NDCG@20 within the cold items of a cold-item split of the training part
+    for the last two. Content weights > 0 must pass :func:`one_se_choice`.
     Returns (CollabConfig, validation scores)."""
-    from mmalign.plugin.recommend.collab import ContentMap, fit_collab, item_collab_vectors
+    from mmalign.plugin.recommend.collab import ContentMap, content_weights, fit_collab, item_collab_vectors
     from mmalign.schemas.recommend import CollabConfig
 
     inner = split_interactions(train, "leave-last-out")
     m = Matrix(inner, item_ids, cfg)
-    scores: dict = {"model": {}, "content_weight": {}, "map_reg": {}}
+    scores: dict = {"model": {}, "content_weight": {}, "map_reg,cold_content_weight": {}}
     best = None
     for params in grid:
         ccfg = CollabConfig(seed=seed, **params)
@@ -564,23 +602,34 @@ def tune_collab(
         if best is None or value > best[0]:
             best = (value, ccfg, factors)
     _, ccfg, factors = best
+    per_user: dict = {}
     for w in weights:
         scorer = hybrid_scorer(factors, factors.item_factors, inner.train, item_ids, item_content, cfg, w)
-        scores["content_weight"][w] = evaluate_scorer("val", scorer, m, inner)["ndcg@10"]
-    weight = max(scores["content_weight"], key=scores["content_weight"].get)
+        rows: list = []
+        scores["content_weight"][w] = evaluate_scorer("val", scorer, m, inner, per_user=rows)["ndcg@10"]
+        per_user[w] = [r["ndcg@10"] for r in rows]
+    weight = one_se_choice(per_user, lambda w: 0.0 if 0.0 in per_user else w)
     echo(f"  val content weight: {scores['content_weight']} -> {weight}")
     cold = cold_item_split(train, 0.1, cfg)
     cm = cold_matrix(cold, item_ids, cfg)
     cold_factors = fit_collab(cold.train, item_ids, ccfg, cfg)
     warm = np.asarray(cm.matrix.sum(0) > 0)
+    per_user = {}
     for reg in map_regs:
         cmap = ContentMap(reg).fit(item_content[warm], cold_factors.item_factors[warm])
         items = item_collab_vectors(cold_factors, item_content, warm, cmap)
-        scorer = hybrid_scorer(cold_factors, items, cold.train, item_ids, item_content, cfg, weight)
-        scores["map_reg"][reg] = evaluate_cold("val", scorer, cm, cold, seed=seed)["cold_ndcg@20"]
-    map_reg = max(scores["map_reg"], key=scores["map_reg"].get)
-    echo(f"  val map reg (cold NDCG@20): {scores['map_reg']} -> {map_reg}")
-    return ccfg.model_copy(update={"content_weight": weight, "map_reg": map_reg}), scores
+        for beta in cold_weights:
+            per_item = content_weights(~warm, weight, beta)
+            scorer = hybrid_scorer(cold_factors, items, cold.train, item_ids, item_content, cfg, per_item)
+            values: list = []
+            score = evaluate_cold("val", scorer, cm, cold, seed=seed, per_user=values)["cold_ndcg@20"]
+            scores["map_reg,cold_content_weight"][f"{reg:g},{beta:g}"] = score
+            per_user[(reg, beta)] = values
+    map_reg, cold_weight = one_se_choice(per_user, lambda key: (key[0], 0.0) if (key[0], 0.0) in per_user else key)
+    echo(f"  val map reg,cold weight (cold NDCG@20): {scores['map_reg,cold_content_weight']}")
+    echo(f"    -> map reg {map_reg:g}, cold content weight {cold_weight:g}")
+    chosen = {"content_weight": weight, "map_reg": map_reg, "cold_content_weight": cold_weight}
+    return ccfg.model_copy(update=chosen), scores
 
 
 # -- baselines tuned on the training part, and those of the `implicit` library when it is installed ----

@@ -381,14 +381,16 @@ class Recommender:
 
     def _hybrid(self, profile: UserProfile, k: int, query_filter) -> list[Hit]:
         """Candidates from both vectors in one Qdrant query (prefetch on collab and fused, RRF), then
-        ranked by collab · û + w · cos(fused, content user vector) (:func:`collab.hybrid_scores`)."""
+        ranked by collab · û + w · cos(fused, content user vector) (:func:`collab.hybrid_scores`), with
+        w = ``content_weight``, or ``cold_content_weight`` for an item whose collab vector is predicted."""
         from qdrant_client import models
 
-        from mmalign.plugin.recommend.collab import hybrid_scores, stored_user_vector, unit
+        from mmalign.plugin.recommend.collab import content_weights, hybrid_scores, stored_user_vector, unit
 
         state = self.collab_state
         rank = int(state["rank"])
         weight = float(state["config"].get("content_weight", 0.0))
+        cold_weight = float(state["config"].get("cold_content_weight", 0.0))
         n = max(k, HYBRID_CANDIDATES)
         prefetch = [
             models.Prefetch(
@@ -414,7 +416,10 @@ class Recommender:
             return []
         collab = np.asarray([p.vector[COLLAB] for p in points], dtype=np.float64)[:, :rank] * float(state["max_norm"])
         content = np.asarray([p.vector["fused"] for p in points], dtype=np.float64)
-        scores = hybrid_scores(profile.collab, collab, profile.vector, content, weight)
+        predicted = [p.payload.get(COLLAB_SOURCE) == "predicted" for p in points]
+        scores = hybrid_scores(
+            profile.collab, collab, profile.vector, content, content_weights(predicted, weight, cold_weight)
+        )
         order = np.argsort(-scores)[:k]
         return [Hit(id=points[i].payload["item_id"], score=float(scores[i]), payload=points[i].payload) for i in order]
 

@@ -424,3 +424,33 @@ def test_ingest_writes_predicted_collab_vectors_for_new_items(trained, store):
     [p] = store.retrieve("shop", ["item30"], with_vectors=["collab"])
     assert p.payload["collab_source"] == "predicted" and p.payload["metadata"]["on_sale"] is False
     assert np.allclose(p.vector["collab"], points["item30"].vector["collab"], atol=1e-6)
+
+
+def test_one_se_choice_keeps_a_content_term_only_when_it_beats_its_noise():
+    from mmalign.plugin.recommend.evaluation import one_se_choice
+
+    rng = np.random.default_rng(0)
+    base = rng.random(400)
+    noisy = base + rng.normal(0, 0.2, 400) + 0.005  # better on average, but by far less than its noise
+    clear = base + 0.05 + rng.normal(0, 0.01, 400)
+    assert one_se_choice({0.0: base, 0.4: noisy}, lambda w: 0.0) == 0.0
+    assert one_se_choice({0.0: base, 0.4: noisy, 0.2: clear}, lambda w: 0.0) == 0.2
+    # a grid of (ridge, cold weight): the noisy weight falls back to the best setting without it
+    grid = {(1.0, 0.0): base, (10.0, 0.0): base - 0.01, (1.0, 0.2): noisy}
+    assert one_se_choice(grid, lambda key: (key[0], 0.0)) == (1.0, 0.0)
+
+
+def test_the_cold_content_weight_applies_to_predicted_items_only(collab_store):
+    from mmalign.plugin.recommend.recommender import Recommender
+
+    rows = interactions()
+    rec = Recommender("items", store=collab_store)
+    scores = {}
+    for beta in (0.0, 2.0):
+        rec.rebuild_users(rows, collab=COLLAB_CFG.model_copy(update={"cold_content_weight": beta}))
+        scores[beta] = {h.id: h.score for h in rec.recommend("ua1", k=8)}
+    assert "a_new" in scores[0.0] and "a_new" in scores[2.0]
+    warm = [i for i in scores[0.0] if not i.endswith("_new") and i in scores[2.0]]
+    assert warm and all(abs(scores[0.0][i] - scores[2.0][i]) < 1e-5 for i in warm)  # learned: unchanged
+    assert scores[2.0]["a_new"] > scores[0.0]["a_new"] + 1.0  # predicted: + 2 · cos(content) of its cluster
+    assert next(iter(scores[2.0])) == "a_new"
