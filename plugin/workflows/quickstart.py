@@ -10,10 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mmalign.connectors.sources import open_catalog
+from mmalign.plugin.encoders.registry import DEFAULT_PRESET
 from mmalign.schemas import StoreConfig
 
 COLLECTION = "stamps"
 TEXT_QUERIES = ("a frog", "a red fire truck", "something to eat")
+#: Said by espeak-ng (when installed) and searched as audio: a spoken query.
+SPOKEN_QUERY = "a red fire truck"
 
 
 def quickstart(
@@ -42,7 +45,15 @@ def quickstart(
     if (bundle_dir / "config.json").exists():
         try:
             bundle = load_bundle(bundle_dir, with_teacher=False)
-            echo(f"[2/4] reusing bundle {bundle.bundle_id} in {bundle_dir} (delete it to retrain)")
+            stale = _stale_encoders(bundle)
+            if stale:
+                echo(
+                    f"[2/4] bundle {bundle.bundle_id} was trained with other encoders than {DEFAULT_PRESET} has now "
+                    f"({', '.join(stale)}); retraining"
+                )
+                bundle = None
+            else:
+                echo(f"[2/4] reusing bundle {bundle.bundle_id} in {bundle_dir} (delete it to retrain)")
         except BundleError as exc:
             echo(f"[2/4] existing bundle unusable ({exc}); retraining")
     if bundle is None:
@@ -59,6 +70,11 @@ def quickstart(
         tti = next(r for r in summary.metrics.results if (r.model, r.query, r.target) == ("student", "text", "image"))
         echo(f"      held-out text→image recall@10 {tti.recall_at_10:.3f} ({tti.n_queries} queries)")
     store = StoreConfig(path=str(data / "qdrant"))
+    if _built_with_other_bundle(store, bundle):  # a collection of an earlier quickstart: a new version of it
+        from mmalign.plugin.index.reembed import reembed
+
+        done = reembed(COLLECTION, bundle=bundle, store=store, features_dir=features, catalog=catalog, device=device)
+        echo(f"      '{COLLECTION}' re-embedded with bundle {bundle.bundle_id}: now {done.new_version}")
     report = ingest(
         catalog,
         bundle=bundle,
@@ -92,10 +108,54 @@ def quickstart(
             hits = searcher.search(audio=[root / by_id[held_out_sound]["audio"]], using="image", k=k)
             _show(echo, f"sound of held-out stamp '{held_out_sound}' ({by_id[held_out_sound]['text']}) → images", hits)
             shown[f"audio:{held_out_sound}"] = [h.id for h in hits]
+        spoken = _speak(SPOKEN_QUERY, data / "quickstart" / "spoken-query.wav")
+        if spoken is not None:
+            heard: list = []
+            hits = searcher.search(audio=[spoken], using="image", k=k, heard=heard)
+            said = heard[0].get("transcript") if heard else None
+            what = f'heard "{said}"' if said else ("no speech heard" if heard else "no transcript")
+            _show(echo, f'spoken "{SPOKEN_QUERY}" (espeak-ng, {spoken.name}; {what}) → images', hits)
+            shown[f"spoken:{SPOKEN_QUERY}"] = [h.id for h in hits]
     finally:
         searcher.close()
     echo(f"\nnext: mmalign search --collection {COLLECTION} --qdrant-path {data / 'qdrant'} --text 'a sailing boat'")
     return {"bundle_id": bundle.bundle_id, "ingest": report.model_dump(mode="json"), "queries": shown}
+
+
+def _stale_encoders(bundle) -> list[str]:
+    """The bundle's encoders that are not the default preset's any more (e.g. a new default audio encoder)."""
+    from mmalign.plugin.encoders.registry import encoder_id
+    from mmalign.plugin.features.extract import preset_specs
+
+    specs = preset_specs(DEFAULT_PRESET)
+    return [
+        f"{m.value}: {bundle.encoder_spec(m).name} -> {specs[m].name}"
+        for m in bundle.modalities
+        if m in specs and encoder_id(bundle.encoder_spec(m)) != encoder_id(specs[m])
+    ]
+
+
+def _built_with_other_bundle(store: StoreConfig, bundle) -> bool:
+    from mmalign.connectors.store import VectorStore
+
+    with VectorStore(store) as vs:
+        if vs.resolve_alias(COLLECTION) is None:
+            return False
+        record = vs.collection_record(COLLECTION)
+        return record is not None and record.bundle_id != bundle.bundle_id
+
+
+def _speak(text: str, out: Path) -> Path | None:
+    """``text`` spoken by espeak-ng into ``out`` (None when espeak-ng is not installed)."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([exe, "-v", "en-gb", "-s", "150", "-w", str(out), text], check=True, capture_output=True)
+    return out
 
 
 def _show(echo, title: str, hits) -> None:
