@@ -148,23 +148,10 @@ class Searcher:
         features, notes = encoder.encode_with_annotations(inputs, batch_size=1)
         if heard is not None:
             heard.append({"audio": str(value), **notes[0]})
+        from mmalign.plugin.index.spoken import with_spoken_text
+
         vector = self.bundle.embed(modality, features)[0]
-        spoken = self._spoken_text_vector(encoder, notes[0].get("transcript"))
-        if spoken is None:
-            return vector
-        combined = vector + spoken
-        return combined / max(float(np.linalg.norm(combined)), 1e-12)
-
-    def _spoken_text_vector(self, encoder, transcript: str | None) -> np.ndarray | None:
-        """The text tower's vector of a transcript, when the bundle's text encoder is the transcript's."""
-        from mmalign.plugin.encoders.registry import encoder_id
-
-        transcriber = getattr(encoder, "transcriber", None)
-        if not transcript or transcriber is None or Modality.TEXT not in self.bundle.modalities:
-            return None
-        if encoder_id(transcriber.spec.text_encoder) != encoder_id(self.bundle.encoder_spec(Modality.TEXT)):
-            return None
-        return self.bundle.embed(Modality.TEXT, transcriber.text_encoder.encode([transcript], batch_size=1))[0]
+        return with_spoken_text(self.bundle, encoder, vector, notes[0].get("transcript"))
 
     def _rerank_spoken(self, path: str | Path, hits: list[Hit], k: int) -> list[Hit]:
         """Hits ordered by how likely Whisper finds each hit's text as what was said in ``path`` (mean

@@ -57,8 +57,18 @@ def embed_values(
     results: list[tuple[str, Any]] = [item if item[0] == "bad" else ("", None) for item in loaded]
     good = [i for i, item in enumerate(loaded) if item[0] == "ok"]
     if good:
-        features = encoder.encode([loaded[i][1] for i in good], batch_size=len(good))
-        vectors = bundle.embed(modality, features)
+        batch = [loaded[i][1] for i in good]
+        if getattr(encoder, "annotates", False):  # it says what it heard: a spoken query also counts as text
+            from mmalign.plugin.index.spoken import with_spoken_text
+
+            features, notes = encoder.encode_with_annotations(batch, batch_size=len(good))
+            vectors = [
+                with_spoken_text(bundle, encoder, v, n.get("transcript"))
+                for v, n in zip(bundle.embed(modality, features), notes)
+            ]
+        else:
+            features = encoder.encode(batch, batch_size=len(good))
+            vectors = bundle.embed(modality, features)
         for i, row, vector in zip(good, features, vectors):
             if np.isfinite(row).all() and np.isfinite(vector).all():
                 results[i] = ("ok", np.asarray(vector, dtype=np.float32))

@@ -212,3 +212,18 @@ def test_rerank_spoken_orders_the_top_hits_by_what_was_said(trained, store, tmp_
         assert len(both) == 3  # several inputs: fused by RRF, not re-ranked
         with pytest.raises(ValueError, match="rerank_spoken"):
             searcher.search(audio=[catalog.parent / "snd6.wav"], rerank_spoken=-1)
+
+
+def test_the_service_answers_a_spoken_query_like_the_searcher(trained, store, tmp_path, transcribing):
+    """The service's batched encoding adds what was heard too (its vectors are the Searcher's)."""
+    from mmalign.plugin.serve.embedding import embed_values
+    from mmalign.schemas import Modality
+
+    base, catalog = trained
+    with _searcher(trained, store, tmp_path) as searcher:
+        encoder = searcher._encoder(Modality.AUDIO)
+        clips = [str(catalog.parent / f"snd{i}.wav") for i in (3, 6)]
+        served = embed_values(searcher.bundle, {Modality.AUDIO: encoder}, "audio", clips)
+        for clip, (status, vector) in zip(clips, served):
+            assert status == "ok"
+            np.testing.assert_allclose(vector, searcher.embed_query(Modality.AUDIO, clip), rtol=1e-5, atol=1e-6)
