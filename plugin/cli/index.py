@@ -30,6 +30,11 @@ from mmalign.plugin.cli.options import (
 )
 @click.option("--dead-letter", type=click.Path(dir_okay=False))
 @click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--collab",
+    is_flag=True,
+    help="Create the collection with a collab vector too, for recommend's hybrid strategy (new collections only).",
+)
 @json_option
 @catalog_options
 @store_options
@@ -40,6 +45,7 @@ def ingest(
     chunk_size,
     dead_letter,
     device,
+    collab,
     as_json,
     fmt,
     media_root,
@@ -68,6 +74,7 @@ def ingest(
         dead_letter=dead_letter,
         device=device,
         show_progress=sys.stderr.isatty(),
+        collab=collab,
     )
     if as_json:
         echo_json(report)

@@ -119,12 +119,15 @@ def ingest(
     encoder_pool: dict | None = None,
     on_chunk: Callable[[int], None] | None = None,
     max_payload_text: int = DEFAULT_MAX_PAYLOAD_TEXT,
+    collab: bool = False,
 ) -> IngestReport:
     """Ingest a catalog into ``collection`` (an alias to a versioned collection, created on first use).
 
     ``bundle`` is a loaded :class:`~mmalign.plugin.align.bundle.Bundle` or a bundle path.
     ``max_payload_text`` caps the characters of text stored in each payload (``text_truncated``
     marks a cut text; the text vector always encodes the full text).
+    ``collab``: create the collection with the ``collab`` named vector too (recommendation: collab
+    factors written by ``Recommender.rebuild_users``; new items get a prediction from content).
     """
     from mmalign.plugin.align.bundle import Bundle, load_bundle
 
@@ -155,6 +158,7 @@ def ingest(
             "encoders": {m.value: s.name for m, s in specs.items()},
             "media_root": str(catalog.media_root),
         },
+        extra_vectors=("collab",) if collab else (),
     )
     target = record.name
     if "media_root" not in record.extra:  # a collection made before media roots were recorded
@@ -237,8 +241,8 @@ def ingest(
 
 
 def _ingest_collab(vs, collection: str, target: str, bundle_id: str):
-    """Predicts collab vectors for new items when the collection has them (recommend/recommender.py)."""
-    from mmalign.plugin.recommend.recommender import IngestCollab
+    """Predicts collab vectors for new items when the collection has them (index/collab.py)."""
+    from mmalign.plugin.index.collab import IngestCollab
 
     return IngestCollab.open(vs, collection, target, bundle_id)
 

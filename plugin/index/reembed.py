@@ -21,7 +21,7 @@ import numpy as np
 from mmalign.connectors.dead_letter import DeadLetterWriter
 from mmalign.connectors.errors import ItemError
 from mmalign.connectors.faults import crash_point
-from mmalign.connectors.store import PointData, StoreError, VectorStore
+from mmalign.connectors.store import EXTRA_VECTOR_NAMES, PointData, StoreError, VectorStore
 from mmalign.plugin.features.cache import FeatureCache
 from mmalign.plugin.index.versions import list_versions, parse_version, utc_now, version_name
 from mmalign.schemas import Modality, ReembedReport, StoreConfig
@@ -193,6 +193,7 @@ def _next_version(vs: VectorStore, alias: str, live: str, bundle, bundle_path: s
             "encoders": {m.value: bundle.encoder_spec(m).name for m in bundle.modalities},
             **_kept_from(vs.collection_record(live), ("media_root",)),
         },
+        extra_vectors=[n for n in EXTRA_VECTOR_NAMES if n in vs.vector_sizes(live)],  # collab: rebuilt later
     )
     crash_point("reembed.version_created")
     return name

@@ -9,7 +9,7 @@ that was live when it was built (``previous``: what ``rollback`` returns to) and
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mmalign.connectors.faults import crash_point
@@ -40,11 +40,18 @@ def list_versions(store: VectorStore, alias: str) -> list[str]:
 
 
 def resolve_for_write(
-    store: VectorStore, name: str, dim: int, bundle_id: str, extra: Mapping[str, Any] | None = None
+    store: VectorStore,
+    name: str,
+    dim: int,
+    bundle_id: str,
+    extra: Mapping[str, Any] | None = None,
+    extra_vectors: Sequence[str] = (),
 ) -> CollectionRecord:
     """The physical collection to write ``name``'s points to, creating ``name__v1`` + alias on first use.
 
     A plain (non-alias) collection called ``name`` is used as it is. The record must match the bundle.
+    ``extra_vectors`` (e.g. ``("collab",)``) are created with a new collection; an existing one must
+    have them already (a named vector cannot be added to a collection later).
     """
     target = store.resolve_alias(name)
     if target is None and store.collection_exists(name):
@@ -66,6 +73,7 @@ def resolve_for_write(
                 dim,
                 bundle_id=bundle_id,
                 extra={**(extra or {}), "alias": name, "created_at": utc_now(), "state": "ready"},
+                extra_vectors=extra_vectors,
             )
             crash_point("ingest.version_created")
         store.set_alias(name, target)
@@ -73,6 +81,12 @@ def resolve_for_write(
         return record
     record = store.collection_record(target)
     VectorStore.check_compatible(record, dim=dim, bundle_id=bundle_id)
+    missing = sorted(set(extra_vectors) - set(store.vector_sizes(target))) if extra_vectors else []
+    if missing:
+        raise StoreError(
+            f"collection {target!r} has no {missing} vector, and a named vector can only be added when a "
+            f"collection is created: ingest into a new collection name (or drop {name!r} first)"
+        )
     return record
 
 

@@ -26,6 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from mmalign.connectors.errors import ConfigError
+from mmalign.plugin.index.collab import ContentMap as ContentMap
+from mmalign.plugin.index.collab import pack as pack
+from mmalign.plugin.index.collab import stored_item_vectors as stored_item_vectors
+from mmalign.plugin.index.collab import stored_user_vector as stored_user_vector
+from mmalign.plugin.index.collab import unpack as unpack
 from mmalign.schemas import Interaction, UserVectorConfig
 from mmalign.schemas.recommend import CollabConfig
 
@@ -146,69 +151,6 @@ def fit_collab(
     return CollabFactors(list(item_ids), items, users, users_f, cfg)
 
 
-class ContentMap:
-    """Ridge regression from content vectors (n × D) to collab factors (n × k), fitted on warm items.
-
-    The teacher is the collaborative model (its factors carry the co-occurrence signal); the map is
-    the low-rank (D × k) student that reproduces it from content alone.
-    """
-
-    def __init__(self, reg: float = 1.0):
-        self.reg = reg
-        self.mean_x: np.ndarray | None = None
-        self.mean_y: np.ndarray | None = None
-        self.weights: np.ndarray | None = None
-
-    def fit(self, content: np.ndarray, factors: np.ndarray, sample_weight: np.ndarray | None = None) -> ContentMap:
-        content = np.asarray(content, dtype=np.float64)
-        factors = np.asarray(factors, dtype=np.float64)
-        w = np.ones(len(content)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        w = w / w.sum()
-        self.mean_x = w @ content
-        self.mean_y = w @ factors
-        xc = (content - self.mean_x) * np.sqrt(w)[:, None]
-        yc = (factors - self.mean_y) * np.sqrt(w)[:, None]
-        # reg is relative to the mean eigenvalue of the (weighted) covariance, so it does not depend on scale
-        cov = xc.T @ xc
-        lam = self.reg * np.trace(cov) / cov.shape[0]
-        self.weights = np.linalg.solve(cov + lam * np.eye(cov.shape[0]), xc.T @ yc)
-        return self
-
-    def predict(self, content: np.ndarray) -> np.ndarray:
-        if self.weights is None:
-            raise ConfigError("ContentMap.predict before fit")
-        return (np.asarray(content, dtype=np.float64) - self.mean_x) @ self.weights + self.mean_y
-
-    def to_dict(self) -> dict:
-        """JSON-able, the arrays packed (:func:`pack`): the record is rewritten at every user update."""
-        return {
-            "reg": self.reg,
-            "mean_x": pack(self.mean_x),
-            "mean_y": pack(self.mean_y),
-            "weights": pack(self.weights),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ContentMap:
-        out = cls(float(data["reg"]))
-        out.mean_x, out.mean_y, out.weights = unpack(data["mean_x"]), unpack(data["mean_y"]), unpack(data["weights"])
-        return out
-
-
-def pack(array: np.ndarray) -> dict:
-    """An array as {"shape", "f64": base64 of its float64 bytes}: compact and fast in a JSON record."""
-    import base64
-
-    a = np.ascontiguousarray(array, dtype="<f8")
-    return {"shape": list(a.shape), "f64": base64.b64encode(a.tobytes()).decode("ascii")}
-
-
-def unpack(data: dict) -> np.ndarray:
-    import base64
-
-    return np.frombuffer(base64.b64decode(data["f64"]), dtype="<f8").reshape(data["shape"]).copy()
-
-
 def item_collab_vectors(
     factors: CollabFactors,
     content: np.ndarray,
@@ -254,41 +196,3 @@ def content_weights(predicted: np.ndarray, weight: float, cold_weight: float) ->
     """The hybrid's content weight per item: ``cold_weight`` where the collab vector is a prediction
     from content (no interactions), ``weight`` where it was learned."""
     return np.where(np.asarray(predicted, dtype=bool), cold_weight, weight)
-
-
-# -- storing collab vectors in Qdrant (named vector ``collab``, size D, cosine distance) -------------
-def stored_item_vectors(item_collab: np.ndarray, dim: int, top: float | None = None) -> tuple[np.ndarray, float]:
-    """Item factors as cosine-searchable vectors of size ``dim``: v' = [v, sqrt(M² − |v|²), 0, …] with
-    M the largest norm. Every v' has norm M, so for a query q' = [q, 0, …] cos(q', v') = q·v / (|q|·M):
-    the cosine ranks items exactly as the dot product does (maximum inner product search as nearest
-    neighbours). Qdrant stores cosine vectors normalised, i.e. divided by M: multiply what it returns
-    by M to get v back. Returns (vectors, M).
-
-    ``top``: the M of vectors already stored (items added later, e.g. a prediction at ingest); a v
-    longer than M is shortened to norm M, so that every stored vector keeps the same M."""
-    item_collab = np.asarray(item_collab, dtype=np.float64)
-    n, k = item_collab.shape
-    if k + 1 > dim:
-        raise ConfigError(f"collab rank {k} does not fit vectors of size {dim}: use rank ≤ {dim - 1}")
-    norms = np.linalg.norm(item_collab, axis=1)
-    if top is None:
-        top = float(norms.max()) if n else 0.0
-        top = top if top > 1e-12 else 1.0
-    elif np.any(norms > top):
-        long = norms > top
-        item_collab = item_collab.copy()
-        item_collab[long] *= (top / norms[long])[:, None]
-        norms = np.minimum(norms, top)
-    out = np.zeros((n, dim))
-    out[:, :k] = item_collab
-    out[:, k] = np.sqrt(np.maximum(top**2 - norms**2, 0.0))
-    return out, top
-
-
-def stored_user_vector(user_collab: np.ndarray, dim: int) -> np.ndarray:
-    """A user's factors padded to size ``dim`` (the query side of :func:`stored_item_vectors`)."""
-    out = np.zeros(dim)
-    out[: len(user_collab)] = user_collab
-    if not np.any(out):
-        out[0] = 1.0  # a point needs a non-zero vector; the user's payload says there is no factor
-    return out

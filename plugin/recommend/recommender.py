@@ -20,6 +20,8 @@ import numpy as np
 
 from mmalign.connectors.errors import ConfigError
 from mmalign.connectors.store import PointData, StoreError, VectorStore, point_id
+from mmalign.plugin.index.collab import COLLAB, COLLAB_SOURCE, users_collection_name
+from mmalign.plugin.index.collab import IngestCollab as IngestCollab
 from mmalign.plugin.index.search import Hit, Searcher, build_filter
 from mmalign.plugin.index.versions import resolve_for_read
 from mmalign.plugin.recommend.user_vectors import UserProfile, strength, update_profile
@@ -30,10 +32,6 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("vector", "best_score", "average_vector", "hybrid")
 #: Candidates each vector (collab, fused) contributes before the hybrid formula ranks them.
 HYBRID_CANDIDATES = 200
-COLLAB = "collab"
-#: Payload field of an item's collab vector: "learned" (fitted from its interactions) or "predicted"
-#: (the content → collab map's prediction from its fused vector, for an item without interactions).
-COLLAB_SOURCE = "collab_source"
 #: RecommendQuery examples per side: the most recent ones.
 MAX_EXAMPLES = 50
 #: Items whose popularity is kept with the users collection (cold start and the popularity prior).
@@ -53,10 +51,6 @@ def recommend_query(positive: Sequence[str], negative: Sequence[str] = (), strat
             strategy=models.RecommendStrategy(strategy),
         )
     )
-
-
-def users_collection_name(collection: str) -> str:
-    return f"{collection}_users"
 
 
 class Recommender:
@@ -491,81 +485,6 @@ class Recommender:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class IngestCollab:
-    """Collab vectors for the points ingest writes into a collection that has a ``collab`` vector.
-
-    An item without a learned collab vector (a new item, or one that had only a prediction) gets the
-    content → collab map's prediction from its ``fused`` vector, with ``collab_source: "predicted"``
-    in its payload. An item re-ingested after a change of its media keeps its learned vector (the
-    factors come from who consumed it, not from its content). The next :meth:`Recommender.rebuild_users`
-    replaces predictions with learned vectors for the items that have interactions by then.
-    :meth:`open` returns None (nothing to add) when the collection has no ``collab`` vector, when no
-    rebuild has stored a content map yet, or when that map belongs to another bundle's space."""
-
-    def __init__(self, store: VectorStore, target: str, state: dict, dim: int):
-        from mmalign.plugin.recommend.collab import ContentMap
-
-        self.store, self.target, self.dim = store, target, dim
-        self.rank = int(state["rank"])
-        self.max_norm = float(state["max_norm"])
-        self.content_map = ContentMap.from_dict(state["content_map"])
-
-    @classmethod
-    def open(cls, store: VectorStore, collection: str, target: str, bundle_id: str) -> IngestCollab | None:
-        if COLLAB not in store.vector_sizes(target):
-            return None
-        users = users_collection_name(collection)
-        record = store.collection_record(users) if store.collection_exists(users) else None
-        state = record.extra.get("collab") if record is not None else None
-        if not state or not state.get("content_map"):
-            return None
-        if record.bundle_id != bundle_id:
-            log.warning(
-                "collab: the content → collab map in %r was fitted for bundle %r, not %r; new items get no "
-                "collab vector until the next rebuild of the users",
-                users,
-                record.bundle_id,
-                bundle_id,
-            )
-            return None
-        return cls(store, target, state, store.collection_record(target).dim)
-
-    def attach(self, points: Sequence[PointData]) -> int:
-        """Add a collab vector and ``collab_source`` to each point in place; returns how many were predicted."""
-        from mmalign.plugin.recommend.collab import stored_item_vectors
-
-        if not points:
-            return 0
-        old = {
-            p.payload["item_id"]: p
-            for p in self.store.retrieve(self.target, [p.item_id for p in points], with_vectors=[COLLAB])
-        }
-        todo = []
-        for point in points:
-            prev = old.get(point.item_id)
-            learned = prev is not None and prev.payload.get(COLLAB_SOURCE, "learned") == "learned"
-            if learned and COLLAB in (prev.vector or {}):
-                point.vectors = {**point.vectors, COLLAB: np.asarray(prev.vector[COLLAB], dtype=np.float64)}
-                point.payload[COLLAB_SOURCE] = "learned"
-            else:
-                todo.append(point)
-        if todo:
-            fused = np.asarray([np.asarray(_fused(p), dtype=np.float64) for p in todo])
-            predicted = self.content_map.predict(fused)[:, : self.rank]
-            stored, _ = stored_item_vectors(predicted, self.dim, top=self.max_norm)
-            for point, vector in zip(todo, stored):
-                point.vectors = {**point.vectors, COLLAB: vector}
-                point.payload[COLLAB_SOURCE] = "predicted"
-        return len(todo)
-
-
-def _fused(point: PointData):
-    for key, value in point.vectors.items():
-        if str(getattr(key, "value", key)) == "fused":
-            return value
-    raise StoreError(f"item {point.item_id!r} has no 'fused' vector; got {sorted(map(str, point.vectors))}")
 
 
 def _matches(payload: Mapping, filters: Mapping | None) -> bool:

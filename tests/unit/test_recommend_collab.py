@@ -340,7 +340,8 @@ def _cold_points(ids, content):
 
 def test_an_item_ingested_after_a_rebuild_gets_a_predicted_vector_then_the_learned_one(store_config):
     from mmalign.connectors.store import PointData, VectorStore
-    from mmalign.plugin.recommend.recommender import IngestCollab, Recommender
+    from mmalign.plugin.index.collab import IngestCollab
+    from mmalign.plugin.recommend.recommender import Recommender
 
     ids, content = catalog()
     with VectorStore(store_config) as vs:
@@ -454,3 +455,29 @@ def test_the_cold_content_weight_applies_to_predicted_items_only(collab_store):
     assert warm and all(abs(scores[0.0][i] - scores[2.0][i]) < 1e-5 for i in warm)  # learned: unchanged
     assert scores[2.0]["a_new"] > scores[0.0]["a_new"] + 1.0  # predicted: + 2 · cos(content) of its cluster
     assert next(iter(scores[2.0])) == "a_new"
+
+
+def test_ingest_collab_creates_the_vector_and_reembed_keeps_it(trained, store):
+    from mmalign.connectors.store import StoreError
+    from mmalign.plugin.index.ingest import ingest
+    from mmalign.plugin.index.reembed import reembed
+    from mmalign.plugin.recommend.recommender import Recommender
+
+    base, catalog = trained
+
+    def run(collection, **kw):
+        return ingest(catalog, collection=collection, store=store, features_dir=base / "features", device="cpu", **kw)
+
+    run("shop", bundle=base / "bundle", collab=True)
+    assert "collab" in store.vector_sizes("shop__v1")
+    assert run("shop", bundle=base / "bundle", collab=True).unchanged == 36  # it has the vector: fine
+    run("plain", bundle=base / "bundle")
+    with pytest.raises(StoreError, match=r"'plain__v1' has no \['collab'\] vector.*new collection name"):
+        run("plain", bundle=base / "bundle", collab=True)
+    rows = [ev(f"u{i % 4}", f"item{i}", i) for i in range(36)]
+    Recommender("shop", store=store).rebuild_users(rows, collab=CollabConfig(rank=2, reg=1.0))
+    reembed("shop", bundle=base / "bundle2", store=store, features_dir=base / "features")
+    assert store.resolve_alias("shop") == "shop__v2" and "collab" in store.vector_sizes("shop__v2")
+    rec = Recommender("shop", store=store)
+    rec.rebuild_users(rows, collab=CollabConfig(rank=2, reg=1.0))  # the users belong to the old bundle
+    assert rec.collab_state is not None and len(rec.recommend("u1", k=3)) == 3
