@@ -15,24 +15,35 @@ from mmalign.plugin.cli.options import (
     parse_weights,
     preset_option,
 )
+from mmalign.schemas import TrainConfig
+
+#: The options' defaults are TrainConfig's, so the CLI and the library train the same model.
+_DEFAULT = {name: field.default for name, field in TrainConfig.model_fields.items()}
 
 
 @click.command()
 @click.argument("catalog", type=click.Path(exists=True))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write.")
 @preset_option
-@click.option("--dim", default=256, show_default=True, type=click.IntRange(min=2), help="D, the shared space.")
-@click.option("--rank", default=32, show_default=True, type=click.IntRange(min=1), help="r of each projection.")
+@click.option(
+    "--dim", default=_DEFAULT["dim"], show_default=True, type=click.IntRange(min=2), help="D, the shared space."
+)
+@click.option(
+    "--rank", default=_DEFAULT["rank"], show_default=True, type=click.IntRange(min=1), help="r of each projection."
+)
 @click.option(
     "--epochs",
-    default=150,
+    default=_DEFAULT["epochs"],
     show_default=True,
     type=click.IntRange(min=0),
     help="Max epochs of teacher and student (early stopping on the val split).",
 )
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=_DEFAULT["seed"], show_default=True, type=int)
 @click.option(
-    "--test-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True)
+    "--test-fraction",
+    default=_DEFAULT["test_fraction"],
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
 )
 @click.option("--init", type=click.Choice(["cca", "svd", "random"]), default="cca", show_default=True)
 @click.option("--fusion", type=click.Choice(["weighted", "concat"]), default="weighted", show_default=True)

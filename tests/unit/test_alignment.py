@@ -195,3 +195,14 @@ def test_train_and_eval_cli_on_tiny_towers(tmp_path, tiny_preset):
         ("cca", "text", "fused"),
         ("teacher", "image", "fused"),
     }
+
+
+def test_train_command_defaults_are_the_library_defaults():
+    """`mmalign train` and `train_bundle(cfg=TrainConfig())` train the same model unless told otherwise."""
+    from mmalign.plugin.cli.train import train
+    from mmalign.schemas import TrainConfig
+
+    defaults = {p.name: p.default for p in train.params}
+    library = TrainConfig()
+    for name in ("dim", "rank", "epochs", "seed", "test_fraction", "init", "fusion"):
+        assert defaults[name] == getattr(library, name), name
