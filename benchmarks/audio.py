@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmalign.plugin.index.spoken import LEXICAL_CANDIDATES, LEXICAL_WEIGHT
+
 #: Voices and speeds of the training clips (spoken.jsonl) and of the query clips: disjoint sets.
 TRAIN_VOICES = (("en-us", 160), ("en-gb", 150), ("en-us+f3", 170), ("en-029", 145))
 QUERY_VOICES = (("en-gb-x-rp", 135), ("en-gb-scotland", 175), ("en-us+f2", 150), ("en-us+m3", 185))
@@ -292,6 +294,50 @@ def evaluate_sets(embedder, test, query_sets: dict, text_part: slice | None = No
     return out
 
 
+def transcripts(catalog, cache, spec) -> dict[str, str]:
+    """item id -> what the encoder heard in the item's clip (from the feature cache's annotations)."""
+    from mmalign.connectors.media import file_sha256
+    from mmalign.plugin.features.annotations import AnnotationTable
+    from mmalign.schemas import Modality
+
+    wanted = {i.id: file_sha256(catalog.resolve(i, Modality.AUDIO)) for i in catalog.items() if i.audio is not None}
+    notes = AnnotationTable(cache).read(Modality.AUDIO, spec, wanted)
+    return {i: str(n.get("transcript") or "") for i, n in notes.items()}
+
+
+def evaluate_heard(embedder, split, query_sets, text_part, heard: dict, texts: dict, weight: float, top: int) -> dict:
+    """As search with ``match_heard``: each query whose transcript is not empty has its top hits re-scored by
+    ``(cosine + weight * text_match(transcript, hit text)) / (1 + weight)`` (plugin/index/spoken.py)."""
+    from mmalign.plugin.align.metrics import retrieval_metrics
+    from mmalign.plugin.index.spoken import char_ngrams, text_match
+
+    corpus = _corpus(embedder, split)
+    grams = {i: char_ngrams(texts[i]) for i in split.item_ids}
+    out = {}
+    for set_name, entry in query_sets.items():
+        ids, feats = entry[0], entry[1]
+        if not len(ids):
+            continue
+        vectors = query_vectors(embedder, feats, text_part)
+        for target, (matrix, corpus_ids) in corpus.items():
+            corpus_ids = np.array(corpus_ids)
+            scores = vectors @ (matrix / np.linalg.norm(matrix, axis=1, keepdims=True)).T
+            ranks = []
+            for n, item in enumerate(ids):
+                if item not in set(corpus_ids):
+                    continue
+                order = np.argsort(-scores[n], kind="stable")
+                said = heard.get(set_name, {}).get(item, "")
+                if said:
+                    head, said_grams = order[:top], char_ngrams(said)
+                    match = np.array([text_match(said_grams, grams[corpus_ids[j]]) for j in head])
+                    rescored = (scores[n, head] + weight * match) / (1.0 + weight)
+                    order = np.concatenate([head[np.argsort(-rescored, kind="stable")], order[top:]])
+                ranks.append(int(np.flatnonzero(corpus_ids[order] == item)[0]))
+            out[(set_name, target)] = retrieval_metrics(np.array(ranks))
+    return out
+
+
 def evaluate_rerank(embedder, test, query_sets, text_part, transcriber, queries, texts, top: int) -> dict:
     """As search with ``rerank_spoken=top``: for each speech query whose transcript is not empty, the top
     hits (text and fused targets) re-ordered by Whisper's likelihood of their text; others unchanged."""
@@ -324,6 +370,22 @@ def evaluate_rerank(embedder, test, query_sets, text_part, transcriber, queries,
                 ranks.append([corpus_ids[i] for i in order].index(item))
             out[(set_name, target)] = retrieval_metrics(np.array(ranks))
     return out
+
+
+_HEARD: dict = {}
+
+
+def _heard_by_set(catalog, queries, cache, spec) -> dict:
+    """Query set -> stamp id -> transcript: sound effects from the catalog, speech from the query clips."""
+    key = (str(catalog.path), spec.name)
+    if key not in _HEARD:
+        own, clips = transcripts(catalog, cache, spec), transcripts(queries, cache, spec)
+        _HEARD[key] = {
+            "sounds": own,
+            "speech-synth": {q.removeprefix("synth/"): t for q, t in clips.items() if q.startswith("synth/")},
+            "speech-human": {q.removeprefix("human/"): t for q, t in clips.items() if q.startswith("human/")},
+        }
+    return _HEARD[key]
 
 
 def _query_sets(test_ids, sound_ids, rows: dict, qrows: dict, dim: int) -> dict:
@@ -418,6 +480,21 @@ def run(args) -> int:
                     found = evaluate_sets(embedder, result.test, sets, text_part)
                     for (set_name, target), metrics in found.items():
                         rows.add((catalog_name, f"{label} +text", set_name, target), metrics)
+                    heard = _heard_by_set(catalog, queries, cache, spec)
+                    found = evaluate_heard(
+                        embedder, result.test, sets, text_part, heard, texts, args.heard_weight, LEXICAL_CANDIDATES
+                    )
+                    for (set_name, target), metrics in found.items():
+                        rows.add((catalog_name, f"{label} +text +heard", set_name, target), metrics)
+                    if args.heard_sweep:  # the weight, chosen on the validation stamps' clips
+                        val_sets = _query_sets(result.val_ids, sound_ids, audio, qrows, spec.dim)
+                        val = paired.select(list(result.val_ids))
+                        for weight in args.heard_sweep:
+                            found = evaluate_heard(
+                                embedder, val, val_sets, text_part, heard, texts, weight, LEXICAL_CANDIDATES
+                            )
+                            for (set_name, target), metrics in found.items():
+                                rows.add((catalog_name, f"{label} val heard w={weight:g}", set_name, target), metrics)
                 print(f"  seed {seed}: {time.perf_counter() - t0:.0f}s", flush=True)
                 if text_part is not None and seed in args.rerank_seeds and label in args.rerank:
                     t0 = time.perf_counter()
@@ -733,6 +810,10 @@ def main(argv=None) -> int:
             p.add_argument("--rerank", nargs="*", default=[], help="encoders whose spoken queries are also re-ranked")
             p.add_argument("--rerank-seeds", type=int, nargs="*", default=[0])
             p.add_argument("--rerank-top", type=int, default=20)
+            p.add_argument("--heard-weight", type=float, default=LEXICAL_WEIGHT, help="weight of the transcript match")
+            p.add_argument(
+                "--heard-sweep", type=float, nargs="*", default=[], help="weights tried on the validation stamps"
+            )
             p.add_argument("--out", default=None, help="write all numbers as JSON here")
         if name == "cost":
             p.add_argument("--clips", type=int, default=24)

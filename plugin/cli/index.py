@@ -138,6 +138,12 @@ def ingest(
     metavar="N",
     help="For one spoken --audio query: re-order the top N hits by how likely Whisper finds their text (0: off).",
 )
+@click.option(
+    "--match-heard/--no-match-heard",
+    default=True,
+    show_default=True,
+    help="For one spoken --audio query: re-score the first hits by how well what was heard matches their text.",
+)
 @click.option("--device", default="auto", show_default=True)
 @click.option(
     "--json",
@@ -159,6 +165,7 @@ def search(
     fusion,
     bundle_path,
     rerank_spoken,
+    match_heard,
     device,
     as_json,
     qdrant_path,
@@ -185,6 +192,7 @@ def search(
             fusion=fusion,
             heard=heard,
             rerank_spoken=rerank_spoken,
+            match_heard=match_heard,
         )
     if as_json and heard:  # an audio query whose encoder transcribes: what was heard, then the hits
         import json

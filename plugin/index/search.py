@@ -187,11 +187,14 @@ class Searcher:
         with_payload: bool = True,
         heard: list | None = None,
         rerank_spoken: int = 0,
+        match_heard: bool = True,
     ) -> list[Hit]:
         """Hits of the query inputs; pass a list as ``heard`` to get what was heard in each audio query
         (see :meth:`embed_query`). ``rerank_spoken`` = N > 0: when the only query input is an audio file in
         which speech was heard, the top ``max(N, k)`` hits are re-ordered by how likely Whisper finds their
-        text as what was said (``text_log_likelihoods`` of the transcribing encoder)."""
+        text as what was said (``text_log_likelihoods`` of the transcribing encoder). ``match_heard``: when the
+        only query input is an audio file in which speech was heard, the first hits are re-scored by how well
+        the transcript matches their text (:func:`~mmalign.plugin.index.spoken.rescore_by_transcript`)."""
         from qdrant_client import models
 
         valid = [v.value for v in VectorName]
@@ -213,9 +216,11 @@ class Searcher:
         vectors += [self.item_vector(i, using) for i in like]
         if not vectors:
             raise ConfigError("give at least one query: text, image, audio or like")
-        rerank = (
-            rerank_spoken > 0 and len(vectors) == 1 and len(audio) == 1 and bool(notes[0].get("transcript"))
-        ) and with_payload
+        from mmalign.plugin.index.spoken import LEXICAL_CANDIDATES, rescore_by_transcript
+
+        spoken = len(vectors) == 1 and len(audio) == 1 and bool(notes and notes[0].get("transcript")) and with_payload
+        rerank, lexical = spoken and rerank_spoken > 0, spoken and match_heard
+        wanted = max(k, rerank_spoken) if rerank else k
         query_filter = build_filter(filters, exclude_ids=like)
         if len(vectors) == 1 or fusion == "mean":
             query = np.mean(vectors, axis=0)
@@ -224,7 +229,7 @@ class Searcher:
                 self.collection,
                 query,
                 using=using,
-                limit=max(k, rerank_spoken) if rerank else k,
+                limit=max(wanted, LEXICAL_CANDIDATES) if lexical else wanted,
                 query_filter=query_filter,
                 with_payload=with_payload,
             )
@@ -241,6 +246,8 @@ class Searcher:
                 with_payload=with_payload,
             )
         hits = [Hit.from_point(p) for p in points]
+        if lexical:
+            hits = rescore_by_transcript(hits, notes[0]["transcript"], wanted)
         return self._rerank_spoken(audio[0], hits, k) if rerank else hits
 
     def close(self) -> None:

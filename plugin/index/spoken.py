@@ -32,3 +32,45 @@ def with_spoken_text(bundle, encoder, vector: np.ndarray, transcript: str | None
         return vector
     combined = vector + spoken
     return combined / max(float(np.linalg.norm(combined)), 1e-12)
+
+
+#: A spoken query's first hits are re-scored by how well what was heard matches each hit's text:
+#: ``(cosine + LEXICAL_WEIGHT * match) / (1 + LEXICAL_WEIGHT)`` over the top ``LEXICAL_CANDIDATES``.
+#: Whisper tiny mishears ("a black word" for "a blackbird") but keeps most of the letters, and a
+#: character n-gram match forgives that; both values were chosen on validation clips (docs/audio.md).
+LEXICAL_CANDIDATES = 200
+LEXICAL_WEIGHT = 16.0
+
+
+def char_ngrams(text: str, sizes: tuple[int, ...] = (2, 3, 4)) -> dict[str, float]:
+    """Unit-length bag of the character n-grams of each word of ``text`` (lower case, words padded with
+    a space on each side), with sublinear counts (1 + log count)."""
+    counts: dict[str, int] = {}
+    for word in text.lower().split():
+        padded = f" {word} "
+        for n in sizes:
+            for start in range(max(len(padded) - n + 1, 0)):
+                gram = padded[start : start + n]
+                counts[gram] = counts.get(gram, 0) + 1
+    weights = {g: 1.0 + float(np.log(c)) for g, c in counts.items()}
+    norm = float(np.sqrt(sum(w * w for w in weights.values())))
+    return {g: w / norm for g, w in weights.items()} if norm > 0 else {}
+
+
+def text_match(a: dict[str, float], b: dict[str, float]) -> float:
+    """Cosine of two :func:`char_ngrams` bags (0 when either is empty)."""
+    if len(a) > len(b):
+        a, b = b, a
+    return float(sum(w * b.get(g, 0.0) for g, w in a.items()))
+
+
+def rescore_by_transcript(hits: list, transcript: str, k: int, weight: float = LEXICAL_WEIGHT) -> list:
+    """The best ``k`` of ``hits`` (each with ``score`` and a ``payload`` that may hold ``text``) by
+    ``(score + weight * text_match(transcript, text)) / (1 + weight)``; the new score is that value."""
+    heard = char_ngrams(transcript)
+    scored = []
+    for rank, hit in enumerate(hits):
+        match = text_match(heard, char_ngrams(str((hit.payload or {}).get("text") or "")))
+        scored.append(((hit.score + weight * match) / (1.0 + weight), rank, hit))
+    scored.sort(key=lambda entry: (-entry[0], entry[1]))
+    return [hit.model_copy(update={"score": score}) for score, _, hit in scored[:k]]

@@ -1,7 +1,8 @@
 """Query inputs -> unit vectors with one bundle: decode, encode as one batch, project. Used in the service
 process (``--in-process``) and in the model process (:mod:`.worker`).
 
-Each value gets its own result: ``("ok", vector)``, or ``("bad", reason)`` for media that cannot be
+Each value gets its own result: ``("ok", vector)`` (``("ok", (vector, what was heard))`` from an audio
+encoder that transcribes), or ``("bad", reason)`` for media that cannot be
 decoded or an encoder output that is not finite. An encoder that fails on the batch raises; the
 batcher then retries the values one at a time.
 """
@@ -58,6 +59,7 @@ def embed_values(
     good = [i for i, item in enumerate(loaded) if item[0] == "ok"]
     if good:
         batch = [loaded[i][1] for i in good]
+        notes: list[dict | None] = [None] * len(good)
         if getattr(encoder, "annotates", False):  # it says what it heard: a spoken query also counts as text
             from mmalign.plugin.index.spoken import with_spoken_text
 
@@ -69,9 +71,10 @@ def embed_values(
         else:
             features = encoder.encode(batch, batch_size=len(good))
             vectors = bundle.embed(modality, features)
-        for i, row, vector in zip(good, features, vectors):
+        for i, row, vector, note in zip(good, features, vectors, notes):
             if np.isfinite(row).all() and np.isfinite(vector).all():
-                results[i] = ("ok", np.asarray(vector, dtype=np.float32))
+                vector = np.asarray(vector, dtype=np.float32)
+                results[i] = ("ok", vector if note is None else (vector, {"audio": "upload", **note}))
             else:
                 results[i] = ("bad", f"gave non-finite {modality.value} features")
     return results

@@ -62,22 +62,25 @@ RELOAD_RETRY_S = 5.0
 
 
 class QueryVector:
-    """A query already encoded by the batcher, handed to :class:`ServingSearcher` in place of a text or file."""
+    """A query already encoded by the batcher, handed to :class:`ServingSearcher` in place of a text or file.
+    The batcher's result is a vector, or (vector, what was heard) from an audio encoder that transcribes."""
 
-    __slots__ = ("vector",)
+    __slots__ = ("vector", "heard")
 
-    def __init__(self, vector: np.ndarray):
-        self.vector = vector
+    def __init__(self, encoded):
+        self.vector, self.heard = encoded if isinstance(encoded, tuple) else (encoded, None)
 
 
 class ServingSearcher(Searcher):
-    """The library's searcher (validation, live-bundle check, ``like``, filters, RRF), fed with vectors
-    that the service's micro-batches encoded."""
+    """The library's searcher (validation, live-bundle check, ``like``, filters, RRF, spoken queries), fed
+    with vectors that the service's micro-batches encoded."""
 
-    def embed_query(self, modality, value, **options):
-        if isinstance(value, QueryVector):
-            return value.vector
-        return super().embed_query(modality, value, **options)
+    def embed_query(self, modality, value, *, heard: list | None = None):
+        if not isinstance(value, QueryVector):
+            return super().embed_query(modality, value, heard=heard)
+        if heard is not None and value.heard is not None:
+            heard.append(value.heard)
+        return value.vector
 
 
 @dataclass

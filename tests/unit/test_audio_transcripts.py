@@ -224,6 +224,43 @@ def test_the_service_answers_a_spoken_query_like_the_searcher(trained, store, tm
         encoder = searcher._encoder(Modality.AUDIO)
         clips = [str(catalog.parent / f"snd{i}.wav") for i in (3, 6)]
         served = embed_values(searcher.bundle, {Modality.AUDIO: encoder}, "audio", clips)
-        for clip, (status, vector) in zip(clips, served):
-            assert status == "ok"
+        for n, (clip, (status, (vector, heard))) in enumerate(zip(clips, served)):
+            assert status == "ok" and heard["transcript"] == transcribing[(3, 6)[n]]["text"]
             np.testing.assert_allclose(vector, searcher.embed_query(Modality.AUDIO, clip), rtol=1e-5, atol=1e-6)
+
+
+def test_the_service_hands_what_was_heard_to_the_searcher():
+    from mmalign.plugin.serve.service import QueryVector, ServingSearcher
+
+    vector, heard = np.ones(4, np.float32), []
+    searcher = ServingSearcher.__new__(ServingSearcher)  # embed_query of an encoded query needs no state
+    out = searcher.embed_query("audio", QueryVector((vector, {"transcript": "a frog"})), heard=heard)
+    assert out is vector and heard == [{"transcript": "a frog"}]
+    assert searcher.embed_query("text", QueryVector(vector), heard=heard) is vector and len(heard) == 1
+
+
+def test_hits_are_rescored_by_what_was_heard():
+    from mmalign.plugin.index.search import Hit
+    from mmalign.plugin.index.spoken import char_ngrams, rescore_by_transcript, text_match
+
+    assert text_match(char_ngrams("A black word."), char_ngrams("A blackbird.")) > 0.5
+    assert text_match(char_ngrams("A black word."), char_ngrams("A fire truck.")) < 0.3
+    assert text_match(char_ngrams(""), char_ngrams("A frog.")) == 0.0
+    hits = [
+        Hit(id="truck", score=0.9, payload={"text": "A fire truck."}),
+        Hit(id="bird", score=0.5, payload={"text": "A blackbird."}),
+        Hit(id="none", score=0.8, payload={}),
+    ]
+    best = rescore_by_transcript(hits, "a black word", k=2)
+    assert [h.id for h in best] == ["bird", "truck"] and best[0].score <= 1.0
+    assert [h.id for h in rescore_by_transcript(hits, "a black word", k=3, weight=0.0)] == ["truck", "none", "bird"]
+
+
+def test_a_spoken_query_finds_the_text_it_heard(trained, store, tmp_path, transcribing):
+    base, catalog = trained
+    clip = catalog.parent / "snd6.wav"
+    with _searcher(trained, store, tmp_path) as searcher:
+        matched = searcher.search(audio=[clip], using="image", k=3)
+        assert matched[0].payload["text"] == transcribing[6]["text"]
+        plain = searcher.search(audio=[clip], using="image", k=3, match_heard=False)
+        assert len(plain) == 3 and [h.score for h in plain] == sorted((h.score for h in plain), reverse=True)
