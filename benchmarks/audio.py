@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmalign.plugin.index.spoken import LEXICAL_CANDIDATES, LEXICAL_WEIGHT
+from mmalign.plugin.index.spoken import LEXICAL_CANDIDATES, LEXICAL_MIN_SPEECH, LEXICAL_WEIGHT
 
 #: Voices and speeds of the training clips (spoken.jsonl) and of the query clips: disjoint sets.
 TRAIN_VOICES = (("en-us", 160), ("en-gb", 150), ("en-us+f3", 170), ("en-029", 145))
@@ -294,20 +294,23 @@ def evaluate_sets(embedder, test, query_sets: dict, text_part: slice | None = No
     return out
 
 
-def transcripts(catalog, cache, spec) -> dict[str, str]:
-    """item id -> what the encoder heard in the item's clip (from the feature cache's annotations)."""
+def transcripts(catalog, cache, spec) -> dict[str, tuple[str, float]]:
+    """item id -> (what the encoder heard in the item's clip, speech probability), from the cache's annotations."""
     from mmalign.connectors.media import file_sha256
     from mmalign.plugin.features.annotations import AnnotationTable
     from mmalign.schemas import Modality
 
     wanted = {i.id: file_sha256(catalog.resolve(i, Modality.AUDIO)) for i in catalog.items() if i.audio is not None}
     notes = AnnotationTable(cache).read(Modality.AUDIO, spec, wanted)
-    return {i: str(n.get("transcript") or "") for i, n in notes.items()}
+    return {i: (str(n.get("transcript") or ""), float(n.get("speech_probability", 1.0))) for i, n in notes.items()}
 
 
-def evaluate_heard(embedder, split, query_sets, text_part, heard: dict, texts: dict, weight: float, top: int) -> dict:
-    """As search with ``match_heard``: each query whose transcript is not empty has its top hits re-scored by
-    ``(cosine + weight * text_match(transcript, hit text)) / (1 + weight)`` (plugin/index/spoken.py)."""
+def evaluate_heard(
+    embedder, split, query_sets, text_part, heard: dict, texts: dict, weight: float, top: int, min_speech: float
+) -> dict:
+    """As search with ``match_heard``: each query whose transcript is not empty and whose speech probability is
+    at least ``min_speech`` has its top hits re-scored by ``(cosine + weight * text_match(transcript, hit
+    text)) / (1 + weight)`` (plugin/index/spoken.py)."""
     from mmalign.plugin.align.metrics import retrieval_metrics
     from mmalign.plugin.index.spoken import char_ngrams, text_match
 
@@ -327,8 +330,8 @@ def evaluate_heard(embedder, split, query_sets, text_part, heard: dict, texts: d
                 if item not in set(corpus_ids):
                     continue
                 order = np.argsort(-scores[n], kind="stable")
-                said = heard.get(set_name, {}).get(item, "")
-                if said:
+                said, speech = heard.get(set_name, {}).get(item, ("", 0.0))
+                if said and speech >= min_speech:
                     head, said_grams = order[:top], char_ngrams(said)
                     match = np.array([text_match(said_grams, grams[corpus_ids[j]]) for j in head])
                     rescored = (scores[n, head] + weight * match) / (1.0 + weight)
@@ -482,7 +485,15 @@ def run(args) -> int:
                         rows.add((catalog_name, f"{label} +text", set_name, target), metrics)
                     heard = _heard_by_set(catalog, queries, cache, spec)
                     found = evaluate_heard(
-                        embedder, result.test, sets, text_part, heard, texts, args.heard_weight, LEXICAL_CANDIDATES
+                        embedder,
+                        result.test,
+                        sets,
+                        text_part,
+                        heard,
+                        texts,
+                        args.heard_weight,
+                        LEXICAL_CANDIDATES,
+                        args.heard_min_speech,
                     )
                     for (set_name, target), metrics in found.items():
                         rows.add((catalog_name, f"{label} +text +heard", set_name, target), metrics)
@@ -490,11 +501,13 @@ def run(args) -> int:
                         val_sets = _query_sets(result.val_ids, sound_ids, audio, qrows, spec.dim)
                         val = paired.select(list(result.val_ids))
                         for weight in args.heard_sweep:
-                            found = evaluate_heard(
-                                embedder, val, val_sets, text_part, heard, texts, weight, LEXICAL_CANDIDATES
-                            )
-                            for (set_name, target), metrics in found.items():
-                                rows.add((catalog_name, f"{label} val heard w={weight:g}", set_name, target), metrics)
+                            for floor in args.heard_min_speech_sweep or [args.heard_min_speech]:
+                                found = evaluate_heard(
+                                    embedder, val, val_sets, text_part, heard, texts, weight, LEXICAL_CANDIDATES, floor
+                                )
+                                name = f"{label} val heard w={weight:g} p>={floor:g}"
+                                for (set_name, target), metrics in found.items():
+                                    rows.add((catalog_name, name, set_name, target), metrics)
                 print(f"  seed {seed}: {time.perf_counter() - t0:.0f}s", flush=True)
                 if text_part is not None and seed in args.rerank_seeds and label in args.rerank:
                     t0 = time.perf_counter()
@@ -812,8 +825,12 @@ def main(argv=None) -> int:
             p.add_argument("--rerank-top", type=int, default=20)
             p.add_argument("--heard-weight", type=float, default=LEXICAL_WEIGHT, help="weight of the transcript match")
             p.add_argument(
+                "--heard-min-speech", type=float, default=LEXICAL_MIN_SPEECH, help="speech probability it needs"
+            )
+            p.add_argument(
                 "--heard-sweep", type=float, nargs="*", default=[], help="weights tried on the validation stamps"
             )
+            p.add_argument("--heard-min-speech-sweep", type=float, nargs="*", default=[], help="and speech floors")
             p.add_argument("--out", default=None, help="write all numbers as JSON here")
         if name == "cost":
             p.add_argument("--clips", type=int, default=24)

@@ -216,10 +216,11 @@ class Searcher:
         vectors += [self.item_vector(i, using) for i in like]
         if not vectors:
             raise ConfigError("give at least one query: text, image, audio or like")
-        from mmalign.plugin.index.spoken import LEXICAL_CANDIDATES, rescore_by_transcript
+        from mmalign.plugin.index.spoken import LEXICAL_CANDIDATES, LEXICAL_MIN_SPEECH, rescore_by_transcript
 
         spoken = len(vectors) == 1 and len(audio) == 1 and bool(notes and notes[0].get("transcript")) and with_payload
-        rerank, lexical = spoken and rerank_spoken > 0, spoken and match_heard
+        sure = spoken and float(notes[0].get("speech_probability", 1.0)) >= LEXICAL_MIN_SPEECH
+        rerank, lexical = spoken and rerank_spoken > 0, sure and match_heard
         wanted = max(k, rerank_spoken) if rerank else k
         query_filter = build_filter(filters, exclude_ids=like)
         if len(vectors) == 1 or fusion == "mean":

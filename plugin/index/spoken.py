@@ -40,6 +40,9 @@ def with_spoken_text(bundle, encoder, vector: np.ndarray, transcript: str | None
 #: character n-gram match forgives that; both values were chosen on validation clips (docs/audio.md).
 LEXICAL_CANDIDATES = 200
 LEXICAL_WEIGHT = 16.0
+#: ... only when Whisper is this sure that the clip holds speech: it also "hears" words in sound effects
+#: ("BAM BAM!", "Mmm"), and matching those against item texts hurts sound queries.
+LEXICAL_MIN_SPEECH = 0.7
 
 
 def char_ngrams(text: str, sizes: tuple[int, ...] = (2, 3, 4)) -> dict[str, float]:

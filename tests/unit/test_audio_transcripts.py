@@ -132,6 +132,7 @@ class TranscribingLogmel(AnnotatingLogmel):
     transcripts with tiny-bert and scores texts by the words they share with what was heard."""
 
     TRANSCRIPTS: dict[int, str] = {}
+    SPEECH = 0.9  # the speech probability it reports
 
     def __init__(self, spec, device="auto"):
         super().__init__(spec, device)
@@ -154,7 +155,9 @@ class TranscribingLogmel(AnnotatingLogmel):
         return self.TRANSCRIPTS.get(freq, "")
 
     def _encode_batch_annotated(self, batch):
-        return self._encode_batch(batch), [{"transcript": self.heard(w), "speech_probability": 0.9} for w in batch]
+        return self._encode_batch(batch), [
+            {"transcript": self.heard(w), "speech_probability": self.SPEECH} for w in batch
+        ]
 
     def text_log_likelihoods(self, wave, texts):
         words = set(self.heard(wave).split())
@@ -256,7 +259,7 @@ def test_hits_are_rescored_by_what_was_heard():
     assert [h.id for h in rescore_by_transcript(hits, "a black word", k=3, weight=0.0)] == ["truck", "none", "bird"]
 
 
-def test_a_spoken_query_finds_the_text_it_heard(trained, store, tmp_path, transcribing):
+def test_a_spoken_query_finds_the_text_it_heard(trained, store, tmp_path, transcribing, monkeypatch):
     base, catalog = trained
     clip = catalog.parent / "snd6.wav"
     with _searcher(trained, store, tmp_path) as searcher:
@@ -264,3 +267,6 @@ def test_a_spoken_query_finds_the_text_it_heard(trained, store, tmp_path, transc
         assert matched[0].payload["text"] == transcribing[6]["text"]
         plain = searcher.search(audio=[clip], using="image", k=3, match_heard=False)
         assert len(plain) == 3 and [h.score for h in plain] == sorted((h.score for h in plain), reverse=True)
+        monkeypatch.setattr(TranscribingLogmel, "SPEECH", 0.3)  # words "heard" in what is probably not speech
+        unsure = searcher.search(audio=[clip], using="image", k=3)
+        assert [(h.id, h.score) for h in unsure] == [(h.id, h.score) for h in plain]
