@@ -42,9 +42,8 @@ def encoders_list(as_json: bool) -> None:
         status = ""
         if is_packaged(info.weights):
             status = " (installed)" if packaged_weights_available(info.weights) else " (NOT installed)"
-        click.echo(
-            f"{info.name:<{name_w}}{info.modality.value:<10}{info.dim:>6}  {info.kind:<{kind_w}}{info.weights}{status}"
-        )
+        row = f"{info.name:<{name_w}}{info.modality.value:<10}{info.dim:>6}  {info.kind:<{kind_w}}"
+        click.echo(f"{row}{info.weights or '-'}{status}")
     click.echo("")
     preset_w = max([len("preset"), *(len(p.name) for p in presets)]) + 2
     part_w = max([len("image"), *(len(x or "-") for p in presets for x in (p.image, p.text))]) + 2
