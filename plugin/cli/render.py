@@ -65,6 +65,9 @@ def print_ingest(report: IngestReport) -> None:
         + f" in {report.seconds:.1f}s"
     )
     for name, stage in report.stages.items():
+        if name == "index":  # one pass over the whole collection, not a per-item stage
+            click.echo(f"  {name:<11}{stage.items:>7} points{stage.seconds:>8.2f}s (payload indexes, HNSW)")
+            continue
         click.echo(f"  {name:<11}{stage.items:>7} items {stage.seconds:>8.2f}s {stage.items_per_s:>9.1f} items/s")
     if report.failed or report.degraded:
         click.echo(f"problems written to {report.dead_letter}")
