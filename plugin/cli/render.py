@@ -66,7 +66,7 @@ def print_ingest(report: IngestReport) -> None:
     )
     for name, stage in report.stages.items():
         if name == "index":  # one pass over the whole collection, not a per-item stage
-            click.echo(f"  {name:<11}{stage.items:>7} points{stage.seconds:>8.2f}s (payload indexes, HNSW)")
+            click.echo(f"  {name:<11}{stage.items:>7} points{stage.seconds:>8.2f}s (build_index)")
             continue
         click.echo(f"  {name:<11}{stage.items:>7} items {stage.seconds:>8.2f}s {stage.items_per_s:>9.1f} items/s")
     if report.failed or report.degraded:
