@@ -1,1 +1,1 @@
-"""Builders of real catalogs and interaction files (tuxpaint stamps, MovieLens-100k)."""
+"""Builders of real catalogs and interaction files (tuxpaint stamps, Papirus icons, MovieLens-100k)."""

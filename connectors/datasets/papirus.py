@@ -65,19 +65,12 @@ def readable(name: str, context: str) -> str:
 
 
 def find_theme_dir() -> Path:
-    if DEFAULT_THEME.is_dir():
-        return DEFAULT_THEME
-    import subprocess
+    """Where the package put the Papirus theme (``dpkg -L`` when the default is not there)."""
+    from mmalign.connectors.datasets.debian import package_folder
 
-    try:
-        listing = subprocess.run(
-            ["dpkg", "-L", "papirus-icon-theme"], capture_output=True, text=True, check=True
-        ).stdout.splitlines()
-    except (OSError, subprocess.CalledProcessError):
-        listing = []
-    for line in listing:
-        if line.rstrip("/").endswith("icons/Papirus"):
-            return Path(line)
+    found = package_folder("papirus-icon-theme", DEFAULT_THEME, "icons/Papirus")
+    if found is not None:
+        return found
     raise SourceError(f"the Papirus icon theme is not installed: {INSTALL_HINT}")
 
 

@@ -23,19 +23,11 @@ SOUND_ORDER = (".ogg", ".wav")
 
 def find_stamps_dir() -> Path:
     """Where the package put the stamps (``dpkg -L`` when the default is not there)."""
-    if DEFAULT_STAMPS.is_dir():
-        return DEFAULT_STAMPS
-    import subprocess
+    from mmalign.connectors.datasets.debian import package_folder
 
-    try:
-        listing = subprocess.run(
-            ["dpkg", "-L", "tuxpaint-stamps-default"], capture_output=True, text=True, check=True
-        ).stdout.splitlines()
-    except (OSError, subprocess.CalledProcessError):
-        listing = []
-    for line in listing:
-        if line.rstrip("/").endswith("share/tuxpaint/stamps"):
-            return Path(line)
+    found = package_folder("tuxpaint-stamps-default", DEFAULT_STAMPS, "share/tuxpaint/stamps")
+    if found is not None:
+        return found
     raise SourceError(f"tuxpaint stamps not found: {INSTALL_HINT}")
 
 

@@ -53,3 +53,10 @@ def test_papirus_items_from_a_fake_theme(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "papirus.jsonl").read_text().splitlines()]
     assert lines == written and len(lines) == 4
     assert all(set(line) == {"id", "image", "text", "metadata"} for line in lines)
+
+
+def test_package_folder_prefers_the_usual_place_and_says_none_when_missing(tmp_path):
+    from mmalign.connectors.datasets.debian import package_folder
+
+    assert package_folder("no-such-package-mmalign", tmp_path, "x") == tmp_path
+    assert package_folder("no-such-package-mmalign", tmp_path / "absent", "x") is None
