@@ -56,6 +56,7 @@ ENCODERS = {
     "logmel": "logmel-stats",
     "speech+sfx": "speech-sfx",
     "speech+whisper": "speech-whisper",
+    "speech+whisper-1pass": "speech-whisper-1pass",
 }
 #: The default preset's audio encoder (offline-small), chosen by this benchmark.
 DEFAULT = "speech+whisper"
@@ -168,7 +169,9 @@ def prepare(args) -> int:
     for name in ("sounds", "spoken"):  # image and text: the stamps' own (cached after the first catalog)
         report = extract_features(opened[name], features, modalities=["image", "text"], workers=2, dead_letter=letters)
         print(f"{name}: image/text {_counts(report)}", flush=True)
-    cheap_first = [e for e in ("logmel", "aisfx", "transcript", "whisper-pooled") if e in args.encoders]
+    cheap_first = [
+        e for e in ("logmel", "aisfx", "transcript", "whisper-pooled", "speech+whisper-1pass") if e in args.encoders
+    ]
     for label in CONCATS:
         if label in args.encoders:
             cheap_first += [e for e in CONCATS[label] if e not in cheap_first]

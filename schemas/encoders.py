@@ -170,13 +170,20 @@ class WhisperTranscriptSpec(_SpecBase):
     no_repeat_ngram_size: int = Field(default=3, ge=0)
     no_speech_threshold: float = Field(default=0.6, ge=0, le=1)
     logprob_threshold: float = Field(default=-1.0, le=0)
+    state_width: int = Field(
+        default=0,
+        ge=0,
+        description="Also append Whisper's encoder states averaged over the clip's frames, L2-normalised, from "
+        "the same encoder pass (the model's width: 384 for tiny; 0: not appended).",
+    )
 
     @model_validator(mode="after")
     def _dim_matches(self) -> WhisperTranscriptSpec:
-        expected = self.text_encoder.dim + (1 if self.speech_feature else 0)
+        expected = self.text_encoder.dim + (1 if self.speech_feature else 0) + self.state_width
         if self.dim != expected:
             raise ValueError(
-                f"dim must be {expected} (text encoder dim + speech feature) for {self.name!r}, got {self.dim}"
+                f"dim must be {expected} (text encoder dim + speech feature + state width) for {self.name!r}, "
+                f"got {self.dim}"
             )
         return self
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmalign.plugin.encoders.audio import WHISPER_FRAMES_PER_SECOND as STATE_FRAMES_PER_SECOND
 from mmalign.plugin.encoders.audio import WHISPER_SAMPLE_RATE, load_ct2_whisper, whisper_feature_extractor
 from mmalign.plugin.encoders.base import Encoder
 from mmalign.plugin.encoders.weights import WeightsError
@@ -93,11 +94,13 @@ class WhisperTranscriptEncoder(Encoder):
         return np.concatenate([lead, wave])[: int(self.spec.max_seconds * WHISPER_SAMPLE_RATE)]
 
     def transcribe(self, batch) -> list[Transcript]:
-        """Greedy transcripts of a batch of 16 kHz clips (grouped by window length)."""
+        """Greedy transcripts of a batch of 16 kHz clips (grouped by window length); with ``state_width``,
+        also the encoder states averaged over each clip's frames (``self.last_states``), from the same pass."""
         import ctranslate2
 
         waves = [self.prepare(w) for w in batch]
         out: list[Transcript | None] = [None] * len(waves)
+        self.last_states = np.zeros((len(waves), self.spec.state_width), dtype=np.float32)
         groups: dict[int, list[int]] = {}
         for i, wave in enumerate(waves):
             groups.setdefault(self._window_frames(len(wave)), []).append(i)
@@ -105,8 +108,12 @@ class WhisperTranscriptEncoder(Encoder):
             mel = self.features(
                 [waves[i] for i in index], sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="np"
             ).input_features[:, :, :frames]
+            encoded = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel, dtype=np.float32))
+            if self.spec.state_width:  # one encoder pass: its states are pooled, and the decoder reads them
+                encoded = self.model.encode(encoded, to_cpu=True)
+                self._pool_states(np.asarray(encoded), [waves[i] for i in index], index)
             results = self.model.generate(
-                ctranslate2.StorageView.from_array(np.ascontiguousarray(mel, dtype=np.float32)),
+                encoded,
                 [self.prompt] * len(index),
                 beam_size=1,
                 max_length=self.spec.max_new_tokens,
@@ -121,6 +128,19 @@ class WhisperTranscriptEncoder(Encoder):
                 silent = no_speech > self.spec.no_speech_threshold and logprob < self.spec.logprob_threshold
                 out[i] = Transcript("" if silent else raw, no_speech, logprob, raw)
         return out
+
+    def _pool_states(self, states: np.ndarray, waves: list[np.ndarray], index: list[int]) -> None:
+        """Mean of each clip's encoder states over the frames of the clip itself (not the silence put
+        before it, nor the padding after), L2-normalised, into ``self.last_states``."""
+        if states.shape[-1] != self.spec.state_width:
+            raise WeightsError(
+                f"encoder {self.spec.name!r}: model width is {states.shape[-1]}, spec says {self.spec.state_width}"
+            )
+        lead = int(self.spec.lead_seconds * STATE_FRAMES_PER_SECOND)
+        for row, wave, i in zip(states, waves, index):
+            end = min(len(row), max(lead + 1, math.ceil(len(wave) / WHISPER_SAMPLE_RATE * STATE_FRAMES_PER_SECOND)))
+            pooled = row[min(lead, end - 1) : end].mean(axis=0)
+            self.last_states[i] = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
 
     def text_log_likelihoods(self, wave, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Mean log-probability per token of each text as the transcript of ``wave`` (Whisper forced to read
@@ -167,6 +187,8 @@ class WhisperTranscriptEncoder(Encoder):
             rows[spoken, :text_dim] = self.text_encoder.encode([transcripts[i].text for i in spoken])
         if self.spec.speech_feature:
             rows[:, text_dim] = [t.speech_probability for t in transcripts]
+        if self.spec.state_width:
+            rows[:, self.dim - self.spec.state_width :] = self.last_states
         return rows, [t.annotation() for t in transcripts]
 
     def _encode_batch(self, batch):

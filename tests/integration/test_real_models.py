@@ -214,6 +214,20 @@ def test_speech_whisper_hears_speech_and_sounds(espeak, tuxpaint_stamps):
     assert _cos(features[0, :384], said) > _cos(features[0, :384], other)
 
 
+def test_one_whisper_pass_gives_the_transcript_and_the_pooled_state(espeak, tuxpaint_stamps):
+    """speech-whisper-1pass: the same transcript as speech-whisper, and a pooled state close to the 30 s one."""
+    _needs("whisper-tiny-en-transcript")
+    one, two = (plugin.build_encoder(n, device="cpu") for n in ("speech-whisper-1pass", "speech-whisper"))
+    clips = [espeak("a red fire truck", "truck", voice="en-gb", speed=150), tuxpaint_stamps / "animals/birds/duck.ogg"]
+    waves = [one.load_input(p, "x") for p in clips]
+    (a, notes_a), (b, notes_b) = one.encode_with_annotations(waves), two.encode_with_annotations(waves)
+    _check(a, 2, 385 + 384)
+    assert [n["transcript"] for n in notes_a] == [n["transcript"] for n in notes_b]
+    np.testing.assert_allclose(a[:, :385], b[:, :385], atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(a[:, 385:], axis=1), 1.0, rtol=1e-5)
+    assert all(_cos(a[i, 385:], b[i, 385:]) > 0.8 for i in range(2))  # clip window vs padded 30 s window
+
+
 def test_speech_sfx_hears_speech_and_sounds(espeak, tuxpaint_stamps, tmp_path, monkeypatch):
     _aisfx(monkeypatch, tmp_path)
     _needs("whisper-tiny-en-transcript")

@@ -70,3 +70,17 @@ def test_schema_export_writes_valid_json(tmp_path):
     assert set(item_schema["properties"]) >= {"id", "text", "image", "audio", "metadata"}
     spec_schema = json.loads((tmp_path / "encoder_spec.schema.json").read_text())
     assert "discriminator" in json.dumps(spec_schema)
+
+
+def test_transcript_spec_dim_counts_the_pooled_state():
+    import pytest
+
+    from mmalign.plugin.encoders.registry import get_encoder_spec
+    from mmalign.schemas.encoders import WhisperTranscriptSpec
+
+    one_pass = get_encoder_spec("speech-whisper-1pass")
+    assert one_pass.dim == one_pass.text_encoder.dim + 1 + one_pass.state_width == 769
+    fields = one_pass.model_dump()
+    with pytest.raises(ValueError, match="dim must be 769"):
+        WhisperTranscriptSpec(**{**fields, "dim": 385})
+    assert WhisperTranscriptSpec(**{**fields, "state_width": 0, "dim": 385}).dim == 385
