@@ -97,9 +97,23 @@ def get_embedding_size(name: str) -> int:
     return get_encoder_spec(name).dim
 
 
+#: Fields added to a spec kind after features had been cached with it: at these values they give the features
+#: of before, so they are left out of the id, and caches and bundles made before stay valid.
+_LATER_FIELDS: dict[str, dict[str, object]] = {"whisper_ct2_transcript": {"state_width": 0}}
+
+
+def _without_later_defaults(body):
+    if isinstance(body, dict):
+        later = _LATER_FIELDS.get(body.get("kind"), {})
+        return {k: _without_later_defaults(v) for k, v in body.items() if not (k in later and v == later[k])}
+    if isinstance(body, list):
+        return [_without_later_defaults(v) for v in body]
+    return body
+
+
 def encoder_id(spec: EncoderSpec) -> str:
     """``name:hash`` — the hash covers everything that changes the features (not the description)."""
-    body = spec.model_dump(mode="json", exclude={"description"})
+    body = _without_later_defaults(spec.model_dump(mode="json", exclude={"description"}))
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
     return f"{spec.name}:{digest}"
 

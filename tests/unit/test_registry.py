@@ -62,3 +62,14 @@ def test_cli_encoders_list_json():
     assert any(p["name"] == "offline-small" for p in data["presets"])
     text = CliRunner().invoke(main, ["encoders", "list"]).output
     assert "efficientnet-lite0" in text and "(default)" in text
+
+
+def test_a_field_added_later_keeps_the_ids_of_before():
+    """state_width (added after features were cached with these specs) leaves their ids as they were."""
+    from mmalign.plugin.encoders.registry import encoder_id
+
+    transcript = plugin.get_encoder_spec("whisper-tiny-en-transcript")
+    assert encoder_id(transcript) == "whisper-tiny-en-transcript:0d6cefa18380"
+    assert encoder_id(plugin.get_encoder_spec("speech-whisper")) == "speech-whisper:f47692e74cea"
+    one_pass = plugin.get_encoder_spec("speech-whisper-1pass")
+    assert encoder_id(one_pass) != encoder_id(one_pass.model_copy(update={"state_width": 0, "dim": 385}))
