@@ -108,7 +108,7 @@ def test_features_on_real_stamps(tuxpaint_stamps, tmp_path, monkeypatch):
     report = extract_features(open_catalog(catalog, media_root=tuxpaint_stamps), tmp_path / "f")
     assert report.modalities[Modality.IMAGE].encoded == 2  # SVG with entities included
     assert report.modalities[Modality.AUDIO].encoded == 1 and report.modalities[Modality.TEXT].encoded == 2
-    assert report.modalities[Modality.AUDIO].encoder == "speech-whisper"
+    assert report.modalities[Modality.AUDIO].encoder == "speech-whisper-1pass"
 
 
 # -- audio that understands: transcripts, sound effects, both (issue #12) -------------------------------
