@@ -82,16 +82,9 @@ def speak(text: str, out: Path, voice: str, speed: int) -> Path:
     return out
 
 
-def _write_jsonl(path: Path, rows) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
-
-
 def build_catalogs(data: Path) -> dict:
     """Write the three catalogs (and the speech clips they name); returns their paths and media roots."""
+    from mmalign.connectors.datasets.jsonl import write_jsonl
     from mmalign.connectors.datasets.tuxpaint import write_catalog
 
     if shutil.which("espeak-ng") is None:
@@ -115,8 +108,8 @@ def build_catalogs(data: Path) -> dict:
             queries.append({"id": f"human/{stem}", "audio": str(root / desc)})
     return {
         "sounds": (data / "sounds.jsonl", root),
-        "spoken": (_write_jsonl(data / "spoken.jsonl", spoken), Path("/")),
-        "queries": (_write_jsonl(data / "queries.jsonl", queries), Path("/")),
+        "spoken": (write_jsonl(data / "spoken.jsonl", spoken), Path("/")),
+        "queries": (write_jsonl(data / "queries.jsonl", queries), Path("/")),
     }
 
 

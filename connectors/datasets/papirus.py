@@ -15,11 +15,11 @@ Nothing of the theme is copied into this repository; the catalog only points at 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from pathlib import Path
 
+from mmalign.connectors.datasets.jsonl import write_jsonl
 from mmalign.connectors.errors import SourceError
 
 INSTALL_HINT = "apt-get install -y papirus-icon-theme"
@@ -141,9 +141,5 @@ def write_catalog(
     items = build_items(root)
     if limit:
         items = items[:limit]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as handle:
-        for item in items:
-            handle.write(json.dumps(item, ensure_ascii=False) + "\n")
+    write_jsonl(out, items)
     return root, items

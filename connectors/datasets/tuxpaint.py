@@ -9,9 +9,9 @@ relative to the stamps folder, which is the catalog's media root.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from mmalign.connectors.datasets.jsonl import write_jsonl
 from mmalign.connectors.errors import SourceError
 
 INSTALL_HINT = "apt-get install -y tuxpaint-stamps-default"
@@ -70,9 +70,5 @@ def write_catalog(out: str | Path, root: Path | None = None, limit: int | None =
     items = build_items(root)
     if limit:
         items = items[:limit]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as handle:
-        for item in items:
-            handle.write(json.dumps(item, ensure_ascii=False) + "\n")
+    write_jsonl(out, items)
     return root, items
