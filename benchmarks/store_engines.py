@@ -133,8 +133,29 @@ def raw_config(qe, m: int, ef_construct: int, threshold: int, hnsw_names=("fused
 
 
 # -- the three engines --------------------------------------------------------------------------------------
-def bench_store(engine: str, root: Path, ids, vectors, payloads, queries, args, rows: dict) -> dict:
+def time_query_kinds(vs, q, q2, text_q, group, audio, out: dict) -> tuple[list, list]:
+    """p50/p99 into ``out`` of the queries on collection "bench" that every engine is timed on: fused with the
+    ``group`` filter (10 %) and the ``audio`` filter (33 %), RRF of two fused prefetches (``q`` and ``q2``),
+    and text (``text_q``); returns the ids the two filtered kinds found (for their recall)."""
     from qdrant_client import models
+
+    filtered, samples = timed(lambda v: [h.id for h in vs.query("bench", v, limit=10, query_filter=group)], q)
+    out["filter_p50"], out["filter_p99"] = percentiles(samples)
+    broad, samples = timed(lambda v: [h.id for h in vs.query("bench", v, limit=10, query_filter=audio)], q)
+    out["broad_p50"], out["broad_p99"] = percentiles(samples)
+
+    def rrf(i):
+        prefetch = [models.Prefetch(query=v.tolist(), using="fused", limit=40) for v in (q[i], q2[i])]
+        return vs.query("bench", models.FusionQuery(fusion=models.Fusion.RRF), prefetch=prefetch, limit=10)
+
+    _, samples = timed(rrf, range(len(q)))
+    out["rrf_p50"], out["rrf_p99"] = percentiles(samples)
+    _, samples = timed(lambda v: vs.query("bench", v, using="text", limit=10), text_q)
+    out["text_p50"], out["text_p99"] = percentiles(samples)
+    return filtered, broad
+
+
+def bench_store(engine: str, root: Path, ids, vectors, payloads, queries, args, rows: dict) -> dict:
 
     from mmalign.connectors.store import PointData, VectorStore
     from mmalign.plugin.index.search import build_filter
@@ -162,24 +183,12 @@ def bench_store(engine: str, root: Path, ids, vectors, payloads, queries, args, 
         group = build_filter({"group": ["g3"]})
         approx, samples = timed(lambda v: [h.id for h in vs.query("bench", v, limit=10)], q)
         out["fused_p50"], out["fused_p99"] = percentiles(samples)
-        filtered, samples = timed(lambda v: [h.id for h in vs.query("bench", v, limit=10, query_filter=group)], q)
-        out["filter_p50"], out["filter_p99"] = percentiles(samples)
         out["filter_ok"] = all(
             h.payload["metadata"]["group"] == "g3" for h in vs.query("bench", q[0], limit=10, query_filter=group)
         )
         audio = build_filter({"modalities": ["audio"]})
-        broad, samples = timed(lambda v: [h.id for h in vs.query("bench", v, limit=10, query_filter=audio)], q)
-        out["broad_p50"], out["broad_p99"] = percentiles(samples)
         q2 = queries[args.queries : 2 * args.queries]
-
-        def rrf(i):
-            prefetch = [models.Prefetch(query=v.tolist(), using="fused", limit=40) for v in (q[i], q2[i])]
-            return vs.query("bench", models.FusionQuery(fusion=models.Fusion.RRF), prefetch=prefetch, limit=10)
-
-        _, samples = timed(rrf, range(len(q)))
-        out["rrf_p50"], out["rrf_p99"] = percentiles(samples)
-        _, samples = timed(lambda v: vs.query("bench", v, using="text", limit=10), q[: max(20, args.queries // 4)])
-        out["text_p50"], out["text_p99"] = percentiles(samples)
+        filtered, broad = time_query_kinds(vs, q, q2, q[: max(20, args.queries // 4)], group, audio, out)
         exact = [[h.id for h in vs.query("bench", v, limit=10, exact=True)] for v in q]
         exact_f = [[h.id for h in vs.query("bench", v, limit=10, query_filter=group, exact=True)] for v in q]
         out["recall"] = recall(approx, exact)
@@ -284,7 +293,6 @@ def bench_local(root: Path, ids, vectors, payloads, queries, args) -> dict:
     latency (``--local-queries`` of each kind) on all the points in a local store in memory (local mode
     searches the same numpy arrays either way; on disk it also persists each point to SQLite, which is
     what makes its writes slow)."""
-    from qdrant_client import models
 
     from mmalign.connectors.store import PointData, VectorStore
     from mmalign.plugin.index.search import build_filter
@@ -317,22 +325,8 @@ def bench_local(root: Path, ids, vectors, payloads, queries, args) -> dict:
         _, samples = timed(lambda v: vs.query("bench", v, limit=10), q)
         out["brute_p50"], out["brute_p99"] = percentiles(samples)
         out["fused_p50"], out["fused_p99"] = out["brute_p50"], out["brute_p99"]
-        group = build_filter({"group": ["g3"]})
-        _, samples = timed(lambda v: vs.query("bench", v, limit=10, query_filter=group), q)
-        out["filter_p50"], out["filter_p99"] = percentiles(samples)
-        audio = build_filter({"modalities": ["audio"]})
-        _, samples = timed(lambda v: vs.query("bench", v, limit=10, query_filter=audio), q)
-        out["broad_p50"], out["broad_p99"] = percentiles(samples)
-        q2 = queries[args.queries : 2 * args.queries]
-
-        def rrf(i):
-            prefetch = [models.Prefetch(query=v.tolist(), using="fused", limit=40) for v in (q[i], q2[i])]
-            return vs.query("bench", models.FusionQuery(fusion=models.Fusion.RRF), prefetch=prefetch, limit=10)
-
-        _, samples = timed(rrf, range(len(q)))
-        out["rrf_p50"], out["rrf_p99"] = percentiles(samples)
-        _, samples = timed(lambda v: vs.query("bench", v, using="text", limit=10), q)
-        out["text_p50"], out["text_p99"] = percentiles(samples)
+        group, audio = build_filter({"group": ["g3"]}), build_filter({"modalities": ["audio"]})
+        time_query_kinds(vs, q, queries[args.queries : 2 * args.queries], q, group, audio, out)
     return out
 
 
