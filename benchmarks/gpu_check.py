@@ -378,38 +378,6 @@ def train_bundle(work: Path, specs, ids: list[str], feats: dict, echo):
     return bundle, result.split["test_ids"]
 
 
-def naive_loop(items, catalog, bundle, encoders, store, collection) -> float:
-    """One item at a time: decode, encode each modality, project and fuse, upsert (as benchmarks/ingest.py)."""
-    from mmalign.connectors.store import PointData
-    from mmalign.plugin.index.ingest import build_payload, item_content_hash, media_hash, modality_hashes, project_items
-    from mmalign.schemas import Modality
-
-    t0 = time.perf_counter()
-    for item in items:
-        hashes = modality_hashes(catalog, item)
-        features = {}
-        for m in bundle.student.modalities:
-            if getattr(item, m.value) is None:
-                continue
-            enc = encoders[m]
-            value = item.text if m is Modality.TEXT else enc.load_input(catalog.resolve(item, m), item.id)
-            features[m] = {item.id: enc.encode([value], batch_size=1)[0]}
-        [named] = project_items(bundle, [item.id], features)
-        store.upsert(
-            collection,
-            [
-                PointData(
-                    item.id,
-                    named,
-                    build_payload(
-                        item, list(features), item_content_hash(item, hashes), bundle.bundle_id, media_hash(hashes)
-                    ),
-                )
-            ],
-        )
-    return time.perf_counter() - t0
-
-
 def percentiles_ms(samples) -> tuple[float, float]:
     ms = np.asarray(samples) * 1000
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
@@ -505,7 +473,9 @@ def measure_pipeline(out: dict, *, specs, catalog, items, texts, paths, bundle, 
     # Naive loop on the first --naive items, into another collection of the same store.
     subset = items[: args.naive]
     store.create_collection("naive", bundle.dim, bundle_id=bundle.bundle_id)
-    naive_s = naive_loop(subset, catalog, bundle, encoders, store, "naive")
+    from benchmarks.ingest import naive_ingest  # the same one-item-at-a-time loop as the CPU benchmark
+
+    naive_s = naive_ingest(subset, catalog, bundle, encoders, store, "naive")
     out["naive_per_s"] = len(subset) / naive_s
     out["naive_items"] = len(subset)
     echo(f"[{device}] naive loop: {len(subset)} items in {naive_s:.2f}s = {out['naive_per_s']:.1f}/s")
