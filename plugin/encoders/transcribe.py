@@ -94,13 +94,17 @@ class WhisperTranscriptEncoder(Encoder):
         return np.concatenate([lead, wave])[: int(self.spec.max_seconds * WHISPER_SAMPLE_RATE)]
 
     def transcribe(self, batch) -> list[Transcript]:
-        """Greedy transcripts of a batch of 16 kHz clips (grouped by window length); with ``state_width``,
-        also the encoder states averaged over each clip's frames (``self.last_states``), from the same pass."""
+        """Greedy transcripts of a batch of 16 kHz clips (grouped by window length)."""
+        return self._transcribe(batch)[0]
+
+    def _transcribe(self, batch) -> tuple[list[Transcript], np.ndarray]:
+        """The transcripts, and (with ``state_width``) the encoder states averaged over each clip's frames,
+        L2-normalised, from the same encoder pass ((n, 0) without)."""
         import ctranslate2
 
         waves = [self.prepare(w) for w in batch]
         out: list[Transcript | None] = [None] * len(waves)
-        self.last_states = np.zeros((len(waves), self.spec.state_width), dtype=np.float32)
+        states = np.zeros((len(waves), self.spec.state_width), dtype=np.float32)
         groups: dict[int, list[int]] = {}
         for i, wave in enumerate(waves):
             groups.setdefault(self._window_frames(len(wave)), []).append(i)
@@ -111,7 +115,7 @@ class WhisperTranscriptEncoder(Encoder):
             encoded = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel, dtype=np.float32))
             if self.spec.state_width:  # one encoder pass: its states are pooled, and the decoder reads them
                 encoded = self.model.encode(encoded, to_cpu=True)
-                self._pool_states(np.asarray(encoded), [waves[i] for i in index], index)
+                states[index] = self._pool_states(np.asarray(encoded), [waves[i] for i in index])
             results = self.model.generate(
                 encoded,
                 [self.prompt] * len(index),
@@ -127,20 +131,22 @@ class WhisperTranscriptEncoder(Encoder):
                 logprob = float(result.scores[0]) if result.scores else 0.0
                 silent = no_speech > self.spec.no_speech_threshold and logprob < self.spec.logprob_threshold
                 out[i] = Transcript("" if silent else raw, no_speech, logprob, raw)
-        return out
+        return out, states
 
-    def _pool_states(self, states: np.ndarray, waves: list[np.ndarray], index: list[int]) -> None:
+    def _pool_states(self, states: np.ndarray, waves: list[np.ndarray]) -> np.ndarray:
         """Mean of each clip's encoder states over the frames of the clip itself (not the silence put
-        before it, nor the padding after), L2-normalised, into ``self.last_states``."""
+        before it, nor the padding after), L2-normalised: (n, state_width)."""
         if states.shape[-1] != self.spec.state_width:
             raise WeightsError(
                 f"encoder {self.spec.name!r}: model width is {states.shape[-1]}, spec says {self.spec.state_width}"
             )
         lead = int(self.spec.lead_seconds * STATE_FRAMES_PER_SECOND)
-        for row, wave, i in zip(states, waves, index):
+        pooled = np.zeros((len(waves), states.shape[-1]), dtype=np.float32)
+        for n, (row, wave) in enumerate(zip(states, waves)):
             end = min(len(row), max(lead + 1, math.ceil(len(wave) / WHISPER_SAMPLE_RATE * STATE_FRAMES_PER_SECOND)))
-            pooled = row[min(lead, end - 1) : end].mean(axis=0)
-            self.last_states[i] = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
+            mean = row[min(lead, end - 1) : end].mean(axis=0)
+            pooled[n] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        return pooled
 
     def text_log_likelihoods(self, wave, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Mean log-probability per token of each text as the transcript of ``wave`` (Whisper forced to read
@@ -179,7 +185,7 @@ class WhisperTranscriptEncoder(Encoder):
         return out
 
     def _encode_batch_annotated(self, batch):
-        transcripts = self.transcribe(batch)
+        transcripts, states = self._transcribe(batch)
         text_dim = self.spec.text_encoder.dim
         rows = np.zeros((len(batch), self.dim), dtype=np.float32)
         spoken = [i for i, t in enumerate(transcripts) if t.text]
@@ -188,7 +194,7 @@ class WhisperTranscriptEncoder(Encoder):
         if self.spec.speech_feature:
             rows[:, text_dim] = [t.speech_probability for t in transcripts]
         if self.spec.state_width:
-            rows[:, self.dim - self.spec.state_width :] = self.last_states
+            rows[:, self.dim - self.spec.state_width :] = states
         return rows, [t.annotation() for t in transcripts]
 
     def _encode_batch(self, batch):
