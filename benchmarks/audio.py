@@ -308,10 +308,10 @@ def evaluate_heard(
     at least ``min_speech`` has its top hits re-scored by ``(cosine + weight * text_match(transcript, hit
     text)) / (1 + weight)`` (plugin/index/spoken.py)."""
     from mmalign.plugin.align.metrics import retrieval_metrics
-    from mmalign.plugin.index.spoken import char_ngrams, text_match
+    from mmalign.plugin.index.search import Hit
+    from mmalign.plugin.index.spoken import rescore_by_transcript
 
     corpus = _corpus(embedder, split)
-    grams = {i: char_ngrams(texts[i]) for i in split.item_ids}
     out = {}
     for set_name, entry in query_sets.items():
         ids, feats = entry[0], entry[1]
@@ -319,20 +319,22 @@ def evaluate_heard(
             continue
         vectors = query_vectors(embedder, feats, text_part)
         for target, (matrix, corpus_ids) in corpus.items():
-            corpus_ids = np.array(corpus_ids)
+            present = set(corpus_ids)
             scores = vectors @ (matrix / np.linalg.norm(matrix, axis=1, keepdims=True)).T
             ranks = []
             for n, item in enumerate(ids):
-                if item not in set(corpus_ids):
+                if item not in present:
                     continue
                 order = np.argsort(-scores[n], kind="stable")
+                ranked = [corpus_ids[j] for j in order]
                 said, speech = heard.get(set_name, {}).get(item, ("", 0.0))
-                if said and speech >= min_speech:
-                    head, said_grams = order[:top], char_ngrams(said)
-                    match = np.array([text_match(said_grams, grams[corpus_ids[j]]) for j in head])
-                    rescored = (scores[n, head] + weight * match) / (1.0 + weight)
-                    order = np.concatenate([head[np.argsort(-rescored, kind="stable")], order[top:]])
-                ranks.append(int(np.flatnonzero(corpus_ids[order] == item)[0]))
+                if said and speech >= min_speech:  # what search does (plugin/index/spoken.py), on these hits
+                    head = [
+                        Hit(id=corpus_ids[j], score=float(scores[n, j]), payload={"text": texts[corpus_ids[j]]})
+                        for j in order[:top]
+                    ]
+                    ranked = [h.id for h in rescore_by_transcript(head, said, len(head), weight)] + ranked[top:]
+                ranks.append(ranked.index(item))
             out[(set_name, target)] = retrieval_metrics(np.array(ranks))
     return out
 
