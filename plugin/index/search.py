@@ -16,6 +16,7 @@ import numpy as np
 from mmalign.connectors.errors import ConfigError, DataError
 from mmalign.connectors.store import StoreError, VectorStore, point_id
 from mmalign.plugin.index.payload import RESERVED_PAYLOAD
+from mmalign.plugin.index.spoken import LEXICAL_CANDIDATES, LEXICAL_MIN_SPEECH, rescore_by_transcript, with_spoken_text
 from mmalign.plugin.index.versions import resolve_for_read
 from mmalign.schemas import Modality, SearchHit, StoreConfig, VectorName
 
@@ -148,8 +149,6 @@ class Searcher:
         features, notes = encoder.encode_with_annotations(inputs, batch_size=1)
         if heard is not None:
             heard.append({"audio": str(value), **notes[0]})
-        from mmalign.plugin.index.spoken import with_spoken_text
-
         vector = self.bundle.embed(modality, features)[0]
         return with_spoken_text(self.bundle, encoder, vector, notes[0].get("transcript"))
 
@@ -216,8 +215,6 @@ class Searcher:
         vectors += [self.item_vector(i, using) for i in like]
         if not vectors:
             raise ConfigError("give at least one query: text, image, audio or like")
-        from mmalign.plugin.index.spoken import LEXICAL_CANDIDATES, LEXICAL_MIN_SPEECH, rescore_by_transcript
-
         spoken = len(vectors) == 1 and len(audio) == 1 and bool(notes and notes[0].get("transcript")) and with_payload
         sure = spoken and float(notes[0].get("speech_probability", 1.0)) >= LEXICAL_MIN_SPEECH
         rerank, lexical = spoken and rerank_spoken > 0, sure and match_heard

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from mmalign.connectors.errors import MediaError
+from mmalign.plugin.index.spoken import with_spoken_text
 from mmalign.plugin.serve.errors import public_message
 from mmalign.schemas import Modality
 
@@ -61,8 +62,6 @@ def embed_values(
         batch = [loaded[i][1] for i in good]
         notes: list[dict | None] = [None] * len(good)
         if getattr(encoder, "annotates", False):  # it says what it heard: a spoken query also counts as text
-            from mmalign.plugin.index.spoken import with_spoken_text
-
             features, notes = encoder.encode_with_annotations(batch, batch_size=len(good))
             vectors = [
                 with_spoken_text(bundle, encoder, v, n.get("transcript"))
