@@ -220,13 +220,28 @@ class _Rows:
         return f"{np.mean([r['n_queries'] for r in runs]):.0f}" if runs else "0"
 
 
-def audio_rows(catalog, cache, spec) -> dict:
-    """item id -> cached audio features of *this* catalog's file (same content hash): the catalogs share
-    stamp ids but not audio, and the cache keeps the newest row of an id whatever file it came from."""
+_AUDIO_HASHES: dict = {}
+
+
+def audio_hashes(catalog) -> dict[str, str]:
+    """item id -> content hash of the item's audio file, hashed once per catalog file in a run."""
     from mmalign.connectors.media import file_sha256
     from mmalign.schemas import Modality
 
-    wanted = {i.id: file_sha256(catalog.resolve(i, Modality.AUDIO)) for i in catalog.items() if i.audio is not None}
+    key = str(catalog.path)
+    if key not in _AUDIO_HASHES:
+        _AUDIO_HASHES[key] = {
+            i.id: file_sha256(catalog.resolve(i, Modality.AUDIO)) for i in catalog.items() if i.audio is not None
+        }
+    return _AUDIO_HASHES[key]
+
+
+def audio_rows(catalog, cache, spec) -> dict:
+    """item id -> cached audio features of *this* catalog's file (same content hash): the catalogs share
+    stamp ids but not audio, and the cache keeps the newest row of an id whatever file it came from."""
+    from mmalign.schemas import Modality
+
+    wanted = audio_hashes(catalog)
     table = cache.load(Modality.AUDIO, spec, list(wanted))
     return {i: row for i, h, row in zip(table.item_ids, table.content_hashes, table.features) if wanted[i] == h}
 
@@ -292,12 +307,10 @@ def evaluate_sets(embedder, test, query_sets: dict, text_part: slice | None = No
 
 def transcripts(catalog, cache, spec) -> dict[str, tuple[str, float]]:
     """item id -> (what the encoder heard in the item's clip, speech probability), from the cache's annotations."""
-    from mmalign.connectors.media import file_sha256
     from mmalign.plugin.features.annotations import AnnotationTable
     from mmalign.schemas import Modality
 
-    wanted = {i.id: file_sha256(catalog.resolve(i, Modality.AUDIO)) for i in catalog.items() if i.audio is not None}
-    notes = AnnotationTable(cache).read(Modality.AUDIO, spec, wanted)
+    notes = AnnotationTable(cache).read(Modality.AUDIO, spec, audio_hashes(catalog))
     return {i: (str(n.get("transcript") or ""), float(n.get("speech_probability", 1.0))) for i, n in notes.items()}
 
 
