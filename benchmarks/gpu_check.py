@@ -56,7 +56,7 @@ DEVICE_COMMAND = (
     "timeout 330 python3 -m benchmarks.gpu_check --synthetic 2000 "
     "--image-weights .gpu/weights/efficientnet-lite0-fp16.pth --text-weights .gpu/weights/minilm "
     "--work /tmp/gc --json $OUT/gpu_check.json 2>&1 | tee $OUT/gpu_check.log; rc=$?; "
-    "timeout 60 python3 -m pytest -q -p no:cacheprovider tests/unit/test_gpu.py 2>&1 | tee $OUT/pytest_gpu.log; "
+    "timeout 60 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_gpu.py 2>&1 | tee $OUT/pytest_gpu.log; "
     "exit $rc"
 )
 #: Distributions the device image lacks (pure Python but pydantic-core), at the versions installed here.

@@ -9,7 +9,7 @@ from mmalign.connectors.errors import BundleError
 from mmalign.connectors.store import VectorStore
 from mmalign.plugin.align.bundle import load_bundle
 from mmalign.schemas import StoreConfig
-from tests.unit.test_ingest_search import _ingest
+from tests.unit.index.test_ingest_search import _ingest
 
 
 def _copy(trained, tmp_path, name="bundle"):

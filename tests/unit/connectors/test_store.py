@@ -15,7 +15,7 @@ import pytest
 from mmalign.connectors.store import PointData, StoreError, VectorStore, point_id
 from mmalign.schemas import StoreConfig
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(params=["memory", "path"])
