@@ -703,7 +703,7 @@ def main(argv=None) -> int:
         }
         del cpu_encoders
     bundle, test_ids = train_bundle(work, specs, ids, cpu_feats, echo)
-    assert {encoder_id(s) for s in specs.values()} == {bundle.config["encoders"][m.value]["encoder_id"] for m in specs}
+    assert {encoder_id(s) for s in specs.values()} == {bundle.config.encoders[m.value].encoder_id for m in specs}
     position = {item_id: n for n, item_id in enumerate(ids)}
     test_rows = np.array([position[i] for i in test_ids])
     recall, _ = text_to_image(bundle, cpu_feats, test_rows)

@@ -31,6 +31,7 @@ from mmalign.schemas.reports import (
 )
 from mmalign.schemas.store import StoreConfig
 from mmalign.schemas.training import (
+    BundleConfig,
     EvalReport,
     HeldOutMetrics,
     ParameterCounts,
@@ -54,6 +55,7 @@ EXPORTED_MODELS = {
     "train_config": TrainConfig,
     "eval_report": EvalReport,
     "train_report": TrainReport,
+    "bundle_config": BundleConfig,
     "ingest_report": IngestReport,
     "reembed_report": ReembedReport,
     "search_hit": SearchHit,
@@ -88,6 +90,7 @@ __all__ = [
     "StoreConfig",
     "UserVectorConfig",
     "TrainConfig",
+    "BundleConfig",
     "EvalReport",
     "RetrievalResult",
     "HeldOutMetrics",

@@ -112,3 +112,140 @@ class TrainReport(BaseModel):
     split: dict[str, Any] = Field(description="Seed, fractions, sizes and the held-out test ids.")
     training_summary: dict[str, Any] = Field(description="Chosen CCA ridge, best epochs, validation scores, times.")
     feature_report: FeatureReport
+
+
+# ---------------------------------------------------------------------------------------------
+# The bundle's config.json, typed (schema versions 1 and 2 read by the same model).
+
+
+class BundleEncoder(BaseModel):
+    """The frozen encoder of one modality, as the bundle was trained on it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    encoder_id: str
+    dim: int = Field(gt=0)
+    spec: dict[str, Any] = Field(description="The EncoderSpec as JSON (read with ENCODER_SPEC_ADAPTER).")
+
+
+class StudentShape(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["low-rank"] = "low-rank"
+    hidden: int = Field(0, ge=0, description="Width of the code residual (0: linear student).")
+
+
+class FusionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: Literal["weighted", "concat"]
+    weights: dict[str, float] = Field(description="Per-modality fusion weight (renormalised over those present).")
+
+
+class TeacherShape(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hidden: int = Field(gt=0)
+    layers: int = Field(ge=1)
+
+
+class BundleSplit(BaseModel):
+    """How the items were split; ``test_ids`` are the held-out items (empty: nothing held out)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int
+    test_ids: list[str] = Field(default_factory=list)
+    test_fraction: float | None = None
+    val_fraction: float | None = None
+    n_train: int | None = None
+    n_val: int | None = None
+    kind: str | None = Field(None, description="Single-modality bundles: interactions or none.")
+    groups: bool | None = Field(None, description="Whether items of one concept group were kept on one side.")
+
+
+class BundleMetrics(BaseModel):
+    """Held-out metrics as recorded in a bundle (``split``/``n_items`` absent in some older files)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    split: str | None = None
+    n_items: int | None = None
+    results: list[RetrievalResult] = Field(default_factory=list)
+
+
+class BaseInit(BaseModel):
+    """Where a fine-tuned bundle started: the base bundle it was initialised from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_bundle_id: str
+    base_name: str | None = Field(None, description="e.g. 'base' for the shipped base bundle.")
+
+
+class PoolSource(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str
+    pairs: int = Field(ge=0)
+    licence: str
+
+
+class PoolDescription(BaseModel):
+    """The pooled corpus a base bundle was pretrained on (what, how much, which catalogs left out)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    n_pairs: int = Field(ge=0)
+    sources: list[PoolSource]
+    excluded: list[str] = Field(default_factory=list, description="Sets or catalogs kept out of the pool, and why.")
+    command: str | None = Field(None, description="The command that built it.")
+
+
+class BundleConfig(BaseModel):
+    """``config.json`` of an alignment bundle (schema versions 1 and 2).
+
+    ``bundle_id`` is a hash over the file's JSON (less the id itself), so the model is read from
+    and written to exactly that JSON: :meth:`to_json_dict` gives back the fields that were set.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["mmalign-bundle"] = "mmalign-bundle"
+    schema_version: int = Field(description="1 (no per-file digests) or 2.")
+    bundle_id: str
+    encoders: dict[str, BundleEncoder] = Field(description="By modality name (image, text, audio).")
+    dim: int = Field(gt=0, description="D, the shared space.")
+    ranks: dict[str, int]
+    student: StudentShape | None = Field(None, description="Absent in bundles written before the code residual.")
+    fusion: FusionConfig
+    teacher: TeacherShape | None = None
+    baselines: list[str] = Field(default_factory=list)
+    training: dict[str, Any] = Field(description="The TrainConfig as JSON (may hold retired options).")
+    split: BundleSplit
+    training_summary: dict[str, Any] = Field(default_factory=dict)
+    parameters: ParameterCounts | None = None
+    metrics: BundleMetrics | None = None
+    preset: str | None = None
+    files: dict[str, str] = Field(default_factory=dict, description="sha256 of each weight file (schema 2).")
+    init: BaseInit | None = Field(None, description="Set when fine-tuned from a base bundle (--init base).")
+    pool: PoolDescription | None = Field(None, description="Set on a base bundle: the corpus it was pretrained on.")
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON the bundle id hashes (fields that were set, by their JSON names)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+    def test_ids(self) -> list[str]:
+        return list(self.split.test_ids)
+
+    def encoder_ids(self) -> dict[str, str]:
+        return {m: e.encoder_id for m, e in self.encoders.items()}
+
+    def student_recall(self, query: str = "text", target: str = "image") -> float | None:
+        """The student's held-out recall@10 for one query→target cell (None when not measured)."""
+        for r in self.metrics.results if self.metrics else []:
+            if r.model == "student" and (r.query, r.target) == (query, target):
+                return r.recall_at_10
+        return None

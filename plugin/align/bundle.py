@@ -20,6 +20,7 @@ from mmalign.connectors.errors import BundleError
 from mmalign.plugin.encoders.registry import encoder_id
 from mmalign.schemas import Modality, TrainConfig
 from mmalign.schemas.encoders import ENCODER_SPEC_ADAPTER, EncoderSpec
+from mmalign.schemas.training import BundleConfig
 
 BUNDLE_KIND = "mmalign-bundle"
 BUNDLE_SCHEMA_VERSION = 2
@@ -31,38 +32,38 @@ WEIGHT_FILES = ("student.safetensors", "teacher.safetensors", "baselines.safeten
 @dataclass
 class Bundle:
     path: Path
-    config: dict[str, Any]
+    config: BundleConfig
     student: Any
     teacher: Any | None
     baselines: dict[str, Any]
 
     @property
     def bundle_id(self) -> str:
-        return self.config["bundle_id"]
+        return self.config.bundle_id
 
     @property
     def dim(self) -> int:
-        return int(self.config["dim"])
+        return self.config.dim
 
     @property
     def modalities(self) -> list[Modality]:
-        return [Modality(m) for m in self.config["encoders"]]
+        return [Modality(m) for m in self.config.encoders]
 
     def encoder_spec(self, modality: Modality) -> EncoderSpec:
-        return ENCODER_SPEC_ADAPTER.validate_python(self.config["encoders"][Modality(modality).value]["spec"])
+        return ENCODER_SPEC_ADAPTER.validate_python(self.config.encoders[Modality(modality).value].spec)
 
     def check_encoders(self, specs: dict[Modality, EncoderSpec]) -> None:
         """Refuse encoders other than those the bundle was trained on, naming both."""
         for modality, spec in specs.items():
-            recorded = self.config["encoders"].get(modality.value)
+            recorded = self.config.encoders.get(modality.value)
             if recorded is None:
                 raise BundleError(
                     f"bundle {self.bundle_id} has no {modality.value} projection; it was trained on "
-                    f"{sorted(self.config['encoders'])}"
+                    f"{sorted(self.config.encoders)}"
                 )
-            if recorded["encoder_id"] != encoder_id(spec):
+            if recorded.encoder_id != encoder_id(spec):
                 raise BundleError(
-                    f"bundle {self.bundle_id} was trained on {modality.value} encoder {recorded['encoder_id']}, "
+                    f"bundle {self.bundle_id} was trained on {modality.value} encoder {recorded.encoder_id}, "
                     f"not {encoder_id(spec)}; use the same encoder (preset/weights) or train a new bundle"
                 )
 
@@ -131,6 +132,7 @@ def save_bundle(
         "files": files,
     }
     config["bundle_id"] = _config_digest(config)
+    read_bundle_config(config, path)  # what is written must read back as a BundleConfig
     tmp = path / "config.json.tmp"
     tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tmp.replace(path / "config.json")  # the config (and so the id) appears only once the weights are written
@@ -183,31 +185,79 @@ def verify_bundle(path: Path, config: dict[str, Any]) -> None:
         )
 
 
-def load_bundle(path: str | Path, *, with_teacher: bool = True) -> Bundle:
-    from safetensors.numpy import load_file
+def read_bundle_config(raw: dict[str, Any], path: str | Path = "<config>") -> BundleConfig:
+    """The typed config of a bundle from its config.json content (schema versions 1 and 2)."""
+    from pydantic import ValidationError
 
-    from mmalign.plugin.align.teacher import Teacher
-
-    path = Path(path)
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise BundleError(f"{str(path)!r} is not a bundle: no config.json")
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{str(config_file)!r} is not valid JSON: {exc}") from exc
-    if config.get("kind") != BUNDLE_KIND:
-        raise BundleError(f"{str(path)!r} is not an mmalign bundle (kind={config.get('kind')!r})")
-    version = config.get("schema_version")
+    if raw.get("kind") != BUNDLE_KIND:
+        raise BundleError(f"{str(path)!r} is not an mmalign bundle (kind={raw.get('kind')!r})")
+    version = raw.get("schema_version")
     if version not in READABLE_SCHEMA_VERSIONS:
         raise BundleError(
             f"bundle {str(path)!r} has schema version {version!r}; this mmalign reads versions "
             f"{list(READABLE_SCHEMA_VERSIONS)}: retrain it or use a matching mmalign"
         )
-    verify_bundle(path, config)
-    cfg = TrainConfig.model_validate(_without_retired_options(config["training"], path))
-    dims = {Modality(m): int(e["dim"]) for m, e in config["encoders"].items()}
-    ranks = {Modality(m): int(r) for m, r in config["ranks"].items()}
+    try:
+        return BundleConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise BundleError(f"{str(path)!r}: config.json does not match the BundleConfig schema: {exc}") from exc
+
+
+def read_config_file(path: str | Path) -> tuple[dict[str, Any], BundleConfig]:
+    """config.json of the bundle directory ``path``: its raw JSON (which the id hashes) and the typed config."""
+    path = Path(path)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise BundleError(f"{str(path)!r} is not a bundle: no config.json")
+    try:
+        raw = json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{str(config_file)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise BundleError(f"{str(config_file)!r} is not a JSON object")
+    return raw, read_bundle_config(raw, path)
+
+
+def load_bundle_config(path: str | Path) -> BundleConfig:
+    """The typed config of a bundle (a directory, or a name such as ``base``) without loading weights."""
+    return read_config_file(resolve_bundle(path))[1]
+
+
+#: Names that stand for a bundle shipped with mmalign, wherever a bundle path is accepted.
+SHIPPED_BUNDLES = ("base",)
+
+
+def shipped_bundle_dir(name: str = "base") -> Path:
+    """The directory of a bundle shipped in the package data (``base``: the pretrained base bundle)."""
+    return Path(__file__).resolve().parent / name
+
+
+def resolve_bundle(path: str | Path) -> Path:
+    """A bundle argument -> its directory: ``base`` names the shipped base bundle (unless a directory
+    called ``base`` exists here, which wins: an explicit path is never shadowed)."""
+    if isinstance(path, str) and path in SHIPPED_BUNDLES and not Path(path).is_dir():
+        shipped = shipped_bundle_dir(path)
+        if not (shipped / "config.json").is_file():
+            raise BundleError(
+                f"the shipped {path!r} bundle is not installed ({str(shipped)!r} has no config.json); "
+                f"build it with `mmalign pretrain` or pass a bundle directory"
+            )
+        return shipped
+    return Path(path)
+
+
+def load_bundle(path: str | Path, *, with_teacher: bool = True) -> Bundle:
+    """A bundle directory, or ``base`` for the shipped base bundle; digests are verified first."""
+    from safetensors.numpy import load_file
+
+    from mmalign.plugin.align.teacher import Teacher
+
+    path = resolve_bundle(path)
+    raw, config = read_config_file(path)
+    verify_bundle(path, raw)
+    cfg = TrainConfig.model_validate(_without_retired_options(config.training, path))
+    dims = {Modality(m): e.dim for m, e in config.encoders.items()}
+    ranks = {Modality(m): int(r) for m, r in config.ranks.items()}
 
     def load_into(module, tensors: dict[str, np.ndarray], prefix: str = ""):
         import torch
@@ -228,16 +278,16 @@ def load_bundle(path: str | Path, *, with_teacher: bool = True) -> Bundle:
         except RuntimeError as exc:  # shapes or keys other than config.json implies
             raise BundleError(f"{str(path / str(name))!r} does not fit config.json: {exc}") from exc
 
-    hidden = int((config.get("student") or {}).get("hidden", cfg.student_hidden))
+    hidden = config.student.hidden if config.student is not None else cfg.student_hidden
     student = load_checked(_student_with_ranks(dims, cfg, ranks, hidden), "student.safetensors")
     teacher = None
-    if with_teacher and config.get("teacher") and (path / "teacher.safetensors").exists():
-        teacher = Teacher(dims, cfg.dim, config["teacher"]["hidden"], config["teacher"]["layers"], dropout=cfg.dropout)
+    if with_teacher and config.teacher and (path / "teacher.safetensors").exists():
+        teacher = Teacher(dims, cfg.dim, config.teacher.hidden, config.teacher.layers, dropout=cfg.dropout)
         teacher = load_checked(teacher, "teacher.safetensors")
     baselines = {}
-    if config.get("baselines") and (path / "baselines.safetensors").exists():
+    if config.baselines and (path / "baselines.safetensors").exists():
         tensors = read("baselines.safetensors")
-        for name in config["baselines"]:
+        for name in config.baselines:
             try:
                 baselines[name] = load_into(_student_with_ranks(dims, cfg, ranks), tensors, f"{name}.")
             except RuntimeError as exc:

@@ -133,13 +133,11 @@ def ingest(
 
     started = time.perf_counter()
     if not isinstance(bundle, Bundle):
-        bundle_path = str(Path(bundle).resolve())
-        bundle = load_bundle(bundle, with_teacher=False)
-    else:
-        bundle_path = str(bundle.path.resolve())
-    if bundle.config["fusion"]["strategy"] != "weighted":
+        bundle = load_bundle(bundle, with_teacher=False)  # a directory, or "base" (the shipped base bundle)
+    bundle_path = str(bundle.path.resolve())
+    if bundle.config.fusion.strategy != "weighted":
         raise BundleError(
-            f"bundle {bundle.bundle_id} uses {bundle.config['fusion']['strategy']!r} fusion, whose "
+            f"bundle {bundle.bundle_id} uses {bundle.config.fusion.strategy!r} fusion, whose "
             f"fused vector is not of size D; ingest needs 'weighted' fusion"
         )
     if not isinstance(catalog, Catalog):

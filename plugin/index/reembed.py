@@ -25,24 +25,24 @@ from mmalign.connectors.store import EXTRA_VECTOR_NAMES, PointData, StoreError, 
 from mmalign.plugin.features.cache import FeatureCache
 from mmalign.plugin.index.versions import list_versions, parse_version, utc_now, version_name
 from mmalign.schemas import Modality, ReembedReport, StoreConfig
+from mmalign.schemas.training import BundleConfig
 
 log = logging.getLogger(__name__)
 
 
-def bundle_quality(config: dict) -> float | None:
+def bundle_quality(config: BundleConfig) -> float | None:
     """The quality probe: the student's held-out text→image recall@10 recorded in the bundle
     (else the mean recall@10 of its cross-modal rows)."""
-    rows = [r for r in config.get("metrics", {}).get("results", []) if r["model"] == "student"]
+    rows = [r for r in (config.metrics.results if config.metrics else []) if r.model == "student"]
     for r in rows:
-        if (r["query"], r["target"]) == ("text", "image"):
-            return float(r["recall@10"])
-    cross = [r["recall@10"] for r in rows if r["target"] != "fused"]
+        if (r.query, r.target) == ("text", "image"):
+            return float(r.recall_at_10)
+    cross = [r.recall_at_10 for r in rows if r.target != "fused"]
     return float(np.mean(cross)) if cross else None
 
 
-def _same_encoders(old_config: dict, new_config: dict) -> bool:
-    old = {m: e["encoder_id"] for m, e in old_config["encoders"].items()}
-    new = {m: e["encoder_id"] for m, e in new_config["encoders"].items()}
+def _same_encoders(old_config: BundleConfig, new_config: BundleConfig) -> bool:
+    old, new = old_config.encoder_ids(), new_config.encoder_ids()
     return all(old.get(m) == eid for m, eid in new.items())
 
 
@@ -88,8 +88,8 @@ def reembed(
     if live is None:
         raise StoreError(f"{collection!r} is not an alias of a versioned collection; ingest it first")
     old_record = vs.collection_record(live)
-    bundle_path = str(Path(bundle.path if isinstance(bundle, Bundle) else bundle).resolve())
     new_bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, with_teacher=False)
+    bundle_path = str(new_bundle.path.resolve())
     old_config = _bundle_config(old_record)
     mode = (
         "reproject"
@@ -138,13 +138,13 @@ def reembed(
     return report
 
 
-def _bundle_config(record) -> dict | None:
-    import json
+def _bundle_config(record) -> BundleConfig | None:
+    from mmalign.plugin.align.bundle import load_bundle_config
 
     path = record.extra.get("bundle_path")
     if not path or not (Path(path) / "config.json").exists():
         return None
-    return json.loads((Path(path) / "config.json").read_text())
+    return load_bundle_config(path)
 
 
 def _already_live(vs: VectorStore, alias: str, live: str, record, mode: str, started: float) -> ReembedReport:

@@ -93,7 +93,7 @@ def quickstart(
     searcher = Searcher(COLLECTION, store=store, bundle=bundle, device=device)
     shown: dict = {}
     try:
-        test_ids = set(bundle.config["split"]["test_ids"])
+        test_ids = set(bundle.config.test_ids())
         by_id = {i["id"]: i for i in items}
         for text in TEXT_QUERIES:
             hits = searcher.search(text=[text], using="image", k=k)

@@ -178,7 +178,7 @@ def evaluate_bundle(
         if not isinstance(catalog, Catalog):
             catalog = open_catalog(catalog)
         extract_features(catalog, features_dir, specs=specs, device=device, show_progress=show_progress)
-    ids = list(item_ids) if item_ids is not None else list(bundle.config["split"]["test_ids"])
+    ids = list(item_ids) if item_ids is not None else bundle.config.test_ids()
     data = load_paired(FeatureCache(features_dir), specs, ids)
     if len(data) == 0:
         raise DataError(
