@@ -185,7 +185,10 @@ def load_image(
                 )
             if width < 1 or height < 1:
                 raise MediaError(item_id, "image has zero size", path=str(path), modality="image")
+            turn = _exif_transpose_method(image)
             image = _decode_within(image, side, background, limits)
+            if turn is not None:  # EXIF orientation: the picture as a viewer shows it, not the stored pixels
+                image = image.transpose(turn)
     except MediaError:
         raise
     except MemoryError as exc:
@@ -206,6 +209,8 @@ def _decode_within(image, side: int, background: tuple[int, int, int], limits: M
     width, height = image.size
     big = width * height * max(len(image.getbands()), 3) > limits.big_decode_bytes
     with _big_decode if big else _nothing():
+        if image.mode in HIGH_BIT_MODES:
+            image = _to_8_bits(image)
         alpha = image.mode in ("RGBA", "LA", "P", "PA", "La", "RGBa") or "transparency" in image.info
         if max(width, height) > side and not alpha:
             image.thumbnail((side, side), Image.Resampling.BICUBIC, reducing_gap=2.0)  # draft + reduce + resample
@@ -219,6 +224,48 @@ def _decode_within(image, side: int, background: tuple[int, int, int], limits: M
             canvas.alpha_composite(rgba)
             return canvas.convert("RGB")
         return image.convert("RGB")
+
+
+#: Pillow modes of one channel with more than 8 bits (16-bit grayscale PNG): ``convert("RGB")`` clips their
+#: values at 255 instead of scaling them, so they are scaled to 8 bits first (:func:`_to_8_bits`).
+HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+#: EXIF orientation (tag 0x0112) -> the transpose that shows the picture upright (as ImageOps.exif_transpose).
+_EXIF_ORIENTATION = 0x0112
+
+
+def _exif_transpose_method(image):
+    """The transpose that EXIF orientation 2-8 asks for, or None (read before decoding, which drops EXIF)."""
+    from PIL import Image
+
+    try:
+        orientation = image.getexif().get(_EXIF_ORIENTATION)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block is no orientation
+        return None
+    return {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }.get(orientation)
+
+
+def _to_8_bits(image):
+    """A 16-bit grayscale image as 8-bit ``L`` (``LA`` where a tRNS value marks transparent pixels): the
+    full 16-bit range maps onto 0-255 (value / 257), as every viewer shows it."""
+    from PIL import Image
+
+    image.load()
+    values = np.asarray(image).astype(np.uint32)
+    gray = Image.fromarray(((values + 128) // 257).clip(0, 255).astype(np.uint8), "L")
+    transparent = image.info.get("transparency")
+    if isinstance(transparent, int) and not isinstance(transparent, bool):
+        alpha = Image.fromarray(np.where(values == transparent, 0, 255).astype(np.uint8), "L")
+        gray = Image.merge("LA", (gray, alpha))
+    image.close()
+    return gray
 
 
 class _nothing:
@@ -497,6 +544,7 @@ def load_audio(path: str | Path, *, item_id: str, sample_rate: int, max_seconds:
         raise MediaError(item_id, f"cannot read audio: {exc}", path=str(path), modality="audio") from exc
     if empty:
         raise MediaError(item_id, "audio file is empty (0 bytes)", path=str(path), modality="audio")
+    check_id3(path, item_id=item_id)
     try:
         wave, source_rate = _read_mono(path, max_seconds)
     except MediaError as exc:
@@ -520,6 +568,43 @@ def load_audio(path: str | Path, *, item_id: str, sample_rate: int, max_seconds:
                 item_id, f"cannot resample audio from {source_rate} Hz: {exc}", path=str(path), modality="audio"
             ) from exc
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def check_id3(path: str | Path, *, item_id: str) -> None:
+    """Refuse a file that starts with an ID3v2 tag (MP3 metadata) and ends inside it, or right after it.
+
+    Decoders handed such a file scan it for audio frames for seconds and then blame the file type
+    ("possibly a pipe?"); the tag header says how long the tag is, so the cut is named at once.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(10)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError as exc:
+        raise MediaError(item_id, f"cannot read audio: {exc}", path=str(path), modality="audio") from exc
+    if len(header) < 10 or header[:3] != b"ID3":
+        return
+    major, flags, raw = header[3], header[5], header[6:10]
+    if major == 0xFF or any(b & 0x80 for b in raw):
+        raise MediaError(
+            item_id,
+            f"damaged ID3 tag header (version byte {major}, size bytes {raw.hex()})",
+            path=str(path),
+            modality="audio",
+        )
+    declared = (raw[0] << 21) | (raw[1] << 14) | (raw[2] << 7) | raw[3]
+    end = 10 + declared + (10 if flags & 0x10 else 0)  # + the footer
+    if end > size:
+        raise MediaError(
+            item_id,
+            f"the file is cut inside its ID3 tag: the tag declares {declared:,} bytes after its header, the file "
+            f"has {size:,} bytes in all",
+            path=str(path),
+            modality="audio",
+        )
+    if end == size:
+        raise MediaError(item_id, "the file holds an ID3 tag and no audio after it", path=str(path), modality="audio")
 
 
 #: Sample rates outside this range are a damaged header, not audio.

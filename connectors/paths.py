@@ -26,6 +26,26 @@ def resolve_media_path(ref: str, root: str | Path, *, item_id: str, modality: st
             modality=modality,
         )
     if not resolved.is_file():
-        reason = "is a directory, not a file" if resolved.is_dir() else "file not found"
-        raise MediaError(item_id, f"{reason} (looked at {str(resolved)!r})", path=ref, modality=modality)
+        raise MediaError(item_id, f"{_not_a_file(resolved)} (looked at {str(resolved)!r})", path=ref, modality=modality)
     return resolved
+
+
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` is not a regular file: what it is instead (a FIFO would block a reader forever)."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror or exc}"
+    kinds = [
+        (stat.S_ISDIR, "is a directory"),
+        (stat.S_ISFIFO, "is a named pipe (FIFO)"),
+        (stat.S_ISCHR, "is a character device"),
+        (stat.S_ISBLK, "is a block device"),
+        (stat.S_ISSOCK, "is a socket"),
+    ]
+    what = next((text for test, text in kinds if test(mode)), "is not a regular file")
+    return f"{what}, not a regular file"
