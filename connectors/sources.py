@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,17 +56,29 @@ class Catalog:
     folder_ignore: tuple[str, ...] = ()
 
     def records(self) -> Iterator[SourceRecord]:
+        """Every entry, item ids normalised to Unicode NFC (two spellings of one id are one item: the
+        second is an error naming the first)."""
         reader = {"jsonl": _read_jsonl, "csv": _read_csv, "folder": _read_folder}[self.format]
-        seen: dict[str, str] = {}
+        seen: dict[str, tuple[str, str]] = {}
         for record in reader(self):
             if record.item is not None:
-                first = seen.get(record.item.id)
+                raw = record.item.id
+                item_id = unicodedata.normalize("NFC", raw)
+                if item_id != raw:
+                    record = SourceRecord(record.source, item=record.item.model_copy(update={"id": item_id}))
+                first = seen.get(item_id)
                 if first is not None:
-                    yield SourceRecord(
-                        record.source, error=ItemError(record.item.id, f"duplicate item id; first defined at {first}")
-                    )
+                    first_source, first_raw = first
+                    if first_raw == raw:
+                        reason = f"duplicate item id; first defined at {first_source}"
+                    else:
+                        reason = (
+                            f"duplicate item id: {raw!r} is {item_id!r} in Unicode NFC, which {first_source} "
+                            f"defines (as {first_raw!r}); ids are compared in NFC"
+                        )
+                    yield SourceRecord(record.source, error=ItemError(item_id, reason))
                     continue
-                seen[record.item.id] = record.source
+                seen[item_id] = (record.source, raw)
             yield record
 
     def items(self) -> list[CatalogItem]:
