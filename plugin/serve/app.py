@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse
 from mmalign.connectors.errors import ConfigError, DataError, MediaError, MmalignError
 from mmalign.plugin.serve import page
 from mmalign.plugin.serve.errors import ServiceError, bad_request, public_message
+from mmalign.plugin.serve.limits import JsonDepthLimit, form_number, loads_limited
 from mmalign.plugin.serve.models import (
     CollectionInfo,
     Error,
@@ -220,6 +221,7 @@ def create_app(service: Service, *, watch_interval_s: float = 5.0):
         ),
         lifespan=lifespan,
     )
+    app.add_middleware(JsonDepthLimit)  # inside ServiceMiddleware: the body it reads is size-limited first
     app.add_middleware(ServiceMiddleware, service=service)
     # documents the key for the docs' "Authorize" button; the middleware enforces it
     key_doc = APIKeyHeader(name="X-API-Key", auto_error=False, description="Needed when the service has --api-key.")
@@ -334,7 +336,7 @@ def create_app(service: Service, *, watch_interval_s: float = 5.0):
             raw_filters = form.get("filters")
             if isinstance(raw_filters, str) and raw_filters.strip():
                 try:
-                    filters.update(json.loads(raw_filters))
+                    filters.update(loads_limited(raw_filters))
                 except (ValueError, TypeError):
                     raise bad_request('filters must be a JSON object {"key": value}') from None
             try:
@@ -346,7 +348,7 @@ def create_app(service: Service, *, watch_interval_s: float = 5.0):
             for name in ("using", "k", "fusion"):
                 value = form.get(name)
                 if isinstance(value, str) and value.strip():
-                    fields[name] = value.strip()
+                    fields[name] = form_number(value) if name == "k" else value.strip()
             try:
                 parsed = SearchRequest.model_validate({**fields, "filters": filters or None})
             except ValidationError as exc:

@@ -32,7 +32,11 @@ class SearchRequest(BaseModel):
     )
     like: str | list[str] | None = Field(default=None, description="Item id(s): more like these.")
     using: Literal["fused", "image", "text", "audio"] = Field(default="fused", description="Stored vector searched.")
-    k: int = Field(default=10, description="Number of results (1 to the service's k limit, 100 by default).")
+    k: int = Field(
+        default=10,
+        strict=True,
+        description="Number of results (1 to the service's k limit, 100 by default); a JSON number, not a string.",
+    )
     filters: dict[str, FilterValue] | None = Field(
         default=None,
         description="Payload filter: metadata key (or payload field) -> value or list of values (AND across "
@@ -54,9 +58,11 @@ class RecommendRequest(BaseModel):
     user_id: str | None = Field(default=None, description="A user with stored interactions.")
     liked: list[str] = Field(default_factory=list, description="Anonymous session: items liked.")
     disliked: list[str] = Field(default_factory=list, description="Anonymous session: items disliked.")
-    k: int = 10
+    k: int = Field(default=10, strict=True, description="Number of results; a JSON number, not a string.")
     filters: dict[str, FilterValue] | None = None
-    include_seen: bool = Field(default=False, description="Also return items the user (or session) has seen.")
+    include_seen: bool = Field(
+        default=False, strict=True, description="Also return items the user (or session) has seen (true or false)."
+    )
     strategy: Literal["vector", "best_score", "average_vector"] | None = Field(
         default=None, description="Default: vector for a user, average_vector for a session."
     )
