@@ -44,8 +44,14 @@ def fit_alignment(
     interactions: Sequence | None = None,
     raw_modalities: Sequence[Modality] = (),
     echo: Callable[[str], None] = log.info,
+    base=None,
 ) -> AlignmentResult:
-    """Split, fit svd/cca (CCA ridge picked on val), train the teacher, distil the student, test."""
+    """Split, fit svd/cca (CCA ridge picked on val), train the teacher, distil the student, test.
+
+    ``base`` (a loaded base :class:`~mmalign.plugin.align.bundle.Bundle`): the teacher starts from
+    the base bundle's teacher, re-centred on this catalog's training items (see
+    :func:`~mmalign.plugin.align.pretrain.teacher_from_base`), instead of from CCA; the student still
+    starts from this catalog's CCA and is distilled from that teacher on every training item."""
     import torch
 
     from mmalign.plugin.align.student import build_student
@@ -71,8 +77,16 @@ def fit_alignment(
     closed_form_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    teacher_fit = fit_cca(train, cfg.dim, reg, cfg.cca_power)
+    init = None
+    if base is not None:
+        from mmalign.plugin.align.pretrain import domain_mean, teacher_from_base
+
+        if base.teacher is None:
+            raise DataError(f"bundle {base.bundle_id} has no teacher to start from; pass a base bundle")
+        init = teacher_from_base(base.teacher, train.dims(), cfg, teacher_fit, domain_mean(train))
     teacher, teacher_result = train_teacher(
-        train, val, cfg, fit_cca(train, cfg.dim, reg, cfg.cca_power), _train_histories(interactions, train)
+        train, val, cfg, teacher_fit, _train_histories(interactions, train), init=init
     )
     teacher_s = time.perf_counter() - t0
     echo(
@@ -80,8 +94,8 @@ def fit_alignment(
         f"({len(teacher_result.history) - 1} epochs, {teacher_s:.1f}s)"
     )
     t0 = time.perf_counter()
-    init = {"cca": cca_fit, "svd": svd_fit, "random": None}[cfg.init]
-    student, student_result = train_student(train, val, cfg, init, teacher if cfg.distill else None)
+    student_init = {"cca": cca_fit, "svd": svd_fit, "random": None}[cfg.init]
+    student, student_result = train_student(train, val, cfg, student_init, teacher if cfg.distill else None)
     student_s = time.perf_counter() - t0
     echo(
         f"student: best val {student_result.best_val:.3f} at epoch {student_result.best_epoch} "

@@ -55,7 +55,7 @@ class TorchEmbedder:
             return self.model(feats, masks)[1].numpy()
 
 
-def _pair_losses(embeddings, masks, logit_scale, modalities):
+def pair_losses(embeddings, masks, logit_scale, modalities):
     from mmalign.plugin.align.losses import info_nce
 
     total, count = 0.0, 0
@@ -156,27 +156,59 @@ def fit_model(
 
 
 def train_teacher(
-    train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, fit: LinearFit, histories: list | None = None
+    train: PairedFeatures,
+    val: PairedFeatures,
+    cfg: TrainConfig,
+    fit: LinearFit,
+    histories: list | None = None,
+    init=None,
 ):
     """Teacher: pairwise InfoNCE between unimodal embeddings + InfoNCE between each e_m and the joint
     embedding of the item seen through a random subset of its modalities, + with ``histories`` (per
-    user, training-item rows in time order) the co-occurrence term :func:`history_loss`."""
+    user, training-item rows in time order) the co-occurrence term :func:`history_loss`.
+
+    ``init``: a teacher to start from (e.g. the base bundle's, see :func:`teacher_from_base`) instead
+    of one whose linear maps start as the CCA fit; epoch 0 (kept unless training beats it on
+    validation) is then that teacher."""
     import torch
 
-    from mmalign.plugin.align.losses import history_loss, info_nce
     from mmalign.plugin.align.teacher import Teacher
 
     torch.manual_seed(cfg.seed)
-    teacher = Teacher(train.dims(), cfg.dim, cfg.teacher_hidden, cfg.teacher_layers, dropout=cfg.dropout)
-    for m in teacher.modalities:
-        k = min(cfg.dim, fit.components[m].shape[1])
-        teacher.towers[m.value].init_linear(fit.mean[m], fit.components[m][:, :k] * fit.scale[m][:k])
+    if init is not None:
+        teacher = init
+    else:
+        teacher = Teacher(train.dims(), cfg.dim, cfg.teacher_hidden, cfg.teacher_layers, dropout=cfg.dropout)
+        for m in teacher.modalities:
+            k = min(cfg.dim, fit.components[m].shape[1])
+            teacher.towers[m.value].init_linear(fit.mean[m], fit.components[m][:, :k] * fit.scale[m][:k])
     all_f, all_m = feature_tensors(train)
+    step = teacher_step(teacher, cfg, histories, all_f, all_m)
+    result = fit_model(
+        teacher,
+        list(teacher.parameters()),
+        train,
+        val,
+        cfg,
+        cfg.teacher_epochs,
+        cfg.teacher_lr,
+        step,
+        "teacher",
+        batch_size=cfg.teacher_batch_size,
+    )
+    return teacher, result
+
+
+def teacher_step(teacher, cfg: TrainConfig, histories=None, all_f=None, all_m=None) -> Callable:
+    """The teacher's loss on one batch: ``step(batch_f, batch_m, idx, scale, generator)``."""
+    import torch
+
+    from mmalign.plugin.align.losses import history_loss, info_nce
 
     def step(batch_f, batch_m, idx, scale, generator):
         raw = {m: teacher.unimodal(m, batch_f[m]) for m in teacher.modalities}
         unit = {m: torch.nn.functional.normalize(r, dim=-1) for m, r in raw.items()}
-        loss, count = _pair_losses(unit, batch_m, scale, teacher.modalities)
+        loss, count = pair_losses(unit, batch_m, scale, teacher.modalities)
         dropped = drop_modalities(batch_m, cfg.modality_dropout, generator)
         joint = teacher.joint(raw, dropped)
         for m in teacher.modalities:
@@ -191,19 +223,7 @@ def train_teacher(
             count += 1
         return loss / max(count, 1) if count else None
 
-    result = fit_model(
-        teacher,
-        list(teacher.parameters()),
-        train,
-        val,
-        cfg,
-        cfg.teacher_epochs,
-        cfg.teacher_lr,
-        step,
-        "teacher",
-        batch_size=cfg.teacher_batch_size,
-    )
-    return teacher, result
+    return step
 
 
 def single_modality_pools(data: PairedFeatures) -> dict[Modality, np.ndarray]:
@@ -288,7 +308,7 @@ def train_student(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, 
 
     def step(batch_f, batch_m, idx, scale, generator):
         emb = {m: student.embed(m, batch_f[m]) for m in student.modalities}
-        loss, count = _pair_losses(emb, batch_m, scale, student.modalities)
+        loss, count = pair_losses(emb, batch_m, scale, student.modalities)
         fused = student.fusion(emb, drop_modalities(batch_m, cfg.modality_dropout, generator))
         for m in student.modalities:
             present = batch_m[m]

@@ -13,6 +13,7 @@ from mmalign.connectors.errors import MmalignError
 from mmalign.plugin.cli.encoders import encoders
 from mmalign.plugin.cli.features import features
 from mmalign.plugin.cli.index import drop_version, ingest, quickstart, reembed, rollback, search, versions
+from mmalign.plugin.cli.pretrain import pretrain
 from mmalign.plugin.cli.recommend import eval_rec, recommend
 from mmalign.plugin.cli.serve import serve
 from mmalign.plugin.cli.store import schemas, store
@@ -43,6 +44,7 @@ for command in (
     encoders,
     features,
     train,
+    pretrain,
     eval_command,
     ingest,
     search,

@@ -45,7 +45,13 @@ _DEFAULT = {name: field.default for name, field in TrainConfig.model_fields.item
     show_default=True,
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
 )
-@click.option("--init", type=click.Choice(["cca", "svd", "random"]), default="cca", show_default=True)
+@click.option(
+    "--init",
+    type=click.Choice(["cca", "svd", "random", "base"]),
+    default="cca",
+    show_default=True,
+    help="Student start (closed form); base: fine-tune the teacher from the shipped base bundle (student from CCA).",
+)
 @click.option("--fusion", type=click.Choice(["weighted", "concat"]), default="weighted", show_default=True)
 @click.option("--no-distill", is_flag=True, help="Train the student without the teacher (ablation).")
 @click.option(
@@ -105,6 +111,9 @@ def train(
     from mmalign.plugin.workflows.train import train_bundle
     from mmalign.schemas import TrainConfig
 
+    init_bundle = None
+    if init == "base":
+        init_bundle, init = "base", "cca"
     base = json.loads(Path(config_file).read_text()) if config_file else {}
     given = {
         name: value
@@ -136,6 +145,7 @@ def train(
         device=device,
         show_progress=sys.stderr.isatty(),
         echo=echo,
+        init_bundle=init_bundle,
     )
     if as_json:
         echo_json(report)
@@ -152,19 +162,25 @@ def train(
 
 
 @click.command("eval")
-@click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--bundle", "bundle_path", required=True, help="A bundle folder, or base (the shipped base bundle).")
 @click.argument("catalog", required=False, type=click.Path(exists=True))
+@click.option(
+    "--split-of",
+    type=click.Path(exists=True, file_okay=False),
+    help="Evaluate on the test items of this other bundle (trained on CATALOG): same queries.",
+)
 @json_option
 @click.option("--device", default="auto", show_default=True)
 @catalog_options
-def eval_command(bundle_path, catalog, as_json, device, fmt, media_root, features_dir):
-    """Evaluate a bundle on its held-out items: every model, every query -> target pair."""
+def eval_command(bundle_path, catalog, split_of, as_json, device, fmt, media_root, features_dir):
+    """Evaluate a bundle on its held-out items (or a catalog it was not trained on): every model,
+    every query -> target pair."""
     from mmalign.connectors.sources import open_catalog
     from mmalign.plugin.cli.render import retrieval_table
     from mmalign.plugin.workflows.train import evaluate_bundle
 
     source = open_catalog(catalog, media_root=media_root, format=fmt) if catalog else None
-    report = evaluate_bundle(bundle_path, source, features_dir=features_dir, device=device)
+    report = evaluate_bundle(bundle_path, source, features_dir=features_dir, device=device, split_of=split_of)
     if as_json:
         echo_json(report)
         return

@@ -47,8 +47,14 @@ def train_bundle(
     device: str = "auto",
     show_progress: bool = False,
     echo: Callable[[str], None] = log.info,
+    init_bundle: str | Path | None = None,
 ) -> TrainReport:
     """Features (cached) -> alignment -> bundle on disk; returns the report.
+
+    ``init_bundle`` (``"base"``: the shipped base bundle): the teacher is fine-tuned from that
+    bundle's teacher instead of started from CCA (the student still starts from this catalog's CCA);
+    the bundle records it under ``init``. A modality the base has no tower for (audio) starts from
+    CCA as without a base.
 
     Two or more modalities: :func:`fit_alignment` (cross-modal; interactions add the teacher's
     co-occurrence term). One modality: with interactions, :func:`mmalign.plugin.recommend.space.fit_cooccurrence_space`;
@@ -61,6 +67,16 @@ def train_bundle(
 
     cfg = cfg or TrainConfig()
     started = time.perf_counter()
+    base = None
+    if init_bundle is not None:
+        from mmalign.plugin.align.bundle import load_bundle
+
+        base = load_bundle(init_bundle)
+        shape = base.config.teacher
+        if shape is None or base.teacher is None:
+            raise DataError(f"bundle {base.bundle_id} ({init_bundle}) has no teacher to fine-tune")
+        cfg = cfg.model_copy(update={"teacher_hidden": shape.hidden, "teacher_layers": shape.layers})
+        echo(f"teacher: fine-tuned from bundle {base.bundle_id} ({init_bundle}); student: from this catalog's CCA")
     catalog, specs, feature_report, data = catalog_features(
         catalog, features_dir, preset, weights, device, show_progress
     )
@@ -75,7 +91,11 @@ def train_bundle(
         letters = interactions_dead_letter or Path(features_dir) / "interactions_dead_letter.jsonl"
         rows, invalid = _load_interactions(interactions, interactions_holdout, set(data.item_ids), echo, letters)
     if len(specs) >= 2:
-        result = fit_alignment(data, cfg, interactions=rows, raw_modalities=shared_space_modalities(specs), echo=echo)
+        if base is not None:
+            base.check_encoders({m: s for m, s in specs.items() if m.value in base.config.encoders})
+        result = fit_alignment(
+            data, cfg, interactions=rows, raw_modalities=shared_space_modalities(specs), echo=echo, base=base
+        )
         models, training = result.models, result.training_summary
         split, metrics = result.split, {"split": "test", "n_items": len(result.test), "results": result.results}
     else:
@@ -95,6 +115,8 @@ def train_bundle(
         "metrics": metrics,
         "preset": preset,
     }
+    if base is not None:
+        summary["init"] = {"base_bundle_id": base.bundle_id, "base_name": str(init_bundle)}
     bundle_id = save_bundle(
         out,
         specs=specs,
@@ -106,7 +128,7 @@ def train_bundle(
     )
     return TrainReport.model_validate(
         {
-            **summary,
+            **{k: v for k, v in summary.items() if k != "init"},
             "bundle_id": bundle_id,
             "out": str(out),
             "seconds": round(time.perf_counter() - started, 1),
@@ -164,15 +186,30 @@ def evaluate_bundle(
     item_ids: Sequence[str] | None = None,
     device: str = "auto",
     show_progress: bool = False,
+    split_of: str | Path | None = None,
 ) -> EvalReport:
     """Metrics of every model in the bundle on its held-out items (or on ``item_ids``).
 
     With a catalog, features are (re)extracted into the cache first; without one, the cache must
-    already hold them.
+    already hold them. A bundle evaluated on a catalog it was not trained on (``base``) has no
+    held-out items of that catalog: then every item of the catalog is evaluated, or ``split_of``
+    (another bundle, trained on the catalog) names the test items, so that zero-shot and fine-tuned
+    compare on the same queries.
     """
-    from mmalign.plugin.align.bundle import load_bundle
+    from mmalign.plugin.align.bundle import load_bundle, load_bundle_config
 
     bundle = load_bundle(bundle_path)
+    if split_of is not None and item_ids is None:
+        item_ids = load_bundle_config(split_of).test_ids()
+    if item_ids is None and not bundle.config.test_ids():
+        if catalog is None:
+            raise DataError(
+                f"bundle {bundle.bundle_id} has no held-out items (a base bundle): pass the catalog to "
+                f"evaluate on, and --split-of a bundle trained on it to use that bundle's test items"
+            )
+        if not isinstance(catalog, Catalog):
+            catalog = open_catalog(catalog)
+        item_ids = [i.id for i in catalog.items()]
     specs = {m: bundle.encoder_spec(m) for m in bundle.modalities}
     if catalog is not None:
         if not isinstance(catalog, Catalog):
