@@ -137,7 +137,7 @@ def time_query_kinds(vs, q, q2, text_q, group, audio, out: dict) -> tuple[list, 
     """p50/p99 into ``out`` of the queries on collection "bench" that every engine is timed on: fused with the
     ``group`` filter (10 %) and the ``audio`` filter (33 %), RRF of two fused prefetches (``q`` and ``q2``),
     and text (``text_q``); returns the ids the two filtered kinds found (for their recall)."""
-    from qdrant_client import models
+    from mmalign.connectors.query import Fused, Nearest, Prefetch
 
     filtered, samples = timed(lambda v: [h.id for h in vs.query("bench", v, limit=10, query_filter=group)], q)
     out["filter_p50"], out["filter_p99"] = percentiles(samples)
@@ -145,8 +145,8 @@ def time_query_kinds(vs, q, q2, text_q, group, audio, out: dict) -> tuple[list, 
     out["broad_p50"], out["broad_p99"] = percentiles(samples)
 
     def rrf(i):
-        prefetch = [models.Prefetch(query=v.tolist(), using="fused", limit=40) for v in (q[i], q2[i])]
-        return vs.query("bench", models.FusionQuery(fusion=models.Fusion.RRF), prefetch=prefetch, limit=10)
+        branches = tuple(Prefetch(Nearest(v, "fused"), limit=40) for v in (q[i], q2[i]))
+        return vs.query("bench", Fused(branches, "rrf"), limit=10)
 
     _, samples = timed(rrf, range(len(q)))
     out["rrf_p50"], out["rrf_p99"] = percentiles(samples)

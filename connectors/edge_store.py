@@ -13,10 +13,10 @@ when deleting, so a kill at any moment leaves either no collection or a whole on
 record is a leftover, removed at the next open). An alias is one entry of ``aliases.json``; swapping it
 replaces the whole file by rename, so a kill leaves the old alias or the new one.
 
-Only :class:`~mmalign.connectors.store.VectorStore` uses this module. Queries arrive as qdrant-client
-models (``Filter``, ``Prefetch``, ``RecommendQuery``, ``FusionQuery``...) and are translated here to
-Edge's types; results come back as :class:`EdgePoint` objects with the attributes of qdrant-client's
-``ScoredPoint``/``Record`` (what callers read: ``id``, ``score``, ``payload``, ``vector``).
+Only :class:`~mmalign.connectors.store.VectorStore` uses this module, through the
+:class:`~mmalign.connectors.backend.StoreBackend` interface. Queries arrive as mmalign's typed queries
+(:mod:`mmalign.connectors.query`) and are translated here to Edge's types; results come back as
+:class:`~mmalign.connectors.query.Point` objects.
 """
 
 from __future__ import annotations
@@ -35,6 +35,20 @@ from typing import Any, TypeVar
 import numpy as np
 
 from mmalign.connectors.errors import StoreError
+from mmalign.connectors.query import (
+    Filter,
+    Fused,
+    HasItem,
+    Match,
+    Nearest,
+    Point,
+    Prefetch,
+    Query,
+    Recommend,
+    as_vector,
+    item_ids_in,
+    point_id,
+)
 from mmalign.connectors.store_files import (
     StoreLock,
     fsync_dir,
@@ -374,30 +388,20 @@ class EdgeBackend:
         return [_record(p) for p in points], next_offset
 
     def query(
-        self,
-        name: str,
-        query: Any,
-        *,
-        using: str | None,
-        limit: int,
-        query_filter: Any,
-        prefetch: Any,
-        with_payload,
-        exact: bool = False,
-    ) -> list:
+        self, name: str, query: Query, *, limit: int, query_filter: Filter | None, with_payload, exact: bool = False
+    ) -> list[Point]:
         qe = self._qe
         shard = self._shard(name)
         translate = _Translator(qe, lambda ids, vector: self._vectors_of(shard, name, ids, vector))
         params = self._search_params(exact)
 
         def build():
-            edge_query, mentioned = translate.query(query, using)
-            prefetches = [translate.prefetch(p, params) for p in _as_list(prefetch)] or None
+            fused = isinstance(query, Fused)
             return qe.QueryRequest(
                 limit=limit,
-                query=edge_query,
-                prefetches=prefetches,
-                filter=translate.filter(query_filter, exclude_ids=mentioned),
+                query=translate.query(query),
+                prefetches=[translate.prefetch(p, params) for p in query.prefetch] if fused else None,
+                filter=translate.filter(query_filter, exclude_items=item_ids_in(query)),
                 with_payload=_selector(with_payload),
                 with_vector=False,
                 params=params,
@@ -414,18 +418,18 @@ class EdgeBackend:
             return self._qe.SearchParams(hnsw_ef=self.config.hnsw_ef)
         return None
 
-    def _vectors_of(self, shard, name: str, ids: Sequence[Any], vector: str) -> list[list[float]]:
-        """The ``vector`` of each point id (for queries that name points, as Qdrant resolves them)."""
-        keys = [str(i) if isinstance(i, uuid.UUID) else i for i in ids]
+    def _vectors_of(self, shard, name: str, item_ids: Sequence[str], vector: str) -> list[list[float]]:
+        """The ``vector`` of each item (for queries that name items, as Qdrant resolves stored points)."""
+        keys = [point_id(i) for i in item_ids]
         found = self._run(f"look up example points in {name!r}", lambda: shard.retrieve(keys, False, [vector]))
         by_id = {_pid(p.id): p.vector or {} for p in found}
         out = []
-        for key in keys:
-            vectors = by_id.get(key if not isinstance(key, str) else key.lower())
+        for item_id, key in zip(item_ids, keys):
+            vectors = by_id.get(key)
             if vectors is None:
-                raise StoreError(f"point {key} is not in collection {name!r}")
+                raise StoreError(f"item {item_id!r} is not in collection {name!r}")
             if vector not in vectors:
-                raise StoreError(f"point {key} in collection {name!r} has no vector {vector!r}")
+                raise StoreError(f"item {item_id!r} in collection {name!r} has no vector {vector!r}")
             out.append(vectors[vector])
         return out
 
@@ -463,8 +467,10 @@ class EdgeBackend:
             "created_payload_indexes": created,
         }
 
-    def disk_bytes(self) -> int:
-        """Bytes the store's files occupy on disk (allocated blocks: the WAL's files are sparse)."""
+    def disk_bytes(self) -> int | None:
+        """Bytes the store's files occupy on disk (allocated blocks: the WAL's files are sparse); None in memory."""
+        if self.temporary:
+            return None
         total = 0
         for path in self.root.rglob("*"):
             try:
@@ -497,39 +503,12 @@ def _pid(value: Any) -> Any:
     return str(value) if isinstance(value, uuid.UUID) else value
 
 
-class EdgePoint:
-    """A point as the Edge store returns it: the attributes of qdrant-client's ``ScoredPoint``/``Record``
-    (``id`` as a string, ``score`` for query results, ``payload``, ``vector``), built without pydantic's
-    cost (about 5 µs a point, which would double the time of a fast query)."""
-
-    __slots__ = ("id", "version", "score", "payload", "vector", "shard_key", "order_value")
-
-    def __init__(self, id: Any, payload: dict | None, vector: Any, score: float | None = None, version: int = 0):
-        self.id, self.payload, self.vector, self.score, self.version = id, payload, vector, score, version
-        self.shard_key = self.order_value = None
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, EdgePoint) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        score = f", score={self.score}" if self.score is not None else ""
-        return f"EdgePoint(id={self.id!r}{score}, payload={self.payload!r}, vector={self.vector!r})"
+def _scored(p) -> Point:
+    return Point(_pid(p.id), p.payload or {}, p.vector, p.score)
 
 
-def _scored(p) -> EdgePoint:
-    return EdgePoint(_pid(p.id), p.payload, p.vector, p.score, p.version)
-
-
-def _record(p) -> EdgePoint:
-    return EdgePoint(_pid(p.id), p.payload, p.vector)
-
-
-def _as_list(value: Any) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+def _record(p) -> Point:
+    return Point(_pid(p.id), p.payload or {}, p.vector)
 
 
 def _selector(value: Any) -> Any:
@@ -540,241 +519,82 @@ def _selector(value: Any) -> Any:
     raise StoreError(f"with_payload {value!r} is not supported on the Edge store: give True, False or field names")
 
 
-# -- qdrant-client models -> Edge ---------------------------------------------------------------------------
+# -- mmalign's queries -> Edge ---------------------------------------------------------------------------
 class _Translator:
-    """Translates one request's qdrant-client models into Edge types.
+    """Translates one request's typed query (:mod:`mmalign.connectors.query`) into Edge types.
 
-    ``lookup(ids, vector)`` returns the named vector of each point id: Qdrant accepts point ids as query
-    vectors (a RecommendQuery's examples, or a NearestQuery) and leaves the points it was given out of the
+    ``lookup(item_ids, vector)`` returns the named vector of each item: Qdrant accepts stored points as
+    query vectors (a recommendation's examples, or a nearest query) and leaves those points out of the
     results; so does this translation.
     """
 
-    def __init__(self, qe, lookup: Callable[[Sequence[Any], str], list[list[float]]]):
+    def __init__(self, qe, lookup: Callable[[Sequence[str], str], list[list[float]]]):
         self.qe = qe
         self.lookup = lookup
 
-    # queries
-    def query(self, query: Any, using: str | None) -> tuple[Any, list]:
-        """(Edge scoring query or fusion, ids of points named as examples)."""
-        from qdrant_client import models
-
+    def query(self, query: Query) -> Any:
+        """The Edge scoring query, or the fusion of a fused query."""
         qe = self.qe
-        if query is None:
-            return None, []
-        if isinstance(query, models.FusionQuery):
-            if query.fusion == models.Fusion.RRF:
-                return qe.Fusion.Rrf(k=RRF_K), []
-            if query.fusion == models.Fusion.DBSF:
-                return qe.Fusion.Dbsf(), []
-            raise StoreError(f"fusion {query.fusion!r} is not supported on the Edge store")
-        if isinstance(query, models.RrfQuery):
-            rrf = query.rrf
-            return qe.Fusion.Rrf(k=rrf.k if rrf.k is not None else RRF_K, weights=rrf.weights), []
-        vector_name = using
-        if isinstance(query, models.NearestQuery):
-            if query.mmr is not None:
-                raise StoreError("MMR queries are not supported on the Edge store by mmalign")
-            query = query.nearest
-        if isinstance(query, models.RecommendQuery):
-            return self._recommend(query.recommend, vector_name)
-        if _is_point_id(query):
-            [vector] = self.lookup([query], self._using(vector_name))
-            return qe.Query.Nearest(vector, using=vector_name), [query]
-        if isinstance(query, np.ndarray) and query.ndim == 1 and query.size:
-            return qe.Query.Nearest(query.astype(np.float32, copy=False).tolist(), using=self._using(vector_name)), []
-        if isinstance(query, list) and query and type(query[0]) in (float, int):
-            return qe.Query.Nearest(query, using=self._using(vector_name)), []  # Edge checks the rest
-        if isinstance(query, (np.ndarray, list, tuple)):
-            vector = np.asarray(query, dtype=np.float32)
-            if vector.ndim == 1 and vector.size:
-                return qe.Query.Nearest(vector.tolist(), using=self._using(vector_name)), []
+        if isinstance(query, Fused):
+            return qe.Fusion.Rrf(k=RRF_K) if query.fusion == "rrf" else qe.Fusion.Dbsf()
+        if isinstance(query, Nearest):
+            [vector] = self._examples([query.target], query.using)
+            return qe.Query.Nearest(vector, using=query.using)
+        if isinstance(query, Recommend):
+            return self._recommend(query)
         raise StoreError(f"query {type(query).__name__} is not supported on the Edge store")
 
-    @staticmethod
-    def _using(vector_name: str | None) -> str:
-        if vector_name is None:
-            raise StoreError("a vector query needs a vector name (using)")
-        return vector_name
-
-    def _recommend(self, rec, vector_name: str | None) -> tuple[Any, list]:
-        from qdrant_client import models
-
+    def _recommend(self, rec: Recommend) -> Any:
         qe = self.qe
-        using = self._using(vector_name)
-        positive, negative = list(rec.positive or []), list(rec.negative or [])
-        mentioned = [x for x in positive + negative if _is_point_id(x)]
-        positive_vectors = self._examples(positive, using)
-        negative_vectors = self._examples(negative, using)
-        strategy = rec.strategy or models.RecommendStrategy.AVERAGE_VECTOR
-        if strategy == models.RecommendStrategy.AVERAGE_VECTOR:
-            if not positive_vectors:
-                raise StoreError("a recommendation with the average_vector strategy needs a positive example")
+        positive = self._examples(rec.positive, rec.using)
+        negative = self._examples(rec.negative, rec.using)
+        if rec.strategy == "average_vector":
             # Qdrant's formula: avg_pos + avg_pos - avg_neg, then a plain nearest search
-            mean_positive = np.mean(np.asarray(positive_vectors, dtype=np.float64), axis=0)
+            mean_positive = np.mean(np.asarray(positive, dtype=np.float64), axis=0)
             vector = mean_positive
-            if negative_vectors:
-                vector = mean_positive + mean_positive - np.mean(np.asarray(negative_vectors, dtype=np.float64), axis=0)
-            return qe.Query.Nearest(vector.astype(np.float32).tolist(), using=using), mentioned
-        if not positive_vectors and not negative_vectors:
-            raise StoreError(f"a recommendation with the {strategy.value} strategy needs an example")
-        examples = qe.RecommendQuery(positive_vectors, negative_vectors)
-        if strategy == models.RecommendStrategy.BEST_SCORE:
-            return qe.Query.RecommendBestScore(examples, using=using), mentioned
-        if strategy == models.RecommendStrategy.SUM_SCORES:
-            return qe.Query.RecommendSumScores(examples, using=using), mentioned
-        raise StoreError(f"recommend strategy {strategy!r} is not supported on the Edge store")
+            if negative:
+                vector = mean_positive + mean_positive - np.mean(np.asarray(negative, dtype=np.float64), axis=0)
+            return qe.Query.Nearest(vector.astype(np.float32).tolist(), using=rec.using)
+        examples = qe.RecommendQuery(positive, negative)
+        if rec.strategy == "best_score":
+            return qe.Query.RecommendBestScore(examples, using=rec.using)
+        return qe.Query.RecommendSumScores(examples, using=rec.using)
 
-    def _examples(self, examples: list, using: str) -> list[list[float]]:
-        ids = [x for x in examples if _is_point_id(x)]
+    def _examples(self, examples: Sequence[Any], using: str) -> list[list[float]]:
+        ids = [x for x in examples if isinstance(x, str)]
         looked_up = iter(self.lookup(ids, using)) if ids else iter(())
-        out = []
-        for x in examples:
-            if _is_point_id(x):
-                out.append(next(looked_up))
-            elif isinstance(x, np.ndarray):
-                out.append(x.astype(np.float32).ravel().tolist())
-            elif isinstance(x, (list, tuple)):
-                out.append([float(v) for v in x])
-            else:
-                raise StoreError(f"recommendation example {type(x).__name__} is not supported on the Edge store")
-        return out
+        return [next(looked_up) if isinstance(x, str) else as_vector(x).tolist() for x in examples]
 
-    def prefetch(self, p, params) -> Any:
-        from qdrant_client import models
-
-        if not isinstance(p, models.Prefetch):
-            raise StoreError(f"prefetch {type(p).__name__} is not a qdrant_client Prefetch")
-        if p.lookup_from is not None:
-            raise StoreError("prefetch lookup_from (another collection) is not supported on the Edge store")
-        query, mentioned = self.query(p.query, p.using)
-        nested = [self.prefetch(inner, params) for inner in _as_list(p.prefetch)] or None
+    def prefetch(self, p: Prefetch, params) -> Any:
         return self.qe.Prefetch(
-            limit=p.limit if p.limit is not None else 10,
-            query=query,
-            prefetches=nested,
-            params=self._params(p.params) or params,
-            filter=self.filter(p.filter, exclude_ids=mentioned),
-            score_threshold=p.score_threshold,
-        )
-
-    def _params(self, params) -> Any:
-        if params is None:
-            return None
-        return self.qe.SearchParams(
-            hnsw_ef=params.hnsw_ef, exact=bool(params.exact), indexed_only=bool(params.indexed_only)
+            limit=p.limit,
+            query=self.query(p.query),
+            prefetches=None,
+            params=params,
+            filter=self.filter(p.filter, exclude_items=item_ids_in(p.query)),
+            score_threshold=None,
         )
 
     # filters
-    def filter(self, f: Any, exclude_ids: Sequence[Any] = ()) -> Any:
-        from qdrant_client import models
-
-        qe = self.qe
-        exclude = [qe.HasIdCondition({_edge_id(i) for i in exclude_ids})] if exclude_ids else []
-        if f is None:
-            return qe.Filter(must_not=exclude) if exclude else None
-        if not isinstance(f, models.Filter):
-            raise StoreError(f"filter {type(f).__name__} is not a qdrant_client Filter")
-        min_should = None
-        if f.min_should is not None:
-            min_should = qe.MinShould(
-                [self.condition(c) for c in _as_list(f.min_should.conditions)], f.min_should.min_count
-            )
-        must = [self.condition(c) for c in _as_list(f.must)] or None
-        should = [self.condition(c) for c in _as_list(f.should)] or None
-        must_not = [self.condition(c) for c in _as_list(f.must_not)] + exclude or None
-        return qe.Filter(must=must, should=should, must_not=must_not, min_should=min_should)
+    def filter(self, f: Filter | None, exclude_items: Sequence[str] = ()) -> Any:
+        f = (f or Filter()).excluding(list(exclude_items))
+        if f.empty:
+            return None
+        return self.qe.Filter(
+            must=[self.condition(c) for c in f.must] or None,
+            should=[self.condition(c) for c in f.should] or None,
+            must_not=[self.condition(c) for c in f.must_not] or None,
+        )
 
     def condition(self, c: Any) -> Any:
-        from qdrant_client import models
-
         qe = self.qe
-        if isinstance(c, models.Filter):
+        if isinstance(c, Filter):
             return self.filter(c)
-        if isinstance(c, models.FieldCondition):
-            return self._field(c)
-        if isinstance(c, models.HasIdCondition):
-            return qe.HasIdCondition({_edge_id(i) for i in c.has_id})
-        if isinstance(c, models.IsEmptyCondition):
-            return qe.IsEmptyCondition(c.is_empty.key)
-        if isinstance(c, models.IsNullCondition):
-            return qe.IsNullCondition(c.is_null.key)
-        if isinstance(c, models.HasVectorCondition):
-            return qe.HasVectorCondition(c.has_vector)
-        if isinstance(c, models.NestedCondition):
-            return qe.NestedCondition(c.nested.key, self.filter(c.nested.filter))
+        if isinstance(c, HasItem):
+            return qe.HasIdCondition({point_id(i) for i in c.item_ids})
+        if isinstance(c, Match):
+            if len(c.values) == 1 or any(isinstance(v, bool) for v in c.values):
+                matches = [qe.FieldCondition(c.key, match=qe.MatchValue(v)) for v in c.values]
+                return matches[0] if len(matches) == 1 else qe.Filter(should=matches)
+            return qe.FieldCondition(c.key, match=qe.MatchAny(list(c.values)))
         raise StoreError(f"filter condition {type(c).__name__} is not supported on the Edge store")
-
-    def _field(self, c) -> Any:
-        from qdrant_client import models
-
-        qe = self.qe
-        kw: dict[str, Any] = {}
-        m = c.match
-        if m is not None:
-            if isinstance(m, models.MatchValue):
-                kw["match"] = qe.MatchValue(m.value)
-            elif isinstance(m, models.MatchAny):
-                kw["match"] = qe.MatchAny(list(m.any))
-            elif isinstance(m, models.MatchExcept):
-                kw["match"] = qe.MatchExcept(list(m.except_))
-            elif isinstance(m, models.MatchText):
-                kw["match"] = qe.MatchText(m.text)
-            elif isinstance(m, models.MatchTextAny):
-                kw["match"] = qe.MatchTextAny(m.text_any)
-            elif isinstance(m, models.MatchPhrase):
-                kw["match"] = qe.MatchPhrase(m.phrase)
-            else:
-                raise StoreError(f"match {type(m).__name__} is not supported on the Edge store")
-        r = c.range
-        if r is not None:
-            if isinstance(r, models.DatetimeRange):
-                kw["range"] = qe.RangeDateTime(**{k: _iso(getattr(r, k)) for k in ("gte", "gt", "lte", "lt")})
-            else:
-                kw["range"] = qe.RangeFloat(gte=r.gte, gt=r.gt, lte=r.lte, lt=r.lt)
-        if c.values_count is not None:
-            v = c.values_count
-            kw["values_count"] = qe.ValuesCount(lt=v.lt, gt=v.gt, lte=v.lte, gte=v.gte)
-        if c.geo_bounding_box is not None:
-            box = c.geo_bounding_box
-            kw["geo_bounding_box"] = qe.GeoBoundingBox(_geo(qe, box.top_left), _geo(qe, box.bottom_right))
-        if c.geo_radius is not None:
-            kw["geo_radius"] = qe.GeoRadius(_geo(qe, c.geo_radius.center), c.geo_radius.radius)
-        if c.geo_polygon is not None:
-            poly = c.geo_polygon
-            interiors = [[_geo(qe, p) for p in ring.points] for ring in poly.interiors] if poly.interiors else None
-            kw["geo_polygon"] = qe.GeoPolygon([_geo(qe, p) for p in poly.exterior.points], interiors)
-        if c.is_empty is not None:
-            kw["is_empty"] = c.is_empty
-        if c.is_null is not None:
-            kw["is_null"] = c.is_null
-        return qe.FieldCondition(c.key, **kw)
-
-
-def _geo(qe, point) -> Any:
-    return qe.GeoPoint(lon=point.lon, lat=point.lat)
-
-
-def _iso(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return value.isoformat()
-
-
-def _is_point_id(value: Any) -> bool:
-    if isinstance(value, uuid.UUID):
-        return True
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    if isinstance(value, str):
-        try:
-            uuid.UUID(value)
-        except ValueError:
-            return False
-        return True
-    return False
-
-
-def _edge_id(value: Any) -> Any:
-    return str(value) if isinstance(value, uuid.UUID) else value

@@ -16,22 +16,32 @@ import logging
 import re
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
+from mmalign.connectors.backend import StoreBackend
 from mmalign.connectors.errors import StoreError
+from mmalign.connectors.query import (
+    POINT_NAMESPACE,
+    Fused,
+    Nearest,
+    Point,
+    Prefetch,
+    Query,
+    Recommend,
+    as_vector,
+    point_id,
+)
+from mmalign.connectors.query import Filter as Filter
+from mmalign.connectors.store_client import METADATA_KEY, ClientBackend, is_transient
 from mmalign.schemas import StoreConfig, VectorName
 
 log = logging.getLogger(__name__)
 
-#: Namespace of point ids: uuid5(POINT_NAMESPACE, item_id).
-POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://mmalign/item")
-METADATA_KEY = "mmalign"
 STORE_SCHEMA_VERSION = 1
 VECTOR_NAMES = tuple(v.value for v in VectorName)
 #: Named vectors a collection may have besides the four content ones (``create_collection(extra_vectors=)``):
@@ -46,12 +56,18 @@ MAX_METADATA_INDEXES = 32
 PAYLOAD_INDEX_MIN_POINTS = 1000
 _FIELD_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-T = TypeVar("T")
-
-
-def point_id(item_id: str) -> str:
-    """Deterministic Qdrant point id of a catalog item id."""
-    return str(uuid.uuid5(POINT_NAMESPACE, item_id))
+__all__ = [
+    "POINT_NAMESPACE",
+    "METADATA_KEY",
+    "CollectionRecord",
+    "IndexReport",
+    "Point",
+    "PointData",
+    "StoreError",
+    "VectorStore",
+    "is_transient",
+    "point_id",
+]
 
 
 @dataclass(frozen=True)
@@ -87,20 +103,6 @@ class IndexReport:
     note: str = ""
 
 
-@dataclass
-class PushReport:
-    """What :meth:`VectorStore.push` copied."""
-
-    source: str
-    collection: str
-    target: str
-    alias: str | None
-    points: int = 0
-    resumed_from: str | None = None
-    seconds: float = 0.0
-    index: IndexReport | None = None
-
-
 class VectorStore:
     """mmalign's one door to Qdrant: an engine chosen by :class:`StoreConfig`. Use as a context manager.
 
@@ -110,12 +112,12 @@ class VectorStore:
     def __init__(self, config: StoreConfig | None = None, *, client: Any = None):
         self.config = config or StoreConfig()
         self._client = client
-        self._backend: Any = None
+        self._backend: StoreBackend | None = None
         self._engine: str | None = None
         self._opening = threading.Lock()
 
     # -- connection -------------------------------------------------------------------------------------
-    def _open(self):
+    def _open(self) -> StoreBackend:
         """The engine backend, opened on first use. Only this class touches it."""
         if self._backend is None:
             with self._opening:
@@ -150,7 +152,9 @@ class VectorStore:
             self._engine = engine
         return self._engine
 
-    def _target(self) -> str:
+    @property
+    def target(self) -> str:
+        """Where the store is: a URL, a folder or ``:memory:``."""
         return self.config.url or self.config.resolved_path
 
     def describe(self) -> dict[str, Any]:
@@ -162,7 +166,7 @@ class VectorStore:
             engine_version = version(package)
         except PackageNotFoundError:  # pragma: no cover - both are dependencies
             engine_version = "unknown"
-        return {"engine": self.engine, "target": self._target(), "package": package, "version": engine_version}
+        return {"engine": self.engine, "target": self.target, "package": package, "version": engine_version}
 
     def close(self) -> None:
         if self._backend is not None:
@@ -319,7 +323,7 @@ class VectorStore:
         """Replace one item's payload, leaving its vectors as they are."""
         self._open().overwrite_payload(name, point_id(item_id), {"item_id": item_id, **payload})
 
-    def _pages(
+    def pages(
         self,
         name: str,
         *,
@@ -328,7 +332,7 @@ class VectorStore:
         page_size: int = 1024,
         offset: Any = None,
     ) -> Iterator[tuple[list[Any], Any]]:
-        """(page, offset of the next page) until the end; the offset resumes a scroll of this engine."""
+        """(page, offset of the next page) until the end; ``offset`` (one this engine returned) resumes a scroll."""
         backend = self._open()
         payload, vectors = _selection(with_payload), _selection(with_vectors)
         while True:
@@ -347,7 +351,7 @@ class VectorStore:
         page_size: int = 1024,
     ) -> Iterator[list[Any]]:
         """The points of ``name`` in pages of ``page_size`` (each page is one retried call)."""
-        for page, _ in self._pages(name, with_payload=with_payload, with_vectors=with_vectors, page_size=page_size):
+        for page, _ in self.pages(name, with_payload=with_payload, with_vectors=with_vectors, page_size=page_size):
             yield page
 
     def scroll(self, name: str, **options: Any) -> Iterator[Any]:
@@ -358,27 +362,26 @@ class VectorStore:
     def query(
         self,
         name: str,
-        query: Any = None,
+        query: Query | np.ndarray | Sequence[float],
         *,
         using: VectorName | str = VectorName.FUSED,
         limit: int = 10,
-        query_filter: Any = None,
-        prefetch: Any = None,
+        query_filter: Filter | None = None,
         with_payload: bool | Sequence[str] = True,
         exact: bool = False,
-    ) -> list[Any]:
-        """Qdrant's query API on ``name``: ``query`` is a vector, a RecommendQuery or a FusionQuery over
-        ``prefetch``; returns the scored points, best first. ``exact`` searches without the HNSW index."""
-        vector_name = _name(using)
+    ) -> list[Point]:
+        """The scored points of ``query`` on ``name``, best first: a typed query (:mod:`.query`), or a vector
+        (nearest by the named vector ``using``). ``exact`` searches without the HNSW index."""
+        if isinstance(query, (np.ndarray, list, tuple)):
+            query = Nearest(as_vector(query), _name(using))
+        if not isinstance(query, (Nearest, Recommend, Fused)):
+            raise StoreError(
+                f"query {type(query).__name__} is not a store query; give a vector, Nearest, Recommend or Fused"
+            )
+        for branch in query.prefetch if isinstance(query, Fused) else (query,):
+            _name(branch.query.using if isinstance(branch, Prefetch) else branch.using)
         return self._open().query(
-            name,
-            query,
-            using=None if prefetch is not None else vector_name,
-            limit=limit,
-            query_filter=query_filter,
-            prefetch=prefetch,
-            with_payload=_selection(with_payload),
-            exact=exact,
+            name, query, limit=limit, query_filter=query_filter, with_payload=_selection(with_payload), exact=exact
         )
 
     # -- indexes -----------------------------------------------------------------------------------------------
@@ -443,291 +446,9 @@ class VectorStore:
         log.info("index of %s built in %.1fs: %s", target, report.seconds, details)
         return report
 
-    # -- moving up to a server ----------------------------------------------------------------------------------
-    def push(
-        self,
-        name: str,
-        target: VectorStore,
-        *,
-        alias: str | None = None,
-        batch_size: int = 512,
-        on_batch: Callable[[int], None] | None = None,
-    ) -> PushReport:
-        """Copy collection ``name`` (an alias is followed to its version) into ``target`` under the same
-        collection name: the record, then the points (vectors and payloads) in batches, then the payload
-        indexes; finally point ``alias`` at it there. Resumable: a rerun continues after the last batch the
-        target recorded (points are upserted by id, so a batch written twice is written once).
-        """
-        started = time.perf_counter()
-        physical = self.resolve_alias(name) or name
-        record = self.collection_record(physical)
-        if record is None:
-            raise StoreError(f"collection {name!r} does not exist; collections: {self.list_collections()}")
-        source = f"{self.engine}:{self._target()}:{physical}"
-        report = PushReport(source=source, collection=physical, target=target._target(), alias=alias)
-        existing = target.collection_record(physical)
-        offset = None
-        if existing is None:
-            extra = {**record.extra, "state": "pushing", "push": {"source": source, "next_offset": None, "points": 0}}
-            target.create_collection(physical, record.dim, bundle_id=record.bundle_id, extra=extra)
-        else:
-            target.check_compatible(existing, dim=record.dim, bundle_id=record.bundle_id)
-            progress = existing.extra.get("push") or {}
-            if progress.get("source") == source and not progress.get("done") and progress.get("next_offset"):
-                offset = progress["next_offset"]
-                report.resumed_from = str(offset)
-                report.points = int(progress.get("points", 0))
-            target.update_record(physical, state="pushing", push={**progress, "source": source, "done": False})
-        for number, (page, next_offset) in enumerate(
-            self._pages(physical, with_vectors=True, page_size=batch_size, offset=offset)
-        ):
-            points = []
-            for p in page:
-                payload = dict(p.payload or {})
-                item_id = payload.pop("item_id", None)
-                if item_id is None:
-                    raise StoreError(f"point {p.id} of {physical!r} has no item_id in its payload: not mmalign's")
-                points.append(PointData(item_id, dict(p.vector or {}), payload))
-            target.upsert(physical, points, batch_size=batch_size)
-            report.points += len(points)
-            resume = str(next_offset) if next_offset is not None else None
-            target.update_record(physical, push={"source": source, "next_offset": resume, "points": report.points})
-            if on_batch is not None:
-                on_batch(number)
-        expected, copied = self.count(physical), target.count(physical)
-        if copied != expected:
-            raise StoreError(
-                f"push of {physical!r} copied {copied} points but the source has {expected}: it changed "
-                f"meanwhile; run the push again"
-            )
-        report.index = target.build_index(physical)
-        state = record.extra.get("state", "ready")
-        target.update_record(
-            physical, state=state, push={"source": source, "done": True, "points": copied, "at": _utc_now()}
-        )
-        if alias is not None:
-            target.set_alias(alias, physical)
-        report.seconds = time.perf_counter() - started
-        return report
-
     def disk_bytes(self) -> int | None:
         """Bytes the store's files occupy (embedded stores in a folder), else None."""
-        if self.config.is_server or self.config.resolved_path == ":memory:":
-            return None
-        backend = self._open()
-        if hasattr(backend, "disk_bytes"):
-            return backend.disk_bytes()
-        return sum(p.stat().st_blocks * 512 for p in Path(self._target()).rglob("*") if p.is_file())
-
-
-class ClientBackend:
-    """qdrant-client: a server by URL (retried), or its local mode in a folder or in memory."""
-
-    def __init__(self, config: StoreConfig, client: Any = None, engine: str | None = None):
-        self.config = config
-        self._client = client
-        self._lock = None
-        self.engine = engine or config.backend
-
-    @property
-    def target(self) -> str:
-        return self.config.url or self.config.resolved_path
-
-    def _open(self):
-        """The qdrant-client instance, opened on first use."""
-        if self._client is None:
-            from qdrant_client import QdrantClient
-
-            cfg = self.config
-            try:
-                if cfg.is_server:
-                    self._client = QdrantClient(
-                        url=cfg.url, api_key=cfg.api_key, prefer_grpc=cfg.prefer_grpc, timeout=int(cfg.timeout_s)
-                    )
-                elif cfg.resolved_path == ":memory:":
-                    self._client = QdrantClient(location=":memory:")
-                else:
-                    from mmalign.connectors.edge_store import read_marker
-                    from mmalign.connectors.store_files import StoreLock
-
-                    folder = Path(cfg.resolved_path)
-                    folder.mkdir(parents=True, exist_ok=True)
-                    marker = read_marker(folder)
-                    if marker is not None and marker.get("engine") != "local":
-                        raise StoreError(
-                            f"the store at {cfg.resolved_path!r} is a Qdrant {marker.get('engine')!r} store: open "
-                            f"it with --engine {marker.get('engine')} (StoreConfig(engine={marker.get('engine')!r}))"
-                        )
-                    self._lock = StoreLock.acquire(folder)
-                    try:
-                        self._client = QdrantClient(path=cfg.resolved_path)
-                    except BaseException:
-                        self._lock.release()
-                        self._lock = None
-                        raise
-            except StoreError:
-                raise
-            except Exception as exc:  # e.g. the path is held by another process
-                raise StoreError(f"cannot open the store at {self.target!r}: {exc}") from exc
-        return self._client
-
-    def close(self) -> None:
-        try:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
-        finally:
-            if self._lock is not None:
-                self._lock.release()
-                self._lock = None
-
-    def _call(self, what: str, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(client)``; on a server, retry transient failures with exponential backoff."""
-        attempts = self.config.max_retries + 1 if self.config.is_server else 1
-        delay = 0.5
-        for attempt in range(1, attempts + 1):
-            try:
-                return fn(self._open())
-            except StoreError:
-                raise
-            except Exception as exc:
-                if attempt == attempts or not is_transient(exc):
-                    raise StoreError(f"{what} failed on {self.target!r} after {attempt} attempt(s): {exc}") from exc
-                log.warning("%s failed (%s); retry %d/%d in %.1fs", what, exc, attempt, attempts - 1, delay)
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
-
-    # collections
-    def create(self, name: str, dim: int, vector_names: Sequence[str], meta: dict, on_disk: bool) -> None:
-        from qdrant_client import models
-
-        vectors = {
-            v: models.VectorParams(size=dim, distance=models.Distance.COSINE, on_disk=on_disk) for v in vector_names
-        }
-        self._call(
-            f"create collection {name!r}",
-            lambda c: c.create_collection(
-                collection_name=name,
-                vectors_config=vectors,
-                shard_number=self.config.shard_number,
-                replication_factor=self.config.replication_factor,
-                metadata={METADATA_KEY: meta},
-            ),
-        )
-
-    def exists(self, name: str) -> bool:
-        return self._call(f"check collection {name!r}", lambda c: c.collection_exists(name))
-
-    def read(self, name: str) -> tuple[dict | None, dict[str, int]] | None:
-        if not self.exists(name):
-            return None
-        info = self._call(f"read collection {name!r}", lambda c: c.get_collection(name))
-        params = info.config.params.vectors
-        sizes = {key: value.size for key, value in params.items()} if isinstance(params, dict) else {}
-        return (info.config.metadata or {}).get(METADATA_KEY), sizes
-
-    def write_meta(self, name: str, meta: dict) -> None:
-        self._call(
-            f"update collection {name!r}",
-            lambda c: c.update_collection(collection_name=name, metadata={METADATA_KEY: meta}),
-        )
-
-    def list_collections(self) -> list[str]:
-        response = self._call("list collections", lambda c: c.get_collections())
-        return sorted(c.name for c in response.collections)
-
-    def delete(self, name: str) -> None:
-        self._call(f"delete collection {name!r}", lambda c: c.delete_collection(name))
-
-    def count(self, name: str) -> int:
-        return self._call(f"count {name!r}", lambda c: c.count(name, exact=True).count)
-
-    # aliases
-    def aliases(self) -> dict[str, str]:
-        response = self._call("list aliases", lambda c: c.get_aliases())
-        return {entry.alias_name: entry.collection_name for entry in response.aliases}
-
-    def set_alias(self, alias: str, collection: str) -> None:
-        """Delete + create in one request: the server applies both or neither."""
-        from qdrant_client import models
-
-        ops: list[Any] = []
-        if alias in self.aliases():
-            ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
-        ops.append(
-            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=collection, alias_name=alias))
-        )
-        self._call(f"set alias {alias!r}", lambda c: c.update_collection_aliases(change_aliases_operations=ops))
-
-    # points
-    def upsert(self, name: str, points: Sequence[tuple[str, Mapping[str, np.ndarray], dict]]) -> None:
-        from qdrant_client import models
-
-        batch = [
-            models.PointStruct(id=pid, vector={k: v.tolist() for k, v in vectors.items()}, payload=payload)
-            for pid, vectors, payload in points
-        ]
-        self._call(
-            f"upsert {len(batch)} points into {name!r}",
-            lambda c: c.upsert(collection_name=name, points=batch, wait=True),
-        )
-
-    def retrieve(self, name: str, ids: Sequence[str], with_payload, with_vectors) -> list:
-        return self._call(
-            f"retrieve from {name!r}",
-            lambda c: c.retrieve(collection_name=name, ids=ids, with_payload=with_payload, with_vectors=with_vectors),
-        )
-
-    def overwrite_payload(self, name: str, pid: str, payload: dict) -> None:
-        self._call(
-            f"set payload in {name!r}",
-            lambda c: c.overwrite_payload(collection_name=name, payload=payload, points=[pid]),
-        )
-
-    def scroll(self, name: str, offset, limit: int, with_payload, with_vectors) -> tuple[list, Any]:
-        return self._call(
-            f"scroll {name!r}",
-            lambda c: c.scroll(name, limit=limit, offset=offset, with_payload=with_payload, with_vectors=with_vectors),
-        )
-
-    def query(
-        self, name: str, query: Any, *, using, limit, query_filter, prefetch, with_payload, exact: bool = False
-    ) -> list:
-        from qdrant_client import models
-
-        params = models.SearchParams(exact=True) if exact and self.engine == "server" else None  # local: always exact
-        if isinstance(query, np.ndarray):
-            query = query.astype(np.float32).tolist()
-        response = self._call(
-            f"query {name!r}",
-            lambda c: c.query_points(
-                name,
-                query=query,
-                using=using,
-                prefetch=prefetch,
-                limit=limit,
-                query_filter=query_filter,
-                with_payload=with_payload,
-                search_params=params,
-            ),
-        )
-        return list(response.points)
-
-    def build_index(self, name: str, fields: Mapping[str, str]) -> dict:
-        from qdrant_client import models
-
-        kinds = {
-            "keyword": models.PayloadSchemaType.KEYWORD,
-            "integer": models.PayloadSchemaType.INTEGER,
-            "bool": models.PayloadSchemaType.BOOL,
-        }
-        for key, kind in fields.items():
-            self._call(
-                f"index payload field {key!r} of {name!r}",
-                lambda c, key=key, kind=kind: c.create_payload_index(name, key, kinds[kind], wait=True),
-            )
-        return {"payload_indexes": sorted(fields)}
+        return self._open().disk_bytes()
 
 
 def _selection(value: bool | Sequence[str]) -> bool | list[str]:
@@ -744,12 +465,6 @@ def _kind(value: Any) -> str | None:
     return None
 
 
-def _utc_now() -> str:
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def _name(key: VectorName | str) -> str:
     value = key.value if isinstance(key, VectorName) else str(key)
     if value not in _VALID_VECTORS:
@@ -764,38 +479,3 @@ def _record_to_json(record: CollectionRecord) -> dict[str, Any]:
         "schema_version": record.schema_version,
         "extra": record.extra,
     }
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth a retry: connection failures, timeouts, HTTP 5xx/429 and gRPC UNAVAILABLE-like codes.
-
-    Decided by exception type and status code (REST and gRPC raise different types), never by text.
-    """
-    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    if isinstance(exc, UnexpectedResponse):
-        return exc.status_code is not None and (exc.status_code >= 500 or exc.status_code == 429)
-    if isinstance(exc, ResponseHandlingException):
-        return is_transient(exc.source)
-    try:
-        import httpx
-
-        if isinstance(exc, httpx.TransportError):
-            return True
-    except ImportError:  # pragma: no cover - httpx ships with qdrant-client
-        pass
-    try:
-        import grpc
-
-        if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
-            return exc.code() in (
-                grpc.StatusCode.UNAVAILABLE,
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                grpc.StatusCode.ABORTED,
-            )
-    except ImportError:  # pragma: no cover - grpcio ships with qdrant-client
-        pass
-    return False

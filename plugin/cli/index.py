@@ -175,25 +175,25 @@ def search(
 ):
     """Cross-modal search: any query modality against any named vector."""
     from mmalign.plugin.cli.render import print_hits
-    from mmalign.plugin.index.search import Searcher, parse_filters
+    from mmalign.plugin.index.search import Searcher, parse_filters, search_query
 
+    query = search_query(
+        text=texts,
+        image=images,
+        audio=audios,
+        like=likes,
+        using=using,
+        k=k,
+        filters=parse_filters(filters),
+        fusion=fusion,
+        rerank_spoken=rerank_spoken,
+        match_heard=match_heard,
+    )
     with Searcher(
         collection, store=store_config(qdrant_path, qdrant_url, api_key, grpc), bundle=bundle_path, device=device
     ) as searcher:
-        heard: list[dict] = []
-        hits = searcher.search(
-            text=texts,
-            image=images,
-            audio=audios,
-            like=likes,
-            using=using,
-            k=k,
-            filters=parse_filters(filters),
-            fusion=fusion,
-            heard=heard,
-            rerank_spoken=rerank_spoken,
-            match_heard=match_heard,
-        )
+        result = searcher.run(query)
+    hits, heard = result.hits, [h.as_dict() for h in result.heard]
     if as_json and heard:  # an audio query whose encoder transcribes: what was heard, then the hits
         import json
 

@@ -106,6 +106,7 @@ def store_push(
 
     from pydantic import ValidationError
 
+    from mmalign.connectors.push import push_collection
     from mmalign.connectors.store import VectorStore
     from mmalign.plugin.index.versions import parse_version
     from mmalign.schemas import StoreConfig
@@ -127,7 +128,8 @@ def store_push(
         if alias is None:
             parsed = parse_version(collection)
             alias = collection if source.resolve_alias(collection) else (parsed[0] if parsed else None)
-        report = source.push(
+        report = push_collection(
+            source,
             collection,
             target,
             alias=alias,

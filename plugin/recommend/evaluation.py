@@ -214,9 +214,7 @@ def recommend_query_result(
     max_examples: int = 50,
 ) -> dict:
     """Qdrant RecommendQuery with each user's latest positives as examples, seen items excluded."""
-    from qdrant_client import models
-
-    from mmalign.connectors.store import point_id
+    from mmalign.connectors.query import Filter, HasItem
     from mmalign.plugin.recommend.recommender import recommend_query
     from mmalign.plugin.recommend.user_vectors import strength
 
@@ -238,7 +236,7 @@ def recommend_query_result(
             query,
             limit=max(ks),
             with_payload=["item_id"],
-            query_filter=models.Filter(must_not=[models.HasIdCondition(has_id=[point_id(i) for i in seen])]),
+            query_filter=Filter(must_not=(HasItem(tuple(seen)),)),
         )
         ranked = [h.payload["item_id"] for h in hits]
         rank = ranked.index(target) if target in ranked else 10**9

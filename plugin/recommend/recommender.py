@@ -19,17 +19,20 @@ from typing import Any
 import numpy as np
 
 from mmalign.connectors.errors import ConfigError
-from mmalign.connectors.store import PointData, StoreError, VectorStore, point_id
+from mmalign.connectors.query import Fused, Nearest, Prefetch, Recommend
+from mmalign.connectors.store import PointData, StoreError, VectorStore
 from mmalign.plugin.index.collab import COLLAB, COLLAB_SOURCE, users_collection_name
 from mmalign.plugin.index.collab import IngestCollab as IngestCollab
-from mmalign.plugin.index.search import Hit, Searcher, build_filter
+from mmalign.plugin.index.filters import build_filter
+from mmalign.plugin.index.search import Hit, Searcher
 from mmalign.plugin.index.versions import resolve_for_read
 from mmalign.plugin.recommend.user_vectors import UserProfile, strength, update_profile
 from mmalign.schemas import Interaction, StoreConfig, UserRebuildReport, UserVectorConfig
 from mmalign.schemas.recommend import CollabConfig
+from mmalign.schemas.vocabulary import RECOMMEND_STRATEGIES
 
 log = logging.getLogger(__name__)
-STRATEGIES = ("vector", "best_score", "average_vector", "hybrid")
+STRATEGIES = RECOMMEND_STRATEGIES
 #: Candidates each vector (collab, fused) contributes before the hybrid formula ranks them.
 HYBRID_CANDIDATES = 200
 #: RecommendQuery examples per side: the most recent ones.
@@ -40,17 +43,9 @@ MAX_STORED_POPULARITY = 10_000
 PRIOR_CANDIDATES = 200
 
 
-def recommend_query(positive: Sequence[str], negative: Sequence[str] = (), strategy: str = "best_score"):
-    """Qdrant RecommendQuery over item ids (``best_score`` or ``average_vector``)."""
-    from qdrant_client import models
-
-    return models.RecommendQuery(
-        recommend=models.RecommendInput(
-            positive=[point_id(i) for i in positive],
-            negative=[point_id(i) for i in negative] or None,
-            strategy=models.RecommendStrategy(strategy),
-        )
-    )
+def recommend_query(positive: Sequence[str], negative: Sequence[str] = (), strategy: str = "best_score") -> Recommend:
+    """Qdrant's recommendation over item ids (``best_score``, ``average_vector`` or ``sum_scores``) on ``fused``."""
+    return Recommend(tuple(positive), tuple(negative), strategy)  # type: ignore[arg-type]
 
 
 class Recommender:
@@ -354,7 +349,7 @@ class Recommender:
                 return self._hybrid(profile, k, query_filter)
             strategy = "vector"
         if strategy == "vector":
-            query: Any = profile.vector.tolist()
+            query: Any = Nearest(profile.vector, "fused")
         else:
             positive, negative = self._examples(profile)
             if not positive:
@@ -377,8 +372,6 @@ class Recommender:
         """Candidates from both vectors in one Qdrant query (prefetch on collab and fused, RRF), then
         ranked by collab · û + w · cos(fused, content user vector) (:func:`collab.hybrid_scores`), with
         w = ``content_weight``, or ``cold_content_weight`` for an item whose collab vector is predicted."""
-        from qdrant_client import models
-
         from mmalign.plugin.recommend.collab import content_weights, hybrid_scores, stored_user_vector, unit
 
         state = self.collab_state
@@ -386,22 +379,12 @@ class Recommender:
         weight = float(state["config"].get("content_weight", 0.0))
         cold_weight = float(state["config"].get("cold_content_weight", 0.0))
         n = max(k, HYBRID_CANDIDATES)
-        prefetch = [
-            models.Prefetch(
-                query=stored_user_vector(unit(profile.collab), self.record.dim).tolist(),
-                using=COLLAB,
-                limit=n,
-                filter=query_filter,
-            ),
-            models.Prefetch(query=profile.vector.tolist(), using="fused", limit=n, filter=query_filter),
-        ]
+        branches = (
+            Prefetch(Nearest(stored_user_vector(unit(profile.collab), self.record.dim), COLLAB), n, query_filter),
+            Prefetch(Nearest(profile.vector, "fused"), n, query_filter),
+        )
         fused = self.store.query(
-            self.collection,
-            models.FusionQuery(fusion=models.Fusion.RRF),
-            prefetch=prefetch,
-            limit=2 * n,
-            query_filter=query_filter,
-            with_payload=["item_id"],
+            self.collection, Fused(branches, "rrf"), limit=2 * n, query_filter=query_filter, with_payload=["item_id"]
         )
         ids = [p.payload["item_id"] for p in fused]
         points = self.store.retrieve(self.collection, ids, with_vectors=[COLLAB, "fused"])
@@ -431,14 +414,16 @@ class Recommender:
         negative: Sequence[str] = (),
         filters: Mapping[str, Any] | None = None,
         strategy: str = "average_vector",
+        exclude_seen: bool = True,
     ) -> list[Hit]:
-        """Anonymous sessions: items like these (and unlike ``negative``), the examples excluded."""
-
+        """Anonymous sessions: items like these (and unlike ``negative``); ``exclude_seen``: the examples
+        are left out (without it, only the disliked ones are)."""
         if not item_ids:
             raise ConfigError("more_like needs at least one item id")
         query = recommend_query(item_ids, negative, strategy)
+        exclude = [*item_ids, *negative] if exclude_seen else list(negative)
         points = self.store.query(
-            self.collection, query, limit=k, query_filter=build_filter(filters, exclude_ids=[*item_ids, *negative])
+            self.collection, query, limit=k, query_filter=build_filter(filters, exclude_ids=exclude)
         )
         return [Hit.from_point(p) for p in points]
 

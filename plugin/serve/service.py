@@ -20,26 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mmalign.connectors.errors import MediaError, MmalignError, StoreError
 from mmalign.connectors.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES
 from mmalign.connectors.paths import resolve_media_path
 from mmalign.connectors.store import VectorStore
 from mmalign.plugin.index.payload import RESERVED_PAYLOAD
-from mmalign.plugin.index.search import FUSIONS, Searcher
+from mmalign.plugin.index.query_encoder import Encoded, QueryEncoder, Rejected
+from mmalign.plugin.index.search import Searcher, search_query
 from mmalign.plugin.serve.batcher import MicroBatcher
 from mmalign.plugin.serve.config import ServeConfig, resolve_max_batch
 from mmalign.plugin.serve.errors import ServiceError, bad_request, public_message
 from mmalign.plugin.serve.metrics import Metrics
 from mmalign.plugin.serve.uploads import Upload, remove_upload, save_upload
 from mmalign.plugin.serve.worker import ModelProcessError
-from mmalign.schemas import VectorName
+from mmalign.schemas.vocabulary import ANONYMOUS_STRATEGIES, RECOMMEND_STRATEGIES, SEARCH_FUSIONS, SEARCH_TARGETS
 
 log = logging.getLogger(__name__)
 
-VECTOR_NAMES = tuple(v.value for v in VectorName)
-STRATEGIES = ("vector", "best_score", "average_vector")
 #: Payload fields a filter may name directly (``metadata`` itself is a container, not a value).
 FILTER_FIELDS = tuple(f for f in RESERVED_PAYLOAD if f != "metadata")
 #: Points sampled for the metadata keys that filters may use (and their values, for the page).
@@ -61,31 +58,10 @@ MEDIA_TYPES = {
 RELOAD_RETRY_S = 5.0
 
 
-class QueryVector:
-    """A query already encoded by the batcher, handed to :class:`ServingSearcher` in place of a text or file.
-    The batcher's result is a vector, or (vector, what was heard) from an audio encoder that transcribes."""
-
-    __slots__ = ("vector", "heard")
-
-    def __init__(self, encoded):
-        self.vector, self.heard = encoded if isinstance(encoded, tuple) else (encoded, None)
-
-
-class ServingSearcher(Searcher):
-    """The library's searcher (validation, live-bundle check, ``like``, filters, RRF, spoken queries), fed
-    with vectors that the service's micro-batches encoded."""
-
-    def embed_query(self, modality, value, *, heard: list | None = None):
-        if not isinstance(value, QueryVector):
-            return super().embed_query(modality, value, heard=heard)
-        if heard is not None and value.heard is not None:
-            heard.append(value.heard)
-        return value.vector
-
-
 @dataclass
 class SearchQuery:
-    """One search request, parsed from JSON or multipart (uploads not yet decoded)."""
+    """One search request as the HTTP layer parsed it from JSON or multipart (uploads not yet saved); it
+    becomes the library's :class:`~mmalign.schemas.query.SearchQuery` once its uploads are files."""
 
     text: list[str] = field(default_factory=list)
     uploads: list[Upload] = field(default_factory=list)
@@ -115,25 +91,17 @@ class _Stale(Exception):
         self.live_bundle = live_bundle
 
 
-class _Bad(Exception):
-    """One value could not be used (media that does not decode, non-finite features): a 422 for its request."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
 class Generation:
-    """One loaded bundle: its searcher and recommender (HTTP process) and its encoders, either here
-    (``encoders``) or in the model process (``model``)."""
+    """One loaded bundle: its searcher and recommender (HTTP process) and its query encoder, either here
+    (``encoder``) or in the model process (``model``)."""
 
     def __init__(
         self,
         number: int,
-        searcher: ServingSearcher,
+        searcher: Searcher,
         recommender,
         *,
-        encoders: dict | None = None,
+        encoder: QueryEncoder | None = None,
         model=None,
         decode: Executor | None = None,
     ):
@@ -141,7 +109,7 @@ class Generation:
         self.searcher = searcher
         self.recommender = recommender
         self.bundle = searcher.bundle
-        self.encoders = encoders
+        self.encoder = encoder
         self.model = model
         self.decode = decode
         self.loaded_at = time.time()
@@ -154,13 +122,11 @@ class Generation:
     def modalities(self) -> list[str]:
         return [m.value for m in self.bundle.modalities]
 
-    def embed(self, modality: str, values: Sequence[Any]) -> list[tuple[str, Any]]:
-        """Texts or media file paths -> ("ok", vector) or ("bad", reason) each; raises if the batch fails."""
-        from mmalign.plugin.serve.embedding import embed_values
-
+    def embed(self, modality: str, values: Sequence[Any]) -> list[Encoded | Rejected]:
+        """Texts or media file paths -> one result each; raises if the whole batch fails."""
         if self.model is not None:
             return self.model.embed(self.bundle_id, modality, list(values))
-        return embed_values(self.bundle, self.encoders, modality, values, self.decode)
+        return self.encoder.embed_batch(modality, values, self.decode)
 
 
 class Service:
@@ -222,9 +188,8 @@ class Service:
 
     def _build_generation(self, bundle: str | Path | None) -> Generation:
         from mmalign.plugin.recommend.recommender import Recommender
-        from mmalign.plugin.serve.embedding import load_encoders, warm_up
 
-        searcher = ServingSearcher(
+        searcher = Searcher(
             self.config.collection,
             store=self.store,
             bundle=bundle,
@@ -237,12 +202,11 @@ class Service:
             self.model.load(str(searcher.bundle.path), searcher.bundle.bundle_id)
             generation = Generation(self._numbers, searcher, recommender, model=self.model)
         else:
-            encoders = load_encoders(searcher.bundle, self.config.device, self.encoder_pool)
+            encoder = searcher.encoder
+            encoder.load()
             if self.config.warm_up:
-                warm_up(searcher.bundle, encoders)
-            generation = Generation(
-                self._numbers, searcher, recommender, encoders=encoders, decode=self._decode_executor
-            )
+                encoder.warm_up()
+            generation = Generation(self._numbers, searcher, recommender, encoder=encoder, decode=self._decode_executor)
         self.metrics.bundle.replace(self.config.collection, generation.bundle_id, value=1)
         log.info("serving %r with bundle %s", self.config.collection, generation.bundle_id)
         return generation
@@ -282,8 +246,8 @@ class Service:
         for indices in groups.values():
             generation = values[indices[0]][0]
             out = generation.embed(key, [values[i][1] for i in indices])
-            for i, (status, payload) in zip(indices, out):
-                results[i] = payload if status == "ok" else _Bad(payload)
+            for i, result in zip(indices, out):
+                results[i] = result
         return results
 
     def _live_bundle(self) -> str | None:
@@ -448,10 +412,10 @@ class Service:
         return k
 
     def check_search(self, query: SearchQuery) -> None:
-        if query.using not in VECTOR_NAMES:
-            raise bad_request(f"using {query.using!r} is not a vector name; valid: {list(VECTOR_NAMES)}", "bad_using")
-        if query.fusion not in FUSIONS:
-            raise bad_request(f"fusion {query.fusion!r} is unknown; valid: {list(FUSIONS)}", "bad_fusion")
+        if query.using not in SEARCH_TARGETS:
+            raise bad_request(f"using {query.using!r} is not a vector name; valid: {list(SEARCH_TARGETS)}", "bad_using")
+        if query.fusion not in SEARCH_FUSIONS:
+            raise bad_request(f"fusion {query.fusion!r} is unknown; valid: {list(SEARCH_FUSIONS)}", "bad_fusion")
         self.check_k(query.k)
         inputs = len(query.text) + len(query.uploads) + len(query.like)
         if inputs == 0:
@@ -490,7 +454,8 @@ class Service:
                 await self.reload(generation)
         raise ServiceError(503, "reloading", "the collection changed during this request; retry it")
 
-    async def _encode(self, generation: Generation, query: SearchQuery) -> dict[str, list[np.ndarray]]:
+    async def _encode(self, generation: Generation, query: SearchQuery) -> list[Encoded]:
+        """The query's texts and uploads encoded by the micro-batches, in the order text, image, audio."""
         wanted = {"text"} if query.text else set()
         wanted |= {u.modality for u in query.uploads}
         missing = sorted(wanted - set(generation.modalities))
@@ -500,45 +465,51 @@ class Service:
                 f"{generation.modalities} (and like)",
                 "unsupported_modality",
             )
+        uploads = sorted(query.uploads, key=lambda u: u.modality != "image")  # images, then sounds
         paths: list[str] = []
         try:
-            for upload in query.uploads:
+            for upload in uploads:
                 paths.append(await self._in(self._decode_executor, save_upload, upload))
             jobs = [("text", t, f"text[{i}]") for i, t in enumerate(query.text)]
-            jobs += [(u.modality, p, f"{u.modality} {u.name!r}") for u, p in zip(query.uploads, paths)]
-            vectors = await asyncio.gather(
+            jobs += [(u.modality, p, f"{u.modality} {u.name!r}") for u, p in zip(uploads, paths)]
+            results = await asyncio.gather(
                 *(self.batcher.submit(m, (generation, v)) for m, v, _ in jobs), return_exceptions=True
             )
         finally:
             for path in paths:
                 remove_upload(path)
-        out: dict[str, list[np.ndarray]] = {"text": [], "image": [], "audio": []}
-        for (modality, _, name), vector in zip(jobs, vectors):
-            if isinstance(vector, _Bad):
-                raise ServiceError(422, "bad_media", f"{name} {vector.reason}")
-            if isinstance(vector, ModelProcessError):
+        out: list[Encoded] = []
+        for (_, value, name), result in zip(jobs, results):
+            if isinstance(result, Rejected):
+                detail = public_message(result.reason, [value, os.path.basename(str(value))])
+                raise ServiceError(422, "bad_media", f"{name} {detail}")
+            if isinstance(result, ModelProcessError):
                 raise ServiceError(
                     503, "model_unavailable", "the model process failed; retry", headers={"Retry-After": "2"}
-                ) from vector
-            if isinstance(vector, BaseException):
-                raise vector
-            out[modality].append(vector)
+                ) from result
+            if isinstance(result, BaseException):
+                raise result
+            out.append(result)
         return out
 
-    def _search_sync(self, generation: Generation, query: SearchQuery, vectors: dict[str, list[np.ndarray]]):
+    def _search_sync(self, generation: Generation, query: SearchQuery, encoded: list[Encoded]):
         started = time.perf_counter()
         self._check_items(query.like)
+        modality = {"text": [], "image": [], "audio": []}
+        for upload in query.uploads:
+            modality[upload.modality].append(upload.name)
+        request = search_query(
+            text=query.text,
+            image=modality["image"],
+            audio=modality["audio"],
+            like=query.like,
+            using=query.using,
+            k=query.k,
+            filters=query.filters,
+            fusion=query.fusion,
+        )
         try:
-            hits = generation.searcher.search(
-                text=[QueryVector(v) for v in vectors["text"]],
-                image=[QueryVector(v) for v in vectors["image"]],
-                audio=[QueryVector(v) for v in vectors["audio"]],
-                like=query.like,
-                using=query.using,
-                k=query.k,
-                filters=query.filters,
-                fusion=query.fusion,
-            )
+            hits = generation.searcher.run(request, encoded).hits
         except StoreError:
             live = self._live_bundle()
             if live != generation.bundle_id:
@@ -553,8 +524,10 @@ class Service:
     # -- recommend --------------------------------------------------------------------------------------------
     def check_recommend(self, query: RecommendQuery) -> None:
         self.check_k(query.k)
-        if query.strategy is not None and query.strategy not in STRATEGIES:
-            raise bad_request(f"strategy {query.strategy!r} is unknown; valid: {list(STRATEGIES)}", "bad_strategy")
+        if query.strategy is not None and query.strategy not in RECOMMEND_STRATEGIES:
+            raise bad_request(
+                f"strategy {query.strategy!r} is unknown; valid: {list(RECOMMEND_STRATEGIES)}", "bad_strategy"
+            )
         if query.user_id is not None and (query.liked or query.disliked):
             raise bad_request("give either user_id, or liked/disliked item ids (an anonymous session), not both")
         if query.user_id is None and not query.liked:
@@ -571,9 +544,6 @@ class Service:
         return await self._in(self._query_executor, self._recommend_sync, generation, query)
 
     def _recommend_sync(self, generation: Generation, query: RecommendQuery) -> list[dict]:
-        from mmalign.plugin.index.search import Hit, build_filter
-        from mmalign.plugin.recommend.recommender import recommend_query
-
         started = time.perf_counter()
         recommender = generation.recommender
         if query.user_id is not None:
@@ -606,17 +576,15 @@ class Service:
             )
         else:
             self._check_items([*query.liked, *query.disliked])
-            strategy = query.strategy or "average_vector"
-            if strategy == "vector":
-                strategy = "average_vector"  # an anonymous session has no user vector
-            exclude = query.disliked if query.include_seen else [*query.liked, *query.disliked]
-            points = self.store.query(
-                self.config.collection,
-                recommend_query(query.liked, query.disliked, strategy),
-                limit=query.k,
-                query_filter=build_filter(query.filters, exclude_ids=exclude),
+            strategy = query.strategy if query.strategy in ANONYMOUS_STRATEGIES else "average_vector"
+            hits = recommender.more_like(
+                query.liked,
+                k=query.k,
+                negative=query.disliked,
+                filters=query.filters,
+                strategy=strategy,
+                exclude_seen=not query.include_seen,
             )
-            hits = [Hit.from_point(p) for p in points]
         self.metrics.stage_seconds.observe(time.perf_counter() - started, "query", "")
         return [hit.model_dump(mode="json") for hit in hits]
 

@@ -107,7 +107,7 @@ class ModelProcess:
                 self._request("unload", old)
             return modalities
 
-    def embed(self, bundle_id: str, modality: str, values: list) -> list[tuple[str, Any]]:
+    def embed(self, bundle_id: str, modality: str, values: list) -> list:
         with self._lock:
             return self._send("embed", bundle_id, modality, values)
 
@@ -144,10 +144,10 @@ def main() -> None:
 
         torch.set_num_threads(threads)
     from mmalign.plugin.align.bundle import load_bundle
-    from mmalign.plugin.serve.embedding import embed_values, load_encoders, warm_up
+    from mmalign.plugin.index.query_encoder import QueryEncoder
 
     pool: dict = {}
-    bundles: dict[str, tuple[Any, dict]] = {}
+    encoders: dict[str, QueryEncoder] = {}
     decode = ThreadPoolExecutor(4, thread_name_prefix="mmalign-decode")
     while True:
         try:
@@ -160,21 +160,21 @@ def main() -> None:
                 return
             if op == "load":
                 _, path, bundle_id = message
-                if bundle_id not in bundles:
+                if bundle_id not in encoders:
                     bundle = load_bundle(path, with_teacher=False)
                     if bundle.bundle_id != bundle_id:
                         raise ValueError(f"the bundle in that folder is {bundle.bundle_id}, not {bundle_id}")
-                    encoders = load_encoders(bundle, device, pool)
-                    warm_up(bundle, encoders)
-                    bundles[bundle_id] = (bundle, encoders)
-                answer: Any = [m.value for m in bundles[bundle_id][0].modalities]
+                    encoder = QueryEncoder(bundle, device=device, encoder_pool=pool)
+                    encoder.load()
+                    encoder.warm_up()
+                    encoders[bundle_id] = encoder
+                answer: Any = [m.value for m in encoders[bundle_id].modalities]
             elif op == "unload":
-                bundles.pop(message[1], None)
+                encoders.pop(message[1], None)
                 answer = None
             elif op == "embed":
                 _, bundle_id, modality, values = message
-                bundle, encoders = bundles[bundle_id]
-                answer = embed_values(bundle, encoders, modality, values, decode)
+                answer = encoders[bundle_id].embed_batch(modality, values, decode)
             else:
                 raise ValueError(f"unknown request {op!r}")
             conn.send(("ok", answer))

@@ -30,7 +30,7 @@ def quickstart(
     from mmalign.connectors.datasets.tuxpaint import write_catalog
     from mmalign.plugin.align.bundle import BundleError, load_bundle
     from mmalign.plugin.index.ingest import ingest
-    from mmalign.plugin.index.search import Searcher
+    from mmalign.plugin.index.search import Searcher, SearchQuery
     from mmalign.plugin.workflows.train import train_bundle
 
     data = Path(data_dir)
@@ -110,9 +110,9 @@ def quickstart(
             shown[f"audio:{held_out_sound}"] = [h.id for h in hits]
         spoken = _speak(SPOKEN_QUERY, data / "quickstart" / "spoken-query.wav")
         if spoken is not None:
-            heard: list = []
-            hits = searcher.search(audio=[spoken], using="image", k=k, heard=heard)
-            said = heard[0].get("transcript") if heard else None
+            result = searcher.run(SearchQuery(audio=[spoken], using="image", k=k))
+            hits, heard = result.hits, result.heard
+            said = heard[0].transcript if heard else None
             what = f'heard "{said}"' if said else ("no speech heard" if heard else "no transcript")
             _show(echo, f'spoken "{SPOKEN_QUERY}" (espeak-ng, {spoken.name}; {what}) → images', hits)
             shown[f"spoken:{SPOKEN_QUERY}"] = [h.id for h in hits]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mmalign.connectors.push import push_collection
 from mmalign.connectors.store import PointData, StoreError, VectorStore, point_id
 from mmalign.schemas import StoreConfig
 
@@ -388,10 +389,8 @@ def assert_same_hits(got, want, atol=1e-4):
 
 
 def _queries():
-    from qdrant_client import models
-
-    from mmalign.connectors.store import point_id as pid
-    from mmalign.plugin.index.search import build_filter
+    from mmalign.connectors.query import Fused, Nearest, Prefetch
+    from mmalign.plugin.index.filters import build_filter
     from mmalign.plugin.recommend.recommender import recommend_query
 
     rng = np.random.default_rng(11)
@@ -414,16 +413,14 @@ def _queries():
     yield (
         "rrf fusion",
         {
-            "query": models.FusionQuery(fusion=models.Fusion.RRF),
-            "prefetch": [models.Prefetch(query=v, using="fused", limit=20, filter=even) for v in q[:3]],
+            "query": Fused(tuple(Prefetch(Nearest(v, "fused"), limit=20, filter=even) for v in q[:3]), "rrf"),
             "limit": 60,
         },
     )
     yield (
         "dbsf fusion",
         {
-            "query": models.FusionQuery(fusion=models.Fusion.DBSF),
-            "prefetch": [models.Prefetch(query=v, using="image", limit=15) for v in q[:2]],
+            "query": Fused(tuple(Prefetch(Nearest(v, "image"), limit=15) for v in q[:2]), "dbsf"),
             "limit": 30,
         },
     )
@@ -437,7 +434,7 @@ def _queries():
             },
         )
     yield "recommend positives only", {"query": recommend_query(["item3"], [], "best_score"), "limit": 8}
-    yield "nearest to a point id", {"query": pid("item9"), "limit": 6}
+    yield "nearest to an item", {"query": Nearest("item9"), "limit": 6}
 
 
 def _fill(vs):
@@ -467,7 +464,7 @@ def test_edge_and_local_mode_return_the_same_results(tmp_path):
         assert_same_hits(got, want), name
         assert [h.payload for h in got] == [h.payload for h in want] or name.startswith(("rrf", "dbsf")), name
     assert not {"item1", "item4", "item2"} & {h.payload["item_id"] for h in answers["edge"]["recommend best_score"]}
-    assert all(h.payload["item_id"] != "item9" for h in answers["edge"]["nearest to a point id"])
+    assert all(h.payload["item_id"] != "item9" for h in answers["edge"]["nearest to an item"])
 
 
 @pytest.mark.qdrant_server
@@ -552,7 +549,7 @@ def test_build_index_on_edge_builds_hnsw_and_payload_indexes_and_keeps_answers(t
         assert recall >= 0.95, recall
         text = [[h.id for h in vs.query("big", q, using="text", limit=10)] for q in queries]  # no graph: exact
         assert text == [[h.id for h in vs.query("big", q, using="text", limit=10, exact=True)] for q in queries]
-        from mmalign.plugin.index.search import build_filter
+        from mmalign.plugin.index.filters import build_filter
 
         hits = vs.query("big", queries[0], limit=10, query_filter=build_filter({"shard": ["s1"]}))
         assert len(hits) == 10 and {h.payload["metadata"]["shard"] for h in hits} == {"s1"}
@@ -589,11 +586,11 @@ def test_push_copies_a_version_and_its_alias_and_resumes(tmp_path, target_engine
                 raise KeyboardInterrupt("killed")
 
         with pytest.raises(KeyboardInterrupt):
-            source.push("cat", target, alias="cat", batch_size=50, on_batch=interrupt)
+            push_collection(source, "cat", target, alias="cat", batch_size=50, on_batch=interrupt)
         assert target.resolve_alias("cat") is None  # no alias on a partial copy
         assert target.collection_record("cat__v2").extra["state"] == "pushing"
         assert target.count("cat__v2") == 150
-        report = source.push("cat", target, alias="cat", batch_size=50)
+        report = push_collection(source, "cat", target, alias="cat", batch_size=50)
         assert report.resumed_from is not None and report.points == 300 and report.collection == "cat__v2"
         assert target.resolve_alias("cat") == "cat__v2" and target.count("cat") == 300
         record = target.collection_record("cat")
@@ -619,7 +616,7 @@ def test_push_refuses_a_different_bundle_on_the_target():
         source.create_collection("c__v1", 4, bundle_id="b1")
         target.create_collection("c__v1", 4, bundle_id="b2")
         with pytest.raises(StoreError, match="built with bundle 'b2'"):
-            source.push("c__v1", target)
+            push_collection(source, "c__v1", target)
 
 
 def test_cli_push_to_another_embedded_store_and_info_and_index(tmp_path):
@@ -681,7 +678,7 @@ def test_push_to_a_real_server(tmp_path):
         source.upsert(name, _catalog_points())
         with VectorStore(StoreConfig(url=url, api_key=os.environ.get("QDRANT_API_KEY"))) as server:
             try:
-                report = source.push(name, server, alias=name, batch_size=64)
+                report = push_collection(source, name, server, alias=name, batch_size=64)
                 assert report.points == 300 and server.resolve_alias(name) == f"{name}__v1"
                 assert server.count(name) == 300 and server.collection_record(name).bundle_id == "b"
                 for _, kw in _queries():

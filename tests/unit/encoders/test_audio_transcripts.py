@@ -14,6 +14,7 @@ import pytest
 from mmalign.plugin.encoders.audio import LibrosaAudioEncoder
 from mmalign.plugin.features.annotations import AnnotationTable
 from mmalign.schemas import Modality
+from mmalign.schemas.query import SearchQuery
 
 
 class AnnotatingLogmel(LibrosaAudioEncoder):
@@ -78,14 +79,13 @@ def test_heard_reaches_the_payload_and_the_search(trained, store, tmp_path, anno
     [point] = store.retrieve("items", ["item0"])
     assert point.payload["metadata"]["group"] == "edited" and point.payload["heard"] == with_audio.payload["heard"]
 
-    heard: list = []
     with Searcher("items", store=store, bundle=base / "bundle", device="cpu") as searcher:
-        hits = searcher.search(audio=[catalog.parent / "snd3.wav"], using="text", k=3, heard=heard)
-        assert len(hits) == 3
-        assert heard == [
+        result = searcher.run(SearchQuery(audio=[catalog.parent / "snd3.wav"], using="text", k=3))
+        assert len(result.hits) == 3
+        assert [h.as_dict() for h in result.heard] == [
             {"audio": str(catalog.parent / "snd3.wav"), "transcript": "2400 samples", "speech_probability": 0.5}
         ]
-        assert searcher.search(text=["a red frog"], k=2, heard=heard) and len(heard) == 1  # text: nothing heard
+        assert searcher.run(SearchQuery(text=["a red frog"], k=2)).heard == []  # text: nothing heard
 
 
 def test_cli_search_json_shows_what_was_heard(trained, tmp_path, annotating):
@@ -189,57 +189,62 @@ def test_spoken_query_adds_the_text_tower_vector_of_its_transcript(trained, stor
 
     base, catalog = trained
     with _searcher(trained, store, tmp_path) as searcher:
-        encoder = searcher._encoder(Modality.AUDIO)
+        encoder = searcher.encoder.encoder(Modality.AUDIO)
         wave = encoder.load_input(catalog.parent / "snd3.wav", "q")
         audio = searcher.bundle.embed(Modality.AUDIO, encoder.encode([wave]))[0]
         tower = encoder.transcriber.text_encoder
         text = searcher.bundle.embed(Modality.TEXT, tower.encode([transcribing[3]["text"]]))[0]
-        heard: list = []
-        vector = searcher.embed_query(Modality.AUDIO, catalog.parent / "snd3.wav", heard=heard)
-        np.testing.assert_allclose(vector, (audio + text) / np.linalg.norm(audio + text), rtol=1e-5, atol=1e-6)
-        assert heard[0]["transcript"] == transcribing[3]["text"]
+        encoded = searcher.encoder.embed(Modality.AUDIO, catalog.parent / "snd3.wav")
+        np.testing.assert_allclose(encoded.vector, (audio + text) / np.linalg.norm(audio + text), rtol=1e-5, atol=1e-6)
+        assert encoded.heard.transcript == transcribing[3]["text"]
         other = encoder.transcriber.spec.text_encoder.model_copy(update={"max_length": 7})  # not the bundle's
         encoder.transcriber.spec.text_encoder = other
-        np.testing.assert_allclose(searcher.embed_query(Modality.AUDIO, catalog.parent / "snd3.wav"), audio, atol=1e-6)
+        plain = searcher.encoder.embed(Modality.AUDIO, catalog.parent / "snd3.wav")
+        np.testing.assert_allclose(plain.vector, audio, atol=1e-6)
 
 
 def test_rerank_spoken_orders_the_top_hits_by_what_was_said(trained, store, tmp_path, transcribing):
+    from mmalign.plugin.index.search import search_query
+
     base, catalog = trained
+    clip = catalog.parent / "snd6.wav"
     with _searcher(trained, store, tmp_path) as searcher:
         wanted = transcribing[6]["text"]
-        plain = searcher.search(audio=[catalog.parent / "snd6.wav"], using="text", k=3)
-        reranked = searcher.search(audio=[catalog.parent / "snd6.wav"], using="text", k=3, rerank_spoken=36)
+        plain = searcher.search(audio=[clip], using="text", k=3)
+        reranked = searcher.run(search_query(audio=[clip], using="text", k=3, rerank_spoken=36)).hits
         assert len(reranked) == 3 and reranked[0].payload["text"] == wanted
         assert {h.id for h in plain} != {h.id for h in reranked} or plain[0].payload["text"] == wanted
-        both = searcher.search(audio=[catalog.parent / "snd6.wav"], text=["a red frog"], k=3, rerank_spoken=36)
+        both = searcher.run(search_query(audio=[clip], text=["a red frog"], k=3, rerank_spoken=36)).hits
         assert len(both) == 3  # several inputs: fused by RRF, not re-ranked
         with pytest.raises(ValueError, match="rerank_spoken"):
-            searcher.search(audio=[catalog.parent / "snd6.wav"], rerank_spoken=-1)
+            search_query(audio=[clip], rerank_spoken=-1)
 
 
 def test_the_service_answers_a_spoken_query_like_the_searcher(trained, store, tmp_path, transcribing):
     """The service's batched encoding adds what was heard too (its vectors are the Searcher's)."""
-    from mmalign.plugin.serve.embedding import embed_values
     from mmalign.schemas import Modality
 
     base, catalog = trained
     with _searcher(trained, store, tmp_path) as searcher:
-        encoder = searcher._encoder(Modality.AUDIO)
         clips = [str(catalog.parent / f"snd{i}.wav") for i in (3, 6)]
-        served = embed_values(searcher.bundle, {Modality.AUDIO: encoder}, "audio", clips)
-        for n, (clip, (status, (vector, heard))) in enumerate(zip(clips, served)):
-            assert status == "ok" and heard["transcript"] == transcribing[(3, 6)[n]]["text"]
-            np.testing.assert_allclose(vector, searcher.embed_query(Modality.AUDIO, clip), rtol=1e-5, atol=1e-6)
+        served = searcher.encoder.embed_batch("audio", clips)
+        for n, (clip, encoded) in enumerate(zip(clips, served)):
+            assert encoded.heard.transcript == transcribing[(3, 6)[n]]["text"]
+            alone = searcher.encoder.embed(Modality.AUDIO, clip)
+            np.testing.assert_allclose(encoded.vector, alone.vector, rtol=1e-5, atol=1e-6)
 
 
-def test_the_service_hands_what_was_heard_to_the_searcher():
-    from mmalign.plugin.serve.service import QueryVector, ServingSearcher
+def test_a_searcher_answers_encoded_inputs_with_what_was_heard(trained, store, tmp_path, transcribing):
+    """The service hands its batched encodings to Searcher.run: what was heard comes back with the hits."""
+    from mmalign.plugin.index.search import search_query
 
-    vector, heard = np.ones(4, np.float32), []
-    searcher = ServingSearcher.__new__(ServingSearcher)  # embed_query of an encoded query needs no state
-    out = searcher.embed_query("audio", QueryVector((vector, {"transcript": "a frog"})), heard=heard)
-    assert out is vector and heard == [{"transcript": "a frog"}]
-    assert searcher.embed_query("text", QueryVector(vector), heard=heard) is vector and len(heard) == 1
+    base, catalog = trained
+    clip = str(catalog.parent / "snd3.wav")
+    with _searcher(trained, store, tmp_path) as searcher:
+        [encoded] = searcher.encoder.embed_batch("audio", [clip])
+        result = searcher.run(search_query(audio=[clip], using="text", k=3), [encoded])
+        assert [h.id for h in result.hits] == [h.id for h in searcher.search(audio=[clip], using="text", k=3)]
+        assert result.heard == [encoded.heard] and result.heard[0].transcript == transcribing[3]["text"]
 
 
 def test_hits_are_rescored_by_what_was_heard():
@@ -265,7 +270,7 @@ def test_a_spoken_query_finds_the_text_it_heard(trained, store, tmp_path, transc
     with _searcher(trained, store, tmp_path) as searcher:
         matched = searcher.search(audio=[clip], using="image", k=3)
         assert matched[0].payload["text"] == transcribing[6]["text"]
-        plain = searcher.search(audio=[clip], using="image", k=3, match_heard=False)
+        plain = searcher.run(SearchQuery(audio=[clip], using="image", k=3, match_heard=False)).hits
         assert len(plain) == 3 and [h.score for h in plain] == sorted((h.score for h in plain), reverse=True)
         monkeypatch.setattr(TranscribingLogmel, "SPEECH", 0.3)  # words "heard" in what is probably not speech
         unsure = searcher.search(audio=[clip], using="image", k=3)

@@ -1,0 +1,99 @@
+"""Moving a collection to another store (e.g. up to a server): a workflow over two stores.
+
+Like qdrant-client's ``migrate`` (a free function over two clients), not a method of the store facade.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from mmalign.connectors.errors import StoreError
+from mmalign.connectors.store import IndexReport, PointData, VectorStore
+
+
+@dataclass
+class PushReport:
+    """What :func:`push_collection` copied."""
+
+    source: str
+    collection: str
+    target: str
+    alias: str | None
+    points: int = 0
+    resumed_from: str | None = None
+    seconds: float = 0.0
+    index: IndexReport | None = None
+
+
+def push_collection(
+    source: VectorStore,
+    name: str,
+    target: VectorStore,
+    *,
+    alias: str | None = None,
+    batch_size: int = 512,
+    on_batch: Callable[[int], None] | None = None,
+) -> PushReport:
+    """Copy collection ``name`` of ``source`` (an alias is followed to its version) into ``target`` under the
+    same collection name: the record, then the points (vectors and payloads) in batches, then the payload
+    indexes; finally point ``alias`` at it there. Resumable: a rerun continues after the last batch the
+    target recorded (points are upserted by id, so a batch written twice is written once).
+    """
+    started = time.perf_counter()
+    physical = source.resolve_alias(name) or name
+    record = source.collection_record(physical)
+    if record is None:
+        raise StoreError(f"collection {name!r} does not exist; collections: {source.list_collections()}")
+    origin = f"{source.engine}:{source.target}:{physical}"
+    report = PushReport(source=origin, collection=physical, target=target.target, alias=alias)
+    existing = target.collection_record(physical)
+    offset = None
+    if existing is None:
+        extra = {**record.extra, "state": "pushing", "push": {"source": origin, "next_offset": None, "points": 0}}
+        target.create_collection(physical, record.dim, bundle_id=record.bundle_id, extra=extra)
+    else:
+        target.check_compatible(existing, dim=record.dim, bundle_id=record.bundle_id)
+        progress = existing.extra.get("push") or {}
+        if progress.get("source") == origin and not progress.get("done") and progress.get("next_offset"):
+            offset = progress["next_offset"]
+            report.resumed_from = str(offset)
+            report.points = int(progress.get("points", 0))
+        target.update_record(physical, state="pushing", push={**progress, "source": origin, "done": False})
+    for number, (page, next_offset) in enumerate(
+        source.pages(physical, with_vectors=True, page_size=batch_size, offset=offset)
+    ):
+        points = []
+        for p in page:
+            payload = dict(p.payload or {})
+            item_id = payload.pop("item_id", None)
+            if item_id is None:
+                raise StoreError(f"point {p.id} of {physical!r} has no item_id in its payload: not mmalign's")
+            points.append(PointData(item_id, dict(p.vector or {}), payload))
+        target.upsert(physical, points, batch_size=batch_size)
+        report.points += len(points)
+        resume = str(next_offset) if next_offset is not None else None
+        target.update_record(physical, push={"source": origin, "next_offset": resume, "points": report.points})
+        if on_batch is not None:
+            on_batch(number)
+    expected, copied = source.count(physical), target.count(physical)
+    if copied != expected:
+        raise StoreError(
+            f"push of {physical!r} copied {copied} points but the source has {expected}: it changed "
+            f"meanwhile; run the push again"
+        )
+    report.index = target.build_index(physical)
+    state = record.extra.get("state", "ready")
+    target.update_record(
+        physical, state=state, push={"source": origin, "done": True, "points": copied, "at": _utc_now()}
+    )
+    if alias is not None:
+        target.set_alias(alias, physical)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
