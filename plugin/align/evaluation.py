@@ -24,11 +24,23 @@ class Embedder(Protocol):
     def fuse(self, data: PairedFeatures) -> np.ndarray: ...
 
 
-def evaluate_embedder(name: str, model: Embedder, data: PairedFeatures, *, with_fused: bool = True) -> list[dict]:
+def evaluate_embedder(
+    name: str,
+    model: Embedder,
+    data: PairedFeatures,
+    *,
+    with_fused: bool = True,
+    hubness_bank: PairedFeatures | None = None,
+    hubness_k: int = 10,
+) -> list[dict]:
     """One row per (query modality -> target) with recall@1/5/10, MRR and the number of queries.
 
     A query is an item that has both the query and the target modality; its relevant result is
     the same item; the corpus is every evaluated item that has the target modality.
+
+    ``hubness_bank`` (e.g. the catalog's training items): query-side hubness correction (CSLS): a
+    corpus row's score is lowered by half the mean of its ``hubness_k`` highest similarities to the
+    bank's inputs of the query modality, so that a "hub" that is near every query stops winning.
     """
     modalities = [m for m in model.modalities if m in data.masks and data.masks[m].any()]
     embedded = {m: model.embed(m, data.features[m][data.masks[m]]) for m in modalities}
@@ -47,12 +59,26 @@ def evaluate_embedder(name: str, model: Embedder, data: PairedFeatures, *, with_
             if not keep:
                 continue
             target_index = np.array([position[int(q_rows[n])] for n in keep])
+            penalty = None
+            if hubness_bank is not None and hubness_bank.masks[query].any():
+                penalty = 0.5 * hub_scores(
+                    model.embed(query, hubness_bank.features[query][hubness_bank.masks[query]]), corpus, hubness_k
+                )
             try:
-                metrics = retrieval_metrics(ranks_of_targets(embedded[query][keep], corpus, target_index))
+                metrics = retrieval_metrics(ranks_of_targets(embedded[query][keep], corpus, target_index, penalty))
             except DataError as exc:
                 raise DataError(f"evaluating {name!r} {query.value} -> {target_name}: {exc}") from exc
             results.append({"model": name, "query": query.value, "target": target_name, **metrics})
     return results
+
+
+def hub_scores(bank: np.ndarray, corpus: np.ndarray, k: int = 10) -> np.ndarray:
+    """Per corpus row, the mean of its ``k`` highest cosine similarities to the ``bank`` rows."""
+    b = bank / np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-12)
+    c = corpus / np.maximum(np.linalg.norm(corpus, axis=1, keepdims=True), 1e-12)
+    sims = c @ b.T
+    k = max(1, min(k, sims.shape[1]))
+    return np.sort(np.partition(sims, -k, axis=1)[:, -k:], axis=1).mean(axis=1)
 
 
 def primary_metric(results: list[dict]) -> float:

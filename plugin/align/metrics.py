@@ -9,8 +9,11 @@ from mmalign.connectors.errors import DataError
 KS = (1, 5, 10)
 
 
-def ranks_of_targets(queries: np.ndarray, corpus: np.ndarray, target_index: np.ndarray) -> np.ndarray:
-    """0-based rank of each query's relevant corpus row under cosine similarity (ties count against).
+def ranks_of_targets(
+    queries: np.ndarray, corpus: np.ndarray, target_index: np.ndarray, corpus_penalty: np.ndarray | None = None
+) -> np.ndarray:
+    """0-based rank of each query's relevant corpus row under cosine similarity (ties count against);
+    ``corpus_penalty`` (one value per corpus row) is subtracted from every score of that row (CSLS).
 
     NaN or infinite embeddings are refused (:class:`DataError`): they would rank nothing and turn
     the metrics into inf or nonsense."""
@@ -25,6 +28,8 @@ def ranks_of_targets(queries: np.ndarray, corpus: np.ndarray, target_index: np.n
     q = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
     c = corpus / np.maximum(np.linalg.norm(corpus, axis=1, keepdims=True), 1e-12)
     scores = q @ c.T
+    if corpus_penalty is not None:
+        scores = scores - np.asarray(corpus_penalty, dtype=scores.dtype)[None, :]
     target_scores = scores[np.arange(len(q)), target_index]
     # rank = how many corpus rows score strictly higher, plus ties other than the target itself
     higher = (scores > target_scores[:, None]).sum(axis=1)
