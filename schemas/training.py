@@ -58,6 +58,11 @@ class TrainConfig(BaseModel):
     unpaired_mixup: float = Field(
         0.0, ge=0, le=1, description="Share of unpaired inputs that are mixes of two training features."
     )
+    neighbourhood: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of the neighbourhood-preservation term (each encoder's in-batch k-NN structure kept).",
+    )
 
 
 class RetrievalResult(BaseModel):

@@ -33,6 +33,17 @@ def relational_ce(
     return 0.5 * loss
 
 
+def neighbourhood_ce(inputs: torch.Tensor, embedded: torch.Tensor, tau_inputs: float, tau: float) -> torch.Tensor:
+    """Neighbourhood preservation: CE between the in-batch neighbour distribution of the encoder's own
+    (centred) features and that of their embeddings, self excluded, so that the shared space keeps
+    each encoder's k-NN structure (STRUCTURE-style regulariser)."""
+    x = F.normalize(inputs, dim=-1)
+    eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
+    p = F.softmax((x @ x.T / tau_inputs).masked_fill(eye, float("-inf")), dim=1)
+    log_q = F.log_softmax((embedded @ embedded.T / tau).masked_fill(eye, float("-inf")), dim=1)
+    return -(p * log_q.masked_fill(eye, 0.0)).sum(dim=1).mean()
+
+
 def cosine_gap(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Mean of 1 - cos(student, teacher) over rows."""
     return (1 - F.cosine_similarity(student, teacher, dim=-1)).mean()

@@ -265,7 +265,7 @@ def train_student(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, 
     item."""
     import torch
 
-    from mmalign.plugin.align.losses import cosine_gap, info_nce, relational_ce
+    from mmalign.plugin.align.losses import cosine_gap, info_nce, neighbourhood_ce, relational_ce
     from mmalign.plugin.align.student import build_student
 
     torch.manual_seed(cfg.seed)
@@ -275,7 +275,7 @@ def train_student(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, 
             student.projections[m.value].set_input_scale(train.features[m][train.masks[m]])
     targets = None
     pools = {}
-    unpaired = teacher is not None and (cfg.unpaired_cosine > 0 or cfg.unpaired_relational > 0)
+    unpaired = teacher is not None and (cfg.unpaired_cosine > 0 or cfg.unpaired_relational > 0 or cfg.neighbourhood > 0)
     if teacher is not None:
         teacher.eval()
         feats, masks = feature_tensors(train)
@@ -299,6 +299,10 @@ def train_student(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, 
         if cfg.unpaired_cosine > 0:
             for m in inputs:
                 loss = loss + cfg.unpaired_cosine * cosine_gap(s_emb[m], t_emb[m])
+        if cfg.neighbourhood > 0:
+            for m, x in inputs.items():
+                centred = x - student.projections[m.value].mean
+                loss = loss + cfg.neighbourhood * neighbourhood_ce(centred, s_emb[m], cfg.tau_teacher, cfg.tau_student)
         if cfg.unpaired_relational > 0:
             for a, b in combinations(list(inputs), 2):
                 loss = loss + cfg.unpaired_relational * relational_ce(

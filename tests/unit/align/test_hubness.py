@@ -26,3 +26,15 @@ def test_hub_scores_are_the_mean_of_the_k_highest_similarities():
     bank = np.eye(3)
     corpus = np.array([[1.0, 1.0, 0.0]])
     np.testing.assert_allclose(hub_scores(bank, corpus, k=2), [np.sqrt(0.5)])
+
+
+def test_neighbourhood_term_is_zero_only_when_the_embedding_keeps_the_neighbours():
+    import torch
+
+    from mmalign.plugin.align.losses import neighbourhood_ce
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 8)
+    same = neighbourhood_ce(x, torch.nn.functional.normalize(x, dim=-1), 0.1, 0.1)
+    shuffled = neighbourhood_ce(x, torch.nn.functional.normalize(x[torch.randperm(16)], dim=-1), 0.1, 0.1)
+    assert same < shuffled
