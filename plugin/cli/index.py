@@ -11,8 +11,7 @@ from mmalign.plugin.cli.options import (
     catalog_options,
     echo_json,
     json_option,
-    store_config,
-    store_options,
+    with_store,
 )
 
 
@@ -37,7 +36,7 @@ from mmalign.plugin.cli.options import (
 )
 @json_option
 @catalog_options
-@store_options
+@with_store
 def ingest(
     catalog,
     bundle_path,
@@ -50,10 +49,7 @@ def ingest(
     fmt,
     media_root,
     features_dir,
-    qdrant_path,
-    qdrant_url,
-    api_key,
-    grpc,
+    store,
 ):
     """Embed CATALOG with BUNDLE and upsert it into COLLECTION (idempotent, incremental, resumable).
 
@@ -63,12 +59,11 @@ def ingest(
     from mmalign.plugin.cli.render import print_ingest
     from mmalign.plugin.index.ingest import ingest as run_ingest
 
-    config = store_config(qdrant_path, qdrant_url, api_key, grpc)
     report = run_ingest(
         open_catalog(catalog, media_root=media_root, format=fmt),
         bundle=bundle_path,
         collection=collection,
-        store=config,
+        store=store,
         features_dir=features_dir,
         chunk_size=chunk_size,
         dead_letter=dead_letter,
@@ -152,7 +147,7 @@ def ingest(
     help='Print [{"id", "score", "payload"}, ...]; with an audio query whose encoder transcribes, '
     '{"heard": [{"audio", "transcript", "speech_probability"}], "hits": [...]}.',
 )
-@store_options
+@with_store
 def search(
     collection,
     texts,
@@ -168,10 +163,7 @@ def search(
     match_heard,
     device,
     as_json,
-    qdrant_path,
-    qdrant_url,
-    api_key,
-    grpc,
+    store,
 ):
     """Cross-modal search: any query modality against any named vector."""
     from mmalign.plugin.cli.render import print_hits
@@ -189,9 +181,7 @@ def search(
         rerank_spoken=rerank_spoken,
         match_heard=match_heard,
     )
-    with Searcher(
-        collection, store=store_config(qdrant_path, qdrant_url, api_key, grpc), bundle=bundle_path, device=device
-    ) as searcher:
+    with Searcher(collection, store=store, bundle=bundle_path, device=device) as searcher:
         result = searcher.run(query)
     hits, heard = result.hits, [h.as_dict() for h in result.heard]
     if as_json and heard:  # an audio query whose encoder transcribes: what was heard, then the hits
@@ -221,7 +211,7 @@ def search(
 @click.option("--device", default="auto", show_default=True)
 @json_option
 @catalog_options
-@store_options
+@with_store
 def reembed(
     collection,
     bundle_path,
@@ -235,10 +225,7 @@ def reembed(
     fmt,
     media_root,
     features_dir,
-    qdrant_path,
-    qdrant_url,
-    api_key,
-    grpc,
+    store,
 ):
     """Build the next version with a new bundle, verify it, swap the alias (zero downtime).
 
@@ -252,7 +239,7 @@ def reembed(
     report = run(
         collection,
         bundle=bundle_path,
-        store=store_config(qdrant_path, qdrant_url, api_key, grpc),
+        store=store,
         features_dir=features_dir,
         catalog=source,
         keep=keep,
@@ -272,14 +259,14 @@ def reembed(
 @click.command()
 @click.argument("collection")
 @click.option("--json", "as_json", is_flag=True)
-@store_options
-def versions(collection, as_json, qdrant_path, qdrant_url, api_key, grpc):
+@with_store
+def versions(collection, as_json, store):
     """List the versions of COLLECTION (bundle, points, created, which is live)."""
     from mmalign.connectors.store import VectorStore
     from mmalign.plugin.cli.render import print_versions
     from mmalign.plugin.index.versions import version_table
 
-    with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
+    with VectorStore(store) as vs:
         rows = version_table(vs, collection)
     if as_json:
         echo_json(rows)
@@ -290,13 +277,13 @@ def versions(collection, as_json, qdrant_path, qdrant_url, api_key, grpc):
 @click.command()
 @click.argument("collection")
 @click.option("--to", "to", help="Version to make live (vK or K); default: the previous ready one.")
-@store_options
-def rollback(collection, to, qdrant_path, qdrant_url, api_key, grpc):
+@with_store
+def rollback(collection, to, store):
     """Point COLLECTION back at an earlier version (atomic alias swap)."""
     from mmalign.connectors.store import VectorStore
     from mmalign.plugin.index.versions import rollback as run
 
-    with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
+    with VectorStore(store) as vs:
         name = run(vs, collection, to)
     click.echo(f"{collection} -> {name}")
 
@@ -304,13 +291,13 @@ def rollback(collection, to, qdrant_path, qdrant_url, api_key, grpc):
 @click.command("drop-version")
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Drop it even if it is what `rollback` would return to.")
-@store_options
-def drop_version(name, force, qdrant_path, qdrant_url, api_key, grpc):
+@with_store
+def drop_version(name, force, store):
     """Delete one physical version NAME (e.g. catalog__v3) that no alias points at."""
     from mmalign.connectors.store import VectorStore
     from mmalign.plugin.index.versions import drop_version as run
 
-    with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
+    with VectorStore(store) as vs:
         run(vs, name, force=force)
     click.echo(f"dropped {name}")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import click
 
 from mmalign.plugin.encoders.registry import DEFAULT_PRESET, list_presets
@@ -37,34 +39,39 @@ def parse_weights(values: tuple[str, ...]) -> dict[str, str]:
     return weights
 
 
-ENGINE_META_KEY = "mmalign.engine"
+def with_store(fn=None, *, api_key_flag: str = "--api-key"):
+    """The store options of every command that opens the store — ``--qdrant-path`` [``--engine edge|local``]
+    | ``--qdrant-url`` [``--api-key``] [``--grpc``] — turned into one ``store: StoreConfig`` argument.
+    ``api_key_flag``: ``serve`` names the server's key ``--qdrant-api-key`` (its ``--api-key`` is its own)."""
 
+    def decorate(fn):
+        @functools.wraps(fn)
+        def command(*args, qdrant_path, engine, qdrant_url, qdrant_api_key, grpc, **kwargs):
+            return fn(*args, store=store_config(qdrant_path, qdrant_url, qdrant_api_key, grpc, engine), **kwargs)
 
-def _remember_engine(ctx: click.Context, param: click.Parameter, value):
-    if value is not None:
-        ctx.meta[ENGINE_META_KEY] = value
-    return value
+        options = [
+            click.option("--qdrant-path", help="Embedded store folder (default ./mmalign-data/qdrant), or :memory:."),
+            click.option(
+                "--engine",
+                type=click.Choice(["edge", "local"]),
+                envvar="MMALIGN_ENGINE",
+                help="Engine of the embedded store: edge (Qdrant Edge: HNSW, payload indexes; default) or local "
+                "(qdrant-client's local mode, for tests and prototypes). Or $MMALIGN_ENGINE.",
+            ),
+            click.option("--qdrant-url", envvar="QDRANT_URL", help="Qdrant server URL (or $QDRANT_URL)."),
+            click.option(
+                api_key_flag,
+                "qdrant_api_key",
+                envvar="QDRANT_API_KEY",
+                help="Qdrant server API key (or $QDRANT_API_KEY).",
+            ),
+            click.option("--grpc", is_flag=True, help="Use gRPC with a server."),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
 
-
-def store_options(fn):
-    """--qdrant-path [--engine edge|local] | --qdrant-url [--api-key] [--grpc]: shared by every command that
-    opens the store. ``--engine`` reaches :func:`store_config` through the click context, so commands keep
-    their signatures."""
-    fn = click.option("--grpc", is_flag=True, help="Use gRPC with a server.")(fn)
-    fn = click.option("--api-key", envvar="QDRANT_API_KEY", help="Server API key (or $QDRANT_API_KEY).")(fn)
-    fn = click.option("--qdrant-url", envvar="QDRANT_URL", help="Qdrant server URL (or $QDRANT_URL).")(fn)
-    fn = click.option(
-        "--engine",
-        type=click.Choice(["edge", "local"]),
-        envvar="MMALIGN_ENGINE",
-        expose_value=False,
-        is_eager=True,
-        callback=_remember_engine,
-        help="Engine of the embedded store: edge (Qdrant Edge: HNSW, payload indexes; default) or local "
-        "(qdrant-client's local mode, for tests and prototypes). Or $MMALIGN_ENGINE.",
-    )(fn)
-    fn = click.option("--qdrant-path", help="Embedded store folder (default ./mmalign-data/qdrant), or :memory:.")(fn)
-    return fn
+    return decorate(fn) if fn is not None else decorate
 
 
 def store_config(qdrant_path, qdrant_url, api_key, grpc, engine=None):
@@ -76,19 +83,17 @@ def store_config(qdrant_path, qdrant_url, api_key, grpc, engine=None):
     from mmalign.schemas import StoreConfig
 
     ctx = click.get_current_context(silent=True)
-    if ctx is not None:
+    if ctx is not None and "qdrant_url" in ctx.params:
         from click.core import ParameterSource
 
         def source(name):
             return ctx.get_parameter_source(name)
 
-        if engine is None:
-            engine = ctx.meta.get(ENGINE_META_KEY)
         from_env = ParameterSource.ENVIRONMENT
         if qdrant_url is not None and source("qdrant_url") is from_env:
             if qdrant_path is not None or (engine is not None and source("engine") is not from_env):
                 qdrant_url = None
-                api_key = None if source("api_key") is from_env else api_key
+                api_key = None if source("qdrant_api_key") is from_env else api_key
         if qdrant_url is not None and engine is not None and source("engine") is from_env:
             engine = None
     try:

@@ -10,10 +10,9 @@ from mmalign.plugin.cli.options import (
     fail,
     interactions_dead_letter_option,
     json_option,
-    store_config,
-    store_options,
     user_cfg,
     user_vector_options,
+    with_store,
 )
 
 
@@ -47,7 +46,7 @@ from mmalign.plugin.cli.options import (
 @click.option("--json", "as_json", is_flag=True, help='Print [{"id", "score", "payload"}, ...].')
 @interactions_dead_letter_option(DEFAULT_INTERACTIONS_DEAD_LETTER)
 @user_vector_options
-@store_options
+@with_store
 def recommend(
     collection,
     user_id,
@@ -63,10 +62,7 @@ def recommend(
     dead_letter,
     half_life_days,
     negative_below,
-    qdrant_path,
-    qdrant_url,
-    api_key,
-    grpc,
+    store,
 ):
     """Recommend items for a user (user vectors in the shared space) or for an anonymous session."""
     from mmalign.connectors.interactions import read_interactions
@@ -78,7 +74,7 @@ def recommend(
         fail("give --user, or --like ITEM for an anonymous session")
     with Recommender(
         collection,
-        store=store_config(qdrant_path, qdrant_url, api_key, grpc),
+        store=store,
         cfg=user_cfg(half_life_days, negative_below),
         popularity_weight=popularity_weight,
     ) as rec:
@@ -133,7 +129,7 @@ def recommend(
 @interactions_dead_letter_option(DEFAULT_INTERACTIONS_DEAD_LETTER)
 @json_option
 @user_vector_options
-@store_options
+@with_store
 def eval_rec(
     collection,
     interactions,
@@ -145,10 +141,7 @@ def eval_rec(
     as_json,
     half_life_days,
     negative_below,
-    qdrant_path,
-    qdrant_url,
-    api_key,
-    grpc,
+    store,
 ):
     """Recall/NDCG@10/20 of user vectors vs popularity, item-kNN, PureSVD and RecommendQuery; with
     --collab, also collab factors and the hybrid; with --cold-fraction, the cold-item protocol."""
@@ -156,7 +149,7 @@ def eval_rec(
     from mmalign.plugin.cli.render import rec_table
     from mmalign.plugin.recommend.evaluation import evaluate_collection
 
-    with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
+    with VectorStore(store) as vs:
         report = evaluate_collection(
             collection,
             interactions,

@@ -4,18 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mmalign.plugin.cli.options import store_config, store_options
-
-
-def _store_options_for_serve(fn):
-    """The shared store options, with the Qdrant server's key renamed ``--qdrant-api-key``: ``--api-key``
-    is the key of this service."""
-    fn = store_options(fn)
-    for param in getattr(fn, "__click_params__", []):
-        if param.name == "api_key":
-            param.opts = ["--qdrant-api-key"]
-            param.help = "Qdrant server API key (or $QDRANT_API_KEY)."
-    return fn
+from mmalign.plugin.cli.options import with_store
 
 
 def _parse_max_batch(value: str) -> int | dict[str, int]:
@@ -88,7 +77,7 @@ def _parse_max_batch(value: str) -> int | dict[str, int]:
 )
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
-@_store_options_for_serve
+@with_store(api_key_flag="--qdrant-api-key")
 def serve(
     collection,
     host,
@@ -107,7 +96,7 @@ def serve(
     watch_interval,
     log_level,
     access_log,
-    **store,
+    store,
 ):
     """Serve search, recommend, items and media over HTTP, and a search page at /.
 
@@ -134,7 +123,7 @@ def serve(
     try:
         config = ServeConfig(
             collection=collection,
-            store=store_config(**store),
+            store=store,
             bundle=bundle_path,
             device=device,
             api_key=service_key,

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from mmalign.plugin.cli.options import fail, store_config, store_options
+from mmalign.plugin.cli.options import fail, with_store
 
 
 @click.group()
@@ -15,13 +15,13 @@ def store() -> None:
 
 
 @store.command("info")
-@store_options
+@with_store
 @click.option("--json", "as_json", is_flag=True)
-def store_info(qdrant_path, qdrant_url, api_key, grpc, as_json):
+def store_info(store, as_json):
     """List collections with point counts and the bundle/D each was built with."""
     from mmalign.connectors.store import VectorStore
 
-    with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
+    with VectorStore(store) as vs:
         aliases = {collection: alias for alias, collection in vs.aliases().items()}
         rows = []
         for name in vs.list_collections():
@@ -48,16 +48,16 @@ def store_info(qdrant_path, qdrant_url, api_key, grpc, as_json):
 
 
 @store.command("index")
-@store_options
+@with_store
 @click.option("--collection", required=True, help="Alias or collection to index.")
 @click.option("--json", "as_json", is_flag=True)
-def store_index(qdrant_path, qdrant_url, api_key, grpc, collection, as_json):
+def store_index(store, collection, as_json):
     """Build the payload indexes and the HNSW graph of COLLECTION (ingest and reembed do it themselves)."""
     from dataclasses import asdict
 
     from mmalign.connectors.store import VectorStore
 
-    with VectorStore(store_config(qdrant_path, qdrant_url, api_key, grpc)) as vs:
+    with VectorStore(store) as vs:
         report = vs.build_index(collection)
     if as_json:
         click.echo(json.dumps(asdict(report), indent=2))
@@ -75,7 +75,7 @@ def _index_line(report) -> str:
 
 
 @store.command("push")
-@store_options
+@with_store
 @click.option("--collection", required=True, help="Alias (its live version is copied) or collection version.")
 @click.option("--to", "to_url", help="URL of the Qdrant server to copy into.")
 @click.option("--to-api-key", envvar="QDRANT_TO_API_KEY", help="API key of that server (or $QDRANT_TO_API_KEY).")
@@ -86,10 +86,7 @@ def _index_line(report) -> str:
 @click.option("--batch-size", default=512, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True)
 def store_push(
-    qdrant_path,
-    qdrant_url,
-    api_key,
-    grpc,
+    store,
     collection,
     to_url,
     to_api_key,
@@ -121,7 +118,7 @@ def store_push(
         )
     except ValidationError as exc:
         fail("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors()))
-    source_config = store_config(qdrant_path, qdrant_url, api_key, grpc)
+    source_config = store
     if source_config == target_config:
         fail("the source and the target are the same store")
     with VectorStore(source_config) as source, VectorStore(target_config) as target:

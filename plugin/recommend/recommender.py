@@ -116,8 +116,8 @@ class Recommender:
         if record is not None and record.bundle_id != items.bundle_id:
             raise StoreError(
                 f"user vectors in {self.users!r} were built for bundle {record.bundle_id!r}, but "
-                f"{self.collection!r} now serves {items.bundle_id!r}: rebuild them (recommend "
-                f"--interactions FILE, or Recommender.rebuild_users)"
+                f"{self.collection!r} now serves {items.bundle_id!r}: rebuild them "
+                f"(Recommender.rebuild_users)"
             )
 
     def get_profile(self, user_id: str) -> UserProfile | None:
