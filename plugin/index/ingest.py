@@ -29,6 +29,7 @@ from mmalign.connectors.store import PointData, VectorStore
 from mmalign.plugin.features.annotations import AnnotationTable
 from mmalign.plugin.features.cache import FeatureCache
 from mmalign.plugin.features.extract import extract_features, text_hash
+from mmalign.plugin.index.checks import seal_written, stored_payloads
 from mmalign.plugin.index.payload import DEFAULT_MAX_PAYLOAD_TEXT, build_payload
 from mmalign.plugin.index.versions import resolve_for_write
 from mmalign.schemas import CatalogItem, IngestReport, Modality, StageTiming, StoreConfig, VectorName
@@ -186,6 +187,7 @@ def ingest(
 
         progress = tqdm(total=len(items), desc=f"ingest {collection}", unit="item")
     upserter = _Upserter(vs, target, stages["upsert"]) if pipelined else None
+    written: list[str] = []  # item ids upserted by this run, read back and checked at the end
     try:
         for number, start in enumerate(range(0, len(items), chunk_size)):
             chunk = items[start : start + chunk_size]
@@ -207,6 +209,7 @@ def ingest(
             )
             if points and collab is not None:  # collab vectors: learned ones kept, predicted for the rest
                 collab.attach(points)
+            written.extend(p.item_id for p in points)
             if points:
                 if upserter is not None:
                     upserter.put(points)
@@ -227,6 +230,8 @@ def ingest(
             t0 = time.perf_counter()
             vs.build_index(target)
             stages["index"] = StageTiming(seconds=time.perf_counter() - t0, items=vs.count(target))
+        # what was written is read back and checked before success is reported (plugin/index/checks.py)
+        seal_written(vs, target, written, before=record.extra.get("points"), catalog=str(catalog.path.resolve()))
     finally:
         if upserter is not None:
             upserter.close()
@@ -289,7 +294,7 @@ def _process_chunk(
     t0 = time.perf_counter()
     hashes = {item.id: modality_hashes(catalog, item) for item in chunk}
     content = {item.id: item_content_hash(item, hashes[item.id]) for item in chunk}
-    stored = {p.payload.get("item_id"): p.payload for p in vs.retrieve(target, [i.id for i in chunk])}
+    stored = stored_payloads(vs, target, [i.id for i in chunk], bundle.dim)  # points failing checks: not trusted
     media = {item.id: media_hash(hashes[item.id]) for item in chunk}
     todo, payload_only = [], []
     for item in chunk:
