@@ -4,7 +4,9 @@ The files are in ``plugin/serve/static/`` (``index.html``, ``app.js``, ``app.css
 installed with the package as package data and read here with :mod:`importlib.resources`. The page
 talks to the same API as apps do (``/v1/collections``, ``/v1/search``, ``/v1/media``); with
 ``--api-key`` it asks for the key once and keeps it in a same-site cookie, so thumbnails and sounds
-load too.
+load too. ``/?q=TEXT&using=...&k=N`` (and ``fusion``, ``filter=KEY=VALUE``, ``like=ID``) opens with
+that search, and each search writes itself into the URL (``history.replaceState``), so a search can
+be shared and bookmarked.
 """
 
 from __future__ import annotations

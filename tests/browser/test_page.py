@@ -77,11 +77,11 @@ def site(trained):
             yield server
 
 
-def _open(browser, site):
+def _open(browser, site, query=""):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser.get(site.url + "/")
+    browser.get(site.url + "/" + query)
     WebDriverWait(browser, 20).until(lambda d: "36 items" in d.find_element(By.ID, "collection-meta").text)
 
 
@@ -177,3 +177,61 @@ def test_recording_from_the_microphone_searches_by_sound(browser, site):
     status = browser.find_element(By.ID, "status").text
     assert "sound → fused" in status, status
     assert browser.find_element(By.ID, "sound-hint").text == "microphone recording"
+
+
+def _catalog_text(site, item_id: str) -> str:
+    import json
+
+    lines = (site.catalog / "catalog.jsonl").read_text().splitlines()
+    return next(json.loads(line)["text"] for line in lines if json.loads(line)["id"] == item_id)
+
+
+def test_a_query_in_the_url_shows_its_results_without_typing(browser, site):
+    from urllib.parse import urlencode
+
+    from selenium.webdriver.common.by import By
+
+    text = _catalog_text(site, "item7")
+    _open(browser, site, "?" + urlencode({"q": text, "using": "text"}))
+    ids = _cards(browser)
+    expected = site.searcher.search(text=[text], using="text", k=PAGE_K)
+    assert ids == [h.id for h in expected]
+    assert expected[0].payload["text"] == text  # the item's own text is nearest to itself on the text vector
+    assert browser.find_element(By.ID, "q").get_attribute("value") == text
+    assert "text → text" in browser.find_element(By.ID, "status").text
+    on = browser.find_element(By.CSS_SELECTOR, "#using button.on").get_attribute("data-value")
+    assert on == "text"
+
+
+def test_a_search_writes_itself_into_the_url_and_that_url_repeats_it(browser, site):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    _open(browser, site)
+    Select(browser.find_element(By.ID, "k")).select_by_visible_text("12")
+    browser.find_element(By.ID, "filter-text").send_keys("group=odd")
+    browser.find_element(By.ID, "filter-add").click()
+    browser.find_element(By.ID, "q").send_keys("a green dog", Keys.ENTER)
+    ids = _cards(browser)
+    shared = browser.current_url
+    assert shared == site.url + "/?q=a+green+dog&filter=group%3Dodd&using=fused&k=12"
+    expected = site.searcher.search(text=["a green dog"], k=12, filters={"group": "odd"})
+    assert ids == [h.id for h in expected]
+    browser.get("about:blank")
+    _open(browser, site, shared[len(site.url) + 1 :])
+    assert _cards(browser) == ids
+    assert "group = odd" in browser.find_element(By.ID, "chips").text
+
+
+def test_a_bad_value_in_the_url_is_named_and_nothing_is_searched(browser, site):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _open(browser, site, "?q=a+frog&using=colour&k=0")
+    status = browser.find_element(By.ID, "status")
+    WebDriverWait(browser, 10).until(lambda d: "Not searched" in status.text)
+    assert "using=colour (valid: fused, image, text, audio)" in status.text
+    assert "k=0 (valid: a whole number from 1)" in status.text
+    assert not browser.find_elements(By.CSS_SELECTOR, "#results .card")
+    assert browser.find_element(By.ID, "q").get_attribute("value") == "a frog"  # kept, to correct and search

@@ -187,10 +187,13 @@
   $("using").addEventListener("click", (e) => {
     const button = e.target.closest("button");
     if (!button || button.disabled) return;
-    for (const b of $("using").querySelectorAll("button")) b.classList.toggle("on", b === button);
-    state.using = button.dataset.value;
+    setUsing(button.dataset.value);
     if (hasQuery()) search();
   });
+  function setUsing(value) {
+    for (const b of $("using").querySelectorAll("button")) b.classList.toggle("on", b.dataset.value === value);
+    state.using = value;
+  }
   $("filter-key").addEventListener("change", () => {
     const key = $("filter-key").value, values = $("filter-value");
     values.innerHTML = "";
@@ -254,6 +257,7 @@
     const mine = ++generation;
     const form = new FormData();
     const text = $("q").value.trim();
+    toUrl(text);
     if (text) form.append("text", text);
     if (state.image) form.append("image", state.image, state.image.name || "image");
     if (state.audio) form.append("audio", state.audio, state.audio.name || "recording.wav");
@@ -377,7 +381,52 @@
     document.cookie = COOKIE + "=" + encodeURIComponent(key) + "; path=/; SameSite=Strict";
     $("keybar").hidden = true;
     $("status").textContent = "";
-    loadInfo();
+    loadInfo().then(() => { if (hasQuery()) search(); });
   });
-  loadInfo();
+
+  // -- the URL: /?q=TEXT&using=V&k=N&fusion=F&filter=KEY=VALUE&like=ID opens with that search --------------
+  // (filter and like repeat, as in the API's form). An image or a sound cannot travel in a URL.
+  const USING = ["fused", "image", "text", "audio"], FUSION = ["rrf", "mean"];
+  function fromUrl() {
+    const params = new URLSearchParams(window.location.search);
+    const problems = [];
+    if (params.get("q")) $("q").value = params.get("q");
+    const using = params.get("using");
+    if (using !== null) {
+      if (USING.includes(using)) setUsing(using);
+      else problems.push("using=" + using + " (valid: " + USING.join(", ") + ")");
+    }
+    const k = params.get("k");
+    if (k !== null) {
+      if (/^[1-9][0-9]{0,5}$/.test(k)) {
+        if (![...$("k").options].some((o) => o.value === k)) $("k").appendChild(el("option", "", k));
+        $("k").value = k;
+      } else problems.push("k=" + k + " (valid: a whole number from 1)");
+    }
+    const fusion = params.get("fusion");
+    if (fusion !== null) {
+      if (FUSION.includes(fusion)) $("fusion").value = fusion;
+      else problems.push("fusion=" + fusion + " (valid: " + FUSION.join(", ") + ")");
+    }
+    for (const text of params.getAll("filter")) {
+      const at = text.indexOf("=");
+      if (at < 1) { problems.push("filter=" + text + " (valid: KEY=VALUE, e.g. category=animals)"); continue; }
+      state.filters.push({ key: text.slice(0, at).trim(), value: text.slice(at + 1).trim() });
+    }
+    for (const id of params.getAll("like")) if (id) state.like.push({ id, label: id });
+    renderChips();
+    if (problems.length) showError(new Error("Not searched: the URL has " + problems.join("; ") + "."));
+    else if (hasQuery()) search();
+  }
+  function toUrl(text) {
+    const params = new URLSearchParams();
+    if (text) params.set("q", text);
+    state.like.forEach((item) => params.append("like", item.id));
+    state.filters.forEach((f) => params.append("filter", f.key + "=" + f.value));
+    params.set("using", state.using);
+    params.set("k", $("k").value);
+    if ($("fusion").value !== "rrf") params.set("fusion", $("fusion").value);
+    history.replaceState(null, "", window.location.pathname + "?" + params.toString());
+  }
+  loadInfo().then(fromUrl);
 })();
