@@ -1,10 +1,9 @@
-"""The query service without HTTP: validation, micro-batched encodes, search, recommend, items, media.
+"""The query service without HTTP: micro-batched encodes, search, recommend, items, media, readiness.
 
-A :class:`Generation` is one loaded bundle with its searcher, recommender and query encoders. The
-service answers with the current generation and checks, before and after each store query, that the
-alias still serves that bundle. When a re-embed moved the alias to another bundle, the request waits
-while the new bundle is loaded (one reload at a time) and is answered with it; when loading fails,
-requests are refused with 503 naming the bundle, never answered by the stale student.
+It answers with the current :class:`~mmalign.plugin.serve.generations.Generation` (one loaded bundle),
+which a :class:`~mmalign.plugin.serve.generations.BundleFollower` keeps in step with the collection's
+alias, and checks before and after each store query that the alias still serves that bundle. Requests
+are checked first (:mod:`.validation`).
 """
 
 from __future__ import annotations
@@ -12,37 +11,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmalign.connectors.errors import MediaError, MmalignError, StoreError
+from mmalign.connectors.errors import MediaError, StoreError
 from mmalign.connectors.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES
 from mmalign.connectors.paths import resolve_media_path
 from mmalign.connectors.store import VectorStore
-from mmalign.plugin.index.payload import RESERVED_PAYLOAD
-from mmalign.plugin.index.query_encoder import Encoded, QueryEncoder, Rejected
+from mmalign.plugin.index.query_encoder import Encoded, Rejected
 from mmalign.plugin.index.search import Searcher, search_query
 from mmalign.plugin.serve.batcher import MicroBatcher
 from mmalign.plugin.serve.config import ServeConfig, resolve_max_batch
 from mmalign.plugin.serve.errors import ServiceError, bad_request, public_message
+from mmalign.plugin.serve.generations import BundleFollower, Generation, Stale
 from mmalign.plugin.serve.metrics import Metrics
-from mmalign.plugin.serve.uploads import Upload, remove_upload, save_upload
+from mmalign.plugin.serve.uploads import remove_upload, save_upload
+from mmalign.plugin.serve.validation import FilterKeys, RecommendQuery, RequestChecks, SearchQuery
 from mmalign.plugin.serve.worker import ModelProcessError
-from mmalign.schemas.vocabulary import ANONYMOUS_STRATEGIES, RECOMMEND_STRATEGIES, SEARCH_FUSIONS, SEARCH_TARGETS
+from mmalign.schemas.vocabulary import ANONYMOUS_STRATEGIES
 
 log = logging.getLogger(__name__)
 
-#: Payload fields a filter may name directly (``metadata`` itself is a container, not a value).
-FILTER_FIELDS = tuple(f for f in RESERVED_PAYLOAD if f != "metadata")
-#: Points sampled for the metadata keys that filters may use (and their values, for the page).
-FILTER_SAMPLE = 4096
-#: A metadata key with at most this many distinct values is offered as a choice on the page.
-FILTER_CHOICES = 60
 MEDIA_TYPES = {
     ".png": "image/png",
     ".jpg": "image/jpeg",
@@ -54,79 +46,6 @@ MEDIA_TYPES = {
     ".mp3": "audio/mpeg",
     ".flac": "audio/flac",
 }
-#: After a failed reload, requests are refused for this long before the next attempt.
-RELOAD_RETRY_S = 5.0
-
-
-@dataclass
-class SearchQuery:
-    """One search request as the HTTP layer parsed it from JSON or multipart (uploads not yet saved); it
-    becomes the library's :class:`~mmalign.schemas.query.SearchQuery` once its uploads are files."""
-
-    text: list[str] = field(default_factory=list)
-    uploads: list[Upload] = field(default_factory=list)
-    like: list[str] = field(default_factory=list)
-    using: str = "fused"
-    k: int = 10
-    filters: dict[str, Any] = field(default_factory=dict)
-    fusion: str = "rrf"
-
-
-@dataclass
-class RecommendQuery:
-    user_id: str | None = None
-    liked: list[str] = field(default_factory=list)
-    disliked: list[str] = field(default_factory=list)
-    k: int = 10
-    filters: dict[str, Any] = field(default_factory=dict)
-    include_seen: bool = False
-    strategy: str | None = None
-
-
-class _Stale(Exception):
-    """The alias now serves another bundle than the generation that answered."""
-
-    def __init__(self, live_bundle: str | None):
-        super().__init__(live_bundle)
-        self.live_bundle = live_bundle
-
-
-class Generation:
-    """One loaded bundle: its searcher and recommender (HTTP process) and its query encoder, either here
-    (``encoder``) or in the model process (``model``)."""
-
-    def __init__(
-        self,
-        number: int,
-        searcher: Searcher,
-        recommender,
-        *,
-        encoder: QueryEncoder | None = None,
-        model=None,
-        decode: Executor | None = None,
-    ):
-        self.number = number
-        self.searcher = searcher
-        self.recommender = recommender
-        self.bundle = searcher.bundle
-        self.encoder = encoder
-        self.model = model
-        self.decode = decode
-        self.loaded_at = time.time()
-
-    @property
-    def bundle_id(self) -> str:
-        return self.bundle.bundle_id
-
-    @property
-    def modalities(self) -> list[str]:
-        return [m.value for m in self.bundle.modalities]
-
-    def embed(self, modality: str, values: Sequence[Any]) -> list[Encoded | Rejected]:
-        """Texts or media file paths -> one result each; raises if the whole batch fails."""
-        if self.model is not None:
-            return self.model.embed(self.bundle_id, modality, list(values))
-        return self.encoder.embed_batch(modality, values, self.decode)
 
 
 class Service:
@@ -140,7 +59,6 @@ class Service:
         self.store = store if store is not None else VectorStore(config.store)
         self.metrics = Metrics()
         self.encoder_pool: dict = encoder_pool if encoder_pool is not None else {}
-        self.generation: Generation | None = None
         self.model = None  # the ModelProcess, with config.model_process
         self._numbers = 0
         self._model_executor = ThreadPoolExecutor(1, thread_name_prefix="mmalign-model")
@@ -154,12 +72,17 @@ class Service:
             on_batch=self._on_batch,
             on_retry=lambda key: self.metrics.batch_failures.inc(str(key)),
         )
-        self._reload_task: asyncio.Task | None = None
-        self._reload_failure: tuple[float, str, str | None] | None = None  # (when, message, bundle id)
-        self._filter_values: dict[str, list] = {}
-        self._filter_keys: set[str] = set()
-        self._filters_scanned_at = 0.0
-        self._filters_lock = threading.Lock()
+        self.filter_keys = FilterKeys(self.store, config.collection)
+        self.checks = RequestChecks(config, self.filter_keys)
+        self.follower = BundleFollower(
+            config.collection,
+            self.store,
+            self._build_generation,
+            metrics=self.metrics,
+            query_executor=self._query_executor,
+            reload_timeout_s=config.reload_timeout_s,
+            on_loaded=self.filter_keys.scan,
+        )
         self.media_root = Path(config.media_root).resolve() if config.media_root else None
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -175,11 +98,11 @@ class Service:
             torch.set_num_threads(self.config.threads)
             os.environ.setdefault("MMALIGN_CT2_THREADS", str(self.config.threads))
         try:
-            self.generation = self._build_generation(self.config.bundle)
+            self.follower.generation = self._build_generation(self.config.bundle)
         except BaseException:
             self.close()
             raise
-        self._scan_filters()
+        self.filter_keys.scan()
         if self.media_root is None:
             recorded = self.generation.searcher.record.extra.get("media_root")
             if recorded and Path(recorded).is_dir():
@@ -211,10 +134,13 @@ class Service:
         log.info("serving %r with bundle %s", self.config.collection, generation.bundle_id)
         return generation
 
+    async def watch(self, interval_s: float) -> None:
+        """Poll the alias every ``interval_s`` and reload as soon as it serves another bundle."""
+        await self.follower.watch(interval_s)
+
     async def aclose(self) -> None:
         await self.batcher.close()
-        if self._reload_task is not None and not self._reload_task.done():
-            self._reload_task.cancel()
+        self.follower.cancel()
         self.close()
 
     def close(self) -> None:
@@ -251,187 +177,16 @@ class Service:
         return results
 
     def _live_bundle(self) -> str | None:
-        record = self.store.collection_record(self.config.collection)
-        if record is None:
-            raise ServiceError(
-                503, "collection_missing", f"collection {self.config.collection!r} does not exist (any more)"
-            )
-        return record.bundle_id
+        return self.follower.live_bundle()
 
-    # -- the bundle follows the alias -------------------------------------------------------------------
     async def current(self) -> Generation:
-        """The generation to answer with; waits for a reload in progress."""
-        task = self._reload_task
-        if task is not None and not task.done():
-            await self._await_reload(task)
-        if self._reload_failure is not None:
-            when, message, bundle_id = self._reload_failure
-            if time.monotonic() - when < RELOAD_RETRY_S:
-                raise ServiceError(503, "stale_bundle", message, headers={"Retry-After": str(int(RELOAD_RETRY_S))})
-            await self.reload(self.generation)
-        if self.generation is None:
-            raise ServiceError(503, "not_ready", "the models are not loaded yet", headers={"Retry-After": "5"})
-        return self.generation
+        return await self.follower.current()
 
-    async def _await_reload(self, task: asyncio.Task) -> None:
-        try:
-            await asyncio.wait_for(asyncio.shield(task), self.config.reload_timeout_s)
-        except asyncio.TimeoutError:
-            raise ServiceError(
-                503,
-                "reloading",
-                f"collection {self.config.collection!r} was re-embedded; the new bundle is still loading",
-                headers={"Retry-After": "5"},
-            ) from None
+    @property
+    def generation(self) -> Generation | None:
+        return self.follower.generation
 
-    async def reload(self, seen: Generation | None) -> None:
-        """Load the bundle the alias now serves (one reload at a time); raises 503 if that fails."""
-        if self.generation is not seen and self._reload_failure is None:
-            return  # another request reloaded already
-        if self._reload_task is None or self._reload_task.done():
-            self._reload_task = asyncio.get_running_loop().create_task(self._do_reload())
-        await self._await_reload(self._reload_task)
-        if self._reload_failure is not None:
-            raise ServiceError(
-                503, "stale_bundle", self._reload_failure[1], headers={"Retry-After": str(int(RELOAD_RETRY_S))}
-            )
-
-    async def _do_reload(self) -> None:
-        live = None
-        try:
-            live = await self._in(None, self._live_bundle)
-            if self.generation is not None and live == self.generation.bundle_id:
-                self._reload_failure = None
-                return
-            log.warning(
-                "collection %r now serves bundle %s (was %s): reloading",
-                self.config.collection,
-                live,
-                self.generation.bundle_id if self.generation else None,
-            )
-            generation = await self._in(None, self._build_generation, None)
-            self.generation = generation
-            self._reload_failure = None
-            await self._in(None, self._scan_filters)
-            self.metrics.reloads.inc("ok")
-        except Exception as exc:  # noqa: BLE001 - logged with its traceback; requests get a 503
-            log.exception("reloading the bundle of %r failed", self.config.collection)
-            self.metrics.reloads.inc("failed")
-            if isinstance(exc, ServiceError):
-                detail = exc.message
-            elif isinstance(exc, MmalignError):
-                detail = public_message(str(exc))
-            else:
-                detail = f"{type(exc).__name__}, see the service log"
-            self._reload_failure = (
-                time.monotonic(),
-                f"collection {self.config.collection!r} now serves bundle {live!r}, which this service could not "
-                f"load ({detail}); it refuses to answer with the previous bundle",
-                live,
-            )
-
-    async def watch(self, interval_s: float) -> None:
-        """Poll the alias every ``interval_s`` and reload as soon as it serves another bundle."""
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                generation = self.generation
-                live = await self._in(self._query_executor, self._live_bundle)
-                failure = self._reload_failure
-                if failure is not None and time.monotonic() - failure[0] < RELOAD_RETRY_S:
-                    continue
-                if generation is not None and (live != generation.bundle_id or failure is not None):
-                    await self.reload(generation)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - requests report it; keep watching
-                log.debug("alias watch failed", exc_info=True)
-
-    # -- filters ------------------------------------------------------------------------------------------
-    def _scan_filters(self) -> None:
-        """Metadata keys (and the values of keys with few of them) in a sample of the points."""
-        values: dict[str, set] = {}
-        seen = 0
-        for page in self.store.scroll_pages(self.config.collection, with_payload=["metadata"], page_size=1024):
-            for point in page:
-                metadata = (point.payload or {}).get("metadata") or {}
-                if isinstance(metadata, dict):
-                    for key, value in metadata.items():
-                        bucket = values.setdefault(key, set())
-                        if len(bucket) <= FILTER_CHOICES:
-                            for v in value if isinstance(value, list) else [value]:
-                                if isinstance(v, (str, int, bool)):
-                                    bucket.add(v)
-            seen += len(page)
-            if seen >= FILTER_SAMPLE:
-                break
-        with self._filters_lock:
-            self._filter_keys = set(values)
-            self._filter_values = {k: sorted(vs, key=str) for k, vs in values.items() if 0 < len(vs) <= FILTER_CHOICES}
-            self._filters_scanned_at = time.monotonic()
-
-    def filter_choices(self) -> dict[str, list]:
-        with self._filters_lock:
-            return {k: list(v) for k, v in sorted(self._filter_values.items())}
-
-    def check_filters(self, filters: Any) -> dict[str, Any]:
-        if filters is None:
-            return {}
-        if not isinstance(filters, Mapping):
-            raise bad_request('filters must be an object {"key": value or [values]}')
-        out = {}
-        for key, value in filters.items():
-            if not isinstance(key, str) or not key:
-                raise bad_request("filter keys must be non-empty strings")
-            bare = key.removeprefix("metadata.")
-            with self._filters_lock:
-                known = key in FILTER_FIELDS or bare in self._filter_keys
-                stale = time.monotonic() - self._filters_scanned_at > 30
-            if not known and stale:
-                self._scan_filters()
-                with self._filters_lock:
-                    known = bare in self._filter_keys
-            if not known:
-                with self._filters_lock:
-                    valid = sorted(self._filter_keys)[:40]
-                raise bad_request(
-                    f"unknown filter key {key!r}; metadata keys of {self.config.collection!r}: {valid} "
-                    f"(or a payload field: {list(FILTER_FIELDS)})",
-                    "unknown_filter",
-                )
-            values = value if isinstance(value, list) else [value]
-            if not values or not all(isinstance(v, (str, int, bool)) and not isinstance(v, float) for v in values):
-                raise bad_request(f"filter {key!r} takes a string, integer or boolean, or a non-empty list of them")
-            out[key] = values
-        return out
-
-    # -- validation -----------------------------------------------------------------------------------------
-    def check_k(self, k: Any) -> int:
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.config.k_max:
-            raise bad_request(f"k must be a whole number from 1 to {self.config.k_max}, got {k!r}", "bad_k")
-        return k
-
-    def check_search(self, query: SearchQuery) -> None:
-        if query.using not in SEARCH_TARGETS:
-            raise bad_request(f"using {query.using!r} is not a vector name; valid: {list(SEARCH_TARGETS)}", "bad_using")
-        if query.fusion not in SEARCH_FUSIONS:
-            raise bad_request(f"fusion {query.fusion!r} is unknown; valid: {list(SEARCH_FUSIONS)}", "bad_fusion")
-        self.check_k(query.k)
-        inputs = len(query.text) + len(query.uploads) + len(query.like)
-        if inputs == 0:
-            raise bad_request("give at least one query: text, image, audio or like", "no_query")
-        if inputs > self.config.max_inputs:
-            raise bad_request(f"at most {self.config.max_inputs} query inputs per request, got {inputs}")
-        for i, text in enumerate(query.text):
-            if not isinstance(text, str) or not text.strip():
-                raise bad_request(f"text[{i}] is empty")
-            if len(text) > self.config.max_text_chars:
-                raise bad_request(f"text[{i}] has {len(text)} characters; the limit is {self.config.max_text_chars}")
-        for i, item in enumerate(query.like):
-            if not isinstance(item, str) or not item:
-                raise bad_request(f"like[{i}] must be a non-empty item id")
-        query.filters = self.check_filters(query.filters)
-
+    # -- search -----------------------------------------------------------------------------------------------
     def _check_items(self, item_ids: Sequence[str]) -> None:
         if not item_ids:
             return
@@ -444,14 +199,14 @@ class Service:
 
     # -- search -----------------------------------------------------------------------------------------------
     async def search(self, query: SearchQuery) -> list[dict]:
-        self.check_search(query)
+        self.checks.check_search(query)
         for _ in range(3):
             generation = await self.current()
             vectors = await self._encode(generation, query)
             try:
                 return await self._in(self._query_executor, self._search_sync, generation, query, vectors)
-            except _Stale:
-                await self.reload(generation)
+            except Stale:
+                await self.follower.reload(generation)
         raise ServiceError(503, "reloading", "the collection changed during this request; retry it")
 
     async def _encode(self, generation: Generation, query: SearchQuery) -> list[Encoded]:
@@ -513,33 +268,17 @@ class Service:
         except StoreError:
             live = self._live_bundle()
             if live != generation.bundle_id:
-                raise _Stale(live) from None
+                raise Stale(live) from None
             raise
         live = self._live_bundle()  # the alias may have moved while the query ran
         if live != generation.bundle_id:
-            raise _Stale(live)
+            raise Stale(live)
         self.metrics.stage_seconds.observe(time.perf_counter() - started, "query", "")
         return [hit.model_dump(mode="json") for hit in hits]
 
     # -- recommend --------------------------------------------------------------------------------------------
-    def check_recommend(self, query: RecommendQuery) -> None:
-        self.check_k(query.k)
-        if query.strategy is not None and query.strategy not in RECOMMEND_STRATEGIES:
-            raise bad_request(
-                f"strategy {query.strategy!r} is unknown; valid: {list(RECOMMEND_STRATEGIES)}", "bad_strategy"
-            )
-        if query.user_id is not None and (query.liked or query.disliked):
-            raise bad_request("give either user_id, or liked/disliked item ids (an anonymous session), not both")
-        if query.user_id is None and not query.liked:
-            raise bad_request("give a user_id, or at least one liked item id", "no_query")
-        if query.user_id is not None and not query.user_id.strip():
-            raise bad_request("user_id is empty")
-        if len(query.liked) + len(query.disliked) > 1000:
-            raise bad_request("at most 1000 liked + disliked item ids")
-        query.filters = self.check_filters(query.filters)
-
     async def recommend(self, query: RecommendQuery) -> list[dict]:
-        self.check_recommend(query)
+        self.checks.check_recommend(query)
         generation = await self.current()
         return await self._in(self._query_executor, self._recommend_sync, generation, query)
 
@@ -650,7 +389,7 @@ class Service:
                 "modalities": generation.modalities if generation else [],
                 "versions": [v.model_dump(mode="json") for v in version_table(self.store, name)] if target else [],
                 "users": users,
-                "filters": self.filter_choices(),
+                "filters": self.filter_keys.choices(),
                 "media": self.media_root is not None,
                 "k_max": self.config.k_max,
                 "engine": self.store.engine,
@@ -672,10 +411,8 @@ class Service:
             reasons.append(f"the store is not reachable ({type(exc).__name__})")
         if generation is not None and live is not None and live != generation.bundle_id:
             reasons.append(f"the collection now serves bundle {live!r}; loading it")
-            if self._reload_task is None or self._reload_task.done():
-                self._reload_task = asyncio.get_running_loop().create_task(self._do_reload())
-        if self._reload_failure is not None:
-            reasons.append(self._reload_failure[1])
+            self.follower.reload_soon()
+        reasons += self.follower.reasons()
         body = {
             "ready": not reasons,
             "collection": self.config.collection,

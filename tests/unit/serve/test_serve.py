@@ -387,7 +387,7 @@ def test_model_process_batches_isolates_bad_media_and_comes_back_after_a_crash(
 def test_alias_swap_is_followed_and_a_bundle_that_cannot_load_is_refused(trained, pool, tmp_path, monkeypatch):
     from mmalign.plugin.index.reembed import reembed
     from mmalign.plugin.index.versions import rollback
-    from mmalign.plugin.serve import service as service_module
+    from mmalign.plugin.serve import generations as service_module
 
     base, _ = trained
     b1, b2 = tmp_path / "b1", tmp_path / "b2"
