@@ -14,10 +14,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from mmalign.connectors.query import Filter, Point, Query
+from mmalign.connectors.query import Filter, Point, Query, SparseVector
 
-#: (point id, named vectors, payload) as the facade hands them to a backend's ``upsert``.
-PointRow = tuple[str, Mapping[str, np.ndarray], dict]
+#: (point id, named vectors, payload) as the facade hands them to a backend's ``upsert``: dense vectors as
+#: float32 arrays, sparse ones as :class:`~mmalign.connectors.query.SparseVector`.
+PointRow = tuple[str, Mapping[str, np.ndarray | SparseVector], dict]
 #: ``True``/``False``, or the names of the payload fields / vectors wanted.
 Selection = bool | list[str]
 
@@ -35,10 +36,17 @@ class StoreBackend(Protocol):
     def close(self) -> None: ...
 
     # collections
-    def create(self, name: str, dim: int, vector_names: Sequence[str], meta: dict, on_disk: bool) -> None: ...
+    def create(
+        self, name: str, dim: int, vector_names: Sequence[str], meta: dict, on_disk: bool, sparse: Sequence[str] = ()
+    ) -> None:
+        """Dense ``vector_names`` of size ``dim`` (cosine) and ``sparse`` vectors with the IDF modifier."""
+
     def exists(self, name: str) -> bool: ...
     def read(self, name: str) -> tuple[dict | None, dict[str, int]] | None:
         """(mmalign's record or None, size of each named vector), or None when ``name`` does not exist."""
+
+    def sparse_vectors(self, name: str) -> list[str]:
+        """Names of the sparse vectors of ``name`` (an alias is followed)."""
 
     def write_meta(self, name: str, meta: dict) -> None: ...
     def list_collections(self) -> list[str]: ...

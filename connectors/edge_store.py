@@ -45,6 +45,7 @@ from mmalign.connectors.query import (
     Prefetch,
     Query,
     Recommend,
+    SparseVector,
     as_vector,
     item_ids_in,
     point_id,
@@ -230,7 +231,7 @@ class EdgeBackend:
             raise StoreError(f"{what} failed on the Edge store {self.target!r}: {exc}") from exc
 
     # -- collections -------------------------------------------------------------------------------------
-    def _edge_config(self, dim: int, vector_names: Sequence[str], on_disk: bool):
+    def _edge_config(self, dim: int, vector_names: Sequence[str], on_disk: bool, sparse: Sequence[str] = ()):
         qe, cfg = self._qe, self.config
         threshold = cfg.full_scan_threshold_kb
         no_graph = qe.HnswIndexConfig(m=0, ef_construct=cfg.hnsw_ef_construct, full_scan_threshold=threshold)
@@ -251,13 +252,16 @@ class EdgeBackend:
         )
         return qe.EdgeConfig(
             vectors=vectors,
+            sparse_vectors={v: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for v in sparse} or None,
             hnsw_config=qe.HnswIndexConfig(
                 m=cfg.hnsw_m, ef_construct=cfg.hnsw_ef_construct, full_scan_threshold=threshold
             ),
             optimizers=optimizers,
         )
 
-    def create(self, name: str, dim: int, vector_names: Sequence[str], meta: dict, on_disk: bool) -> None:
+    def create(
+        self, name: str, dim: int, vector_names: Sequence[str], meta: dict, on_disk: bool, sparse: Sequence[str] = ()
+    ) -> None:
         check_name(name)
         with self._mutex:
             if name in self._names:
@@ -274,10 +278,12 @@ class EdgeBackend:
                 shard = self._run(
                     f"create collection {name!r}",
                     lambda: self._qe.EdgeShard.create(
-                        str(folder / SHARD), self._edge_config(dim, vector_names, on_disk)
+                        str(folder / SHARD), self._edge_config(dim, vector_names, on_disk, sparse)
                     ),
                 )
                 record = {"meta": meta, "vectors": {v: dim for v in vector_names}, "created_with": edge_version()}
+                if sparse:
+                    record["sparse"] = list(sparse)
                 write_json_atomic(folder / RECORD, record)  # the commit point: now the collection exists
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -307,6 +313,9 @@ class EdgeBackend:
             return None
         record = self._record(self._physical(name))
         return record.get("meta"), dict(record["vectors"])
+
+    def sparse_vectors(self, name: str) -> list[str]:
+        return list(self._record(self._physical(name)).get("sparse", []))
 
     def write_meta(self, name: str, meta: dict) -> None:
         physical = self._physical(name)
@@ -362,7 +371,8 @@ class EdgeBackend:
         qe = self._qe
         shard = self._shard(name)
         batch = [
-            qe.Point(pid, {k: v.tolist() for k, v in vectors.items()}, payload) for pid, vectors, payload in points
+            qe.Point(pid, {k: _edge_vector(qe, v) for k, v in vectors.items()}, payload)
+            for pid, vectors, payload in points
         ]
         self._run(
             f"upsert {len(batch)} points into {name!r}", lambda: shard.update(qe.UpdateOperation.upsert_points(batch))
@@ -503,12 +513,25 @@ def _pid(value: Any) -> Any:
     return str(value) if isinstance(value, uuid.UUID) else value
 
 
+def _vectors(vectors: Any) -> Any:
+    """Named vectors as Edge returns them, with its sparse vectors as mmalign's :class:`SparseVector`."""
+    if not isinstance(vectors, dict):
+        return vectors
+    return {k: SparseVector.of(v) if hasattr(v, "indices") else v for k, v in vectors.items()}
+
+
+def _edge_vector(qe, value: Any) -> Any:
+    if isinstance(value, SparseVector):
+        return qe.SparseVector(list(value.indices), list(value.values))
+    return value.tolist()
+
+
 def _scored(p) -> Point:
-    return Point(_pid(p.id), p.payload or {}, p.vector, p.score)
+    return Point(_pid(p.id), p.payload or {}, _vectors(p.vector), p.score)
 
 
 def _record(p) -> Point:
-    return Point(_pid(p.id), p.payload or {}, p.vector)
+    return Point(_pid(p.id), p.payload or {}, _vectors(p.vector))
 
 
 def _selector(value: Any) -> Any:
@@ -536,7 +559,11 @@ class _Translator:
         """The Edge scoring query, or the fusion of a fused query."""
         qe = self.qe
         if isinstance(query, Fused):
-            return qe.Fusion.Rrf(k=RRF_K) if query.fusion == "rrf" else qe.Fusion.Dbsf()
+            if query.fusion == "dbsf":
+                return qe.Fusion.Dbsf()
+            return qe.Fusion.Rrf(k=RRF_K, weights=list(query.weights) if query.weights else None)
+        if isinstance(query, Nearest) and isinstance(query.target, SparseVector):
+            return qe.Query.Nearest(_edge_vector(qe, query.target), using=query.using)
         if isinstance(query, Nearest):
             [vector] = self._examples([query.target], query.using)
             return qe.Query.Nearest(vector, using=query.using)

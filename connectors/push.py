@@ -53,7 +53,8 @@ def push_collection(
     offset = None
     if existing is None:
         extra = {**record.extra, "state": "pushing", "push": {"source": origin, "next_offset": None, "points": 0}}
-        target.create_collection(physical, record.dim, bundle_id=record.bundle_id, extra=extra)
+        sparse = source.sparse_vectors(physical)  # the lexical vector travels too (a version from before has none)
+        target.create_collection(physical, record.dim, bundle_id=record.bundle_id, extra=extra, sparse_vectors=sparse)
     else:
         target.check_compatible(existing, dim=record.dim, bundle_id=record.bundle_id)
         progress = existing.extra.get("push") or {}
@@ -63,7 +64,7 @@ def push_collection(
             report.points = int(progress.get("points", 0))
         target.update_record(physical, state="pushing", push={**progress, "source": origin, "done": False})
     for number, (page, next_offset) in enumerate(
-        source.pages(physical, with_vectors=True, page_size=batch_size, offset=offset)
+        source.pages(physical, with_vectors=True, with_sparse=True, page_size=batch_size, offset=offset)
     ):
         points = []
         for p in page:

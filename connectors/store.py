@@ -33,21 +33,26 @@ from mmalign.connectors.query import (
     Prefetch,
     Query,
     Recommend,
+    SparseVector,
     as_vector,
     point_id,
 )
 from mmalign.connectors.query import Filter as Filter
 from mmalign.connectors.store_client import METADATA_KEY, ClientBackend, is_transient
 from mmalign.schemas import StoreConfig, VectorName
+from mmalign.schemas.store import CollectionRecord
+from mmalign.schemas.vocabulary import LEXICAL_VECTOR
 
 log = logging.getLogger(__name__)
 
-STORE_SCHEMA_VERSION = 1
 VECTOR_NAMES = tuple(v.value for v in VectorName)
 #: Named vectors a collection may have besides the four content ones (``create_collection(extra_vectors=)``):
 #: ``collab``, an item's (or user's) collaborative factors, of the same size D (see plugin/recommend/collab.py).
 EXTRA_VECTOR_NAMES = ("collab",)
-_VALID_VECTORS = frozenset(VECTOR_NAMES + EXTRA_VECTOR_NAMES)
+#: Sparse named vectors (IDF modifier) a collection has by default: ``lexical``, BM25 term weights of the
+#: item's text and of the speech heard in its sound (plugin/index/lexical.py), for lexical and hybrid search.
+SPARSE_VECTOR_NAMES = (LEXICAL_VECTOR,)
+_VALID_VECTORS = frozenset(VECTOR_NAMES + EXTRA_VECTOR_NAMES + SPARSE_VECTOR_NAMES)
 #: Payload fields always indexed by :meth:`VectorStore.build_index`; metadata fields are found by sampling.
 BASE_INDEX_FIELDS = {"item_id": "keyword", "modalities": "keyword"}
 #: At most this many metadata fields get a payload index (the most frequent ones).
@@ -63,22 +68,12 @@ __all__ = [
     "IndexReport",
     "Point",
     "PointData",
+    "SparseVector",
     "StoreError",
     "VectorStore",
     "is_transient",
     "point_id",
 ]
-
-
-@dataclass(frozen=True)
-class CollectionRecord:
-    """What mmalign recorded about a collection when it created it."""
-
-    name: str
-    dim: int
-    bundle_id: str | None
-    schema_version: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -191,19 +186,22 @@ class VectorStore:
         extra: Mapping[str, Any] | None = None,
         on_disk: bool = False,
         extra_vectors: Sequence[str] = (),
+        sparse_vectors: Sequence[str] = SPARSE_VECTOR_NAMES,
     ) -> CollectionRecord:
         """Create ``name`` with the four named vectors of size ``dim`` (and ``extra_vectors``, from
-        :data:`EXTRA_VECTOR_NAMES`, of the same size); fails if it exists."""
+        :data:`EXTRA_VECTOR_NAMES`, of the same size) and the sparse ``sparse_vectors`` (default: ``lexical``,
+        with the IDF modifier); fails if it exists."""
         unknown = sorted(set(extra_vectors) - set(EXTRA_VECTOR_NAMES))
         if unknown:
             raise StoreError(f"unknown extra vector(s) {unknown}; valid: {list(EXTRA_VECTOR_NAMES)}")
+        unknown = sorted(set(sparse_vectors) - set(SPARSE_VECTOR_NAMES))
+        if unknown:
+            raise StoreError(f"unknown sparse vector(s) {unknown}; valid: {list(SPARSE_VECTOR_NAMES)}")
         if self.collection_exists(name):
             raise StoreError(f"collection {name!r} already exists")
-        record = CollectionRecord(
-            name=name, dim=dim, bundle_id=bundle_id, schema_version=STORE_SCHEMA_VERSION, extra=dict(extra or {})
-        )
+        record = CollectionRecord(name=name, dim=dim, bundle_id=bundle_id, **dict(extra or {}))
         names = (*VECTOR_NAMES, *dict.fromkeys(extra_vectors))
-        self._open().create(name, dim, names, _record_to_json(record), on_disk)
+        self._open().create(name, dim, names, record.stored(), on_disk, tuple(dict.fromkeys(sparse_vectors)))
         return record
 
     def ensure_collection(
@@ -239,22 +237,15 @@ class VectorStore:
             if VectorName.FUSED.value not in sizes:
                 raise StoreError(f"collection {name!r} was not created by mmalign (no named vector 'fused')")
             return CollectionRecord(name=name, dim=sizes[VectorName.FUSED.value], bundle_id=None, schema_version=0)
-        return CollectionRecord(
-            name=name,
-            dim=int(meta["dim"]),
-            bundle_id=meta.get("bundle_id"),
-            schema_version=int(meta.get("schema_version", 0)),
-            extra=dict(meta.get("extra", {})),
-        )
+        return CollectionRecord.from_stored(name, meta)
 
-    def update_record(self, name: str, **extra: Any) -> CollectionRecord:
+    def update_record(self, name: str, **changes: Any) -> CollectionRecord:
+        """Change recorded fields of ``name`` (see :class:`~mmalign.schemas.store.CollectionRecord`)."""
         record = self.collection_record(name)
         if record is None:
             raise StoreError(f"collection {name!r} does not exist")
-        merged = CollectionRecord(
-            record.name, record.dim, record.bundle_id, record.schema_version, {**record.extra, **extra}
-        )
-        self._open().write_meta(name, _record_to_json(merged))
+        merged = record.updated(**changes)
+        self._open().write_meta(name, merged.stored())
         return merged
 
     def vector_sizes(self, name: str) -> dict[str, int]:
@@ -263,6 +254,12 @@ class VectorStore:
         if found is None:
             raise StoreError(f"collection {name!r} does not exist")
         return dict(found[1])
+
+    def sparse_vectors(self, name: str) -> list[str]:
+        """Sparse named vectors of ``name`` (``lexical`` unless it was created before them)."""
+        if not self.collection_exists(name):
+            raise StoreError(f"collection {name!r} does not exist")
+        return self._open().sparse_vectors(name)
 
     def list_collections(self) -> list[str]:
         return self._open().list_collections()
@@ -295,8 +292,15 @@ class VectorStore:
         written = 0
         batch: list[tuple[str, dict[str, np.ndarray], dict[str, Any]]] = []
         for point in points:
-            vectors = {}
+            vectors: dict[str, Any] = {}
             for key, value in point.vectors.items():
+                if isinstance(value, SparseVector):  # validated when it was built
+                    if _name(key) not in SPARSE_VECTOR_NAMES:
+                        raise StoreError(f"item {point.item_id!r}: vector {_name(key)!r} is dense, got a sparse one")
+                    vectors[_name(key)] = value
+                    continue
+                if _name(key) in SPARSE_VECTOR_NAMES:
+                    raise StoreError(f"item {point.item_id!r}: vector {_name(key)!r} is sparse: give a SparseVector")
                 vec = np.asarray(value, dtype=np.float32).ravel()
                 if not np.isfinite(vec).all():
                     raise StoreError(f"item {point.item_id!r}: vector {_name(key)!r} has NaN or infinite values")
@@ -313,11 +317,20 @@ class VectorStore:
             written += len(batch)
         return written
 
-    def retrieve(self, name: str, item_ids: Sequence[str], *, with_vectors: bool | Sequence[str] = False):
+    def retrieve(
+        self,
+        name: str,
+        item_ids: Sequence[str],
+        *,
+        with_vectors: bool | Sequence[str] = False,
+        with_sparse: bool = False,
+    ):
+        """The points of these items (absent ones left out). ``with_vectors=True`` returns the dense vectors;
+        the sparse ones too with ``with_sparse`` (or when named in ``with_vectors``)."""
         ids = [point_id(i) for i in item_ids]
         if not ids:
             return []
-        return self._open().retrieve(name, ids, True, _selection(with_vectors))
+        return _dense_only(self._open().retrieve(name, ids, True, _selection(with_vectors)), with_vectors, with_sparse)
 
     def overwrite_payload(self, name: str, item_id: str, payload: Mapping[str, Any]) -> None:
         """Replace one item's payload, leaving its vectors as they are."""
@@ -331,14 +344,16 @@ class VectorStore:
         with_vectors: bool | Sequence[str] = False,
         page_size: int = 1024,
         offset: Any = None,
+        with_sparse: bool = False,
     ) -> Iterator[tuple[list[Any], Any]]:
-        """(page, offset of the next page) until the end; ``offset`` (one this engine returned) resumes a scroll."""
+        """(page, offset of the next page) until the end; ``offset`` (one this engine returned) resumes a scroll.
+        Vectors as :meth:`retrieve` returns them."""
         backend = self._open()
         payload, vectors = _selection(with_payload), _selection(with_vectors)
         while True:
             points, offset = backend.scroll(name, offset, page_size, payload, vectors)
             if points:
-                yield list(points), offset
+                yield _dense_only(list(points), with_vectors, with_sparse), offset
             if offset is None or not points:
                 return
 
@@ -349,9 +364,12 @@ class VectorStore:
         with_payload: bool | Sequence[str] = True,
         with_vectors: bool | Sequence[str] = False,
         page_size: int = 1024,
+        with_sparse: bool = False,
     ) -> Iterator[list[Any]]:
         """The points of ``name`` in pages of ``page_size`` (each page is one retried call)."""
-        for page, _ in self.pages(name, with_payload=with_payload, with_vectors=with_vectors, page_size=page_size):
+        for page, _ in self.pages(
+            name, with_payload=with_payload, with_vectors=with_vectors, page_size=page_size, with_sparse=with_sparse
+        ):
             yield page
 
     def scroll(self, name: str, **options: Any) -> Iterator[Any]:
@@ -455,6 +473,17 @@ def _selection(value: bool | Sequence[str]) -> bool | list[str]:
     return value if isinstance(value, bool) else list(value)
 
 
+def _dense_only(points: list[Point], with_vectors: bool | Sequence[str], with_sparse: bool) -> list[Point]:
+    """``with_vectors=True`` means the dense vectors (what readers that check sizes and norms expect); the
+    sparse ones stay when asked for (``with_sparse``) or named."""
+    if with_vectors is not True or with_sparse:
+        return points
+    for p in points:
+        if isinstance(p.vector, dict) and any(isinstance(v, SparseVector) for v in p.vector.values()):
+            p.vector = {k: v for k, v in p.vector.items() if not isinstance(v, SparseVector)}
+    return points
+
+
 def _kind(value: Any) -> str | None:
     if isinstance(value, bool):
         return "bool"
@@ -468,14 +497,7 @@ def _kind(value: Any) -> str | None:
 def _name(key: VectorName | str) -> str:
     value = key.value if isinstance(key, VectorName) else str(key)
     if value not in _VALID_VECTORS:
-        raise StoreError(f"unknown vector name {value!r}; valid: {list(VECTOR_NAMES + EXTRA_VECTOR_NAMES)}")
+        raise StoreError(
+            f"unknown vector name {value!r}; valid: {list(VECTOR_NAMES + EXTRA_VECTOR_NAMES + SPARSE_VECTOR_NAMES)}"
+        )
     return value
-
-
-def _record_to_json(record: CollectionRecord) -> dict[str, Any]:
-    return {
-        "dim": record.dim,
-        "bundle_id": record.bundle_id,
-        "schema_version": record.schema_version,
-        "extra": record.extra,
-    }

@@ -25,6 +25,7 @@ from mmalign.connectors.query import (
     Point,
     Query,
     Recommend,
+    SparseVector,
     item_ids_in,
     point_id,
 )
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: Name of mmalign's record in a collection's Qdrant metadata.
 METADATA_KEY = "mmalign"
+#: Reciprocal rank fusion constant (Qdrant's; the Edge backend uses the same).
+RRF_K = 2
 
 
 class ClientBackend:
@@ -115,7 +118,9 @@ class ClientBackend:
         raise AssertionError("unreachable")
 
     # collections
-    def create(self, name: str, dim: int, vector_names: Sequence[str], meta: dict, on_disk: bool) -> None:
+    def create(
+        self, name: str, dim: int, vector_names: Sequence[str], meta: dict, on_disk: bool, sparse: Sequence[str] = ()
+    ) -> None:
         from qdrant_client import models
 
         vectors = {
@@ -126,6 +131,8 @@ class ClientBackend:
             lambda c: c.create_collection(
                 collection_name=name,
                 vectors_config=vectors,
+                sparse_vectors_config={v: models.SparseVectorParams(modifier=models.Modifier.IDF) for v in sparse}
+                or None,
                 shard_number=self.config.shard_number,
                 replication_factor=self.config.replication_factor,
                 metadata={METADATA_KEY: meta},
@@ -142,6 +149,10 @@ class ClientBackend:
         params = info.config.params.vectors
         sizes = {key: value.size for key, value in params.items()} if isinstance(params, dict) else {}
         return (info.config.metadata or {}).get(METADATA_KEY), sizes
+
+    def sparse_vectors(self, name: str) -> list[str]:
+        info = self._call(f"read collection {name!r}", lambda c: c.get_collection(name))
+        return sorted(info.config.params.sparse_vectors or {})
 
     def write_meta(self, name: str, meta: dict) -> None:
         self._call(
@@ -181,7 +192,7 @@ class ClientBackend:
         from qdrant_client import models
 
         batch = [
-            models.PointStruct(id=pid, vector={k: v.tolist() for k, v in vectors.items()}, payload=payload)
+            models.PointStruct(id=pid, vector={k: _vector(v) for k, v in vectors.items()}, payload=payload)
             for pid, vectors, payload in points
         ]
         self._call(
@@ -216,7 +227,11 @@ class ClientBackend:
 
         params = models.SearchParams(exact=True) if exact and self.engine == "server" else None  # local: always exact
         if isinstance(query, Fused):
-            request, using = models.FusionQuery(fusion=models.Fusion(query.fusion)), None
+            if query.weights:
+                request = models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=list(query.weights)))
+            else:
+                request = models.FusionQuery(fusion=models.Fusion(query.fusion))
+            using = None
             prefetch = [
                 models.Prefetch(
                     query=_query(p.query),
@@ -302,7 +317,19 @@ def is_transient(exc: BaseException) -> bool:
 
 # -- mmalign's queries -> qdrant-client models ----------------------------------------------------------
 def _point(p: Any) -> Point:
-    return Point(str(p.id), dict(p.payload or {}), p.vector, getattr(p, "score", None))
+    vectors = p.vector
+    if isinstance(vectors, dict):
+        vectors = {k: SparseVector.of(v) if hasattr(v, "indices") else v for k, v in vectors.items()}
+    return Point(str(p.id), dict(p.payload or {}), vectors, getattr(p, "score", None))
+
+
+def _vector(value: Any) -> Any:
+    """A dense vector as a list of floats; a :class:`SparseVector` as qdrant-client's."""
+    from qdrant_client import models
+
+    if isinstance(value, SparseVector):
+        return models.SparseVector(indices=list(value.indices), values=list(value.values))
+    return value.tolist()
 
 
 def _example(value: Any) -> Any:
@@ -315,6 +342,8 @@ def _example(value: Any) -> Any:
 def _query(query: Nearest | Recommend) -> Any:
     from qdrant_client import models
 
+    if isinstance(query, Nearest) and isinstance(query.target, SparseVector):
+        return _vector(query.target)
     if isinstance(query, Nearest):
         return _example(query.target)
     if isinstance(query, Recommend):

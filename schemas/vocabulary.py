@@ -25,3 +25,9 @@ RecommendStrategy = Literal["vector", "best_score", "average_vector", "hybrid"]
 RECOMMEND_STRATEGIES: tuple[str, ...] = get_args(RecommendStrategy)
 #: An anonymous session (liked/disliked items, no user) has no user vector and no collab factors.
 ANONYMOUS_STRATEGIES: tuple[str, ...] = ("best_score", "average_vector")
+#: The sparse named vector of BM25 term weights (with the IDF modifier) for lexical and hybrid search.
+LEXICAL_VECTOR = "lexical"
+#: How a search finds its candidates: the dense vectors, the ``lexical`` vector (BM25), or both
+#: (``hybrid``: a prefetch of each, combined by RRF or DBSF).
+SearchMode = Literal["dense", "lexical", "hybrid"]
+SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
