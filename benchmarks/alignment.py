@@ -39,7 +39,7 @@ VARIANTS: dict[str, dict] = {
 BASE_RANK = 32
 PAIRS = (("text", "image"), ("image", "text"), ("audio", "image"), ("audio", "text"))
 FUSED = (("text", "fused"), ("image", "fused"))
-CATALOGS = ("tuxpaint", "papirus")
+CATALOGS = ("tuxpaint", "papirus", "wesnoth")
 
 
 def build_catalog(name: str, data_dir: Path) -> tuple[Path, Path] | str:
@@ -50,6 +50,8 @@ def build_catalog(name: str, data_dir: Path) -> tuple[Path, Path] | str:
         from mmalign.connectors.datasets.tuxpaint import INSTALL_HINT, write_catalog
     elif name == "papirus":
         from mmalign.connectors.datasets.papirus import INSTALL_HINT, write_catalog
+    elif name == "wesnoth":
+        from mmalign.connectors.datasets.wesnoth import INSTALL_HINT, write_catalog
     else:
         return f"unknown catalog {name!r}; known: {list(CATALOGS)}"
     out = data_dir / f"{name}.jsonl"
@@ -60,12 +62,32 @@ def build_catalog(name: str, data_dir: Path) -> tuple[Path, Path] | str:
     return out, root
 
 
+#: Student variants distilled from each seed's teacher fine-tuned from the base bundle.
+BASE_VARIANTS: dict[str, dict] = {
+    "student from base + neighbourhood 0.5": {"neighbourhood": 0.5},
+    "student from base + mixup 0.5": {"unpaired_mixup": 0.5},
+}
+#: Models that are also scored with query-side hubness correction (CSLS, bank: the training items).
+CSLS_MODELS = (
+    "cca r64",
+    "teacher",
+    "student",
+    "base zero-shot teacher, centred",
+    "teacher from base",
+    "student from base",
+)
+
+
 def run_catalog(label: str, catalog, media_root, args) -> None:
+    import copy
+
     import torch
 
     from mmalign.connectors.sources import open_catalog
+    from mmalign.plugin.align.evaluation import evaluate_embedder, primary_metric
     from mmalign.plugin.align.fit import choose_cca, evaluate_models, fit_alignment
-    from mmalign.plugin.align.trainer import train_student
+    from mmalign.plugin.align.pretrain import domain_mean, recentre
+    from mmalign.plugin.align.trainer import TorchEmbedder, train_student
     from mmalign.plugin.workflows.train import catalog_features
     from mmalign.schemas import TrainConfig
 
@@ -75,12 +97,18 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
     present = list(data.modalities)
     data.features = {m: data.features[m] for m in present}
     data.masks = {m: data.masks[m] for m in present}
-    variants = {k: v for k, v in VARIANTS.items() if not args.variants or k in args.variants}
+    base = _load_base(args.base)
+    variants = {
+        k: v for k, v in VARIANTS.items() if (args.variants is None and k == "student") or k in (args.variants or [])
+    }
+    base_variants = {k: v for k, v in BASE_VARIANTS.items() if args.base_variants is None or k in args.base_variants}
     rows: dict[tuple[str, str, str, str], list[float]] = {}
     params: dict[str, int] = {}
     seconds: dict[str, list[float]] = {}
+    csls_val: dict[str, list[float]] = {}
+    overrides = {k: v for k, v in (("teacher_epochs", args.teacher_epochs), ("epochs", args.epochs)) if v is not None}
     for seed in args.seeds:
-        cfg = TrainConfig(seed=seed)
+        cfg = TrainConfig(seed=seed, **overrides)
         t0 = time.perf_counter()
         result = fit_alignment(data, cfg, echo=lambda line: None)  # svd, cca, teacher, the default student
         summary = result.training_summary
@@ -99,52 +127,111 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
             if name == "student":
                 models[name] = result.models["student"]
                 continue
-            vcfg = TrainConfig(seed=seed, **fields)
+            vcfg = TrainConfig(seed=seed, **{**overrides, **fields})
             t1 = time.perf_counter()
             teacher = result.models["teacher"] if vcfg.distill else None
             models[name], _ = train_student(result.train, result.val, vcfg, inits[vcfg.rank], teacher)
             seconds.setdefault(name, []).append(time.perf_counter() - t1)
+        if base is not None:
+            mean = domain_mean(result.train)  # the catalog's training items only
+            models["base zero-shot student"] = base.student
+            models["base zero-shot teacher"] = base.teacher
+            models["base zero-shot student, centred"] = recentre(copy.deepcopy(base.student), mean)
+            models["base zero-shot teacher, centred"] = recentre(copy.deepcopy(base.teacher), mean)
+            t1 = time.perf_counter()
+            tuned = fit_alignment(data, cfg, echo=lambda line: None, base=base)
+            seconds.setdefault("from base: svd + cca + teacher + student", []).append(time.perf_counter() - t1)
+            assert tuned.split["test_ids"] == result.split["test_ids"]
+            models["teacher from base"] = tuned.models["teacher"]
+            models["student from base"] = tuned.models["student"]
+            for name, fields in base_variants.items():
+                vcfg = TrainConfig(seed=seed, **{**overrides, **fields})
+                t1 = time.perf_counter()
+                models[name], _ = train_student(
+                    tuned.train, tuned.val, vcfg, tuned.fits["cca"], tuned.models["teacher"]
+                )
+                seconds.setdefault(name, []).append(time.perf_counter() - t1)
         for r in evaluate_models(models, result.test, []):
             for metric in ("recall@10", "mrr"):
                 rows.setdefault((r["model"], r["query"], r["target"], metric), []).append(r[metric])
+        for name in CSLS_MODELS:
+            if name not in models:
+                continue
+            embedder = TorchEmbedder(models[name], name)
+            plain = primary_metric(evaluate_embedder(name, embedder, result.val, with_fused=False))
+            hub = primary_metric(
+                evaluate_embedder(name, embedder, result.val, with_fused=False, hubness_bank=result.train)
+            )
+            csls_val.setdefault(name, []).append(hub - plain)
+            for r in evaluate_embedder(name + " +CSLS", embedder, result.test, hubness_bank=result.train):
+                for metric in ("recall@10", "mrr"):
+                    rows.setdefault((r["model"], r["query"], r["target"], metric), []).append(r[metric])
         params = {name: model.n_parameters() for name, model in models.items()}
+        params.update({name + " +CSLS": params[name] for name in CSLS_MODELS if name in params})
         print(f"  {label} seed {seed} done ({time.perf_counter() - t0:.0f}s)", flush=True)
 
+    names = list(params)
     pairs = [(q, t) for q, t in PAIRS if (cca, q, t, "mrr") in rows]
     n_test = len(result.test)
     print(
         f"\n{label}: {len(data)} items ({', '.join(f'{m.value} {int(data.masks[m].sum())}' for m in present)}), "
         f"{n_test} held out per seed; mean ± std over seeds {args.seeds}; D={cfg.dim}; "
-        f"torch threads {args.threads}"
+        f"torch threads {args.threads}; base bundle: {base.bundle_id if base else 'none'}"
     )
-    header = f"{'model':<32}{'params':>10}{'/teacher':>9}"
+    header = f"{'model':<40}{'params':>10}{'/teacher':>9}"
     header += "".join(f"{q[0] + '→' + t[0] + ' R@10':>16}" for q, t in pairs)
     header += "".join(f"{q[0] + '→' + t[0] + ' MRR':>16}" for q, t in pairs[:2])
     header += "".join(f"{q[0] + '→fused MRR':>16}" for q, _ in FUSED)
     print(header)
-    for name in models:
-        line = f"{name:<32}{params[name]:>10,}{100 * params[name] / params['teacher']:>8.1f}%"
+    for name in names:
+        line = f"{name:<40}{params[name]:>10,}{100 * params[name] / params['teacher']:>8.1f}%"
         line += "".join(f"{_cell(rows.get((name, q, t, 'recall@10'))):>16}" for q, t in pairs)
         line += "".join(f"{_cell(rows.get((name, q, t, 'mrr'))):>16}" for q, t in pairs[:2])
         line += "".join(f"{_cell(rows.get((name, q, t, 'mrr'))):>16}" for q, t in FUSED)
         print(line)
-    for baseline in (f"cca r{BASE_RANK}", cca):
-        if baseline not in models:
+    for name, model in (("student", "teacher"), ("student from base", "teacher from base")):
+        if name not in params:
             continue
-        print(f"\nstudent − {baseline}, per seed:")
+        print(f"\n{name} − {cca}, per seed:")
+        _diffs(rows, name, cca, pairs[:2])
+        print(f"{name} / {model} (retention), mean over seeds:")
         for q, t in pairs[:2]:
+            parts = []
             for metric in ("recall@10", "mrr"):
-                diff = np.array(rows[("student", q, t, metric)]) - np.array(rows[(baseline, q, t, metric)])
-                per_seed = np.round(diff, 3).tolist()
-                print(f"  {q}→{t} {metric:<9}: {per_seed}  mean {diff.mean():+.3f} ± {diff.std():.3f}")
-    print("student / teacher (retention), mean over seeds:")
-    for q, t in pairs[:2]:
-        parts = []
-        for metric in ("recall@10", "mrr"):
-            ratio = np.array(rows[("student", q, t, metric)]) / np.array(rows[("teacher", q, t, metric)])
-            parts.append(f"{metric} {ratio.mean():.3f}")
-        print(f"  {q}→{t}: {', '.join(parts)}")
+                ratio = np.array(rows[(name, q, t, metric)]) / np.array(rows[(model, q, t, metric)])
+                parts.append(f"{metric} {ratio.mean():.3f}")
+            print(f"  {q}→{t}: {', '.join(parts)}")
+    for name in ("teacher from base", "base zero-shot teacher, centred", "base zero-shot student, centred"):
+        if name in params:
+            print(f"{name} − {cca}, per seed:")
+            _diffs(rows, name, cca, pairs[:2])
+    if csls_val:
+        print(
+            "CSLS − plain on the VALIDATION split (primary metric), mean over seeds: "
+            + "; ".join(f"{k} {np.mean(v):+.3f}" for k, v in csls_val.items())
+        )
     print("training time per seed, s (mean): " + "; ".join(f"{k} {np.mean(v):.0f}" for k, v in seconds.items()))
+
+
+def _diffs(rows, name: str, baseline: str, pairs) -> None:
+    for q, t in pairs:
+        for metric in ("recall@10", "mrr"):
+            diff = np.array(rows[(name, q, t, metric)]) - np.array(rows[(baseline, q, t, metric)])
+            print(f"  {q}→{t} {metric:<9}: {np.round(diff, 3).tolist()}  mean {diff.mean():+.3f} ± {diff.std():.3f}")
+
+
+def _load_base(name: str | None):
+    """The base bundle (``base``: the shipped one), or None, saying why, when there is none."""
+    if not name or name == "none":
+        return None
+    from mmalign.connectors.errors import BundleError
+    from mmalign.plugin.align.bundle import load_bundle
+
+    try:
+        return load_bundle(name)
+    except BundleError as exc:
+        print(f"no base bundle rows: {exc}", file=sys.stderr)
+        return None
 
 
 def _rank(fields: dict, cfg) -> int:
@@ -167,7 +254,18 @@ def main(argv=None) -> int:
     parser.add_argument("--features", default="mmalign-data/features")
     parser.add_argument("--preset", default="offline-small")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--variants", nargs="*", default=None, help=f"student variants (default all): {list(VARIANTS)}")
+    parser.add_argument(
+        "--variants", nargs="*", default=None, help=f"student variants (default: student only): {list(VARIANTS)}"
+    )
+    parser.add_argument(
+        "--base-variants",
+        nargs="*",
+        default=None,
+        help=f"from-base student variants (default all): {list(BASE_VARIANTS)}",
+    )
+    parser.add_argument("--base", default="base", help="base bundle for the zero-shot/from-base rows (none: skip)")
+    parser.add_argument("--teacher-epochs", type=int, default=None, help="max teacher epochs (default TrainConfig's)")
+    parser.add_argument("--epochs", type=int, default=None, help="max student epochs (default TrainConfig's)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: fastest on a busy shared CPU)")
     args = parser.parse_args(argv)
     if args.catalog:

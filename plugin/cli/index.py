@@ -17,7 +17,7 @@ from mmalign.plugin.cli.options import (
 
 @click.command()
 @click.argument("catalog", type=click.Path(exists=True))
-@click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--bundle", "bundle_path", help="A bundle folder, or base (the default: the shipped base bundle).")
 @click.option("--collection", required=True, help="Name apps query (an alias to NAME__vN).")
 @click.option(
     "--batch-size",
@@ -59,6 +59,15 @@ def ingest(
     from mmalign.plugin.cli.render import print_ingest
     from mmalign.plugin.index.ingest import ingest as run_ingest
 
+    if bundle_path is None:
+        from mmalign.plugin.align.bundle import load_bundle_config
+
+        bundle_path = "base"
+        click.echo(
+            f"no --bundle: using the shipped base bundle {load_bundle_config('base').bundle_id} (zero-shot; "
+            f"`mmalign train CATALOG --init base` fits one to this catalog)",
+            err=True,
+        )
     report = run_ingest(
         open_catalog(catalog, media_root=media_root, format=fmt),
         bundle=bundle_path,
