@@ -1,9 +1,13 @@
 """``mmalign features``: encode a catalog's media into the feature cache.
 
-Per modality: resolve and hash every item's input, skip what the cache holds with the same
-hash, decode the rest on worker threads while the encoder runs on batches, and append the
-results to the cache shard by shard (a killed run keeps what it flushed). Bad items go to
-the dead-letter file with the reason; the run goes on.
+Named steps, each a function that the in-process runner and the Ray runner (plugin/index/ray_runner.py)
+both call: **read** the catalog (:func:`read_items`), **plan** per modality what the cache lacks
+(:func:`plan_jobs`: resolve and hash every input, skip rows cached with the same hash), **decode**
+(:func:`decode_job`, on worker threads here, on Ray tasks there), **encode** a decoded batch
+(:func:`encode_batch`: NaN rows and bad inputs isolated and named) and **write** the rows to the
+cache shard by shard (:class:`CacheSink`: a killed run keeps what it flushed). Bad items go to the
+dead-letter file with the reason; the run goes on. Built encoders live in an :class:`EncoderPool`
+(one per encoder id), so ingest, which calls :func:`encode_items` chunk by chunk, loads each once.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,12 +41,74 @@ log = logging.getLogger(__name__)
 #: Rows per cache shard: what a killed run can lose at most.
 DEFAULT_SHARD_SIZE = 256
 
+#: Where a failure is reported: ``fail(error, stage)`` (the dead letter and the counts, or a list that a
+#: Ray worker hands back to the driver).
+Fail = Callable[[ItemError, str], None]
+
 
 @dataclass(frozen=True)
-class _Job:
+class ExtractOptions:
+    """How features are computed (not which): the device, batch size, decode threads, shard size."""
+
+    device: str = "auto"
+    batch_size: int | None = None  # None: the encoder's default (larger on a GPU)
+    workers: int = 4  # decode threads
+    shard_size: int = DEFAULT_SHARD_SIZE
+    show_progress: bool = False
+
+    def updated(self, **settings: Any) -> ExtractOptions:
+        """These options with ``settings`` (field names) replaced; ``None`` values are ignored."""
+        return replace(self, **checked_settings(type(self), settings))
+
+
+def checked_settings(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` without None values, refusing names that are not fields of the options class ``cls``."""
+    valid = {f.name for f in fields(cls)}
+    unknown = sorted(set(settings) - valid)
+    if unknown:
+        raise TypeError(f"unknown setting(s) {unknown} for {cls.__name__}; valid: {sorted(valid)}")
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+class EncoderPool:
+    """Built encoders, one per encoder id, kept between calls (ingest chunk by chunk, a Ray actor).
+
+    ``build(spec, device=...)`` makes a missing one (default: :func:`mmalign.plugin.encoders.build_encoder`);
+    ``encoders`` (encoder id -> encoder) seeds the pool with encoders built elsewhere. A plain dict is
+    accepted wherever a pool is (:meth:`of`) and is shared, not copied.
+    """
+
+    def __init__(self, encoders: dict | None = None, *, build: Callable | None = None):
+        self.encoders: dict = encoders if encoders is not None else {}
+        self._build = build
+
+    @classmethod
+    def of(cls, pool: EncoderPool | dict | None, *, build: Callable | None = None) -> EncoderPool:
+        if isinstance(pool, EncoderPool):
+            return pool
+        return cls(pool, build=build)
+
+    def get(self, spec: EncoderSpec, device: str = "auto"):
+        """The encoder of ``spec``, built on first use."""
+        key = encoder_id(spec)
+        if key not in self.encoders:
+            build = self._build
+            if build is None:
+                from mmalign.plugin.encoders import build_encoder as build
+            self.encoders[key] = build(spec, device=device)
+        return self.encoders[key]
+
+    def __contains__(self, spec: EncoderSpec) -> bool:
+        return encoder_id(spec) in self.encoders
+
+
+@dataclass(frozen=True)
+class EncodeJob:
+    """One input to encode: the item, the hash of its content and its file (None for text)."""
+
     item: CatalogItem
     content_hash: str
-    path: Path | None  # None for text
+    path: Path | None
 
 
 def text_hash(text: str) -> str:
@@ -79,95 +146,114 @@ def extract_features(
     preset: str = DEFAULT_PRESET,
     modalities: Sequence[Modality | str] | None = None,
     weights: Mapping[str, str] | None = None,
-    device: str = "auto",
-    batch_size: int | None = None,
-    workers: int = 4,
-    dead_letter: str | Path | None = None,
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    show_progress: bool = False,
-    build_encoder: Callable | None = None,
     specs: Mapping[Modality, EncoderSpec] | None = None,
     items: Sequence[CatalogItem] | None = None,
-    encoder_pool: dict | None = None,
-    letters: DeadLetterWriter | None = None,
-    known_hashes: Mapping[str, Mapping[Modality, str | None]] | None = None,
+    dead_letter: str | Path | None = None,
+    options: ExtractOptions | None = None,
+    encoder_pool: EncoderPool | dict | None = None,
+    build_encoder: Callable | None = None,
+    **settings: Any,
 ) -> FeatureReport:
     """Encode every item's modalities into ``out_dir``; returns the per-modality counts.
 
-    ``specs`` (modality -> encoder spec) overrides the preset, e.g. with the specs a bundle recorded.
-    ``items`` encodes only these (already parsed) items of the catalog, and ``encoder_pool`` keeps
-    built encoders between calls: ingest calls this chunk by chunk. ``known_hashes`` (item id ->
-    modality -> content hash) saves reading media files a second time to hash them.
+    ``specs`` (modality -> encoder spec) overrides the preset, e.g. with the specs a bundle recorded;
+    ``items`` encodes only these (already parsed) items of the catalog. ``options`` (or its fields as
+    keywords: ``device``, ``batch_size``, ``workers``, ``shard_size``, ``show_progress``) say how;
+    ``build_encoder(spec, device=...)`` replaces the encoder factory, ``encoder_pool`` keeps encoders
+    between calls.
     """
     started = time.perf_counter()
+    options = (options or ExtractOptions()).updated(**settings)
     if not isinstance(catalog, Catalog):
         catalog = open_catalog(catalog)
     if specs is None:
         specs = preset_specs(preset, weights, modalities)
     out_dir = Path(out_dir)
-    cache = FeatureCache(out_dir)
-    letters = letters or DeadLetterWriter(dead_letter or out_dir / "dead_letter.jsonl")
-    if build_encoder is None:
-        from mmalign.plugin.encoders import build_encoder
-    pool = encoder_pool if encoder_pool is not None else {}
-
+    letters = DeadLetterWriter(dead_letter or out_dir / "dead_letter.jsonl")
     report = FeatureReport(
         catalog=str(catalog.path), preset=preset, out_dir=str(out_dir), dead_letter=str(letters.path)
     )
-    if items is not None:
-        items = list(items)
-        report.records_ok = len(items)
-    else:
-        items = []
-        for record in catalog.records():
-            if record.item is None:
-                report.records_invalid += 1
-                letters.write_error(record.error, stage="parse", source=record.source)
-            else:
-                report.records_ok += 1
-                items.append(record.item)
-
-    for modality, spec in specs.items():
-        counts = ModalityCounts(encoder=spec.name, encoder_id=encoder_id(spec), dim=spec.dim)
-        report.modalities[modality] = counts
-        present = [i.id for i in items if getattr(i, modality.value) is not None]
-        index, _ = cache.verified_index(modality, spec, present)  # damaged cache entries: encoded again
-        todo = _plan(catalog, items, modality, index, counts, letters, known_hashes or {})
-        if not todo:
-            continue
-        t0 = time.perf_counter()
-        key = encoder_id(spec)
-        if key not in pool:
-            pool[key] = build_encoder(spec, device=device)
-        encoder = pool[key]
-        counts.load_seconds = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        _encode_jobs(
-            encoder,
-            todo,
-            cache,
-            spec,
-            counts,
-            letters,
-            batch_size=batch_size,
-            workers=workers,
-            shard_size=shard_size,
-            show_progress=show_progress,
-        )
-        counts.seconds = time.perf_counter() - t0
+    if items is None:
+        items, report.records_invalid = read_items(catalog, letters)
+    items = list(items)
+    report.records_ok = len(items)
+    pool = EncoderPool.of(encoder_pool, build=build_encoder)
+    cache = FeatureCache(out_dir)
+    encode_items(catalog, items, cache, specs, pool=pool, letters=letters, options=options, report=report)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _plan(
+def read_items(catalog: Catalog, letters: DeadLetterWriter) -> tuple[list[CatalogItem], int]:
+    """The read step: the catalog's valid items, and how many records were invalid (dead-lettered)."""
+    items, invalid = [], 0
+    for record in catalog.records():
+        if record.item is None:
+            invalid += 1
+            letters.write_error(record.error, stage="parse", source=record.source)
+        else:
+            items.append(record.item)
+    return items, invalid
+
+
+def encode_items(
     catalog: Catalog,
-    items: list[CatalogItem],
-    modality: Modality,
-    index,
-    counts: ModalityCounts,
+    items: Sequence[CatalogItem],
+    cache: FeatureCache,
+    specs: Mapping[Modality, EncoderSpec],
+    *,
+    pool: EncoderPool,
     letters: DeadLetterWriter,
+    options: ExtractOptions,
+    known_hashes: Mapping[str, Mapping[Modality, str | None]] | None = None,
+    report: FeatureReport | None = None,
+) -> dict[Modality, ModalityCounts]:
+    """The encode step in this process: per modality, plan what the cache lacks, decode on threads,
+    encode in batches, write to the cache. ``known_hashes`` (item id -> modality -> content hash) saves
+    reading media files a second time. Returns (and records in ``report``) the counts per modality."""
+    out: dict[Modality, ModalityCounts] = {}
+    for modality, spec in specs.items():
+        counts = ModalityCounts(encoder=spec.name, encoder_id=encoder_id(spec), dim=spec.dim)
+        out[modality] = counts
+        if report is not None:
+            report.modalities[modality] = counts
+        fail = failure_sink(letters, counts)
+        todo = plan_jobs(catalog, items, spec, cache, counts, fail, known_hashes or {})
+        if not todo:
+            continue
+        t0 = time.perf_counter()
+        encoder = pool.get(spec, options.device)
+        counts.load_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sink = CacheSink(cache, spec, options.shard_size)
+        _encode_jobs(encoder, todo, sink, counts, fail, options)
+        counts.seconds = time.perf_counter() - t0
+    return out
+
+
+def failure_sink(letters: DeadLetterWriter, counts: ModalityCounts) -> Fail:
+    """Failures of one modality: written to the dead letter and counted."""
+
+    def fail(error: ItemError, stage: str) -> None:
+        letters.write_error(error, stage=stage)
+        counts.failed += 1
+
+    return fail
+
+
+def plan_jobs(
+    catalog: Catalog,
+    items: Sequence[CatalogItem],
+    spec: EncoderSpec,
+    cache: FeatureCache,
+    counts: ModalityCounts,
+    fail: Fail,
     known_hashes: Mapping[str, Mapping[Modality, str | None]],
-) -> list[_Job]:
+) -> list[EncodeJob]:
+    """The plan step: the items whose modality of ``spec`` the cache lacks (or holds for other content)."""
+    modality = spec.modality
+    present = [i.id for i in items if getattr(i, modality.value) is not None]
+    index, _ = cache.verified_index(modality, spec, present)  # damaged cache entries: encoded again
     todo = []
     for item in items:
         value = getattr(item, modality.value)
@@ -181,18 +267,16 @@ def _plan(
                 path = catalog.resolve(item, modality)
                 content_hash = known_hashes.get(item.id, {}).get(modality) or file_sha256(path)
         except ItemError as err:
-            counts.failed += 1
-            letters.write_error(err, stage="load")
+            fail(err, "load")
             continue
         except OSError as exc:
-            counts.failed += 1
-            letters.write_error(ItemError(item.id, f"cannot read file: {exc}", path=value, modality=modality.value))
+            fail(ItemError(item.id, f"cannot read file: {exc}", path=value, modality=modality.value), "load")
             continue
         cached = index.get(item.id)
         if cached is not None and cached.content_hash == content_hash:
             counts.cached += 1
         else:
-            todo.append(_Job(item, content_hash, path))
+            todo.append(EncodeJob(item, content_hash, path))
     return todo
 
 
@@ -239,26 +323,18 @@ def input_nbytes(value) -> int:
     return sys.getsizeof(value)
 
 
-def _decode(encoder, job: _Job, timeout: float | None) -> tuple[_Job, object, ItemError | None, int]:
-    """(job, input, None, bytes), or (job, None, the reason, 0); never raises."""
+def decode_job(decoder, job: EncodeJob, timeout: float | None) -> tuple[EncodeJob, object, ItemError | None, int]:
+    """The decode step of one input: (job, input, None, bytes), or (job, None, the reason, 0); never raises.
+    ``decoder`` is the encoder (its ``load_input``); past ``timeout`` seconds the item fails."""
     if job.path is None:
         return job, job.item.text, None, len(job.item.text)
-    modality = encoder.modality.value
+    modality = decoder.modality.value
     try:
-        value = _call_with_deadline(lambda: encoder.load_input(job.path, job.item.id), timeout)
+        value = _call_with_deadline(lambda: decoder.load_input(job.path, job.item.id), timeout)
     except _DecodeTimeout:
         log.warning("decoding %s took longer than %g s: abandoned (item %r)", job.path, timeout, job.item.id)
-        return (
-            job,
-            None,
-            ItemError(
-                job.item.id,
-                f"decoding took longer than {timeout:g} s (MMALIGN_DECODE_TIMEOUT_S); abandoned",
-                path=str(job.path),
-                modality=modality,
-            ),
-            0,
-        )
+        reason = f"decoding took longer than {timeout:g} s (MMALIGN_DECODE_TIMEOUT_S); abandoned"
+        return job, None, ItemError(job.item.id, reason, path=str(job.path), modality=modality), 0
     except ItemError as err:
         err.item_id = err.item_id or job.item.id
         return job, None, err, 0
@@ -269,147 +345,167 @@ def _decode(encoder, job: _Job, timeout: float | None) -> tuple[_Job, object, It
 
 
 def _decoded_batches(
-    encoder, jobs: list[_Job], batch_size: int, workers: int, letters: DeadLetterWriter, counts: ModalityCounts
-) -> Iterator[tuple[int, list[_Job], list]]:
+    encoder, jobs: list[EncodeJob], batch_size: int, workers: int, fail: Fail
+) -> Iterator[tuple[int, list[EncodeJob], list]]:
     """Decode on a thread pool ahead of the encoder; yields (jobs consumed, decoded jobs, their inputs).
 
     Memory: a batch goes to the encoder once it has ``batch_size`` inputs or ``max_batch_bytes`` of
     them; decoding ahead (up to ``workers + 1`` batches) pauses while the decoded inputs waiting for
     the encoder, plus the expected size of those being decoded, exceed ``max_inflight_bytes``.
     Time: each file gets ``decode_timeout_s``; past it, the item is dead-lettered and its decode
-    abandoned. Failures go to the dead letter.
+    abandoned. Failures go to ``fail``.
     """
     limits = media_limits()
-    timeout = limits.decode_timeout_s or None
-    window = batch_size * (max(1, workers) + 1)
-    lock = threading.Lock()
-    held = {"bytes": 0, "items": 0, "total": 0}  # decoded, not yet released; items/total: running mean
-
-    def decode(job: _Job):
-        result = _decode(encoder, job, timeout)
-        with lock:
-            held["bytes"] += result[3]
-            held["items"] += 1
-            held["total"] += result[3]
-        return result
-
-    pending: deque[Future] = deque()
-    position = 0
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mmalign-decode")
-
-    def top_up() -> None:
-        nonlocal position
-        while position < len(jobs) and len(pending) < window:
-            running = sum(not f.done() for f in pending)
-            with lock:
-                if not held["items"] and running >= max(1, workers):
-                    return  # no size known yet: one item per thread until one is decoded
-                mean = held["total"] / held["items"] if held["items"] else 0.0
-                expected = held["bytes"] + mean * running
-            if pending and expected >= limits.max_inflight_bytes:
-                return
-            pending.append(pool.submit(decode, jobs[position]))
-            position += 1
-
+    ahead = _DecodeAhead(encoder, jobs, workers, batch_size, limits)
     consumed, ok_jobs, inputs, batch_bytes = 0, [], [], 0
     try:
-        top_up()
-        while pending:
-            job, value, error, nbytes = pending.popleft().result()
+        ahead.top_up()
+        while ahead.pending:
+            job, value, error, nbytes = ahead.pending.popleft().result()
             consumed += 1
             if error is not None:
-                letters.write_error(error, stage="load")
-                counts.failed += 1
+                fail(error, "load")
             else:
                 ok_jobs.append(job)
                 inputs.append(value)
                 batch_bytes += nbytes
             if len(ok_jobs) >= batch_size or batch_bytes >= limits.max_batch_bytes:
-                top_up()
+                ahead.top_up()
                 yield consumed, ok_jobs, inputs
-                with lock:
-                    held["bytes"] -= batch_bytes
+                ahead.release(batch_bytes)
                 consumed, ok_jobs, inputs, batch_bytes = 0, [], [], 0
-            top_up()
+            ahead.top_up()
         if consumed:
             yield consumed, ok_jobs, inputs
     finally:
-        for future in pending:
+        ahead.close()
+
+
+class _DecodeAhead:
+    """The decode threads of :func:`_decoded_batches` and the bytes they hold (decoded, not yet encoded)."""
+
+    def __init__(self, encoder, jobs: list[EncodeJob], workers: int, batch_size: int, limits):
+        self.encoder, self.jobs, self.limits = encoder, jobs, limits
+        self.workers = max(1, workers)
+        self.window = batch_size * (self.workers + 1)
+        self.timeout = limits.decode_timeout_s or None
+        self.lock = threading.Lock()
+        self.held = {"bytes": 0, "items": 0, "total": 0}  # items/total: running mean of an input's size
+        self.pending: deque[Future] = deque()
+        self.position = 0
+        self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mmalign-decode")
+
+    def _decode(self, job: EncodeJob):
+        result = decode_job(self.encoder, job, self.timeout)
+        with self.lock:
+            self.held["bytes"] += result[3]
+            self.held["items"] += 1
+            self.held["total"] += result[3]
+        return result
+
+    def top_up(self) -> None:
+        while self.position < len(self.jobs) and len(self.pending) < self.window:
+            running = sum(not f.done() for f in self.pending)
+            with self.lock:
+                if not self.held["items"] and running >= self.workers:
+                    return  # no size known yet: one item per thread until one is decoded
+                mean = self.held["total"] / self.held["items"] if self.held["items"] else 0.0
+                expected = self.held["bytes"] + mean * running
+            if self.pending and expected >= self.limits.max_inflight_bytes:
+                return
+            self.pending.append(self.pool.submit(self._decode, self.jobs[self.position]))
+            self.position += 1
+
+    def release(self, nbytes: int) -> None:
+        with self.lock:
+            self.held["bytes"] -= nbytes
+
+    def close(self) -> None:
+        for future in self.pending:
             future.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class CacheSink:
+    """The write step: encoded rows (and annotations, e.g. transcripts) buffered and appended to the
+    feature cache one shard of ``shard_size`` rows at a time; :meth:`flush` writes what is left."""
+
+    def __init__(self, cache: FeatureCache, spec: EncoderSpec, shard_size: int = DEFAULT_SHARD_SIZE):
+        self.cache, self.spec, self.shard_size = cache, spec, shard_size
+        self.ids: list[str] = []
+        self.hashes: list[str] = []
+        self.rows: list[np.ndarray] = []
+        self.notes: list[dict] = []
+
+    def add(self, item_id: str, content_hash: str, row: np.ndarray, note: dict) -> None:
+        self.ids.append(item_id)
+        self.hashes.append(content_hash)
+        self.rows.append(row)
+        self.notes.append(note)
+        if len(self.ids) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.ids:
+            return
+        modality = self.spec.modality
+        if any(self.notes):
+            AnnotationTable(self.cache).write(modality, self.spec, self.ids, self.hashes, self.notes)
+        self.cache.write(modality, self.spec, list(self.ids), list(self.hashes), np.stack(self.rows))
+        self.ids, self.hashes, self.rows, self.notes = [], [], [], []
 
 
 def _encode_jobs(
-    encoder,
-    jobs: list[_Job],
-    cache: FeatureCache,
-    spec: EncoderSpec,
-    counts: ModalityCounts,
-    letters: DeadLetterWriter,
-    *,
-    batch_size: int | None,
-    workers: int,
-    shard_size: int,
-    show_progress: bool,
+    encoder, jobs: list[EncodeJob], sink: CacheSink, counts: ModalityCounts, fail: Fail, options: ExtractOptions
 ) -> None:
+    """Decode threads ahead of batched encoding, in this process; rows go to ``sink``."""
     from mmalign.plugin.encoders.base import DEFAULT_BATCH_SIZE
 
     # the encoder's own default is larger on a GPU than on a CPU
-    size = batch_size or getattr(encoder, "default_batch_size", None) or DEFAULT_BATCH_SIZE[spec.modality]
+    spec = sink.spec
+    size = options.batch_size or getattr(encoder, "default_batch_size", None) or DEFAULT_BATCH_SIZE[spec.modality]
     progress = None
-    if show_progress:
+    if options.show_progress:
         from tqdm import tqdm
 
         progress = tqdm(total=len(jobs), desc=f"{spec.modality.value} ({spec.name})", unit="item")
-    buffer_ids: list[str] = []
-    buffer_hashes: list[str] = []
-    buffer_rows: list[np.ndarray] = []
-    buffer_notes: list[dict] = []  # annotations (e.g. transcripts) of encoders that make them
-
-    def flush() -> None:
-        if buffer_ids:
-            if any(buffer_notes):
-                AnnotationTable(cache).write(spec.modality, spec, buffer_ids, buffer_hashes, buffer_notes)
-            cache.write(spec.modality, spec, list(buffer_ids), list(buffer_hashes), np.stack(buffer_rows))
-            buffer_ids.clear(), buffer_hashes.clear(), buffer_rows.clear(), buffer_notes.clear()
-
     try:
-        for n_batch, ok_jobs, inputs in _decoded_batches(encoder, jobs, size, workers, letters, counts):
-            if ok_jobs:
-                try:
-                    features, notes = _encode(encoder, inputs)
-                except Exception as exc:
-                    # One bad input can sink a batch: retry one at a time to isolate it.
-                    log.warning("batch of %d failed in %s (%s); retrying item by item", len(inputs), spec.name, exc)
-                    features, notes = _encode_one_by_one(encoder, ok_jobs, inputs, letters, counts)
-                for job, row, note in zip(ok_jobs, features, notes):
-                    if row is None:
-                        continue
-                    if not np.all(np.isfinite(row)):
-                        letters.write_error(
-                            ItemError(
-                                job.item.id,
-                                "encoder produced NaN or infinite features",
-                                path=str(job.path) if job.path else None,
-                                modality=spec.modality.value,
-                            ),
-                            stage="encode",
-                        )
-                        counts.failed += 1
-                        continue
-                    buffer_ids.append(job.item.id)
-                    buffer_hashes.append(job.content_hash)
-                    buffer_rows.append(row)
-                    buffer_notes.append(note)
-                    counts.encoded += 1
-                if len(buffer_ids) >= shard_size:
-                    flush()
+        for n_batch, ok_jobs, inputs in _decoded_batches(encoder, jobs, size, options.workers, fail):
+            for job, row, note in encode_batch(encoder, ok_jobs, inputs, fail):
+                sink.add(job.item.id, job.content_hash, row, note)
+                counts.encoded += 1
             if progress is not None:
                 progress.update(n_batch)
     finally:
-        flush()
+        sink.flush()
         if progress is not None:
             progress.close()
+
+
+def encode_batch(encoder, jobs: list[EncodeJob], inputs: list, fail: Fail) -> list[tuple[EncodeJob, np.ndarray, dict]]:
+    """The encode step of one decoded batch: (job, feature row, annotations) of each input that encoded
+    to finite features; the others go to ``fail``. A failed batch is retried item by item."""
+    if not jobs:
+        return []
+    try:
+        features, notes = _encode(encoder, inputs)
+    except Exception as exc:
+        # One bad input can sink a batch: retry one at a time to isolate it.
+        log.warning("batch of %d failed in %s (%s); retrying item by item", len(inputs), encoder.spec.name, exc)
+        features, notes = _encode_one_by_one(encoder, jobs, inputs, fail)
+    out = []
+    for job, row, note in zip(jobs, features, notes):
+        if row is None:
+            continue
+        if not np.all(np.isfinite(row)):
+            path = str(job.path) if job.path else None
+            error = ItemError(
+                job.item.id, "encoder produced NaN or infinite features", path=path, modality=encoder.modality.value
+            )
+            fail(error, "encode")
+            continue
+        out.append((job, row, note))
+    return out
 
 
 def _encode(encoder, inputs: list) -> tuple[np.ndarray, list[dict]]:
@@ -420,7 +516,7 @@ def _encode(encoder, inputs: list) -> tuple[np.ndarray, list[dict]]:
 
 
 def _encode_one_by_one(
-    encoder, jobs: list[_Job], inputs: list, letters: DeadLetterWriter, counts: ModalityCounts
+    encoder, jobs: list[EncodeJob], inputs: list, fail: Fail
 ) -> tuple[list[np.ndarray | None], list[dict]]:
     """Isolate the bad inputs of a failed batch. When every item fails the same way, the fault is the
     encoder's (wrong checkpoint, out of memory), not the items': stop instead of dead-lettering them all."""
@@ -447,14 +543,7 @@ def _encode_one_by_one(
         ) from first
     for job, exc in zip(jobs, errors):
         if exc is not None:
-            letters.write_error(
-                ItemError(
-                    job.item.id,
-                    f"encoder failed: {type(exc).__name__}: {exc}",
-                    path=str(job.path) if job.path else None,
-                    modality=encoder.modality.value,
-                ),
-                stage="encode",
-            )
-            counts.failed += 1
+            path = str(job.path) if job.path else None
+            reason = f"encoder failed: {type(exc).__name__}: {exc}"
+            fail(ItemError(job.item.id, reason, path=path, modality=encoder.modality.value), "encode")
     return rows, notes

@@ -1,10 +1,20 @@
 """``mmalign ingest``: catalog -> features (cached) -> student projection -> fusion -> Qdrant.
 
-The catalog is processed in chunks. Per chunk: skip items whose content hash and bundle are
-already stored, encode the rest through the feature cache (decode threads + batched encoder),
-project and fuse, and hand the points to a background upsert thread, so the next chunk is
-encoded while this one is written. Point ids are uuid5(item id) and unchanged items are
-skipped, so a rerun after a crash finishes the job without duplicates or loss.
+Named stages, each a function on an :class:`IngestRun` (the state one run shares), called by both
+runners so that both write the same points:
+
+- **read** (:func:`read_stage`): the catalog's records; invalid ones go to the dead letter;
+- **plan** (:func:`plan_chunk`): hash each item's content, skip items whose content hash and bundle are
+  already stored, rewrite the payload of items whose metadata alone changed;
+- **encode** (:func:`encode_stage`): the items left, through the feature cache (decode threads + batched
+  encoders, in this process; on Ray actors with ``runner="ray"``, see :mod:`.ray_runner`);
+- **project** (:func:`make_points`): cached features -> student projection -> fusion -> points, the one
+  place where a point's vectors and payload are built (:func:`build_points`);
+- **write** (:class:`PointWriter`): a background upsert thread, so the next chunk is encoded while this
+  one is written; then the indexes are built and what was written is read back and checked.
+
+Point ids are uuid5(item id) and unchanged items are skipped, so a rerun after a crash finishes the job
+without duplicates or loss.
 """
 
 from __future__ import annotations
@@ -15,12 +25,15 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
 from mmalign.connectors.dead_letter import DeadLetterWriter
+from mmalign.connectors.disk import ensure_store_space
 from mmalign.connectors.errors import BundleError, ItemError
 from mmalign.connectors.faults import crash_point
 from mmalign.connectors.media import file_sha256
@@ -28,15 +41,95 @@ from mmalign.connectors.sources import Catalog, open_catalog
 from mmalign.connectors.store import PointData, VectorStore
 from mmalign.plugin.features.annotations import AnnotationTable
 from mmalign.plugin.features.cache import FeatureCache
-from mmalign.plugin.features.extract import extract_features, text_hash
+from mmalign.plugin.features.extract import (
+    EncoderPool,
+    ExtractOptions,
+    checked_settings,
+    encode_items,
+    read_items,
+    text_hash,
+)
 from mmalign.plugin.index.checks import seal_written, stored_payloads
+from mmalign.plugin.index.lexical import lexical_vectors
 from mmalign.plugin.index.payload import DEFAULT_MAX_PAYLOAD_TEXT, build_payload
+from mmalign.plugin.index.spoken import speech_heard
 from mmalign.plugin.index.versions import resolve_for_write
 from mmalign.schemas import CatalogItem, IngestReport, Modality, StageTiming, StoreConfig, VectorName
+from mmalign.schemas.encoders import EncoderSpec
+from mmalign.schemas.vocabulary import LEXICAL_VECTOR
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 256
+STAGES = ("read", "skip_check", "encode", "project", "upsert")
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """How an ingest runs (the catalog, bundle and store are arguments of :func:`ingest`).
+
+    ``max_payload_text`` caps the characters of text stored in each payload (``text_truncated`` marks a
+    cut text; the text vector always encodes the full text). ``collab``: create the collection with the
+    ``collab`` named vector too. ``runner``: ``local`` (this process) or ``ray`` (a Ray Data pipeline on
+    the cluster at ``ray_address``, or a local one; ``ray_workers`` encoder actors per modality).
+    """
+
+    chunk_size: int = DEFAULT_CHUNK
+    device: str = "auto"
+    show_progress: bool = False
+    pipelined: bool = True
+    max_payload_text: int = DEFAULT_MAX_PAYLOAD_TEXT
+    collab: bool = False
+    runner: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    ray_workers: int = 1
+
+    def updated(self, **settings: Any) -> IngestOptions:
+        from dataclasses import replace
+
+        return replace(self, **checked_settings(type(self), settings))
+
+
+@dataclass
+class IngestRun:
+    """What the stages of one ingest share: inputs, the target version, outputs and timings."""
+
+    catalog: Catalog
+    bundle: Any  # a loaded Bundle
+    specs: dict[Modality, EncoderSpec]
+    store: VectorStore
+    target: str
+    points_before: int | None  # the count recorded before this run (a rerun never loses points)
+    cache: FeatureCache
+    letters: DeadLetterWriter
+    report: IngestReport
+    options: IngestOptions
+    pool: EncoderPool
+    collab: Any = None  # IngestCollab, when the collection has collab vectors
+    written: list[str] = field(default_factory=list)  # item ids upserted by this run, checked at the end
+
+    @property
+    def stages(self) -> dict[str, StageTiming]:
+        return self.report.stages
+
+    def timed(self, stage: str, items: int, since: float) -> None:
+        self.stages[stage].seconds += time.perf_counter() - since
+        self.stages[stage].items += items
+
+
+@dataclass
+class ChunkPlan:
+    """The plan stage's answer for some items: content hashes, and which items need encoding."""
+
+    hashes: dict[str, dict[Modality, str | None]]  # item id -> modality -> file/text hash (None: unreadable)
+    content: dict[str, str]  # item id -> hash of everything stored (metadata included)
+    media: dict[str, str]  # item id -> hash of what the vectors depend on
+    todo: list[CatalogItem]
+
+    def subset(self, items: Sequence[CatalogItem]) -> ChunkPlan:
+        ids = [i.id for i in items]
+        pick = lambda d: {i: d[i] for i in ids}  # noqa: E731
+        return ChunkPlan(pick(self.hashes), pick(self.content), pick(self.media), list(items))
 
 
 def modality_hashes(catalog: Catalog, item: CatalogItem) -> dict[Modality, str | None]:
@@ -68,39 +161,56 @@ def media_hash(hashes: dict[Modality, str | None]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-class _Upserter:
-    """Background writer: a bounded queue of point batches; the first failure is re-raised on close."""
+class PointWriter:
+    """The write stage: upserts point batches, on a background thread (``pipelined``: a bounded queue,
+    the first failure re-raised by the next :meth:`put` or by :meth:`close`) or inline."""
 
-    def __init__(self, store: VectorStore, collection: str, timing: StageTiming, max_pending: int = 2):
-        self.store, self.collection, self.timing = store, collection, timing
-        self.queue: queue.Queue = queue.Queue(maxsize=max_pending)
+    def __init__(self, run: IngestRun, *, pipelined: bool = True, max_pending: int = 2):
+        self.run = run
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="mmalign-upsert", daemon=True)
-        self.thread.start()
+        self.queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self.thread = None
+        if pipelined:
+            self.thread = threading.Thread(target=self._loop, name="mmalign-upsert", daemon=True)
+            self.thread.start()
 
-    def _run(self) -> None:
+    def _write(self, batch: list[PointData]) -> None:
+        t0 = time.perf_counter()
+        self.run.store.upsert(self.run.target, batch)
+        self.run.timed("upsert", len(batch), t0)
+
+    def _loop(self) -> None:
         while True:
             batch = self.queue.get()
             if batch is None:
                 return
             if self.error is not None:
                 continue
-            t0 = time.perf_counter()
             try:
-                self.store.upsert(self.collection, batch)
-                self.timing.items += len(batch)
-            except BaseException as exc:  # reported by close()
+                self._write(batch)
+            except BaseException as exc:  # reported by put() or close()
                 self.error = exc
-            self.timing.seconds += time.perf_counter() - t0
 
-    def put(self, batch: list[PointData]) -> None:
+    def put(self, points: list[PointData]) -> None:
         if self.error is not None:
             raise self.error
-        self.queue.put(batch)
+        if points and self.run.collab is not None:  # collab vectors: learned ones kept, predicted for the rest
+            self.run.collab.attach(points)
+        self.run.written.extend(p.item_id for p in points)
+        if not points:
+            return
+        ensure_store_space(self.run.store, len(points), self.run.bundle.dim, f"ingest into {self.run.target!r}")
+        if self.thread is None:
+            self._write(points)
+        else:
+            self.queue.put(points)
 
     def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
+        """Wait for the queued batches; raise the first failure."""
+        if self.thread is not None:
+            self.queue.put(None)
+            self.thread.join()
+            self.thread = None
         if self.error is not None:
             raise self.error
 
@@ -112,52 +222,82 @@ def ingest(
     collection: str,
     store: VectorStore | StoreConfig | None = None,
     features_dir: str | Path = "mmalign-data/features",
-    chunk_size: int = DEFAULT_CHUNK,
     dead_letter: str | Path | None = None,
-    device: str = "auto",
-    show_progress: bool = False,
-    pipelined: bool = True,
-    encoder_pool: dict | None = None,
+    options: IngestOptions | None = None,
+    encoder_pool: EncoderPool | dict | None = None,
     on_chunk: Callable[[int], None] | None = None,
-    max_payload_text: int = DEFAULT_MAX_PAYLOAD_TEXT,
-    collab: bool = False,
+    **settings: Any,
 ) -> IngestReport:
     """Ingest a catalog into ``collection`` (an alias to a versioned collection, created on first use).
 
-    ``bundle`` is a loaded :class:`~mmalign.plugin.align.bundle.Bundle` or a bundle path.
-    ``max_payload_text`` caps the characters of text stored in each payload (``text_truncated``
-    marks a cut text; the text vector always encodes the full text).
-    ``collab``: create the collection with the ``collab`` named vector too (recommendation: collab
-    factors written by ``Recommender.rebuild_users``; new items get a prediction from content).
+    ``bundle`` is a loaded :class:`~mmalign.plugin.align.bundle.Bundle` or a bundle path. ``options``
+    (or its fields as keywords: ``chunk_size``, ``device``, ``show_progress``, ``pipelined``,
+    ``max_payload_text``, ``collab``, ``runner``, ``ray_address``, ``ray_workers``; see
+    :class:`IngestOptions`) say how. ``encoder_pool`` keeps built encoders between calls; ``on_chunk(n)``
+    is called after each chunk is queued for writing.
     """
+    started = time.perf_counter()
+    options = (options or IngestOptions()).updated(**settings)
+    bundle = _loaded_bundle(bundle)
+    if not isinstance(catalog, Catalog):
+        catalog = open_catalog(catalog)
+    own_store = not isinstance(store, VectorStore)
+    vs = store if isinstance(store, VectorStore) else VectorStore(store or StoreConfig())
+    try:
+        run = start_run(catalog, bundle, collection, vs, Path(features_dir), dead_letter, options, encoder_pool)
+        items = read_stage(run)
+        if options.runner == "ray":
+            from mmalign.plugin.index.ray_runner import run_on_ray
+
+            run_on_ray(run, items, on_chunk)
+        else:
+            run_in_process(run, items, on_chunk)
+        finish_run(run)
+    finally:
+        if own_store:
+            vs.close()
+    run.report.seconds = time.perf_counter() - started
+    return run.report
+
+
+def _loaded_bundle(bundle):
     from mmalign.plugin.align.bundle import Bundle, load_bundle
 
-    started = time.perf_counter()
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle, with_teacher=False)  # a directory, or "base" (the shipped base bundle)
-    bundle_path = str(bundle.path.resolve())
     if bundle.config.fusion.strategy != "weighted":
         raise BundleError(
             f"bundle {bundle.bundle_id} uses {bundle.config.fusion.strategy!r} fusion, whose "
             f"fused vector is not of size D; ingest needs 'weighted' fusion"
         )
-    if not isinstance(catalog, Catalog):
-        catalog = open_catalog(catalog)
-    own_store = not isinstance(store, VectorStore)
-    vs = store if isinstance(store, VectorStore) else VectorStore(store or StoreConfig())
+    return bundle
+
+
+def start_run(
+    catalog: Catalog,
+    bundle,
+    collection: str,
+    vs: VectorStore,
+    features_dir: Path,
+    dead_letter: str | Path | None,
+    options: IngestOptions,
+    encoder_pool: EncoderPool | dict | None = None,
+) -> IngestRun:
+    """The version to write (created, with its alias, on first use) and the run's shared state."""
     specs = {m: bundle.encoder_spec(m) for m in bundle.modalities}
-    letters = DeadLetterWriter(dead_letter or Path(features_dir) / "ingest_dead_letter.jsonl")
+    letters = DeadLetterWriter(dead_letter or features_dir / "ingest_dead_letter.jsonl")
+    ensure_store_space(vs, 0, bundle.dim, f"a new collection {collection!r}", collection=collection)
     record = resolve_for_write(
         vs,
         collection,
         bundle.dim,
         bundle.bundle_id,
         extra={
-            "bundle_path": bundle_path,
+            "bundle_path": str(bundle.path.resolve()),
             "encoders": {m.value: s.name for m, s in specs.items()},
             "media_root": str(catalog.media_root),
         },
-        extra_vectors=("collab",) if collab else (),
+        extra_vectors=("collab",) if options.collab else (),
     )
     target = record.name
     if "media_root" not in record.extra:  # a collection made before media roots were recorded
@@ -165,89 +305,165 @@ def ingest(
     report = IngestReport(
         collection=collection, physical_collection=target, bundle_id=bundle.bundle_id, dead_letter=str(letters.path)
     )
-    stages = {name: StageTiming() for name in ("read", "skip_check", "encode", "project", "upsert")}
-    report.stages = stages
-    cache = FeatureCache(features_dir)
-    pool = encoder_pool if encoder_pool is not None else {}
-    collab = _ingest_collab(vs, collection, target, bundle.bundle_id)
+    report.stages = {name: StageTiming() for name in STAGES}
+    from mmalign.plugin.index.collab import IngestCollab  # predicts collab vectors of new items
 
+    return IngestRun(
+        catalog=catalog,
+        bundle=bundle,
+        specs=specs,
+        store=vs,
+        target=target,
+        points_before=record.extra.get("points"),
+        cache=FeatureCache(features_dir),
+        letters=letters,
+        report=report,
+        options=options,
+        pool=EncoderPool.of(encoder_pool),
+        collab=IngestCollab.open(vs, collection, target, bundle.bundle_id),
+    )
+
+
+def read_stage(run: IngestRun) -> list[CatalogItem]:
     t0 = time.perf_counter()
-    items: list[CatalogItem] = []
-    for rec in catalog.records():
-        if rec.item is None:
-            report.failed += 1
-            letters.write_error(rec.error, stage="parse", source=rec.source)
-        else:
-            items.append(rec.item)
-    stages["read"] = StageTiming(seconds=time.perf_counter() - t0, items=len(items))
+    items, invalid = read_items(run.catalog, run.letters)
+    run.report.failed += invalid
+    new = len(items) - run.store.count(run.target)  # refused before writing when the disk cannot hold it
+    ensure_store_space(run.store, new, run.bundle.dim, f"ingest of {len(items):,} items into {run.target!r}")
+    run.stages["read"] = StageTiming(seconds=time.perf_counter() - t0, items=len(items))
+    return items
 
+
+def run_in_process(run: IngestRun, items: list[CatalogItem], on_chunk: Callable[[int], None] | None) -> None:
+    """The in-process runner: chunk by chunk, plan -> encode -> project, written while the next is encoded."""
+    options = run.options
     progress = None
-    if show_progress:
+    if options.show_progress:
         from tqdm import tqdm
 
-        progress = tqdm(total=len(items), desc=f"ingest {collection}", unit="item")
-    upserter = _Upserter(vs, target, stages["upsert"]) if pipelined else None
-    written: list[str] = []  # item ids upserted by this run, read back and checked at the end
+        progress = tqdm(total=len(items), desc=f"ingest {run.report.collection}", unit="item")
+    writer = PointWriter(run, pipelined=options.pipelined)
     try:
-        for number, start in enumerate(range(0, len(items), chunk_size)):
-            chunk = items[start : start + chunk_size]
-            points = _process_chunk(
-                chunk,
-                catalog=catalog,
-                bundle=bundle,
-                specs=specs,
-                vs=vs,
-                target=target,
-                cache=cache,
-                features_dir=features_dir,
-                letters=letters,
-                device=device,
-                pool=pool,
-                report=report,
-                stages=stages,
-                max_text=max_payload_text,
-            )
-            if points and collab is not None:  # collab vectors: learned ones kept, predicted for the rest
-                collab.attach(points)
-            written.extend(p.item_id for p in points)
-            if points:
-                if upserter is not None:
-                    upserter.put(points)
-                else:
-                    t0 = time.perf_counter()
-                    vs.upsert(target, points)
-                    stages["upsert"].seconds += time.perf_counter() - t0
-                    stages["upsert"].items += len(points)
+        for number, start in enumerate(range(0, len(items), options.chunk_size)):
+            chunk = items[start : start + options.chunk_size]
+            plan = plan_chunk(run, chunk)
+            if plan.todo:
+                encode_stage(run, plan)
+                writer.put(make_points(run, plan))
             if progress is not None:
                 progress.update(len(chunk))
             crash_point("ingest.chunk_queued")
             if on_chunk is not None:
                 on_chunk(number)
-        if upserter is not None:
-            pending, upserter = upserter, None
-            pending.close()
-        if report.ok or report.payload_updated:  # HNSW + payload indexes (Edge), so that queries at scale are fast
-            t0 = time.perf_counter()
-            vs.build_index(target)
-            stages["index"] = StageTiming(seconds=time.perf_counter() - t0, items=vs.count(target))
-        # what was written is read back and checked before success is reported (plugin/index/checks.py)
-        seal_written(vs, target, written, before=record.extra.get("points"), catalog=str(catalog.path.resolve()))
     finally:
-        if upserter is not None:
-            upserter.close()
-        if progress is not None:
-            progress.close()
-        if own_store:
-            vs.close()
-    report.seconds = time.perf_counter() - started
-    return report
+        try:
+            writer.close()
+        finally:
+            if progress is not None:
+                progress.close()
 
 
-def _ingest_collab(vs, collection: str, target: str, bundle_id: str):
-    """Predicts collab vectors for new items when the collection has them (index/collab.py)."""
-    from mmalign.plugin.index.collab import IngestCollab
+def finish_run(run: IngestRun) -> None:
+    """Indexes (HNSW + payload indexes on Edge) when anything was written; then what was written is read
+    back and checked before success is reported (plugin/index/checks.py)."""
+    report = run.report
+    if report.ok or report.payload_updated:
+        t0 = time.perf_counter()
+        run.store.build_index(run.target)
+        report.stages["index"] = StageTiming(seconds=time.perf_counter() - t0, items=run.store.count(run.target))
+    seal_written(run.store, run.target, run.written, before=run.points_before, catalog=str(run.catalog.path.resolve()))
 
-    return IngestCollab.open(vs, collection, target, bundle_id)
+
+def plan_chunk(run: IngestRun, chunk: Sequence[CatalogItem]) -> ChunkPlan:
+    """The plan stage: skip items stored with the same content and bundle; rewrite the payload of items whose
+    metadata alone changed (their vectors stay valid); the rest is to encode."""
+    t0 = time.perf_counter()
+    hashes = {item.id: modality_hashes(run.catalog, item) for item in chunk}
+    plan = ChunkPlan(
+        hashes=hashes,
+        content={item.id: item_content_hash(item, hashes[item.id]) for item in chunk},
+        media={item.id: media_hash(hashes[item.id]) for item in chunk},
+        todo=[],
+    )
+    bundle_id = run.bundle.bundle_id
+    stored = stored_payloads(run.store, run.target, [i.id for i in chunk], run.bundle.dim)  # failing: not trusted
+    for item in chunk:
+        payload = stored.get(item.id)
+        same_bundle = payload is not None and payload.get("bundle_id") == bundle_id
+        wanted = {m.value for m in item.modalities if m in run.specs}
+        complete = payload is not None and wanted <= set(payload.get("modalities", []))
+        if same_bundle and complete and payload.get("content_hash") == plan.content[item.id]:
+            run.report.unchanged += 1
+        elif same_bundle and payload.get("media_hash") == plan.media[item.id] and None not in hashes[item.id].values():
+            _rewrite_payload(run, plan, item, payload)  # metadata edit: vectors stay valid
+        else:
+            plan.todo.append(item)
+    run.timed("skip_check", len(chunk), t0)
+    return plan
+
+
+def _rewrite_payload(run: IngestRun, plan: ChunkPlan, item: CatalogItem, old: dict) -> None:
+    present = [Modality(m) for m in old.get("modalities", [])]
+    new_payload = item_payload(run, plan, item, present, heard=old.get("heard"))
+    if "collab_source" in old:  # the collab vector stays, and so does what it is
+        new_payload["collab_source"] = old["collab_source"]
+    run.store.overwrite_payload(run.target, item.id, new_payload)
+    run.report.payload_updated += 1
+
+
+def encode_stage(run: IngestRun, plan: ChunkPlan) -> None:
+    """The encode stage in this process: the plan's items into the feature cache."""
+    t0 = time.perf_counter()
+    extract = ExtractOptions(device=run.options.device)
+    encode_items(
+        run.catalog,
+        plan.todo,
+        run.cache,
+        run.specs,
+        pool=run.pool,
+        letters=run.letters,
+        options=extract,
+        known_hashes=plan.hashes,
+    )
+    run.timed("encode", 0, t0)  # items counted when their features are loaded (make_points)
+
+
+def make_points(run: IngestRun, plan: ChunkPlan) -> list[PointData]:
+    """The plan's items from the feature cache to points: features of the current content -> projection."""
+    t0 = time.perf_counter()
+    features, heard = load_features(run, plan)
+    run.timed("encode", len(plan.todo), t0)
+    t0 = time.perf_counter()
+    points = build_points(run, plan, features, heard)
+    run.timed("project", sum(1 for i in plan.todo if any(i.id in features[m] for m in run.specs)), t0)
+    return points
+
+
+def load_features(run: IngestRun, plan: ChunkPlan) -> tuple[dict[Modality, dict[str, np.ndarray]], dict[str, str]]:
+    """Cached raw features of the plan's items (only rows of their current content), and transcripts."""
+    features: dict[Modality, dict[str, np.ndarray]] = {}
+    for m, spec in run.specs.items():
+        wanted = [i.id for i in plan.todo if plan.hashes[i.id].get(m) is not None]
+        table = run.cache.load(m, spec, wanted)
+        for item_id, reason in table.rejected:  # damaged cache rows: skipped, named
+            run.letters.write_error(ItemError(item_id, reason, modality=m.value), stage="load")
+        # Only features of the current content count: a stale cache row of a file that now fails is not used.
+        features[m] = {
+            item_id: row
+            for item_id, h, row in zip(table.item_ids, table.content_hashes, table.features)
+            if h == plan.hashes[item_id][m]
+        }
+    return features, _transcripts(run, features, plan.hashes)
+
+
+def _transcripts(run: IngestRun, features, hashes) -> dict[str, str]:
+    """item id -> what the audio encoder heard (for encoders that transcribe; see features/annotations.py)."""
+    spec = run.specs.get(Modality.AUDIO)
+    if spec is None or not features.get(Modality.AUDIO):
+        return {}
+    wanted = {item_id: hashes[item_id][Modality.AUDIO] for item_id in features[Modality.AUDIO]}
+    notes = AnnotationTable(run.cache).read(Modality.AUDIO, spec, wanted)
+    return {i: speech_heard(n) for i, n in notes.items() if "transcript" in n}  # speech only (index/spoken.py)
 
 
 def project_items(
@@ -278,121 +494,47 @@ def project_items(
     return out
 
 
-def _transcripts(cache, specs, features, hashes) -> dict[str, str]:
-    """item id -> what the audio encoder heard (for encoders that transcribe; see features/annotations.py)."""
-    spec = specs.get(Modality.AUDIO)
-    if spec is None or not features.get(Modality.AUDIO):
-        return {}
-    wanted = {item_id: hashes[item_id][Modality.AUDIO] for item_id in features[Modality.AUDIO]}
-    notes = AnnotationTable(cache).read(Modality.AUDIO, spec, wanted)
-    return {i: str(n["transcript"]) for i, n in notes.items() if "transcript" in n}
-
-
-def _process_chunk(
-    chunk, *, catalog, bundle, specs, vs, target, cache, features_dir, letters, device, pool, report, stages, max_text
+def build_points(
+    run: IngestRun, plan: ChunkPlan, features: dict[Modality, dict[str, np.ndarray]], heard: dict[str, str]
 ) -> list[PointData]:
-    t0 = time.perf_counter()
-    hashes = {item.id: modality_hashes(catalog, item) for item in chunk}
-    content = {item.id: item_content_hash(item, hashes[item.id]) for item in chunk}
-    stored = stored_payloads(vs, target, [i.id for i in chunk], bundle.dim)  # points failing checks: not trusted
-    media = {item.id: media_hash(hashes[item.id]) for item in chunk}
-    todo, payload_only = [], []
-    for item in chunk:
-        payload = stored.get(item.id)
-        same_bundle = payload is not None and payload.get("bundle_id") == bundle.bundle_id
-        wanted = {m.value for m in item.modalities if m in specs}
-        complete = payload is not None and wanted <= set(payload.get("modalities", []))
-        if same_bundle and complete and payload.get("content_hash") == content[item.id]:
-            report.unchanged += 1
-        elif same_bundle and payload.get("media_hash") == media[item.id] and None not in hashes[item.id].values():
-            payload_only.append((item, payload))  # metadata edit: vectors stay valid
-        else:
-            todo.append(item)
-    if payload_only:
-        for item, old in payload_only:
-            present = [Modality(m) for m in old.get("modalities", [])]
-            new_payload = build_payload(
-                item,
-                present,
-                content[item.id],
-                bundle.bundle_id,
-                media[item.id],
-                max_text_chars=max_text,
-                heard=old.get("heard"),
+    """The project stage: the one place where a point's vectors and payload are built. Items with no usable
+    feature fail (named in the dead letter when they have no modality the bundle projects)."""
+    specs, report = run.specs, run.report
+    usable = [i for i in plan.todo if any(i.id in features[m] for m in specs)]
+    for item in plan.todo:
+        if item in usable:
+            continue
+        report.failed += 1
+        if not any(m in specs for m in item.modalities):
+            reason = (
+                f"item has only {[m.value for m in item.modalities]}; the bundle projects {[m.value for m in specs]}"
             )
-            if "collab_source" in old:  # the collab vector stays, and so does what it is
-                new_payload["collab_source"] = old["collab_source"]
-            vs.overwrite_payload(target, item.id, new_payload)
-        report.payload_updated += len(payload_only)
-    stages["skip_check"].seconds += time.perf_counter() - t0
-    stages["skip_check"].items += len(chunk)
-    if not todo:
+            run.letters.write_error(ItemError(item.id, reason), stage="project")
+    if not usable:
         return []
-
-    t0 = time.perf_counter()
-    extract_features(
-        catalog,
-        features_dir,
-        specs=specs,
-        items=todo,
-        encoder_pool=pool,
-        letters=letters,
-        known_hashes=hashes,
-        device=device,
-    )
-    features: dict[Modality, dict[str, np.ndarray]] = {}
-    for m, spec in specs.items():
-        wanted = [i.id for i in todo if hashes[i.id].get(m) is not None]
-        table = cache.load(m, spec, wanted)
-        for item_id, reason in table.rejected:  # damaged cache rows: skipped, named
-            letters.write_error(ItemError(item_id, reason, modality=m.value), stage="load")
-        # Only features of the current content count: a stale cache row of a file that now fails is not used.
-        features[m] = {
-            item_id: row
-            for item_id, h, row in zip(table.item_ids, table.content_hashes, table.features)
-            if h == hashes[item_id][m]
-        }
-    heard = _transcripts(cache, specs, features, hashes)
-    stages["encode"].seconds += time.perf_counter() - t0
-    stages["encode"].items += len(todo)
-
-    t0 = time.perf_counter()
-    usable = [i for i in todo if any(i.id in features[m] for m in specs)]
-    for item in todo:
-        if item not in usable:
-            report.failed += 1
-            if not any(m in specs for m in item.modalities):
-                letters.write_error(
-                    ItemError(
-                        item.id,
-                        f"item has only {[m.value for m in item.modalities]}; the "
-                        f"bundle projects {[m.value for m in specs]}",
-                    ),
-                    stage="project",
-                )
     points = []
-    if usable:
-        vectors = project_items(bundle, [i.id for i in usable], features)
-        for item, named in zip(usable, vectors):
-            present = [Modality(v.value) for v in named if v is not VectorName.FUSED]
-            if len(present) < len([m for m in item.modalities if m in specs]):
-                report.degraded += 1
-            points.append(
-                PointData(
-                    item.id,
-                    named,
-                    build_payload(
-                        item,
-                        present,
-                        content[item.id],
-                        bundle.bundle_id,
-                        media[item.id],
-                        max_text_chars=max_text,
-                        heard=heard.get(item.id) if Modality.AUDIO in present else None,
-                    ),
-                )
-            )
-        report.ok += len(points)
-    stages["project"].seconds += time.perf_counter() - t0
-    stages["project"].items += len(usable)
+    lexical = LEXICAL_VECTOR in run.store.sparse_vectors(run.target)  # BM25 terms of text + speech (index/lexical.py)
+    for item, named in zip(usable, project_items(run.bundle, [i.id for i in usable], features)):
+        present = [Modality(v.value) for v in named if v is not VectorName.FUSED]
+        if len(present) < len([m for m in item.modalities if m in specs]):
+            report.degraded += 1
+        said = heard.get(item.id) if Modality.AUDIO in present else None
+        vectors = {**named, **lexical_vectors(item.text, said, enabled=lexical)}
+        points.append(PointData(item.id, vectors, item_payload(run, plan, item, present, heard=said)))
+    report.ok += len(points)
     return points
+
+
+def item_payload(
+    run: IngestRun, plan: ChunkPlan, item: CatalogItem, present: list[Modality], *, heard: str | None
+) -> dict:
+    """A point's payload (see plugin/index/payload.py)."""
+    return build_payload(
+        item,
+        present,
+        plan.content[item.id],
+        run.bundle.bundle_id,
+        plan.media[item.id],
+        max_text_chars=run.options.max_payload_text,
+        heard=heard,
+    )
