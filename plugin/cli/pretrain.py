@@ -23,6 +23,9 @@ _POOL = "mmalign-data/pool/pool.jsonl"
 @click.option("--student-epochs", default=6, show_default=True, type=click.IntRange(min=0))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--threads", default=1, show_default=True, type=click.IntRange(min=1), help="torch CPU threads for training."
+)
 @json_option
 @catalog_options
 def pretrain(
@@ -37,6 +40,7 @@ def pretrain(
     student_epochs,
     seed,
     device,
+    threads,
     as_json,
     fmt,
     media_root,
@@ -46,10 +50,13 @@ def pretrain(
     import json
     from pathlib import Path
 
+    import torch
+
     from mmalign.connectors.sources import open_catalog
     from mmalign.plugin.workflows.pretrain import description_path, pretrain_bundle
     from mmalign.schemas import TrainConfig
 
+    torch.set_num_threads(threads)
     echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     pool = Path(pool or _POOL)
     if build_pool or not pool.exists():
