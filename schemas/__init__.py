@@ -29,7 +29,7 @@ from mmalign.schemas.reports import (
     UserRebuildReport,
     VersionInfo,
 )
-from mmalign.schemas.store import StoreConfig
+from mmalign.schemas.store import CollectionRecord, StoreConfig
 from mmalign.schemas.training import (
     BundleConfig,
     EvalReport,
@@ -49,6 +49,7 @@ EXPORTED_MODELS = {
     "encoder_spec": EncoderSpec,
     "preset": Preset,
     "store_config": StoreConfig,
+    "collection_record": CollectionRecord,
     "encoder_info": EncoderInfo,
     "feature_report": FeatureReport,
     "dead_letter_record": DeadLetterRecord,

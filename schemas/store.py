@@ -3,7 +3,7 @@ in a folder, or a Qdrant server by URL."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -85,3 +85,101 @@ class StoreConfig(BaseModel):
         if self.url is not None:
             return "server"
         return self.engine or DEFAULT_ENGINE
+
+
+#: What a collection version is doing: ``building`` (written by a re-embed), ``verified`` (checked, not yet
+#: live), ``ready``, ``pushing`` (being copied in by ``store push``), ``damaged`` (verify found it broken).
+VersionState = Literal["building", "verified", "ready", "pushing", "damaged"]
+#: Version of the record format (the JSON each collection carries in Qdrant metadata or Edge's record file).
+STORE_SCHEMA_VERSION = 1
+
+
+class PushProgress(BaseModel):
+    """Where a ``store push`` into this collection is: a rerun resumes after ``next_offset``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    source: str
+    next_offset: str | None = None
+    points: int = 0
+    done: bool = False
+    at: str | None = None
+
+
+class CollabState(BaseModel):
+    """The collaborative factors a users collection was rebuilt with (recommend/collab.py)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    config: dict = Field(default_factory=dict, description="The CollabConfig they were fitted with.")
+    rank: int
+    max_norm: float
+    gram: dict | None = Field(default=None, description="Item factors' Gram matrix (packed), for fold-in.")
+    warm_items: int = 0
+    predicted_items: int = 0
+    content_map: dict | None = Field(default=None, description="The content -> collab ridge map (packed).")
+
+
+class CollectionRecord(BaseModel):
+    """What mmalign records about a collection (a version, or a users collection), next to its points.
+
+    Stored as ``{dim, bundle_id, schema_version, extra: {...}}`` (the format every store has today);
+    :meth:`from_stored` and :meth:`stored` are the only readers and writers of that JSON. ``bundle_path``
+    is a hint where the bundle was: whatever loads from it is checked against ``bundle_id``.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str
+    dim: int
+    bundle_id: str | None = None
+    schema_version: int = STORE_SCHEMA_VERSION
+    alias: str | None = Field(default=None, description="The alias this version was built for.")
+    state: VersionState = "ready"
+    previous: str | None = Field(default=None, description="The version the alias pointed at before this one.")
+    created_at: str | None = None
+    verified_at: str | None = None
+    points: int | None = Field(default=None, description="Points counted when it was last verified.")
+    bundle_path: str | None = None
+    encoders: dict[str, str] = Field(default_factory=dict, description="Encoder name of each modality.")
+    media_root: str | None = None
+    catalog: str | None = Field(default=None, description="The catalog it was last ingested from.")
+    collab: CollabState | None = None
+    popularity: dict[str, int] = Field(default_factory=dict, description="Users collections: item -> count.")
+    items_collection: str | None = None
+    push: PushProgress | None = None
+
+    #: Fields stored at the top of the JSON; all others go under ``extra``.
+    TOP_LEVEL: ClassVar[tuple[str, ...]] = ("dim", "bundle_id", "schema_version")
+
+    @classmethod
+    def from_stored(cls, name: str, stored: dict) -> CollectionRecord:
+        """The record of ``name`` from its stored JSON (today's format, and the keys of older versions)."""
+        extra = dict(stored.get("extra") or {})
+        return cls(
+            name=name,
+            dim=int(stored["dim"]),
+            bundle_id=stored.get("bundle_id"),
+            schema_version=int(stored.get("schema_version", 0)),
+            **extra,
+        )
+
+    def stored(self) -> dict:
+        """The JSON kept with the collection."""
+        fields = self.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+        fields.pop("name")
+        top = {k: fields.pop(k, None) for k in self.TOP_LEVEL}
+        return {**top, "extra": fields}
+
+    def updated(self, **changes) -> CollectionRecord:
+        """A copy with ``changes`` (validated: a wrong type for a known field is refused)."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
+    @property
+    def extra(self) -> dict:
+        """The recorded fields besides name, dim, bundle id and schema version, as a dict (read-only view
+        for code written before the record was typed; read the attributes instead)."""
+        fields = self.model_dump(exclude_none=True)
+        for key in ("name", *self.TOP_LEVEL):
+            fields.pop(key, None)
+        return fields

@@ -157,7 +157,7 @@ class IngestCollab:
             return None
         users = users_collection_name(collection)
         record = store.collection_record(users) if store.collection_exists(users) else None
-        state = record.extra.get("collab") if record is not None else None
+        state = record.collab.model_dump() if record is not None and record.collab else None
         if not state or not state.get("content_map"):
             return None
         if record.bundle_id != bundle_id:

@@ -60,7 +60,7 @@ def resolve_for_write(
         target = version_name(name, 1)
         record = store.collection_record(target)
         if record is not None:
-            if record.extra.get("alias") != name:
+            if record.alias != name:
                 raise StoreError(
                     f"collection {target!r} exists but no alias {name!r} points at it; point the alias "
                     f"at it (mmalign rollback {name} --to v1) or drop it (mmalign drop-version {target})"
@@ -110,8 +110,8 @@ def version_table(store: VectorStore, alias: str) -> list[VersionInfo]:
                 version=parse_version(name)[1],
                 bundle_id=record.bundle_id,
                 points=store.count(name),
-                created_at=record.extra.get("created_at"),
-                state=record.extra.get("state", "ready"),
+                created_at=record.created_at,
+                state=record.state,
                 live=name == live,
             )
         )
@@ -130,7 +130,7 @@ def rollback(store: VectorStore, alias: str, to: str | int | None = None) -> str
         if target is None:
             raise StoreError(f"{alias!r} has no version v{wanted}; versions: {[r.name for r in rows]}")
     else:
-        previous = store.collection_record(live).extra.get("previous") if live else None
+        previous = store.collection_record(live).previous if live else None
         target = by_name.get(previous) if previous else None
         if target is None:
             live_version = parse_version(live)[1] if live and parse_version(live) else None
@@ -155,7 +155,7 @@ def rollback(store: VectorStore, alias: str, to: str | int | None = None) -> str
 def rollback_target(store: VectorStore, alias: str) -> str | None:
     """The version a plain ``rollback`` would make live (kept by ``reembed --keep``, refused by drop)."""
     live = store.resolve_alias(alias)
-    return store.collection_record(live).extra.get("previous") if live else None
+    return store.collection_record(live).previous if live else None
 
 
 def drop_version(store: VectorStore, name: str, *, force: bool = False) -> None:

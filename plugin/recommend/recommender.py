@@ -81,13 +81,13 @@ class Recommender:
         if not self.store.collection_exists(self.users):
             return None
         record = self.store.collection_record(self.users)
-        state = record.extra.get("collab") if record else None
+        state = record.collab.model_dump() if record and record.collab else None
         return state if state and self.has_collab_vector() else None
 
     def _stored_popularity(self) -> Counter:
         """Item popularity saved by the last :meth:`rebuild_users` (positive interactions per item)."""
         record = self.store.collection_record(self.users) if self.store.collection_exists(self.users) else None
-        return Counter(record.extra.get("popularity", {})) if record else Counter()
+        return Counter(record.popularity) if record else Counter()
 
     # -- item vectors ------------------------------------------------------------------------------
     def item_vectors(self, item_ids: Iterable[str]) -> dict[str, np.ndarray]:

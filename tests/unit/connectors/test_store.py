@@ -99,10 +99,31 @@ def test_deleting_a_collection_drops_its_aliases(store):
     assert store.count("c__v1") == 0
 
 
-def test_update_record_merges_extra(store):
+def test_update_record_merges_typed_fields_and_keeps_unknown_ones(store):
+    from pydantic import ValidationError
+
     store.create_collection("c", 4, bundle_id="b", extra={"state": "building", "a": 1})
-    store.update_record("c", state="ready")
-    assert store.collection_record("c").extra == {"state": "ready", "a": 1}
+    store.update_record("c", state="ready", previous="c__v0")
+    record = store.collection_record("c")
+    assert (record.state, record.previous, record.bundle_id, record.extra["a"]) == ("ready", "c__v0", "b", 1)
+    with pytest.raises(ValidationError, match="state"):
+        store.update_record("c", state="half-swapped")  # a typed field refuses what it cannot hold
+    assert store.collection_record("c").state == "ready"
+
+
+def test_a_record_written_before_it_was_typed_reads_the_same():
+    from mmalign.schemas.store import CollectionRecord
+
+    stored = {
+        "dim": 8,
+        "bundle_id": "abc",
+        "schema_version": 1,
+        "extra": {"alias": "c", "state": "verified", "previous": "c__v1", "bundle_path": "/b", "push": {"source": "s"}},
+    }
+    record = CollectionRecord.from_stored("c__v2", stored)
+    assert (record.alias, record.state, record.previous, record.push.source) == ("c", "verified", "c__v1", "s")
+    again = CollectionRecord.from_stored("c__v2", record.stored())
+    assert again == record and again.stored()["extra"]["bundle_path"] == "/b"
 
 
 @pytest.mark.parametrize("engine", ["edge", "local"])
@@ -115,7 +136,7 @@ def test_embedded_path_persists(tmp_path, engine):
         vs.update_record("c", state="ready")
     with VectorStore(StoreConfig(path=path, engine=engine)) as vs:
         assert vs.count("c") == 5 and vs.collection_record("c").bundle_id == "b"
-        assert vs.resolve_alias("c") == "c__v1" and vs.collection_record("c").extra == {"state": "ready"}
+        assert vs.resolve_alias("c") == "c__v1" and vs.collection_record("c").state == "ready"
 
 
 def test_engines_refuse_each_others_folders(tmp_path):
@@ -588,19 +609,19 @@ def test_push_copies_a_version_and_its_alias_and_resumes(tmp_path, target_engine
         with pytest.raises(KeyboardInterrupt):
             push_collection(source, "cat", target, alias="cat", batch_size=50, on_batch=interrupt)
         assert target.resolve_alias("cat") is None  # no alias on a partial copy
-        assert target.collection_record("cat__v2").extra["state"] == "pushing"
+        assert target.collection_record("cat__v2").state == "pushing"
         assert target.count("cat__v2") == 150
         report = push_collection(source, "cat", target, alias="cat", batch_size=50)
         assert report.resumed_from is not None and report.points == 300 and report.collection == "cat__v2"
         assert target.resolve_alias("cat") == "cat__v2" and target.count("cat") == 300
         record = target.collection_record("cat")
-        assert (record.bundle_id, record.dim, record.extra["state"], record.extra["bundle_path"]) == (
+        assert (record.bundle_id, record.dim, record.state, record.bundle_path) == (
             "b",
             16,
             "ready",
             "/x",
         )
-        assert record.extra["push"]["done"] is True
+        assert record.push.done is True
         got, want = _vectors(target, "cat"), _vectors(source, "cat")
         assert got.keys() == want.keys()
         for key, (payload, vectors) in want.items():

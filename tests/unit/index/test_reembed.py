@@ -97,7 +97,7 @@ def test_failed_verification_leaves_alias_and_rollback_restores(live, store):
     base, catalog = live
     before = _fused(store, "items")
     refused = reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features", min_quality=2.0)
-    assert not refused.swapped and "below --min-quality" in refused.reason
+    assert not refused.swapped and "below min_quality" in refused.reason
     assert store.resolve_alias("items") == "items__v1"
     with pytest.raises(StoreError, match="building"):
         rollback(store, "items", to=2)
@@ -112,7 +112,7 @@ def test_failed_verification_leaves_alias_and_rollback_restores(live, store):
 def test_other_encoders_need_the_catalog(live, store, monkeypatch):
     base, _ = live
     monkeypatch.setattr("mmalign.plugin.index.reembed._same_encoders", lambda old, new: False)
-    with pytest.raises(StoreError, match="pass the catalog"):
+    with pytest.raises(StoreError, match="give the catalog"):
         reembed("items", bundle=base / "bundle2", store=store, features_dir=base / "features")
 
 

@@ -464,7 +464,7 @@ def test_media_is_served_from_the_root_only(trained, store, pool, tmp_path):
 def test_media_root_defaults_to_the_catalogs_and_none_serves_no_media(client, trained, store, pool):
     base, _ = trained
     live = store.resolve_alias("items")
-    assert store.collection_record(live).extra["media_root"] == str((base / "catalog").resolve())  # ingest's
+    assert store.collection_record(live).media_root == str((base / "catalog").resolve())  # ingest's
     service = make_service(trained, store, pool, media_root=None)
     with BackgroundServer(create_app(service, watch_interval_s=0)) as srv, httpx.Client(base_url=srv.url) as c:
         assert c.get("/v1/media/image/item0").content == (base / "catalog" / "img0.png").read_bytes()
