@@ -11,7 +11,7 @@ import sys
 from datetime import datetime, timezone
 
 from mmalign.connectors.interactions import read_interactions
-from mmalign.plugin.recommend.recommender import Recommender
+from mmalign.plugin import Recommender
 from mmalign.schemas import Interaction, StoreConfig, UserVectorConfig
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from mmalign.connectors.store import VectorStore
-from mmalign.plugin.index.reembed import reembed
+from mmalign.plugin import reembed
 from mmalign.plugin.index.versions import rollback, version_table
 from mmalign.schemas import StoreConfig
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from mmalign.plugin.index.search import Searcher
+from mmalign.plugin import Searcher
 from mmalign.schemas import StoreConfig
 
 

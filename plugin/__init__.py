@@ -1,7 +1,11 @@
 """mmalign: multimodal retrieval for Qdrant.
 
-Importing this package is cheap: torch, transformers, open_clip and librosa are imported
-only by the functions that need them.
+The public API::
+
+    from mmalign.plugin import Searcher, Recommender, ingest, reembed, train_bundle, load_bundle
+
+Importing this package is cheap: those names are resolved on first use (:func:`__getattr__`), and torch,
+transformers, open_clip and librosa are imported only by the functions that need them.
 """
 
 from mmalign.plugin.encoders.registry import (
@@ -17,6 +21,32 @@ from mmalign.plugin.encoders.registry import (
 )
 
 __version__ = "0.1.0"
+
+#: Public names imported on first use: name -> module that defines it.
+_LAZY = {
+    "Searcher": "mmalign.plugin.index.search",
+    "SearchQuery": "mmalign.plugin.index.search",
+    "QueryEncoder": "mmalign.plugin.index.query_encoder",
+    "Recommender": "mmalign.plugin.recommend.recommender",
+    "ingest": "mmalign.plugin.index.ingest",
+    "reembed": "mmalign.plugin.index.reembed",
+    "rollback": "mmalign.plugin.index.versions",
+    "train_bundle": "mmalign.plugin.workflows.train",
+    "load_bundle": "mmalign.plugin.align.bundle",
+    "VectorStore": "mmalign.connectors.store",
+    "StoreConfig": "mmalign.schemas",
+}
+
+
+def __getattr__(name: str):
+    """The public classes and functions, imported when first asked for (``import mmalign.plugin`` stays fast)."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mmalign.plugin' has no attribute {name!r}; public names: {sorted(__all__)}")
 
 
 def build_encoder(spec_or_name, device: str = "auto"):
@@ -34,6 +64,7 @@ def extract_features(*args, **kwargs):
 
 
 __all__ = [
+    *_LAZY,
     "DEFAULT_PRESET",
     "__version__",
     "build_encoder",
