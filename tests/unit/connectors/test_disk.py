@@ -1,0 +1,76 @@
+"""Disk space (issue #23): the estimate of a write is an upper bound, a write that cannot fit is refused
+with one clear message, and a command stopped by SIGBUS (a full disk under memory-mapped files) ends
+with one error line instead of "Bus error"."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmalign.connectors import disk
+from mmalign.connectors.disk import DiskSpaceError, ensure_space, estimate_write_bytes, supervised
+from mmalign.connectors.store import VectorStore
+from mmalign.plugin.index.ingest import ingest
+from mmalign.schemas import StoreConfig
+from tests.tiny_catalog import N_ITEMS
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_the_estimate_is_an_upper_bound_of_what_an_ingest_leaves_on_disk(trained, tmp_path):
+    base, catalog = trained
+    with VectorStore(StoreConfig(path=str(tmp_path / "store"))) as vs:
+        ingest(catalog, bundle=base / "bundle", collection="items", store=vs, features_dir=base / "features")
+        used = vs.disk_bytes()
+    assert 0 < used <= estimate_write_bytes(N_ITEMS, 8) + disk.COLLECTION_BYTES
+
+
+def test_a_write_that_does_not_fit_is_refused_naming_the_need_the_margin_and_the_free_space(tmp_path, monkeypatch):
+    free, _ = disk.free_bytes(tmp_path)
+    monkeypatch.setenv(disk.ENV_MARGIN, "1")
+    ensure_space(tmp_path, free // 2, "a small write")  # fits
+    with pytest.raises(DiskSpaceError, match=r"not enough disk space for a huge write: it writes about .* MiB and"):
+        ensure_space(tmp_path / "not-yet" / "there", free + (1 << 30), "a huge write")
+    monkeypatch.setenv(disk.ENV_CHECK, "0")
+    ensure_space(tmp_path, free + (1 << 30), "a huge write")  # the check is off
+
+
+def test_the_margin_comes_from_the_environment_and_a_bad_value_is_named(monkeypatch):
+    monkeypatch.setenv(disk.ENV_MARGIN, "0.5")
+    assert disk.margin_bytes() == 1 << 19
+    monkeypatch.setenv(disk.ENV_MARGIN, "lots")
+    with pytest.raises(ValueError, match="MMALIGN_DISK_MARGIN_MB='lots' is not a number"):
+        disk.margin_bytes()
+
+
+def _supervise(body: str, *argv: str) -> subprocess.CompletedProcess:
+    code = (
+        "import os, signal, sys\n"
+        "from mmalign.connectors.disk import supervised\n"
+        f"supervised(lambda: ({body}), {list(argv)!r})\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_a_child_stopped_by_sigbus_is_one_error_line_and_status_1(tmp_path):
+    done = _supervise("os.kill(os.getpid(), signal.SIGBUS)", "--qdrant-path", str(tmp_path / "store"))
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert line.startswith("Error: ") and "SIGBUS" in line and str(tmp_path) in line and "Bus error" not in line
+
+
+def test_any_other_end_of_the_child_is_passed_on_as_it_is():
+    assert _supervise("sys.exit(3)").returncode == 3
+    assert _supervise("print('hello')").stdout == "hello\n"
+    assert _supervise("os.kill(os.getpid(), signal.SIGKILL)").returncode == -9
+
+
+def test_a_test_runners_captured_streams_run_the_command_in_this_process(monkeypatch):
+    import io
+
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert supervised(lambda: 42) == 42
