@@ -23,6 +23,13 @@ from mmalign.plugin.cli.train import eval_command, train
 class MmalignGroup(click.Group):
     """Turns user errors into one clear line; lets real bugs show their traceback."""
 
+    def main(self, *args, **kwargs):
+        """Runs the command in a child process whose SIGBUS (a full disk under the store's memory-mapped
+        files) becomes one clear error line (connectors/disk.py)."""
+        from mmalign.connectors.disk import supervised
+
+        return supervised(lambda: super(MmalignGroup, self).main(*args, **kwargs))
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
