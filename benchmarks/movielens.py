@@ -40,14 +40,11 @@ def main(argv=None) -> int:
     from mmalign.plugin.features.cache import FeatureCache
     from mmalign.plugin.features.extract import extract_features, preset_specs
     from mmalign.plugin.features.paired import load_paired
-    from mmalign.plugin.recommend.evaluation import (
-        baseline_results,
-        choose_popularity_weight,
-        evaluate_scorer,
-        split_interactions,
-        user_vector_scorer,
-    )
+    from mmalign.plugin.recommend.evaluation import baseline_results
+    from mmalign.plugin.recommend.scorers import user_vector_scorer
     from mmalign.plugin.recommend.space import fit_cooccurrence_space
+    from mmalign.plugin.recommend.splits import evaluate_scorer, split_interactions
+    from mmalign.plugin.recommend.tuning import choose_popularity_weight
     from mmalign.schemas import Modality, TrainConfig, UserVectorConfig
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -205,24 +202,18 @@ def _mean(rows: list[dict], name: str) -> dict:
 def collab_tables(interactions, split, item_ids, content, user_cfg, args):
     """Warm rows (collab, hybrid, library baselines) and the cold-item table."""
     from mmalign.plugin.recommend.collab import ContentMap, content_weights, fit_collab, item_collab_vectors
-    from mmalign.plugin.recommend.evaluation import (
-        Matrix,
-        choose_popularity_weight,
-        cold_item_split,
-        cold_matrix,
+    from mmalign.plugin.recommend.evaluation import incremental_check
+    from mmalign.plugin.recommend.scorers import (
         collab_scorer,
-        evaluate_cold,
-        evaluate_scorer,
         hybrid_scorer,
-        incremental_check,
         item_knn_scorer,
         library_scorers,
         popularity_scorer,
         pure_svd_scorer,
-        tune_baselines,
-        tune_collab,
         user_vector_scorer,
     )
+    from mmalign.plugin.recommend.splits import Matrix, cold_item_split, cold_matrix, evaluate_cold, evaluate_scorer
+    from mmalign.plugin.recommend.tuning import choose_popularity_weight, tune_baselines, tune_collab
 
     echo = lambda line: print(line, flush=True)  # noqa: E731
     info: dict = {}

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 
 from mmalign.plugin.align.cooccurrence import user_histories
 from mmalign.plugin.features.paired import PairedFeatures
-from mmalign.plugin.recommend.evaluation import Matrix, evaluate_scorer, split_interactions, user_vector_scorer
+from mmalign.plugin.recommend.scorers import user_vector_scorer
+from mmalign.plugin.recommend.splits import Matrix, evaluate_scorer, split_interactions
 from mmalign.schemas import Interaction, TrainConfig, UserVectorConfig
 
 log = logging.getLogger(__name__)

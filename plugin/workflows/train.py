@@ -140,7 +140,7 @@ def train_bundle(
 def _load_interactions(path, holdout: str | None, known: set[str], echo, dead_letter) -> tuple[list, dict]:
     """The usable rows, and the invalid-row count and dead-letter file for the training summary."""
     from mmalign.connectors.interactions import read_interactions
-    from mmalign.plugin.recommend.evaluation import split_interactions
+    from mmalign.plugin.recommend.splits import split_interactions
 
     load = read_interactions(path, dead_letter=dead_letter)
     unknown = sum(r.item_id not in known for r in load.interactions)

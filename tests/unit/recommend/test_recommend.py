@@ -119,7 +119,7 @@ def test_recommend_query_strategies_and_more_like(store):
 
 
 def test_leave_last_out_split_and_metrics():
-    from mmalign.plugin.recommend.evaluation import ranking_metrics, split_interactions
+    from mmalign.plugin.recommend.splits import ranking_metrics, split_interactions
 
     rows = [ev("u", "a0", 0), ev("u", "a1", 1), ev("u", "a2", 2), ev("v", "b0", 0)]
     split = split_interactions(rows)
@@ -132,7 +132,8 @@ def test_leave_last_out_split_and_metrics():
 
 def test_baselines_on_a_checkerboard():
     """Two user groups with disjoint tastes: item-kNN and PureSVD must recover the group's items."""
-    from mmalign.plugin.recommend.evaluation import baseline_results, split_interactions
+    from mmalign.plugin.recommend.evaluation import baseline_results
+    from mmalign.plugin.recommend.splits import split_interactions
 
     rows = []
     for u in range(20):
@@ -326,7 +327,7 @@ def test_popularity_prior_reranks_and_popularity_persists(store):
 
 
 def test_choose_popularity_weight_on_training_part():
-    from mmalign.plugin.recommend.evaluation import choose_popularity_weight
+    from mmalign.plugin.recommend.tuning import choose_popularity_weight
 
     vectors = cluster_vectors()
     items = sorted(vectors)

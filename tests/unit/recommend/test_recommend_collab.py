@@ -7,15 +7,13 @@ import numpy as np
 import pytest
 
 from mmalign.plugin.recommend.collab import ContentMap, fit_collab, hybrid_scores, item_collab_vectors
-from mmalign.plugin.recommend.evaluation import (
+from mmalign.plugin.recommend.scorers import collab_scorer, hybrid_scorer, popularity_scorer
+from mmalign.plugin.recommend.splits import (
     Matrix,
     cold_item_split,
     cold_matrix,
-    collab_scorer,
     evaluate_cold,
     evaluate_scorer,
-    hybrid_scorer,
-    popularity_scorer,
     split_interactions,
 )
 from mmalign.schemas import Interaction, UserVectorConfig
@@ -175,7 +173,7 @@ def test_collab_on_the_warm_protocol_beats_popularity_on_the_known_answer_catalo
 
 
 def test_eval_rec_reports_collab_hybrid_and_the_cold_protocol(tmp_path, monkeypatch):
-    import mmalign.plugin.recommend.evaluation as evaluation
+    import mmalign.plugin.recommend.tuning as tuning
     from mmalign.connectors.store import PointData, VectorStore
     from mmalign.plugin.index.versions import resolve_for_write
     from mmalign.plugin.recommend.evaluation import evaluate_collection
@@ -193,7 +191,7 @@ def test_eval_rec_reports_collab_hybrid_and_the_cold_protocol(tmp_path, monkeypa
     with VectorStore(StoreConfig(path=str(tmp_path / "q"))) as vs:
         record = resolve_for_write(vs, "items", DIM, "bundle-x")
         vs.upsert(record.name, [PointData(i, {"fused": v}) for i, v in zip(ids, content)])
-        monkeypatch.setattr(evaluation, "_has_implicit", lambda: False)  # as in CI: no implicit installed
+        monkeypatch.setattr(tuning, "has_implicit", lambda: False)  # as in CI: no implicit installed
         report = evaluate_collection("items", inter, store=vs, cold_fraction=0.1)
     assert report.collab is not None and report.collab["method"] in ("als", "svd")
     names = [r.model for r in report.results]
@@ -428,7 +426,7 @@ def test_ingest_writes_predicted_collab_vectors_for_new_items(trained, store):
 
 
 def test_one_se_choice_keeps_a_content_term_only_when_it_beats_its_noise():
-    from mmalign.plugin.recommend.evaluation import one_se_choice
+    from mmalign.plugin.recommend.tuning import one_se_choice
 
     rng = np.random.default_rng(0)
     base = rng.random(400)
