@@ -172,8 +172,7 @@ def verify_collection(
     if record is None:
         raise StoreError(f"collection {collection!r} does not exist; collections: {store.list_collections()}")
     report = VerifyReport(collection, physical, record.bundle_id, record.dim)
-    recorded = record.extra.get("points")
-    report.recorded = int(recorded) if isinstance(recorded, int) and not isinstance(recorded, bool) else None
+    report.recorded = record.points
     stored_ids: set[str] = set()
     reservoir: list[Any] = []
     rng = random.Random(seed)
@@ -233,7 +232,7 @@ def _check_sample(report: VerifyReport, record, points: list[Any], features_dir:
     from mmalign.plugin.features.cache import FeatureCache
     from mmalign.plugin.index.ingest import media_hash, project_items
 
-    bundle_path = record.extra.get("bundle_path")
+    bundle_path = record.bundle_path
     if not bundle_path or not Path(bundle_path).is_dir():
         report.sample_note = f"the bundle {bundle_path!r} recorded for {report.version} is not there: no sample"
         return
@@ -304,15 +303,15 @@ def repair_collection(
         return result
     record = store.collection_record(before.version)
     if catalog is None:
-        catalog = record.extra.get("catalog")
+        catalog = record.catalog
         if not catalog or not Path(catalog).exists():
             raise StoreError(
                 f"{before.version} needs repair ({'; '.join(before.problems())}) and the repair re-ingests its "
                 f"catalog: pass --catalog (the version records {catalog!r})"
             )
     if not isinstance(catalog, Catalog):
-        catalog = open_catalog(catalog, media_root=media_root or record.extra.get("media_root"))
-    bundle_path = record.extra.get("bundle_path")
+        catalog = open_catalog(catalog, media_root=media_root or record.media_root)
+    bundle_path = record.bundle_path
     if not bundle_path or not Path(bundle_path).is_dir():
         raise StoreError(f"{before.version} records bundle {bundle_path!r}, which is not there: cannot re-embed")
     bundle = load_bundle(bundle_path, with_teacher=False)
@@ -362,7 +361,7 @@ def _alias_of(store: VectorStore, physical: str) -> str | None:
 
 def _next_version(store: VectorStore, damaged: str, record) -> str:
     """The version that replaces ``damaged``: created empty with its record (state ``building``)."""
-    alias = _alias_of(store, damaged) or record.extra.get("alias") or (parse_version(damaged) or (None,))[0]
+    alias = _alias_of(store, damaged) or record.alias or (parse_version(damaged) or (None,))[0]
     if alias is None:
         raise StoreError(
             f"{damaged!r} is a plain collection (no alias, not NAME__vN): a rebuild needs a new version to swap "
@@ -370,7 +369,8 @@ def _next_version(store: VectorStore, damaged: str, record) -> str:
         )
     numbers = [parse_version(n)[1] for n in list_versions(store, alias)] + [0]
     name = version_name(alias, max(numbers) + 1)
-    keep = {k: v for k, v in record.extra.items() if k not in ("points", "verified_at", "state", "push", "damage")}
+    dropped = ("points", "verified_at", "state", "push", "damage", "replaced_by", "rebuilt_from", "created_at")
+    keep = {k: v for k, v in record.extra.items() if k not in dropped}
     sizes = store.vector_sizes(damaged) if store.collection_exists(damaged) else {}
     store.create_collection(
         name,
