@@ -459,19 +459,15 @@ def _encode_jobs(
     encoder, jobs: list[EncodeJob], sink: CacheSink, counts: ModalityCounts, fail: Fail, options: ExtractOptions
 ) -> None:
     """Decode threads ahead of batched encoding, in this process; rows go to ``sink``."""
-    from mmalign.plugin.encoders.base import DEFAULT_BATCH_SIZE
-
-    # the encoder's own default is larger on a GPU than on a CPU
     spec = sink.spec
-    size = options.batch_size or getattr(encoder, "default_batch_size", None) or DEFAULT_BATCH_SIZE[spec.modality]
     progress = None
     if options.show_progress:
         from tqdm import tqdm
 
         progress = tqdm(total=len(jobs), desc=f"{spec.modality.value} ({spec.name})", unit="item")
     try:
-        for n_batch, ok_jobs, inputs in _decoded_batches(encoder, jobs, size, options.workers, fail):
-            for job, row, note in encode_batch(encoder, ok_jobs, inputs, fail):
+        for n_batch, rows in encoded_rows(encoder, jobs, options, fail):
+            for job, row, note in rows:
                 sink.add(job.item.id, job.content_hash, row, note)
                 counts.encoded += 1
             if progress is not None:
@@ -480,6 +476,21 @@ def _encode_jobs(
         sink.flush()
         if progress is not None:
             progress.close()
+
+
+def encoded_rows(
+    encoder, jobs: list[EncodeJob], options: ExtractOptions, fail: Fail
+) -> Iterator[tuple[int, list[tuple[EncodeJob, np.ndarray, dict]]]]:
+    """Decode (``options.workers`` threads) and encode ``jobs`` batch by batch: yields (jobs consumed, their
+    (job, feature row, annotations) that encoded); failures go to ``fail``. The in-process runner and the
+    Ray runner's encoder actors both run this."""
+    from mmalign.plugin.encoders.base import DEFAULT_BATCH_SIZE
+
+    # the encoder's own default is larger on a GPU than on a CPU
+    modality = encoder.modality
+    size = options.batch_size or getattr(encoder, "default_batch_size", None) or DEFAULT_BATCH_SIZE[modality]
+    for n_batch, ok_jobs, inputs in _decoded_batches(encoder, jobs, size, options.workers, fail):
+        yield n_batch, encode_batch(encoder, ok_jobs, inputs, fail)
 
 
 def encode_batch(encoder, jobs: list[EncodeJob], inputs: list, fail: Fail) -> list[tuple[EncodeJob, np.ndarray, dict]]:

@@ -34,7 +34,7 @@ import numpy as np
 
 from mmalign.connectors.dead_letter import DeadLetterWriter
 from mmalign.connectors.disk import ensure_store_space
-from mmalign.connectors.errors import BundleError, ItemError
+from mmalign.connectors.errors import BundleError, ConfigError, ItemError
 from mmalign.connectors.faults import crash_point
 from mmalign.connectors.media import file_sha256
 from mmalign.connectors.sources import Catalog, open_catalog
@@ -83,6 +83,13 @@ class IngestOptions:
     runner: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     ray_workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.runner not in ("local", "ray"):
+            raise ConfigError(f"runner {self.runner!r} is not one of 'local', 'ray'")
+        for name in ("chunk_size", "ray_workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
 
     def updated(self, **settings: Any) -> IngestOptions:
         from dataclasses import replace
