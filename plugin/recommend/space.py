@@ -32,10 +32,8 @@ def fit_cooccurrence_space(
     import torch
 
     from mmalign.plugin.align.closed_form import fit_svd
-    from mmalign.plugin.align.losses import cosine_gap, history_loss, relational_ce
     from mmalign.plugin.align.student import build_student
-    from mmalign.plugin.align.teacher import Teacher
-    from mmalign.plugin.align.trainer import TorchEmbedder, feature_tensors, fit_model
+    from mmalign.plugin.align.trainer import TorchEmbedder
 
     user_cfg = user_cfg or UserVectorConfig()
     torch.manual_seed(cfg.seed)
@@ -55,42 +53,77 @@ def fit_cooccurrence_space(
     svd_model = build_student(data.dims(), cfg, svd_fit)
     svd_val = val_score(svd_model)
     echo(f"svd (content only): val NDCG@10 {svd_val:.4f}")
+    histories = user_histories(inner.train, data.item_ids, user_cfg)
+    teacher, teacher_run = _train_teacher(data, histories, cfg, val_score)
+    echo(_run_line("teacher", teacher_run))
+    student = build_student(data.dims(), cfg, svd_fit)
+    student, student_run = _distil_student(data, histories, teacher, student, cfg, val_score)
+    echo(_run_line("student", student_run))
+    return {
+        "models": {"svd": svd_model, "teacher": teacher, "student": student},
+        "summary": {
+            "objective": "co-occurrence (single modality)",
+            "validation": "NDCG@10 of user vectors, leave-last-out on the training interactions",
+            "svd_val": svd_val,
+            "teacher": teacher_run,
+            "student": student_run,
+        },
+    }
 
-    t0 = time.perf_counter()
+
+def _run_line(name: str, run: dict) -> str:
+    return f"{name}: val NDCG@10 {run['best_val']:.4f} at epoch {run['best_epoch']} ({run['seconds']:.1f}s)"
+
+
+def _run_summary(result, started: float) -> dict:
+    return {
+        "best_epoch": result.best_epoch,
+        "best_val": result.best_val,
+        "epochs_run": len(result.history) - 1,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _train_teacher(data: PairedFeatures, histories, cfg: TrainConfig, val_score) -> tuple:
+    """The teacher, initialised from each modality's SVD, trained on the co-occurrence InfoNCE term alone."""
+    from mmalign.plugin.align.closed_form import fit_svd
+    from mmalign.plugin.align.losses import history_loss
+    from mmalign.plugin.align.teacher import Teacher
+    from mmalign.plugin.align.trainer import feature_tensors, fit_model
+
+    started = time.perf_counter()
     teacher = Teacher(data.dims(), cfg.dim, cfg.teacher_hidden, cfg.teacher_layers, dropout=cfg.dropout)
     teacher_fit = fit_svd(data, min(cfg.dim, min(data.dims().values())))
     for m in teacher.modalities:
         teacher.towers[m.value].init_linear(teacher_fit.mean[m], teacher_fit.components[m])
-
-    histories = user_histories(inner.train, data.item_ids, user_cfg)
     feats_all, masks_all = feature_tensors(data)
 
-    def teacher_step(batch_f, batch_m, idx, scale, generator):
+    def step(batch_f, batch_m, idx, scale, generator):
         raw = {m: teacher.unimodal(m, feats_all[m]) for m in teacher.modalities}
         return history_loss(teacher.joint(raw, masks_all), histories, scale, generator, cfg.batch_size)
 
-    teacher_result = fit_model(
-        teacher,
-        list(teacher.parameters()),
-        data,
-        None,
-        cfg,
-        cfg.teacher_epochs,
-        cfg.teacher_lr,
-        teacher_step,
-        "teacher",
-        val_score=val_score,
+    params = list(teacher.parameters())
+    result = fit_model(
+        teacher, params, data, None, cfg, cfg.teacher_epochs, cfg.teacher_lr, step, "teacher", val_score=val_score
     )
-    teacher_s = time.perf_counter() - t0
-    echo(f"teacher: val NDCG@10 {teacher_result.best_val:.4f} at epoch {teacher_result.best_epoch} ({teacher_s:.1f}s)")
+    return teacher, _run_summary(result, started)
 
-    t0 = time.perf_counter()
-    student = build_student(data.dims(), cfg, svd_fit)
+
+def _distil_student(data: PairedFeatures, histories, teacher, student, cfg: TrainConfig, val_score) -> tuple:
+    """The low-rank student (SVD-initialised): the co-occurrence term, plus the teacher's in-batch similarity
+    distribution (``alpha``) and cosine to its item embeddings (``beta``)."""
+    import torch
+
+    from mmalign.plugin.align.losses import cosine_gap, history_loss, relational_ce
+    from mmalign.plugin.align.trainer import feature_tensors, fit_model
+
+    started = time.perf_counter()
+    feats_all, masks_all = feature_tensors(data)
     teacher.eval()
     with torch.no_grad():
         _, t_joint = teacher(feats_all, masks_all)
 
-    def student_step(batch_f, batch_m, idx, scale, generator):
+    def step(batch_f, batch_m, idx, scale, generator):
         emb = {m: student.embed(m, feats_all[m]) for m in student.modalities}
         items = student.fusion(emb, masks_all)
         loss = history_loss(items, histories, scale, generator, cfg.batch_size)
@@ -103,37 +136,6 @@ def fit_cooccurrence_space(
             loss = loss + cfg.beta * cosine_gap(items[idx], target)
         return loss
 
-    student_result = fit_model(
-        student,
-        list(student.parameters()),
-        data,
-        None,
-        cfg,
-        cfg.epochs,
-        cfg.lr,
-        student_step,
-        "student",
-        val_score=val_score,
-    )
-    student_s = time.perf_counter() - t0
-    echo(f"student: val NDCG@10 {student_result.best_val:.4f} at epoch {student_result.best_epoch} ({student_s:.1f}s)")
-    return {
-        "models": {"svd": svd_model, "teacher": teacher, "student": student},
-        "summary": {
-            "objective": "co-occurrence (single modality)",
-            "validation": "NDCG@10 of user vectors, leave-last-out on the training interactions",
-            "svd_val": svd_val,
-            "teacher": {
-                "best_epoch": teacher_result.best_epoch,
-                "best_val": teacher_result.best_val,
-                "epochs_run": len(teacher_result.history) - 1,
-                "seconds": round(teacher_s, 2),
-            },
-            "student": {
-                "best_epoch": student_result.best_epoch,
-                "best_val": student_result.best_val,
-                "epochs_run": len(student_result.history) - 1,
-                "seconds": round(student_s, 2),
-            },
-        },
-    }
+    params = list(student.parameters())
+    result = fit_model(student, params, data, None, cfg, cfg.epochs, cfg.lr, step, "student", val_score=val_score)
+    return student, _run_summary(result, started)
