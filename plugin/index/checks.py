@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from mmalign.connectors.errors import StoreError
+from mmalign.connectors.query import SparseVector
 from mmalign.connectors.store import VectorStore, point_id
 from mmalign.plugin.index.versions import utc_now
 from mmalign.schemas import Modality, VectorName
@@ -55,7 +56,8 @@ def point_problems(point: Any, dim: int, *, bundle_id: str | None = None) -> lis
     elif "modalities" in payload:
         problems.append(f"payload modalities is {type(modalities).__name__}, not a list")
     for name, values in vectors.items():
-        problems.extend(vector_problems(name, values, dim))
+        if not isinstance(values, SparseVector):  # sparse (lexical) vectors are checked when they are built
+            problems.extend(vector_problems(name, values, dim))
     return problems
 
 
