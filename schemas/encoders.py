@@ -33,7 +33,36 @@ class _SpecBase(BaseModel):
         raise NotImplementedError
 
 
-class TimmImageSpec(_SpecBase):
+#: Where an encoder runs: PyTorch, or ONNX Runtime (a graph exported from the same weights at first use).
+Runtime = Literal["torch", "onnx"]
+#: Numeric precision of the weights under ONNX Runtime; torch encoders are fp32 (CUDA autocast is not a precision
+#: of the spec: docs/encoders.md).
+Precision = Literal["fp32", "int8"]
+
+
+class _RuntimeSpec(_SpecBase):
+    """A spec kind that can run on PyTorch or on ONNX Runtime. ``runtime`` and ``precision`` are part of the
+    encoder id (at their defaults, torch and fp32, they are left out of it, so the ids of before stay valid);
+    ``onnx_precision`` only says which precision ``--runtime onnx`` picks, and is never part of the id."""
+
+    runtime: Runtime = Field(default="torch", description="torch, or onnx (ONNX Runtime, exported at first use).")
+    precision: Precision = Field(default="fp32", description="fp32, or int8 (dynamic quantization; ONNX Runtime only).")
+    onnx_precision: Precision = Field(
+        default="fp32",
+        description="The precision --runtime onnx picks: int8 only where its agreement with torch was measured "
+        "to hold on real catalogs (docs/encoders.md).",
+    )
+
+    @model_validator(mode="after")
+    def _precision_fits_runtime(self):
+        if self.runtime == "torch" and self.precision != "fp32":
+            raise ValueError(
+                f"precision {self.precision!r} of {self.name!r} needs runtime 'onnx'; torch encoders are fp32"
+            )
+        return self
+
+
+class TimmImageSpec(_RuntimeSpec):
     """A timm CNN/ViT; the pooled pre-logits feature."""
 
     kind: Literal["timm_image"] = "timm_image"
@@ -81,7 +110,7 @@ class OpenClipTextSpec(_SpecBase):
         return Modality.TEXT
 
 
-class HFTextSpec(_SpecBase):
+class HFTextSpec(_RuntimeSpec):
     """A transformers encoder with mean or CLS pooling (sentence-transformers style)."""
 
     kind: Literal["hf_text"] = "hf_text"

@@ -19,11 +19,16 @@ _KINDS = {
 }
 
 
-def build_encoder(spec_or_name, device: str = "auto") -> Encoder:
-    """Load the encoder a spec (or registered name) describes."""
+def build_encoder(spec_or_name, device: str = "auto", *, export_dir=None) -> Encoder:
+    """Load the encoder a spec (or registered name) describes. A spec with ``runtime: onnx`` runs on ONNX
+    Runtime, exported at first use into ``export_dir`` (default: :func:`.onnx_runtime.export_dir`)."""
     import importlib
 
     spec = get_encoder_spec(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
+    if getattr(spec, "runtime", "torch") == "onnx":
+        from mmalign.plugin.encoders.onnx_runtime import encoder_class
+
+        return encoder_class(spec)(spec, device=device, export_root=export_dir)
     module_name, class_name = _KINDS[spec.kind]
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(spec, device=device)

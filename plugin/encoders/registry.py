@@ -97,25 +97,46 @@ def get_embedding_size(name: str) -> int:
     return get_encoder_spec(name).dim
 
 
+#: Spec kinds that run on ONNX Runtime as well as on torch (``runtime``, ``precision``: schemas/encoders.py).
+ONNX_KINDS = ("timm_image", "hf_text")
+_RUNTIME_DEFAULTS = {"runtime": "torch", "precision": "fp32"}
 #: Fields added to a spec kind after features had been cached with it: at these values they give the features
 #: of before, so they are left out of the id, and caches and bundles made before stay valid.
-_LATER_FIELDS: dict[str, dict[str, object]] = {"whisper_ct2_transcript": {"state_width": 0}}
+_LATER_FIELDS: dict[str, dict[str, object]] = {
+    "whisper_ct2_transcript": {"state_width": 0},
+    **{kind: dict(_RUNTIME_DEFAULTS) for kind in ONNX_KINDS},
+}
+#: Fields that never change the features (a choice made when the spec is used): never part of the id.
+_SELECTION_FIELDS: dict[str, tuple[str, ...]] = {kind: ("onnx_precision",) for kind in ONNX_KINDS}
 
 
 def _without_later_defaults(body):
     if isinstance(body, dict):
         later = _LATER_FIELDS.get(body.get("kind"), {})
-        return {k: _without_later_defaults(v) for k, v in body.items() if not (k in later and v == later[k])}
+        selection = _SELECTION_FIELDS.get(body.get("kind"), ())
+        return {
+            k: _without_later_defaults(v)
+            for k, v in body.items()
+            if not (k in later and v == later[k]) and k not in selection
+        }
     if isinstance(body, list):
         return [_without_later_defaults(v) for v in body]
     return body
 
 
+def runtime_label(spec: EncoderSpec) -> str | None:
+    """``onnx-int8``, ``onnx-fp32``; None for an encoder on torch (or a kind without runtimes)."""
+    runtime = getattr(spec, "runtime", "torch")
+    return None if runtime == "torch" else f"{runtime}-{spec.precision}"
+
+
 def encoder_id(spec: EncoderSpec) -> str:
-    """``name:hash`` — the hash covers everything that changes the features (not the description)."""
+    """``name:hash`` — the hash covers everything that changes the features (not the description). An encoder
+    that runs on another runtime than torch says so in the name part too: ``minilm-l6@onnx-int8:hash``."""
     body = _without_later_defaults(spec.model_dump(mode="json", exclude={"description"}))
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
-    return f"{spec.name}:{digest}"
+    label = runtime_label(spec)
+    return f"{spec.name}:{digest}" if label is None else f"{spec.name}@{label}:{digest}"
 
 
 def with_weights(spec: EncoderSpec, weights: str) -> EncoderSpec:

@@ -8,7 +8,30 @@ from mmalign.plugin.encoders.base import TorchEncoder
 from mmalign.plugin.encoders.weights import WeightsError, resolve_local
 
 
-class TimmImageEncoder(TorchEncoder):
+class LetterboxInput:
+    """Image input of the timm encoders on either runtime: decoded, composited on the spec's background and
+    letterboxed to ``image_size`` on the decode threads, not in ``encode``."""
+
+    def load_input(self, path, item_id):
+        """Decode and resize to the model's input size: done on the decode threads, not in ``encode``."""
+        return self.prepare(super().load_input(path, item_id))
+
+    def prepare(self, image):
+        """Letterbox to ``image_size`` square on the spec's background (a no-op when already that size)."""
+        from PIL import Image, ImageOps
+
+        size = self.spec.image_size
+        if image.mode != "RGB":  # as media.load_image does: alpha composited on the background
+            rgba = image.convert("RGBA")
+            canvas = Image.new("RGBA", rgba.size, (*self.spec.background, 255))
+            canvas.alpha_composite(rgba)
+            image = canvas.convert("RGB")
+        if image.size == (size, size):
+            return image
+        return ImageOps.pad(image, (size, size), color=tuple(self.spec.background))
+
+
+class TimmImageEncoder(LetterboxInput, TorchEncoder):
     def _build(self):
         import timm
         import torch
@@ -33,24 +56,6 @@ class TimmImageEncoder(TorchEncoder):
         if self.device.type == "cuda":  # cuDNN's fast convolution kernels want NHWC
             model = model.to(memory_format=torch.channels_last)
         return model
-
-    def load_input(self, path, item_id):
-        """Decode and resize to the model's input size: done on the decode threads, not in ``encode``."""
-        return self.prepare(super().load_input(path, item_id))
-
-    def prepare(self, image):
-        """Letterbox to ``image_size`` square on the spec's background (a no-op when already that size)."""
-        from PIL import Image, ImageOps
-
-        size = self.spec.image_size
-        if image.mode != "RGB":  # as media.load_image does: alpha composited on the background
-            rgba = image.convert("RGBA")
-            canvas = Image.new("RGBA", rgba.size, (*self.spec.background, 255))
-            canvas.alpha_composite(rgba)
-            image = canvas.convert("RGB")
-        if image.size == (size, size):
-            return image
-        return ImageOps.pad(image, (size, size), color=tuple(self.spec.background))
 
     def _encode_batch(self, batch):
         import torch
