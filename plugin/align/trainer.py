@@ -112,6 +112,8 @@ def fit_model(
     """
     import torch
 
+    from mmalign.connectors.progress import Progress
+
     if val_score is None:
 
         def val_score(m):
@@ -126,10 +128,13 @@ def fit_model(
     n = len(train)
     batch_size = batch_size or cfg.batch_size
     feats, masks = feature_tensors(train)
+    # a line every ~10 s off a terminal (epochs may end early: early stopping)
+    progress = Progress(epochs * math.ceil(n / batch_size), f"{kind} training (up to {epochs} epochs)", unit="batch")
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, batch_size):
+            progress.update()
             idx = order[start : start + batch_size]
             if len(idx) < 2:
                 continue
@@ -151,6 +156,7 @@ def fit_model(
             bad += 1
             if bad >= cfg.patience:
                 break
+    progress.close()
     model.load_state_dict(best_state)
     return FitResult(best_epoch, best_val, history)
 

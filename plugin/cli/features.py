@@ -48,7 +48,12 @@ from mmalign.plugin.cli.options import (
 @click.option("--csv-image-column", default="image", show_default=True)
 @click.option("--csv-audio-column", default="audio", show_default=True)
 @json_option
-@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    show_default=True,
+    help="Progress: a bar on a terminal, otherwise a line at least every 10 s (stage, done/total, rate, time left).",
+)
 def features(
     catalog,
     out_dir,
@@ -92,7 +97,7 @@ def features(
         batch_size=batch_size,
         workers=workers,
         dead_letter=dead_letter,
-        show_progress=sys.stderr.isatty() if progress is None else progress,
+        show_progress=progress,
     )
     if as_json:
         echo_json(report)

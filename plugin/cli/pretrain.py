@@ -76,7 +76,7 @@ def pretrain(
         limit=limit,
         student_epochs=student_epochs,
         device=device,
-        show_progress=sys.stderr.isatty(),
+        show_progress=True,
         echo=echo,
     )
     if as_json:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from mmalign.plugin.cli.options import (
@@ -143,7 +141,7 @@ def train(
         interactions_holdout=holdout,
         interactions_dead_letter=dead_letter,
         device=device,
-        show_progress=sys.stderr.isatty(),
+        show_progress=True,
         echo=echo,
         init_bundle=init_bundle,
     )

@@ -462,9 +462,9 @@ def _encode_jobs(
     spec = sink.spec
     progress = None
     if options.show_progress:
-        from tqdm import tqdm
+        from mmalign.connectors.progress import Progress
 
-        progress = tqdm(total=len(jobs), desc=f"{spec.modality.value} ({spec.name})", unit="item")
+        progress = Progress(len(jobs), f"features {spec.modality.value} ({spec.name})")
     try:
         for n_batch, rows in encoded_rows(encoder, jobs, options, fail):
             for job, row, note in rows:

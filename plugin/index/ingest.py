@@ -346,9 +346,9 @@ def run_in_process(run: IngestRun, items: list[CatalogItem], on_chunk: Callable[
     options = run.options
     progress = None
     if options.show_progress:
-        from tqdm import tqdm
+        from mmalign.connectors.progress import Progress
 
-        progress = tqdm(total=len(items), desc=f"ingest {run.report.collection}", unit="item")
+        progress = Progress(len(items), f"ingest {run.report.collection}")
     writer = PointWriter(run, pipelined=options.pipelined)
     try:
         for number, start in enumerate(range(0, len(items), options.chunk_size)):
