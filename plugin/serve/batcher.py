@@ -1,11 +1,13 @@
 """Micro-batching: concurrent requests' encodes, grouped per key (bundle generation, modality).
 
-Each key has a queue and a collector task on the event loop. The collector takes what is queued (up
-to ``max_batch``), waits at most ``max_wait_s`` for more while the batch is not full, and runs the
-batch on the model executor (one thread: one copy of each model, off the event loop). While a
-batch runs, new requests queue up and form the next batch. Each request gets its own result; when
-a whole batch fails, its items are retried one at a time, so one request's bad input never fails its
-batch-mates.
+Each key has a queue and a collector task on the event loop; the batches run on the model executor (one
+thread: one copy of each model, off the event loop). Batching is adaptive: a value that arrives while the
+model is idle is encoded at once, alone (a lone request never waits for company); values that arrive while
+the model is busy (with any key's batch) gather in their queue, up to ``max_batch``, and go as one batch the
+moment the model is free. So the batch size follows the load, and no time is spent waiting for a window.
+``max_wait_s > 0`` restores the fixed window of before (a batch waits that long for more values while it is
+not full), for comparison. Each request gets its own result; when a whole batch fails, its items are
+retried one at a time, so one request's bad input never fails its batch-mates.
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ class MicroBatcher:
         executor: Executor,
         *,
         max_batch: int | Mapping[Hashable, int] = 32,
-        max_wait_s: float = 0.004,
+        max_wait_s: float = 0.0,
         on_batch: Callable[[Hashable, int, float, Sequence[float]], None] | None = None,
         on_retry: Callable[[Hashable], None] | None = None,
     ):
-        """``on_batch(key, size, run_seconds, queue_seconds_per_item)`` is called after each batch,
+        """``max_wait_s``: 0 batches adaptively (module docstring); above 0, a fixed window.
+        ``on_batch(key, size, run_seconds, queue_seconds_per_item)`` is called after each batch,
         ``on_retry(key)`` when a batch failed as a whole and is retried one value at a time."""
         sizes = max_batch.values() if isinstance(max_batch, Mapping) else [max_batch]
         if any(size < 1 for size in sizes):
@@ -62,6 +65,8 @@ class MicroBatcher:
         self._wakeups: dict[Hashable, asyncio.Event] = {}
         self._tasks: dict[Hashable, asyncio.Task] = {}
         self._closed = False
+        self._busy = 0  # batches on the model executor now (of every key)
+        self._frees = 0  # how often the model went from busy to free
 
     def limit(self, key: Hashable) -> int:
         """Most values of ``key`` in one batch (a key missing from a mapping: 1)."""
@@ -102,12 +107,16 @@ class MicroBatcher:
         while True:
             while not queue:
                 await self._wait(key, None)
-            if limit > 1 and self.max_wait_s > 0:
+            if limit > 1 and self.max_wait_s > 0:  # the fixed window
                 deadline = loop.time() + self.max_wait_s
                 while len(queue) < limit:
                     remaining = deadline - loop.time()
                     if remaining <= 0 or not await self._wait(key, remaining):
                         break
+            elif limit > 1:  # adaptive: gather only while the model is busy, until it frees once (no key starves)
+                freed = self._frees
+                while self._busy and len(queue) < limit and self._frees == freed:
+                    await self._wait(key, None)
             batch = [queue.popleft() for _ in range(min(len(queue), limit))]
             batch = [job for job in batch if not job.future.done()]  # the client went away
             if batch:
@@ -117,6 +126,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         waits = [started - job.queued_at for job in batch]
+        self._busy += 1
         try:
             results = await loop.run_in_executor(self.executor, self._run_isolated, key, [j.value for j in batch])
         except asyncio.CancelledError:  # closing: the batch's requests are told so
@@ -127,6 +137,11 @@ class MicroBatcher:
         except Exception as exc:  # the executor itself failed (shut down): every request gets it
             results = [exc] * len(batch)
         finally:
+            self._busy -= 1
+            if not self._busy:  # the model is free: every queue that gathered meanwhile goes now
+                self._frees += 1
+                for wakeup in self._wakeups.values():
+                    wakeup.set()
             if self.on_batch is not None:
                 self.on_batch(key, len(batch), time.perf_counter() - started, waits)
         for job, result in zip(batch, results):
