@@ -236,12 +236,14 @@ class EdgeBackend:
         threshold = cfg.full_scan_threshold_kb
         no_graph = qe.HnswIndexConfig(m=0, ef_construct=cfg.hnsw_ef_construct, full_scan_threshold=threshold)
         memory = qe.Memory.Cold if on_disk else None
+        quantization = _edge_quantization(qe, cfg.quantization)
         vectors = {
             v: qe.EdgeVectorParams(
                 size=dim,
                 distance=qe.Distance.Cosine,
                 memory=memory,
                 hnsw_config=None if v in cfg.hnsw_vectors else no_graph,
+                quantization_config=quantization,
             )
             for v in vector_names
         }
@@ -625,3 +627,13 @@ class _Translator:
                 return matches[0] if len(matches) == 1 else qe.Filter(should=matches)
             return qe.FieldCondition(c.key, match=qe.MatchAny(list(c.values)))
         raise StoreError(f"filter condition {type(c).__name__} is not supported on the Edge store")
+
+
+def _edge_quantization(qe, kind: str | None):
+    """Qdrant Edge's quantization config of StoreConfig.quantization (None, 'int8' or 'binary'); the quantized
+    vectors stay in RAM, the originals where ``vectors_on_disk`` puts them (for rescoring)."""
+    if kind == "int8":
+        return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
+    if kind == "binary":
+        return qe.BinaryQuantizationConfig(memory=qe.Memory.Pinned)
+    return None

@@ -199,8 +199,10 @@ class VectorStore:
             raise StoreError(f"unknown sparse vector(s) {unknown}; valid: {list(SPARSE_VECTOR_NAMES)}")
         if self.collection_exists(name):
             raise StoreError(f"collection {name!r} already exists")
-        record = CollectionRecord(name=name, dim=dim, bundle_id=bundle_id, **dict(extra or {}))
+        layout = {"layout": self.config.layout} if self.config.layout else {}  # quantization, shards: the backend's
+        record = CollectionRecord(name=name, dim=dim, bundle_id=bundle_id, **layout, **dict(extra or {}))
         names = (*VECTOR_NAMES, *dict.fromkeys(extra_vectors))
+        on_disk = on_disk or self.config.vectors_on_disk
         self._open().create(name, dim, names, record.stored(), on_disk, tuple(dict.fromkeys(sparse_vectors)))
         return record
 

@@ -123,8 +123,12 @@ class ClientBackend:
     ) -> None:
         from qdrant_client import models
 
+        quantization = _quantization(self.config.quantization)
         vectors = {
-            v: models.VectorParams(size=dim, distance=models.Distance.COSINE, on_disk=on_disk) for v in vector_names
+            v: models.VectorParams(
+                size=dim, distance=models.Distance.COSINE, on_disk=on_disk, quantization_config=quantization
+            )
+            for v in vector_names
         }
         self._call(
             f"create collection {name!r}",
@@ -135,6 +139,7 @@ class ClientBackend:
                 or None,
                 shard_number=self.config.shard_number,
                 replication_factor=self.config.replication_factor,
+                write_consistency_factor=self.config.write_consistency_factor,
                 metadata={METADATA_KEY: meta},
             ),
         )
@@ -385,3 +390,16 @@ def _condition(c: Any) -> Any:
             return matches[0] if len(matches) == 1 else models.Filter(should=matches)
         return models.FieldCondition(key=c.key, match=models.MatchAny(any=list(c.values)))
     raise StoreError(f"filter condition {type(c).__name__} is unknown; give Match, HasItem or Filter")
+
+
+def _quantization(kind: str | None):
+    """qdrant-client's quantization config of StoreConfig.quantization (None, 'int8' or 'binary')."""
+    from qdrant_client import models
+
+    if kind == "int8":
+        return models.ScalarQuantization(
+            scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+        )
+    if kind == "binary":
+        return models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+    return None

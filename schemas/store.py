@@ -3,7 +3,7 @@ in a folder, or a Qdrant server by URL."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -34,6 +34,19 @@ class StoreConfig(BaseModel):
     timeout_s: float = Field(default=30.0, gt=0)
     shard_number: int | None = Field(default=None, ge=1)
     replication_factor: int | None = Field(default=None, ge=1)
+    write_consistency_factor: int | None = Field(
+        default=None, ge=1, description="Server: replicas that must confirm a write (new collections)."
+    )
+    # -- collection layout for size (issue #25): applies to collections created with this config --------------
+    quantization: Literal["int8", "binary"] | None = Field(
+        default=None,
+        description="Quantize the dense named vectors (Edge and a server; qdrant-client's local mode keeps the "
+        "setting but searches the float vectors): 'int8' (scalar, quantile 0.99) or 'binary'; queries rescore "
+        "the candidates with the original vectors.",
+    )
+    vectors_on_disk: bool = Field(
+        default=False, description="Keep the original dense vectors on disk (memory-mapped), not in RAM."
+    )
     max_retries: int = Field(default=3, ge=0, description="Retries of a failed server call, with backoff.")
     upsert_batch_size: int = Field(default=256, ge=1)
     hnsw_vectors: tuple[Literal["image", "text", "audio", "fused"], ...] = Field(
@@ -70,6 +83,12 @@ class StoreConfig(BaseModel):
         if self.url is not None and self.engine is not None:
             raise ValueError(f"engine {self.engine!r} is for an embedded store (a path); a url is always a server")
         return self
+
+    @property
+    def layout(self) -> dict:
+        """The collection-layout settings new collections get (recorded with each collection)."""
+        keys = ("shard_number", "replication_factor", "write_consistency_factor", "quantization", "vectors_on_disk")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) not in (None, False)}
 
     @property
     def is_server(self) -> bool:
@@ -148,6 +167,9 @@ class CollectionRecord(BaseModel):
     popularity: dict[str, int] = Field(default_factory=dict, description="Users collections: item -> count.")
     items_collection: str | None = None
     push: PushProgress | None = None
+    layout: dict[str, Any] = Field(
+        default_factory=dict, description="Shards, replicas, quantization, vectors on disk it was created with."
+    )
 
     #: Fields stored at the top of the JSON; all others go under ``extra``.
     TOP_LEVEL: ClassVar[tuple[str, ...]] = ("dim", "bundle_id", "schema_version")

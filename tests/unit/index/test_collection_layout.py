@@ -1,0 +1,82 @@
+"""Collections built for size: quantization, vectors on disk, shards/replicas/write consistency reach the engine."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from mmalign.connectors.store import PointData, VectorStore
+from mmalign.schemas import StoreConfig
+
+DIM = 16
+
+
+class RecordingClient(QdrantClient):
+    """A real qdrant-client (local mode) that also keeps the arguments of create_collection: the server's
+    options (shards, replicas, write consistency) that local mode itself ignores."""
+
+    created: dict = {}
+
+    def create_collection(self, collection_name, **kwargs):
+        RecordingClient.created[collection_name] = kwargs
+        return super().create_collection(collection_name, **kwargs)
+
+
+def unit_rows(n: int, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(("kind", "key"), [("int8", "scalar"), ("binary", "binary")])
+def test_edge_collections_get_the_quantization_and_on_disk_vectors_asked_for(tmp_path, kind, key):
+    config = StoreConfig(path=str(tmp_path / "q"), quantization=kind, vectors_on_disk=True)
+    with VectorStore(config) as vs:
+        vs.create_collection("items", DIM, bundle_id="b")
+        assert vs.collection_record("items").layout == {"quantization": kind, "vectors_on_disk": True}
+    engine = json.loads((tmp_path / "q" / "collections" / "items" / "shard" / "edge_config.json").read_text())
+    for name in ("image", "text", "audio", "fused"):
+        params = engine["vectors"][name]
+        assert key in params["quantization_config"] and params["memory"] == "cold", (name, params)
+
+
+def test_a_plain_store_keeps_the_float_layout(tmp_path):
+    with VectorStore(StoreConfig(path=str(tmp_path / "q"))) as vs:
+        vs.create_collection("items", DIM, bundle_id="b")
+        assert vs.collection_record("items").layout == {}
+    engine = json.loads((tmp_path / "q" / "collections" / "items" / "shard" / "edge_config.json").read_text())
+    assert "quantization_config" not in engine["vectors"]["fused"]
+
+
+def test_server_options_go_through_the_client_create_call():
+    config = StoreConfig(
+        path=":memory:",
+        engine="local",
+        shard_number=3,
+        replication_factor=2,
+        write_consistency_factor=2,
+        quantization="int8",
+        vectors_on_disk=True,
+    )
+    with VectorStore(config, client=RecordingClient(":memory:")) as vs:
+        vs.create_collection("items", DIM, bundle_id="b")
+        sent = RecordingClient.created["items"]
+        assert (sent["shard_number"], sent["replication_factor"], sent["write_consistency_factor"]) == (3, 2, 2)
+        fused = sent["vectors_config"]["fused"]
+        assert fused.on_disk and fused.quantization_config.scalar.type.value == "int8"
+        assert vs.collection_record("items").layout["shard_number"] == 3
+
+
+@pytest.mark.parametrize("kind", ["int8", "binary"])
+def test_a_quantized_edge_collection_finds_each_stored_vector_first(tmp_path, kind):
+    """Known answer after rescoring: each stored vector's nearest neighbour is itself."""
+    rows = unit_rows(300)
+    with VectorStore(StoreConfig(path=str(tmp_path / "q"), quantization=kind)) as vs:
+        vs.create_collection("items", DIM, bundle_id="b")
+        vs.upsert("items", [PointData(f"i{n}", {"fused": row}) for n, row in enumerate(rows)])
+        vs.build_index("items")
+        for n in range(0, 300, 37):
+            hits = vs.query("items", rows[n], using="fused", limit=1)
+            assert hits[0].payload["item_id"] == f"i{n}"
