@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mmalign.schemas.catalog import VectorName
-from mmalign.schemas.vocabulary import SearchFusion
+from mmalign.schemas.vocabulary import SearchFusion, SearchMode, StoreFusion
 
 
 class SearchQuery(BaseModel):
@@ -26,6 +26,17 @@ class SearchQuery(BaseModel):
         default_factory=dict, description="Payload conditions, key -> value or [values] (AND over keys, OR in a list)."
     )
     fusion: SearchFusion = Field(default="rrf", description="How several inputs are combined.")
+    mode: SearchMode | None = Field(
+        default=None,
+        description="dense (vectors), lexical (BM25 over the items' words and heard speech) or hybrid (both, "
+        "fused); default: hybrid for text and speech, dense for images and 'like' (docs/search.md).",
+    )
+    hybrid_fusion: StoreFusion = Field(
+        default="rrf", description="How hybrid mode combines its dense and lexical candidates (rrf or dbsf)."
+    )
+    lexical_weight: float = Field(
+        default=1.0, gt=0, le=100, description="Hybrid mode with rrf: the lexical branch's weight (dense: 1)."
+    )
     match_heard: bool = Field(
         default=True,
         description="One spoken query: re-score the first hits by how well what was heard matches their text.",

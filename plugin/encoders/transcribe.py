@@ -133,6 +133,43 @@ class WhisperTranscriptEncoder(Encoder):
                 out[i] = Transcript("" if silent else raw, no_speech, logprob, raw)
         return out, states
 
+    def hypotheses(
+        self, batch, *, beam_size: int = 5, num_hypotheses: int = 5, prompt: str | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """The ``num_hypotheses`` best transcripts of each clip by beam search, each with its mean token
+        log-probability, best first (a spoken query's n-best list). ``prompt``: text that Whisper reads as
+        the previous passage (``<|startofprev|>``), which biases it towards those words (e.g. a catalog's
+        frequent terms)."""
+        import ctranslate2
+
+        start = list(self.prompt)
+        if prompt:
+            previous = self.tokenizer.encode(" " + prompt.strip(), add_special_tokens=False).tokens[-200:]
+            start = ["<|startofprev|>", *previous, *start]
+        waves = [self.prepare(w) for w in batch]
+        out: list[list[tuple[str, float]]] = [[] for _ in waves]
+        groups: dict[int, list[int]] = {}
+        for i, wave in enumerate(waves):
+            groups.setdefault(self._window_frames(len(wave)), []).append(i)
+        for frames, index in sorted(groups.items()):
+            mel = self.features(
+                [waves[i] for i in index], sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="np"
+            ).input_features[:, :, :frames]
+            results = self.model.generate(
+                ctranslate2.StorageView.from_array(np.ascontiguousarray(mel, dtype=np.float32)),
+                [start] * len(index),
+                beam_size=max(beam_size, num_hypotheses),
+                num_hypotheses=num_hypotheses,
+                max_length=self.spec.max_new_tokens,
+                no_repeat_ngram_size=self.spec.no_repeat_ngram_size,
+                return_scores=True,
+                length_penalty=1.0,
+            )
+            for i, result in zip(index, results):
+                texts = [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in result.sequences_ids]
+                out[i] = [(t, float(s)) for t, s in zip(texts, result.scores)]
+        return out
+
     def _pool_states(self, states: np.ndarray, waves: list[np.ndarray]) -> np.ndarray:
         """Mean of each clip's encoder states over the frames of the clip itself (not the silence put
         before it, nor the padding after), L2-normalised: (n, state_width)."""

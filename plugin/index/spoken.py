@@ -1,26 +1,32 @@
-"""Spoken queries: the transcript an audio encoder heard, added to the audio vector as text.
+"""Spoken queries: the transcript an audio encoder heard, added to the audio vector as text, and matched
+against the items' words.
 
 A spoken query then lands where its words land, whatever audio the bundle was trained on (a bundle
 trained on sound effects only has never seen speech). Used by :class:`~mmalign.plugin.index.search.Searcher`
 and by the service's batched query encoding, so both answer a spoken query the same way (docs/audio.md).
+What was heard also goes through the lexical branch of hybrid search, over the whole collection
+(:func:`spoken_terms`): its words, and their phonetic keys, which survive much of what Whisper mishears
+(docs/search.md).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from mmalign.connectors.query import SparseVector
+from mmalign.plugin.index.lexical import query_vector
 from mmalign.schemas import Modality
 
 
 def spoken_text_vector(bundle, encoder, transcript: str | None) -> np.ndarray | None:
     """The text tower's vector of ``transcript``, when speech was heard and the bundle's text encoder is
-    the one that embeds the encoder's transcripts (else None: nothing to add)."""
-    from mmalign.plugin.encoders.registry import encoder_id
+    the one that embeds the encoder's transcripts, on whichever runtime (else None: nothing to add)."""
+    from mmalign.plugin.encoders.runtime import interchangeable
 
     transcriber = getattr(encoder, "transcriber", None)
     if not transcript or transcriber is None or Modality.TEXT not in bundle.modalities:
         return None
-    if encoder_id(transcriber.spec.text_encoder) != encoder_id(bundle.encoder_spec(Modality.TEXT)):
+    if not interchangeable(transcriber.spec.text_encoder, bundle.encoder_spec(Modality.TEXT)):
         return None
     return bundle.embed(Modality.TEXT, transcriber.text_encoder.encode([transcript], batch_size=1))[0]
 
@@ -77,3 +83,30 @@ def rescore_by_transcript(hits: list, transcript: str, k: int, weight: float = L
         scored.append(((hit.score + weight * match) / (1.0 + weight), rank, hit))
     scored.sort(key=lambda entry: (-entry[0], entry[1]))
     return [hit.model_copy(update={"score": score}) for score, _, hit in scored[:k]]
+
+
+#: What was heard counts as speech (goes to the lexical branch, to an item's ``lexical`` vector and payload
+#: ``heard``) when Whisper's speech probability is at least this; chosen on validation (docs/search.md).
+SPEECH_FLOOR = 0.5
+#: Weight of the phonetic keys of what was heard, against 1 for its words (docs/search.md).
+PHONETIC_WEIGHT = 0.5
+
+
+def is_speech(transcript: str | None, speech_probability: float, floor: float = SPEECH_FLOOR) -> bool:
+    """Whether what a clip was heard to say is speech rather than words hallucinated in a sound effect."""
+    return bool(transcript and transcript.strip()) and speech_probability >= floor
+
+
+def spoken_terms(heard, *, floor: float = SPEECH_FLOOR, phonetic: float = PHONETIC_WEIGHT) -> SparseVector | None:
+    """The lexical query of one spoken input (a :class:`~mmalign.plugin.index.query_encoder.Heard`): the
+    words of its transcript and their phonetic keys (weighted ``phonetic``); None when it is not speech."""
+    if not is_speech(heard.transcript, heard.speech_probability, floor):
+        return None
+    return query_vector(heard.transcript, phonetic=phonetic)
+
+
+def speech_heard(note: dict) -> str:
+    """The transcript of a clip's annotation when it is speech, else "" (a sound effect's hallucinated words
+    are neither stored as ``heard`` nor matched)."""
+    transcript = str(note.get("transcript") or "")
+    return transcript if is_speech(transcript, float(note.get("speech_probability", 1.0))) else ""
