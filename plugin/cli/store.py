@@ -7,11 +7,16 @@ import json
 import click
 
 from mmalign.plugin.cli.options import fail, with_store
+from mmalign.plugin.cli.store_integrity import COMMANDS as INTEGRITY_COMMANDS
 
 
 @click.group()
 def store() -> None:
     """The Qdrant store (embedded by default, or a server by URL)."""
+
+
+for _command in INTEGRITY_COMMANDS:  # verify, snapshot, restore (cli/store_integrity.py)
+    store.add_command(_command)
 
 
 @store.command("info")

@@ -88,14 +88,17 @@ def stored_payloads(store: VectorStore, name: str, item_ids: Sequence[str], dim:
             f"the stored points of {name!r} cannot be read ({exc}); the version is damaged: run "
             f"`mmalign store verify --collection {name} --repair` (with --catalog) to rebuild it"
         ) from exc
-    trusted = {}
+    trusted, failing = {}, []
     for p in points:
         problems = point_problems(p, dim)
-        item_id = p.payload.get("item_id") if isinstance(p.payload, dict) else None
         if problems:
-            log.warning("%s: stored point %s fails its checks (%s); it is written again", name, p.id, problems[0])
+            failing.append(f"{p.id}: {problems[0]}")
             continue
-        trusted[item_id] = p.payload
+        trusted[p.payload.get("item_id")] = p.payload
+    if failing:
+        log.warning(
+            "%s: %d stored point(s) fail their checks and are written again, e.g. %s", name, len(failing), failing[0]
+        )
     return trusted
 
 

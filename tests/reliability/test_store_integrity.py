@@ -133,3 +133,31 @@ def test_a_healthy_store_needs_no_repair(good, tmp_path):
         result = repair_collection(vs, "items", catalog=catalog, features_dir=base / "features", device="cpu")
         assert result.action == "none" and result.before.ok and result.before.sampled > 0
         assert vs.resolve_alias("items") == "items__v1"
+
+
+def test_the_cli_names_the_damage_exits_4_and_repairs_then_backs_up_and_restores(good, tmp_path):
+    from click.testing import CliRunner
+
+    from mmalign.plugin.cli import main
+
+    base, _, _, ref = good
+    store = _copy(good, tmp_path)
+    _scribble_over_fused(store)
+    runner = CliRunner()
+    where = ["--qdrant-path", str(store), "--features", str(base / "features")]
+    damaged = runner.invoke(main, ["store", "verify", "--collection", "items", *where])
+    assert damaged.exit_code == 4, damaged.output
+    assert f"PROBLEM: {N_ITEMS} point(s) fail their checks" in damaged.output and "damaged" in damaged.output
+    snapshot = ["store", "snapshot", "--collection", "items", "--out", str(tmp_path / "s"), "--qdrant-path", str(store)]
+    refused = runner.invoke(main, snapshot)
+    assert refused.exit_code == 1 and "items__v1 is damaged" in refused.output, refused.output
+    repaired = runner.invoke(main, ["store", "verify", "--collection", "items", *where, "--repair", "--device", "cpu"])
+    assert repaired.exit_code == 0, repaired.output
+    assert f"repair: rewrote {N_ITEMS} point(s) of items__v1 in place" in repaired.output
+    saved = runner.invoke(main, snapshot)
+    assert saved.exit_code == 0 and f"saved items__v1 ({N_ITEMS} points" in saved.output, saved.output
+    other = tmp_path / "other"
+    restored = runner.invoke(main, ["store", "restore", str(tmp_path / "s"), "--qdrant-path", str(other)])
+    assert restored.exit_code == 0 and "alias 'items' -> items__v1" in restored.output, restored.output
+    with VectorStore(StoreConfig(path=str(other))) as vs:
+        assert_same(vectors(vs, "items"), ref)
