@@ -40,6 +40,14 @@ def page_routes(service: Service) -> APIRouter:
     async def icon():
         return Response(page.ICON, media_type="image/svg+xml", headers=PAGE_HEADERS)
 
+    @router.get("/docs", response_class=HTMLResponse)
+    async def docs(request: Request):
+        return page.docs_page(request.app.openapi_url, f"{request.app.title} API")
+
+    @router.get(page.DOCS_STATIC + "{name}")
+    async def docs_file(name: str):
+        return page.docs_file(name)
+
     return router
 
 
