@@ -144,6 +144,14 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
             assert tuned.split["test_ids"] == result.split["test_ids"]
             models["teacher from base"] = tuned.models["teacher"]
             models["student from base"] = tuned.models["student"]
+            if "hidden" in args.base_modes:
+                t1 = time.perf_counter()
+                hidden = fit_alignment(data, cfg, echo=lambda line: None, base=base, base_mode="hidden")
+                seconds.setdefault("from base (hidden): svd + cca + teacher + student", []).append(
+                    time.perf_counter() - t1
+                )
+                models["teacher from base (hidden)"] = hidden.models["teacher"]
+                models["student from base (hidden)"] = hidden.models["student"]
             for name, fields in base_variants.items():
                 vcfg = TrainConfig(seed=seed, **{**overrides, **fields})
                 t1 = time.perf_counter()
@@ -189,7 +197,11 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
         line += "".join(f"{_cell(rows.get((name, q, t, 'mrr'))):>16}" for q, t in pairs[:2])
         line += "".join(f"{_cell(rows.get((name, q, t, 'mrr'))):>16}" for q, t in FUSED)
         print(line)
-    for name, model in (("student", "teacher"), ("student from base", "teacher from base")):
+    for name, model in (
+        ("student", "teacher"),
+        ("student from base", "teacher from base"),
+        ("student from base (hidden)", "teacher from base (hidden)"),
+    ):
         if name not in params:
             continue
         print(f"\n{name} − {cca}, per seed:")
@@ -201,7 +213,12 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
                 ratio = np.array(rows[(name, q, t, metric)]) / np.array(rows[(model, q, t, metric)])
                 parts.append(f"{metric} {ratio.mean():.3f}")
             print(f"  {q}→{t}: {', '.join(parts)}")
-    for name in ("teacher from base", "base zero-shot teacher, centred", "base zero-shot student, centred"):
+    for name in (
+        "teacher from base",
+        "teacher from base (hidden)",
+        "base zero-shot teacher, centred",
+        "base zero-shot student, centred",
+    ):
         if name in params:
             print(f"{name} − {cca}, per seed:")
             _diffs(rows, name, cca, pairs[:2])
@@ -262,6 +279,9 @@ def main(argv=None) -> int:
         nargs="*",
         default=None,
         help=f"from-base student variants (default all): {list(BASE_VARIANTS)}",
+    )
+    parser.add_argument(
+        "--base-modes", nargs="*", default=["all", "hidden"], help="how the teacher starts from the base: all, hidden"
     )
     parser.add_argument("--base", default="base", help="base bundle for the zero-shot/from-base rows (none: skip)")
     parser.add_argument("--teacher-epochs", type=int, default=None, help="max teacher epochs (default TrainConfig's)")

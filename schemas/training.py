@@ -187,6 +187,7 @@ class BaseInit(BaseModel):
 
     base_bundle_id: str
     base_name: str | None = Field(None, description="e.g. 'base' for the shipped base bundle.")
+    mode: str | None = Field(None, description="How the teacher started from the base: all or hidden.")
 
 
 class PoolSource(BaseModel):

@@ -45,12 +45,13 @@ def fit_alignment(
     raw_modalities: Sequence[Modality] = (),
     echo: Callable[[str], None] = log.info,
     base=None,
+    base_mode: str = "all",
 ) -> AlignmentResult:
     """Split, fit svd/cca (CCA ridge picked on val), train the teacher, distil the student, test.
 
     ``base`` (a loaded base :class:`~mmalign.plugin.align.bundle.Bundle`): the teacher starts from
     the base bundle's teacher, re-centred on this catalog's training items (see
-    :func:`~mmalign.plugin.align.pretrain.teacher_from_base`), instead of from CCA; the student still
+    :func:`~mmalign.plugin.align.pretrain.teacher_from_base`, ``base_mode``), instead of from CCA; the student still
     starts from this catalog's CCA and is distilled from that teacher on every training item."""
     import torch
 
@@ -84,7 +85,7 @@ def fit_alignment(
 
         if base.teacher is None:
             raise DataError(f"bundle {base.bundle_id} has no teacher to start from; pass a base bundle")
-        init = teacher_from_base(base.teacher, train.dims(), cfg, teacher_fit, domain_mean(train))
+        init = teacher_from_base(base.teacher, train.dims(), cfg, teacher_fit, domain_mean(train), base_mode)
     teacher, teacher_result = train_teacher(
         train, val, cfg, teacher_fit, _train_histories(interactions, train), init=init
     )

@@ -237,10 +237,16 @@ def train_balanced_teacher(
     }
 
 
-def teacher_from_base(base_teacher, dims: dict[Modality, int], cfg: TrainConfig, fit, means):
-    """A teacher for a catalog started from the base teacher: the towers of the modalities the base
-    has (re-centred on the catalog's ``means``), its mixer and output; a modality the base lacks
-    (audio) gets a new tower initialised from the catalog's CCA ``fit``, as without a base."""
+#: How a catalog's teacher starts from the base: ``all`` (the base's towers, re-centred on the catalog)
+#: or ``hidden`` (the catalog's CCA as the linear map, as without a base, plus the base's pretrained
+#: hidden layer in each tower's MLP, whose output layer starts at zero: epoch 0 is the catalog's CCA).
+BASE_MODES = ("all", "hidden")
+
+
+def teacher_from_base(base_teacher, dims: dict[Modality, int], cfg: TrainConfig, fit, means, mode: str = "all"):
+    """A teacher for a catalog started from the base teacher (see :data:`BASE_MODES`): the towers of
+    the modalities the base has, its mixer and output; a modality the base lacks (audio) gets a new
+    tower initialised from the catalog's CCA ``fit``, as without a base."""
     import torch
 
     from mmalign.connectors.errors import ConfigError
@@ -251,16 +257,23 @@ def teacher_from_base(base_teacher, dims: dict[Modality, int], cfg: TrainConfig,
     hidden = base_teacher.towers[base_teacher.modalities[0].value].mlp[0].out_features
     layers = len(base_teacher.mixer.layers)
     teacher = Teacher(dims, cfg.dim, hidden, layers, dropout=cfg.dropout)
+    if mode not in BASE_MODES:
+        raise ConfigError(f"unknown base mode {mode!r}; valid: {list(BASE_MODES)}")
     for m in teacher.modalities:
-        if m in base_teacher.modalities:
-            teacher.towers[m.value].load_state_dict(base_teacher.towers[m.value].state_dict())
-        else:
-            k = min(cfg.dim, fit.components[m].shape[1])
-            teacher.towers[m.value].init_linear(fit.mean[m], fit.components[m][:, :k] * fit.scale[m][:k])
+        tower = teacher.towers[m.value]
+        if m in base_teacher.modalities and mode == "all":
+            tower.load_state_dict(base_teacher.towers[m.value].state_dict())
+            continue
+        k = min(cfg.dim, fit.components[m].shape[1])
+        tower.init_linear(fit.mean[m], fit.components[m][:, :k] * fit.scale[m][:k])
+        if m in base_teacher.modalities:  # mode "hidden": the pretrained hidden layer, a zero output layer
+            tower.mlp[0].load_state_dict(base_teacher.towers[m.value].mlp[0].state_dict())
     teacher.mixer.load_state_dict(base_teacher.mixer.state_dict())
     teacher.out.load_state_dict(base_teacher.out.state_dict())
     with torch.no_grad():
         for i, m in enumerate(teacher.modalities):
             if m in base_teacher.modalities:
                 teacher.type_embedding[i].copy_(base_teacher.type_embedding[base_teacher.modalities.index(m)])
+    if mode == "hidden":
+        return teacher  # tower means are the catalog's (CCA fit on its training items)
     return recentre(teacher, {m: v for m, v in means.items() if m in base_teacher.modalities})
