@@ -9,19 +9,11 @@ import pytest
 from mmalign.connectors.errors import StoreError
 from mmalign.connectors.store import VectorStore
 from mmalign.plugin.index import snapshot as snapshots
-from mmalign.plugin.index.ingest import ingest
 from mmalign.plugin.index.snapshot import read_manifest, restore_collection, snapshot_collection
 from mmalign.plugin.index.verify import verify_collection
 from mmalign.plugin.index.versions import rollback
 from mmalign.schemas import StoreConfig
 from tests.tiny_catalog import N_ITEMS
-
-
-@pytest.fixture
-def live(trained, store):  # noqa: F811
-    base, catalog = trained
-    ingest(catalog, bundle=base / "bundle", collection="items", store=store, features_dir=base / "features")
-    return base, catalog
 
 
 def _points(store, name):

@@ -11,7 +11,6 @@ import pytest
 from mmalign.connectors.errors import StoreError
 from mmalign.connectors.store import PointData, point_id
 from mmalign.plugin.index.checks import point_problems, seal_written
-from mmalign.plugin.index.ingest import ingest
 from mmalign.plugin.index.verify import verify_collection
 from tests.tiny_catalog import N_ITEMS
 
@@ -53,15 +52,6 @@ def test_a_point_of_another_bundle_is_named(tmp_path):
         "written by bundle 'b1', not the collection's 'b2'"
         in point_problems(_point(bundle_id="b1"), 4, bundle_id="b2")[0]
     )
-
-
-@pytest.fixture
-def live(trained, store):  # noqa: F811
-    base, catalog = trained
-    ingest(
-        catalog, bundle=base / "bundle", collection="items", store=store, features_dir=base / "features", device="cpu"
-    )
-    return base, catalog
 
 
 def test_ingest_records_the_count_and_catalog_it_verified(live, store):
