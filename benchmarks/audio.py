@@ -586,8 +586,8 @@ def distil_student(args, seed, result, catalog, queries, teacher_spec, teacher_r
     same held-out query sets as its teacher, and route per clip (student unless it hears speech)."""
     import torch
 
+    from benchmarks.audio_student import AudioStudentEncoder, train_audio_student
     from mmalign.plugin.align.trainer import TorchEmbedder
-    from mmalign.plugin.encoders.audio_student import AudioStudentEncoder, train_audio_student
     from mmalign.schemas import Modality
 
     spec = student_spec_for(teacher_spec)
@@ -694,8 +694,8 @@ def _cost_clips(data: Path, n: int) -> list:
 
 
 def student_spec_for(teacher_spec):
+    from benchmarks.audio_student import AudioStudentSpec
     from mmalign.plugin.encoders.registry import encoder_id
-    from mmalign.schemas.encoders import AudioStudentSpec
 
     return AudioStudentSpec(
         name="audio-student",
@@ -709,8 +709,8 @@ def student_spec_for(teacher_spec):
 def cost(args) -> int:
     """Seconds per clip on this machine, per encoder: one clip at a time (a query) and in batches of 8
     (ingest). The student's cost does not depend on its weights: an untrained one is timed."""
+    from benchmarks.audio_student import AudioStudentEncoder
     from mmalign.plugin.encoders import build_encoder
-    from mmalign.plugin.encoders.audio_student import AudioStudentEncoder
     from mmalign.plugin.encoders.registry import get_encoder_spec
 
     clips = _cost_clips(Path(args.data).resolve(), args.clips)

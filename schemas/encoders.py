@@ -301,25 +301,6 @@ class ConcatAudioSpec(_SpecBase):
         return Modality.AUDIO
 
 
-class AudioStudentSpec(_SpecBase):
-    """A small CNN on log-mel, distilled to reproduce a teacher audio encoder's features (same dim), so that
-    a bundle trained on the teacher serves queries at a fraction of the cost. ``weights``: its safetensors."""
-
-    kind: Literal["audio_student"] = "audio_student"
-    teacher_id: str = Field(min_length=1, description="Encoder id of the teacher whose features it reproduces.")
-    sample_rate: int = Field(default=16000, gt=0)
-    n_mels: int = Field(default=64, gt=0)
-    n_fft: int = Field(default=400, gt=0)
-    hop_length: int = Field(default=160, gt=0)
-    channels: tuple[int, ...] = Field(default=(32, 64, 128, 128), min_length=1)
-    hidden: int = Field(default=256, gt=0)
-    max_seconds: float = Field(default=10.0, gt=0)
-
-    @property
-    def modality(self) -> Modality:
-        return Modality.AUDIO
-
-
 EncoderSpec = Annotated[
     TimmImageSpec
     | OpenClipImageSpec
@@ -329,8 +310,7 @@ EncoderSpec = Annotated[
     | WhisperCT2AudioSpec
     | WhisperTranscriptSpec
     | AisfxAudioSpec
-    | ConcatAudioSpec
-    | AudioStudentSpec,
+    | ConcatAudioSpec,
     Field(discriminator="kind"),
 ]
 

@@ -15,7 +15,6 @@ _KINDS = {
     "whisper_ct2_transcript": ("mmalign.plugin.encoders.transcribe", "WhisperTranscriptEncoder"),
     "aisfx_audio": ("mmalign.plugin.encoders.sfx", "AisfxAudioEncoder"),
     "concat_audio": ("mmalign.plugin.encoders.combined", "ConcatAudioEncoder"),
-    "audio_student": ("mmalign.plugin.encoders.audio_student", "AudioStudentEncoder"),
 }
 
 

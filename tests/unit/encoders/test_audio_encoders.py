@@ -184,7 +184,7 @@ def test_concat_is_its_parts_normalised_and_weighted(aisfx):
 
 # -- the distilled student --------------------------------------------------------------------------------
 def _student_spec(**kw):
-    from mmalign.schemas.encoders import AudioStudentSpec
+    from benchmarks.audio_student import AudioStudentSpec
 
     return AudioStudentSpec(
         **{
@@ -201,7 +201,7 @@ def _student_spec(**kw):
 
 
 def test_student_default_size_is_under_a_million_parameters():
-    from mmalign.plugin.encoders.audio_student import build_network
+    from benchmarks.audio_student import build_network
 
     spec = _student_spec(dim=1409, n_mels=64, channels=(16, 32, 64, 128), hidden=256, hop_length=320)
     assert sum(p.numel() for p in build_network(spec).parameters()) < 1_000_000
@@ -211,7 +211,7 @@ def test_student_encodes_each_clip_alone_and_learns(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from mmalign.plugin.encoders.audio_student import AudioStudentEncoder, train_audio_student
+    from benchmarks.audio_student import AudioStudentEncoder, train_audio_student
 
     spec = _student_spec()
     rng = np.random.default_rng(0)
