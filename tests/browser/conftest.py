@@ -1,0 +1,15 @@
+"""Every test in this folder drives a real Chromium: marked ``browser`` (deselect with -m 'not browser')."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if HERE in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.browser)
