@@ -405,7 +405,7 @@ class EdgeBackend:
         qe = self._qe
         shard = self._shard(name)
         translate = _Translator(qe, lambda ids, vector: self._vectors_of(shard, name, ids, vector))
-        params = self._search_params(exact)
+        params = self._search_params(exact, name)
 
         def build():
             fused = isinstance(query, Fused)
@@ -423,11 +423,17 @@ class EdgeBackend:
         points = self._run(f"query {name!r}", lambda: shard.query(request))
         return [_scored(p) for p in points]
 
-    def _search_params(self, exact: bool):
+    def _search_params(self, exact: bool, name: str):
         if exact:
             return self._qe.SearchParams(exact=True)
-        if self.config.hnsw_ef is not None:
-            return self._qe.SearchParams(hnsw_ef=self.config.hnsw_ef)
+        cfg = self.config
+        rescoring = None
+        meta = self._record(self._physical(name)).get("meta") or {}
+        if cfg.quantization or (meta.get("extra") or {}).get("layout", {}).get("quantization"):
+            # a quantized collection (as configured, or as created): candidates oversampled, rescored with the originals
+            rescoring = self._qe.QuantizationSearchParams(rescore=True, oversampling=cfg.quantization_oversampling)
+        if cfg.hnsw_ef is not None or rescoring is not None:
+            return self._qe.SearchParams(hnsw_ef=cfg.hnsw_ef, quantization=rescoring)
         return None
 
     def _vectors_of(self, shard, name: str, item_ids: Sequence[str], vector: str) -> list[list[float]]:

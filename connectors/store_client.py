@@ -231,6 +231,11 @@ class ClientBackend:
         from qdrant_client import models
 
         params = models.SearchParams(exact=True) if exact and self.engine == "server" else None  # local: always exact
+        if params is None and self.config.quantization is not None and self.engine == "server":
+            oversampling = self.config.quantization_oversampling  # quantized candidates, rescored with the originals
+            params = models.SearchParams(
+                quantization=models.QuantizationSearchParams(rescore=True, oversampling=oversampling)
+            )
         if isinstance(query, Fused):
             if query.weights:
                 request = models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=list(query.weights)))

@@ -44,6 +44,12 @@ class StoreConfig(BaseModel):
         "setting but searches the float vectors): 'int8' (scalar, quantile 0.99) or 'binary'; queries rescore "
         "the candidates with the original vectors.",
     )
+    quantization_oversampling: float = Field(
+        default=2.0,
+        ge=1.0,
+        description="Quantized search fetches this many times the asked number of candidates and rescores them "
+        "with the original vectors (benchmarks/scale.py measures the recall).",
+    )
     vectors_on_disk: bool = Field(
         default=False, description="Keep the original dense vectors on disk (memory-mapped), not in RAM."
     )

@@ -80,3 +80,32 @@ def test_a_quantized_edge_collection_finds_each_stored_vector_first(tmp_path, ki
         for n in range(0, 300, 37):
             hits = vs.query("items", rows[n], using="fused", limit=1)
             assert hits[0].payload["item_id"] == f"i{n}"
+
+
+def clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(50, dim))
+    x = centres[rng.integers(0, 50, n)] + 0.6 * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def recall_at_10(config: StoreConfig, points: np.ndarray, queries: np.ndarray) -> float:
+    exact = np.argsort(-(queries @ points.T), axis=1)[:, :10]
+    with VectorStore(config) as vs:
+        found = [[int(h.payload["item_id"][1:]) for h in vs.query("items", q, limit=10)] for q in queries]
+    return float(np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact)]))
+
+
+def test_a_quantized_collection_is_searched_with_oversampled_rescoring_whatever_the_store_config(tmp_path):
+    """The layout recorded with the collection decides: a searcher that opens the store with a plain config
+    still oversamples the int8 candidates and rescores them (recall@10 against exact search)."""
+    data = clustered(4050, 64, seed=3)
+    points, queries = data[:4000], data[4000:]
+    path = str(tmp_path / "q")
+    with VectorStore(StoreConfig(path=path, quantization="int8", indexing_threshold_kb=1)) as vs:
+        vs.create_collection("items", 64, bundle_id="b")
+        vs.upsert("items", [PointData(f"p{n}", {"fused": row}) for n, row in enumerate(points)])
+        vs.build_index("items")
+    plain = recall_at_10(StoreConfig(path=path), points, queries)
+    no_oversampling = recall_at_10(StoreConfig(path=path, quantization_oversampling=1.0), points, queries)
+    assert plain >= 0.99 and plain > no_oversampling, (plain, no_oversampling)
