@@ -10,6 +10,7 @@ vectors).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,9 +70,10 @@ def vector_problems(name: str, values: Any, dim: int) -> list[str]:
         return [f"vector {name!r} is not a list of numbers"]
     if vector.size != dim:
         return [f"vector {name!r} has {vector.size} values, not {dim}"]
-    if not np.isfinite(vector).all():
+    squared = float(vector @ vector)  # NaN/inf propagate; float64 holds the square of any float32
+    if not math.isfinite(squared):
         return [f"vector {name!r} has NaN or infinite values"]
-    norm = float(np.linalg.norm(vector))
+    norm = math.sqrt(squared)
     if abs(norm - 1.0) > NORM_TOLERANCE:
         return [f"vector {name!r} has norm {norm:.4g}, not 1"]
     return []
