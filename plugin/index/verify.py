@@ -103,14 +103,12 @@ class VerifyReport:
         if self.counted is not None and self.unreadable is None and self.read != self.counted:
             lines.append(f"the engine counts {self.counted} points but {self.read} could be read")
         if self.recorded is not None and self.counted is not None and self.counted != self.recorded:
-            lines.append(
-                f"{self.counted} points now, {self.recorded} recorded after the last verified write"
-                + (
-                    " (points were lost: the id tracker or a segment is damaged)"
-                    if self.counted < self.recorded
-                    else ""
-                )
+            why = (
+                " (points were lost: the id tracker or a segment is damaged)"
+                if self.counted < self.recorded
+                else " (a write stopped before it was verified: run it again, or --repair)"
             )
+            lines.append(f"{self.counted} points now, {self.recorded} recorded after the last verified write{why}")
         if self.bad_total:
             shown = "; ".join(f"{p.item_id or p.point}: {p.reason}" for p in self.bad[:3])
             lines.append(f"{self.bad_total} point(s) fail their checks, e.g. {shown}")
