@@ -63,8 +63,9 @@ def push_collection(
             report.resumed_from = str(offset)
             report.points = int(progress.get("points", 0))
         target.update_record(physical, state="pushing", push={**progress, "source": origin, "done": False})
+    streams = target.config.write_streams  # a server: parallel upsert streams, about one per shard
     for number, (page, next_offset) in enumerate(
-        source.pages(physical, with_vectors=True, with_sparse=True, page_size=batch_size, offset=offset)
+        source.pages(physical, with_vectors=True, with_sparse=True, page_size=batch_size * streams, offset=offset)
     ):
         points = []
         for p in page:
@@ -73,7 +74,7 @@ def push_collection(
             if item_id is None:
                 raise StoreError(f"point {p.id} of {physical!r} has no item_id in its payload: not mmalign's")
             points.append(PointData(item_id, dict(p.vector or {}), payload))
-        target.upsert(physical, points, batch_size=batch_size)
+        upsert_parallel(target, physical, points, batch_size, streams)  # the page is written before it is recorded
         report.points += len(points)
         resume = str(next_offset) if next_offset is not None else None
         target.update_record(physical, push={"source": origin, "next_offset": resume, "points": report.points})
@@ -98,3 +99,17 @@ def push_collection(
 
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def upsert_parallel(target: VectorStore, name: str, points: list[PointData], batch_size: int, streams: int) -> None:
+    """Upsert ``points`` in batches of ``batch_size`` on ``streams`` threads (one: in this thread)."""
+    batches = [points[i : i + batch_size] for i in range(0, len(points), batch_size)]
+    if streams <= 1 or len(batches) <= 1:
+        for batch in batches:
+            target.upsert(name, batch, batch_size=batch_size)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=streams, thread_name_prefix="mmalign-push") as pool:
+        for done in [pool.submit(target.upsert, name, batch, batch_size=batch_size) for batch in batches]:
+            done.result()  # the first failure is raised

@@ -97,6 +97,14 @@ class StoreConfig(BaseModel):
         return {k: getattr(self, k) for k in keys if getattr(self, k) not in (None, False)}
 
     @property
+    def write_streams(self) -> int:
+        """Parallel upsert streams for bulk writes: 1 into an embedded store (one writer); for a server, Qdrant's
+        bulk-upload advice: about one per shard, at least 2 and at most 4."""
+        if self.url is None:
+            return 1
+        return max(2, min(4, self.shard_number or 1))
+
+    @property
     def is_server(self) -> bool:
         return self.url is not None
 
