@@ -38,7 +38,7 @@ def store_info(store, as_json):
                     "points": vs.count(name),
                     "dim": record.dim,
                     "bundle_id": record.bundle_id,
-                    "layout": record.layout,  # shards, replicas, quantization, vectors on disk (issue #25)
+                    **({"layout": record.layout} if record.layout else {}),  # shards, quantization... (issue #25)
                 }
             )
         about = vs.describe()
@@ -50,7 +50,7 @@ def store_info(store, as_json):
         click.echo("no collections")
     for row in rows:
         alias = f"  (alias {row['alias']})" if row["alias"] else ""
-        layout = "".join(f"  {k}={v}" for k, v in row["layout"].items())
+        layout = "".join(f"  {k}={v}" for k, v in row.get("layout", {}).items())
         click.echo(
             f"{row['name']:<30}{row['points']:>9} points  D={row['dim']}  bundle={row['bundle_id']}{alias}{layout}"
         )
