@@ -1,19 +1,24 @@
-"""Alignment quality over several seeds, on one catalog or on both benchmark catalogs.
+"""Alignment quality over several seeds, on one catalog or on the benchmark catalogs.
 
-    python -m benchmarks.alignment                      # tuxpaint and papirus, seeds 0-4
+    python -m benchmarks.alignment                      # tuxpaint, papirus and wesnoth, seeds 0-4
     python -m benchmarks.alignment CATALOG --media-root DIR [--features DIR] [--seeds 0 1 2 3 4]
 
-Without a catalog it builds the two benchmark catalogs from their Debian packages
+Without a catalog it builds the benchmark catalogs from their Debian packages
 (``tuxpaint-stamps-default``: 950 stamps, image + text + some sounds; ``papirus-icon-theme``:
-5,785 icons, image + text) under ``--data`` and skips, saying why, one whose package is missing.
-Features go through the feature cache, so only the first run encodes media.
+5,785 icons, image + text; ``wesnoth-1.16-data``: 566 units, terrains and scenery items, image +
+text) under ``--data`` and skips, saying why, one whose package is missing. Features go through
+the feature cache, so only the first run encodes media.
 
-Per seed (the seed sets the split and training): svd and cca at the baseline rank (32), cca at
-every other student rank tried (the closed-form model of the same size), the teacher, and every
-student variant of ``VARIANTS``, all distilled from that seed's one teacher. Everything is measured
-on the held-out test split; the variants were chosen on the validation split. Printed per catalog:
-recall@10 and MRR (mean ± std over seeds) with parameter counts, the per-seed student − cca
-difference, student/teacher retention and the training times.
+Per seed (the seed sets the split and training): svd and cca at rank 64, the teacher and the
+student from scratch (and the student variants of ``VARIANTS`` asked for), then with the base
+bundle (``--base``, default the shipped one; none of these catalogs is in its pool): the base
+zero-shot (as shipped, and centred on the catalog's training items), the teacher fine-tuned from the
+base (``--base-modes``: all, hidden) with its student, and the from-base student variants of
+``BASE_VARIANTS``; models in ``CSLS_MODELS`` are also scored with query-side hubness correction (bank:
+the training items), and the CSLS − plain difference on the validation split is printed, which is
+what decides whether to keep it. Everything in the tables is on the held-out test split. Printed per
+catalog: recall@10 and MRR (mean ± std over seeds) with parameter counts, the per-seed differences
+to cca, student/teacher retention and the training times.
 """
 
 from __future__ import annotations
