@@ -112,7 +112,7 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
     seconds: dict[str, list[float]] = {}
     csls_val: dict[str, list[float]] = {}
     overrides = {k: v for k, v in (("teacher_epochs", args.teacher_epochs), ("epochs", args.epochs)) if v is not None}
-    for seed in args.seeds:
+    for done, seed in enumerate(args.seeds):
         cfg = TrainConfig(seed=seed, **overrides)
         t0 = time.perf_counter()
         result = fit_alignment(data, cfg, echo=lambda line: None)  # svd, cca, teacher, the default student
@@ -183,12 +183,18 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
         params.update({name + " +CSLS": params[name] for name in CSLS_MODELS if name in params})
         print(f"  {label} seed {seed} done ({time.perf_counter() - t0:.0f}s)", flush=True)
 
+        _print_tables(
+            label, data, present, result, cfg, base, rows, params, seconds, csls_val, cca, args, args.seeds[: done + 1]
+        )
+
+
+def _print_tables(label, data, present, result, cfg, base, rows, params, seconds, csls_val, cca, args, seeds) -> None:
     names = list(params)
     pairs = [(q, t) for q, t in PAIRS if (cca, q, t, "mrr") in rows]
     n_test = len(result.test)
     print(
         f"\n{label}: {len(data)} items ({', '.join(f'{m.value} {int(data.masks[m].sum())}' for m in present)}), "
-        f"{n_test} held out per seed; mean ± std over seeds {args.seeds}; D={cfg.dim}; "
+        f"{n_test} held out per seed; mean ± std over seeds {seeds}; D={cfg.dim}; "
         f"torch threads {args.threads}; base bundle: {base.bundle_id if base else 'none'}"
     )
     header = f"{'model':<40}{'params':>10}{'/teacher':>9}"
