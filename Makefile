@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 # Every extra the main job, `mmalign serve` and the tests use: one install serves them all.
-EXTRAS ?= offline,dev,serve,ray
+EXTRAS ?= offline,dev,serve,ray,onnx
 APT_PACKAGES ?= tuxpaint-stamps-default espeak-ng chromium chromium-driver
 BIN := $(VENV)/bin
 

@@ -53,7 +53,10 @@ class Bundle:
         return ENCODER_SPEC_ADAPTER.validate_python(self.config.encoders[Modality(modality).value].spec)
 
     def check_encoders(self, specs: dict[Modality, EncoderSpec]) -> None:
-        """Refuse encoders other than those the bundle was trained on, naming both."""
+        """Refuse encoders other than those the bundle was trained on, naming both. The same encoder on another
+        runtime (torch / ONNX Runtime, fp32 / int8) is accepted: its features agree (plugin/encoders/runtime.py)."""
+        from mmalign.plugin.encoders.runtime import interchangeable
+
         for modality, spec in specs.items():
             recorded = self.config.encoders.get(modality.value)
             if recorded is None:
@@ -61,7 +64,7 @@ class Bundle:
                     f"bundle {self.bundle_id} has no {modality.value} projection; it was trained on "
                     f"{sorted(self.config.encoders)}"
                 )
-            if recorded.encoder_id != encoder_id(spec):
+            if recorded.encoder_id != encoder_id(spec) and not interchangeable(self.encoder_spec(modality), spec):
                 raise BundleError(
                     f"bundle {self.bundle_id} was trained on {modality.value} encoder {recorded.encoder_id}, "
                     f"not {encoder_id(spec)}; use the same encoder (preset/weights) or train a new bundle"

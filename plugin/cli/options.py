@@ -125,6 +125,19 @@ def catalog_options(fn):
     return fn
 
 
+def runtime_option(fn):
+    """``--runtime``: where the image and text encoders run (their features are cached per runtime)."""
+    from mmalign.plugin.encoders.runtime import RUNTIME_CHOICES
+
+    return click.option(
+        "--runtime",
+        type=click.Choice(RUNTIME_CHOICES),
+        default=None,
+        help="Where the image and text encoders run: torch, onnx (ONNX Runtime, exported from the same weights at "
+        "first use) or auto (onnx on a CPU, torch on a GPU). Default: $MMALIGN_RUNTIME, else auto.",
+    )(fn)
+
+
 def preset_option(fn):
     return click.option(
         "--preset", default=DEFAULT_PRESET, show_default=True, help=f"One of: {', '.join(list_presets())}."

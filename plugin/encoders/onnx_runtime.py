@@ -218,8 +218,9 @@ def ensure_export(spec: EncoderSpec, root: str | Path | None = None, *, require_
     for benchmarks that report a precision that does not hold), an export whose probes disagree is refused."""
     folder = _root(root) / _folder_name(spec) / f"exporter-v{EXPORTER_VERSION}"
     meta_file = folder / "meta.json"
-    if not meta_file.exists():
-        _export(spec, folder)
+    weights = weights_fingerprint(spec)
+    if not meta_file.exists() or json.loads(meta_file.read_text()).get("weights") != weights:
+        _export(spec, folder, weights)  # new, or the weights at the spec's path changed since
     meta = json.loads(meta_file.read_text())
     agreement = meta["agreement"]
     if require_agreement and agreement["min_cosine"] < AGREEMENT_MIN:
@@ -231,12 +232,30 @@ def ensure_export(spec: EncoderSpec, root: str | Path | None = None, *, require_
     return folder
 
 
+def weights_fingerprint(spec: EncoderSpec) -> str | None:
+    """Size and time of the files the spec's weights name (None: no local weights): an export made from other
+    weights at the same path is made again."""
+    import hashlib
+
+    from mmalign.plugin.encoders.weights import resolve_local
+
+    path = resolve_local(spec.weights)
+    if path is None:
+        return None
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def _folder_name(spec: EncoderSpec) -> str:
     name, digest = encoder_id(spec).split(":")
     return f"{name}--{digest}"
 
 
-def _export(spec: EncoderSpec, folder: Path) -> None:
+def _export(spec: EncoderSpec, folder: Path, weights: str | None) -> None:
     require_onnxruntime()
     from mmalign.plugin.encoders import build_encoder
 
@@ -254,6 +273,7 @@ def _export(spec: EncoderSpec, folder: Path) -> None:
             "torch_encoder_id": encoder_id(twin),
             "precision": spec.precision,
             "opset": OPSET,
+            "weights": weights,
         }
         meta.update(kind.export(reference_encoder, work / "fp32.onnx"))
         probes = kind.probes(spec)
@@ -280,11 +300,15 @@ def _export(spec: EncoderSpec, folder: Path) -> None:
         meta["versions"] = _versions()
         meta["export_seconds"] = round(time.perf_counter() - started, 2)
         (work / "meta.json").write_text(json.dumps(meta, indent=2))
+        stale = folder.parent / f".stale-{os.getpid()}-{secrets.token_hex(4)}"
+        if (folder / "meta.json").exists() and json.loads((folder / "meta.json").read_text()).get("weights") != weights:
+            os.replace(folder, stale)  # made from weights that are not at that path any more
         try:
             os.replace(work, folder)
         except OSError:  # another process exported it meanwhile: theirs is as good
             if not (folder / "meta.json").exists():
                 raise
+        shutil.rmtree(stale, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info(

@@ -9,7 +9,8 @@ when it is exported; :mod:`.onnx_runtime`), and the agreement and recall on real
 ``python -m benchmarks.runtimes`` (docs/encoders.md).
 
 ``auto`` (the default; ``$MMALIGN_RUNTIME`` overrides it) runs torch on a GPU and ONNX Runtime on a CPU,
-where it was measured faster at the same quality, each spec at its own ``onnx_precision``.
+where it was measured faster at the same quality, each spec at its own ``onnx_precision``; torch where the
+``onnx`` extra is not installed.
 """
 
 from __future__ import annotations
@@ -38,13 +39,20 @@ def resolve_runtime(runtime: str | None = None, device: str = "auto") -> str:
     if runtime != "auto":
         return runtime
     base = str(device).split(":")[0]
+    if base in ("cuda", "mps") or not onnx_available():
+        return "torch"
     if base == "cpu":
         return "onnx"
-    if base in ("cuda", "mps"):
-        return "torch"
     from mmalign.plugin.encoders.device import select_device
 
     return "onnx" if select_device(device).type == "cpu" else "torch"
+
+
+def onnx_available() -> bool:
+    """True where onnxruntime and onnx are installed (the ``onnx`` extra); auto falls back to torch without."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
 def supports_runtime(spec: EncoderSpec) -> bool:

@@ -67,9 +67,11 @@ class Rejected:
 class QueryEncoder:
     """Encodes query inputs with one bundle's encoders and student."""
 
-    def __init__(self, bundle, *, device: str = "auto", encoder_pool: dict | None = None):
+    def __init__(self, bundle, *, device: str = "auto", encoder_pool: dict | None = None, runtime: str | None = None):
+        """``runtime``: torch, onnx or auto (None: ``$MMALIGN_RUNTIME``, else auto): plugin/encoders/runtime.py."""
         self.bundle = bundle
         self.device = device
+        self.runtime = runtime
         self.pool = encoder_pool if encoder_pool is not None else {}
 
     @property
@@ -80,9 +82,10 @@ class QueryEncoder:
         """The bundle's encoder of ``modality``, built on first use (once per encoder id in the pool)."""
         from mmalign.plugin.encoders import build_encoder
         from mmalign.plugin.encoders.registry import encoder_id
+        from mmalign.plugin.encoders.runtime import with_runtime
 
         modality = self._check(modality)
-        spec = self.bundle.encoder_spec(modality)
+        spec = with_runtime(self.bundle.encoder_spec(modality), self.runtime, self.device)
         key = encoder_id(spec)
         if key not in self.pool:
             self.pool[key] = build_encoder(spec, device=self.device)

@@ -33,9 +33,12 @@ class ModelProcessError(RuntimeError):
 
 
 class ModelProcess:
-    def __init__(self, device: str = "auto", threads: int | None = None):
+    def __init__(self, device: str = "auto", threads: int | None = None, runtime: str | None = None):
+        """``runtime`` (torch, onnx, auto; None: this process's ``$MMALIGN_RUNTIME``) reaches the model process
+        as its ``$MMALIGN_RUNTIME``."""
         self.device = device
         self.threads = threads
+        self.runtime = runtime
         self._proc: subprocess.Popen | None = None
         self._conn = None
         self._lock = threading.Lock()
@@ -53,6 +56,9 @@ class ModelProcess:
         env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, env.get("PYTHONPATH", "")] if p)
         if self.threads:
             env.setdefault("MMALIGN_CT2_THREADS", str(self.threads))
+            env.setdefault("MMALIGN_ONNX_THREADS", str(self.threads))
+        if self.runtime:
+            env["MMALIGN_RUNTIME"] = self.runtime
         command = [
             sys.executable,
             "-c",

@@ -153,3 +153,31 @@ def test_the_feature_cache_keeps_runtimes_apart(tiny_preset, tmp_path):
     assert "a" in cache.index(Modality.TEXT, spec)
     assert cache.index(Modality.TEXT, onnx_spec) == {}  # torch features are never read as ONNX ones
     assert len(cache.load(Modality.TEXT, onnx_spec, ["a"])) == 0
+
+
+def test_new_weights_at_the_same_path_are_exported_again(tiny_hf_text_dir, tmp_path, export_root):
+    import shutil
+
+    import torch
+    from transformers import BertModel
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_hf_text_dir, folder)
+    spec = plugin.register_encoder(
+        {"kind": "hf_text", "name": "tiny-bert-moving", "dim": 16, "weights": str(folder), "max_length": 32},
+        replace=True,
+    )
+    try:
+        onnx_spec = with_runtime(spec, "onnx")
+        before = plugin.build_encoder(onnx_spec, device="cpu").encode(["a red frog"])
+        model = BertModel.from_pretrained(folder)
+        with torch.no_grad():
+            for param in model.parameters():
+                param.mul_(-1.5)
+        model.save_pretrained(folder)
+        after = plugin.build_encoder(onnx_spec, device="cpu").encode(["a red frog"])
+        expected = plugin.build_encoder(spec, device="cpu").encode(["a red frog"])
+        np.testing.assert_allclose(after, expected, atol=1e-5)
+        assert not np.allclose(before, after, atol=1e-3)
+    finally:
+        registry.unregister_encoder("tiny-bert-moving")
