@@ -115,7 +115,10 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
     for done, seed in enumerate(args.seeds):
         cfg = TrainConfig(seed=seed, **overrides)
         t0 = time.perf_counter()
-        result = fit_alignment(data, cfg, echo=lambda line: None)  # svd, cca, teacher, the default student
+        if args.zero_shot_only:  # svd and cca only: the base's zero-shot rows need no training
+            result = _closed_form_only(data, cfg)
+        else:
+            result = fit_alignment(data, cfg, echo=lambda line: None)  # svd, cca, teacher, the default student
         summary = result.training_summary
         seconds.setdefault("svd + cca", []).append(summary["closed_form_seconds"])
         seconds.setdefault("teacher", []).append(summary["teacher"]["seconds"])
@@ -127,7 +130,10 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
             _, inits[rank], model = choose_cca(result.train, result.val, cfg, rank, lambda line: None)
             closed[f"cca r{rank}"] = (rank, model)
         models = {name: model for name, (_, model) in sorted(closed.items(), key=lambda kv: kv[1][0])}
-        models["teacher"] = result.models["teacher"]
+        if args.zero_shot_only:
+            variants = {}
+        else:
+            models["teacher"] = result.models["teacher"]
         for name, fields in variants.items():
             if name == "student":
                 models[name] = result.models["student"]
@@ -143,6 +149,7 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
             models["base zero-shot teacher"] = base.teacher
             models["base zero-shot student, centred"] = recentre(copy.deepcopy(base.student), mean)
             models["base zero-shot teacher, centred"] = recentre(copy.deepcopy(base.teacher), mean)
+        if base is not None and not args.zero_shot_only:
             t1 = time.perf_counter()
             tuned = fit_alignment(data, cfg, echo=lambda line: None, base=base)
             seconds.setdefault("from base: svd + cca + teacher + student", []).append(time.perf_counter() - t1)
@@ -179,7 +186,7 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
             for r in evaluate_embedder(name + " +CSLS", embedder, result.test, hubness_bank=result.train):
                 for metric in ("recall@10", "mrr"):
                     rows.setdefault((r["model"], r["query"], r["target"], metric), []).append(r[metric])
-        params = {name: model.n_parameters() for name, model in models.items()}
+        params = {name: model.n_parameters() for name, model in models.items() if model is not None}
         params.update({name + " +CSLS": params[name] for name in CSLS_MODELS if name in params})
         print(f"  {label} seed {seed} done ({time.perf_counter() - t0:.0f}s)", flush=True)
 
@@ -190,6 +197,7 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
 
 def _print_tables(label, data, present, result, cfg, base, rows, params, seconds, csls_val, cca, args, seeds) -> None:
     names = list(params)
+    reference = params.get("teacher") or params.get("base zero-shot teacher") or 1
     pairs = [(q, t) for q, t in PAIRS if (cca, q, t, "mrr") in rows]
     n_test = len(result.test)
     print(
@@ -203,7 +211,7 @@ def _print_tables(label, data, present, result, cfg, base, rows, params, seconds
     header += "".join(f"{q[0] + '→fused MRR':>16}" for q, _ in FUSED)
     print(header)
     for name in names:
-        line = f"{name:<40}{params[name]:>10,}{100 * params[name] / params['teacher']:>8.1f}%"
+        line = f"{name:<40}{params[name]:>10,}{100 * params[name] / reference:>8.1f}%"
         line += "".join(f"{_cell(rows.get((name, q, t, 'recall@10'))):>16}" for q, t in pairs)
         line += "".join(f"{_cell(rows.get((name, q, t, 'mrr'))):>16}" for q, t in pairs[:2])
         line += "".join(f"{_cell(rows.get((name, q, t, 'mrr'))):>16}" for q, t in FUSED)
@@ -239,6 +247,35 @@ def _print_tables(label, data, present, result, cfg, base, rows, params, seconds
             + "; ".join(f"{k} {np.mean(v):+.3f}" for k, v in csls_val.items())
         )
     print("training time per seed, s (mean): " + "; ".join(f"{k} {np.mean(v):.0f}" for k, v in seconds.items()))
+
+
+def _closed_form_only(data, cfg):
+    """The split, svd and cca (ridge chosen on validation) of :func:`fit_alignment`, without the teacher."""
+    import types
+
+    from mmalign.plugin.align.closed_form import fit_svd
+    from mmalign.plugin.align.fit import choose_cca
+    from mmalign.plugin.align.student import build_student
+    from mmalign.plugin.features.paired import split_items
+
+    t0 = time.perf_counter()
+    train_ids, val_ids, test_ids = split_items(data.item_ids, cfg.test_fraction, cfg.val_fraction, cfg.seed)
+    train, val, test = data.select(train_ids), data.select(val_ids), data.select(test_ids)
+    reg, fit, cca = choose_cca(train, val, cfg, cfg.rank, lambda line: None)
+    svd = build_student(train.dims(), cfg, fit_svd(train, cfg.rank))
+    return types.SimpleNamespace(
+        models={"svd": svd, "cca": cca, "student": None},
+        fits={"cca": fit},
+        train=train,
+        val=val,
+        test=test,
+        split={"test_ids": test_ids},
+        training_summary={
+            "closed_form_seconds": round(time.perf_counter() - t0, 1),
+            "teacher": {"seconds": 0.0},
+            "student": {"seconds": 0.0},
+        },
+    )
 
 
 def _diffs(rows, name: str, baseline: str, pairs) -> None:
@@ -293,6 +330,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--base-modes", nargs="*", default=["all", "hidden"], help="how the teacher starts from the base: all, hidden"
+    )
+    parser.add_argument(
+        "--zero-shot-only", action="store_true", help="svd, cca and the base's zero-shot rows only (no training)"
     )
     parser.add_argument("--base", default="base", help="base bundle for the zero-shot/from-base rows (none: skip)")
     parser.add_argument("--teacher-epochs", type=int, default=None, help="max teacher epochs (default TrainConfig's)")
