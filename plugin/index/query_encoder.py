@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from mmalign.connectors.errors import ConfigError, MediaError
-from mmalign.plugin.index.spoken import with_spoken_text
+from mmalign.plugin.index.spoken import add_hypotheses, with_spoken_text
 from mmalign.schemas import Modality
 
 
@@ -150,6 +150,7 @@ class QueryEncoder:
         notes: list[dict | None] = [None] * len(good)
         if getattr(encoder, "annotates", False):  # it says what it heard: a spoken query also counts as text
             features, notes = encoder.encode_with_annotations(batch, batch_size=len(good))
+            add_hypotheses(encoder, batch, notes)  # the n-best list of speech, for the lexical branch
             vectors = [
                 with_spoken_text(self.bundle, encoder, v, n.get("transcript"))
                 for v, n in zip(self.bundle.embed(modality, features), notes)

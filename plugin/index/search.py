@@ -5,6 +5,10 @@ inputs into vectors (and says what was heard in a spoken query), and a typed sto
 (:mod:`mmalign.connectors.query`) runs on the store. Several inputs are combined with Qdrant prefetch +
 reciprocal rank fusion (``rrf``) or by averaging their vectors (``mean``); ``like`` takes item ids
 ("more like this").
+
+Modes (docs/search.md): ``dense`` searches the vectors; ``lexical`` the sparse ``lexical`` vector (BM25 over
+the items' words and the speech heard in their sounds: plugin/index/lexical.py) with the words typed or heard;
+``hybrid`` prefetches both and fuses them (RRF, weighted, or DBSF). Filters apply to every branch.
 """
 
 from __future__ import annotations
@@ -19,19 +23,35 @@ import numpy as np
 from pydantic import ValidationError
 
 from mmalign.connectors.errors import ConfigError, DataError
-from mmalign.connectors.query import Fused, Nearest, Point, Prefetch
+from mmalign.connectors.query import Filter, Fused, Nearest, Point, Prefetch, Query, SparseVector
 from mmalign.connectors.store import StoreError, VectorStore
 from mmalign.plugin.index.filters import build_filter, parse_filters
+from mmalign.plugin.index.lexical import query_vector
 from mmalign.plugin.index.query_encoder import Encoded, Heard, QueryEncoder
-from mmalign.plugin.index.spoken import LEXICAL_CANDIDATES, LEXICAL_MIN_SPEECH, rescore_by_transcript
+from mmalign.plugin.index.spoken import LEXICAL_CANDIDATES, LEXICAL_MIN_SPEECH, rescore_by_transcript, spoken_terms
 from mmalign.plugin.index.versions import resolve_for_read
 from mmalign.schemas import Modality, SearchHit, StoreConfig, VectorName
 from mmalign.schemas.query import SearchQuery
-from mmalign.schemas.vocabulary import SEARCH_FUSIONS
+from mmalign.schemas.vocabulary import LEXICAL_VECTOR, SEARCH_FUSIONS
 
 log = logging.getLogger(__name__)
 FUSIONS = SEARCH_FUSIONS
-__all__ = ["FUSIONS", "Hit", "SearchQuery", "SearchResult", "Searcher", "build_filter", "parse_filters"]
+__all__ = [
+    "FUSIONS",
+    "Hit",
+    "SearchQuery",
+    "SearchResult",
+    "Searcher",
+    "build_filter",
+    "answer",
+    "choose_mode",
+    "lexical_query",
+    "parse_filters",
+    "store_query",
+]
+#: The mode of a search that names none: ``hybrid`` when words were typed or speech was heard (and the
+#: collection has the ``lexical`` vector), else ``dense``; chosen by benchmarks/search_modes.py.
+DEFAULT_WORDS_MODE = "hybrid"
 
 
 class Hit(SearchHit):
@@ -49,6 +69,7 @@ class SearchResult:
 
     hits: list[Hit]
     heard: list[Heard] = field(default_factory=list)
+    mode: str = "dense"
 
 
 def search_query(**values: Any) -> SearchQuery:
@@ -60,6 +81,96 @@ def search_query(**values: Any) -> SearchQuery:
             f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
         )
         raise ConfigError(f"invalid search: {problems}") from None
+
+
+def lexical_query(texts: Sequence[str], heard: Sequence[Heard] = ()) -> SparseVector | None:
+    """The lexical query of typed ``texts`` and of what was ``heard`` in spoken inputs (speech only: see
+    :func:`~mmalign.plugin.index.spoken.spoken_terms`); None when there is no word to match."""
+    weights: dict[int, float] = {}
+    for part in [query_vector(t) for t in texts] + [spoken_terms(h) for h in heard]:
+        for index, weight in (part.as_dict() if part is not None else {}).items():
+            weights[index] = weights.get(index, 0.0) + weight
+    return SparseVector.from_weights(weights) if weights else None
+
+
+def store_query(
+    query: SearchQuery,
+    vectors: Sequence[np.ndarray],
+    lexical: SparseVector | None,
+    mode: str,
+    limit: int,
+    query_filter: Filter | None,
+) -> tuple[Query, Filter | None]:
+    """The store query of a search in ``mode``, and the filter of the request (None where the filter is in
+    each branch): ``dense``, one vector (or the mean of several: ``fusion="mean"``) or a prefetch per vector
+    fused by RRF; ``lexical``, the BM25 query alone; ``hybrid``, the dense branches and the lexical one,
+    fused by ``hybrid_fusion`` with the lexical branch weighted ``lexical_weight`` (RRF)."""
+    using = query.using.value
+    if mode == "lexical":
+        return Nearest(lexical, LEXICAL_VECTOR), query_filter
+    if len(vectors) == 1 or query.fusion == "mean":
+        mean = np.mean(vectors, axis=0)
+        dense = [Nearest(mean / max(float(np.linalg.norm(mean)), 1e-12), using)]
+    else:
+        dense = [Nearest(v, using) for v in vectors]
+    if mode == "dense" and len(dense) == 1:
+        return dense[0], query_filter
+    candidates = max(limit * 4, 50)
+    branches = [Prefetch(q, limit=candidates, filter=query_filter) for q in dense]
+    if mode == "dense":
+        return Fused(tuple(branches), "rrf"), None
+    branches.append(Prefetch(Nearest(lexical, LEXICAL_VECTOR), limit=candidates, filter=query_filter))
+    if query.hybrid_fusion == "dbsf":
+        return Fused(tuple(branches), "dbsf"), None
+    weights = (1.0,) * len(dense) + (query.lexical_weight,)
+    return Fused(tuple(branches), "rrf", weights if query.lexical_weight != 1.0 else None), None
+
+
+def choose_mode(query: SearchQuery, lexical: SparseVector | None, has_lexical: bool, collection: str) -> str:
+    """The mode a query runs in: its own, or ``hybrid`` when it has words (typed or heard) and the collection
+    the ``lexical`` vector, else ``dense``. Hybrid without words to match is dense."""
+    if query.mode is None:
+        return DEFAULT_WORDS_MODE if lexical is not None and has_lexical else "dense"
+    if query.mode != "dense" and not has_lexical:
+        raise StoreError(
+            f"collection {collection!r} has no {LEXICAL_VECTOR!r} vector for {query.mode} search (it was made "
+            f"before lexical search): `mmalign reembed --collection {collection} --bundle BUNDLE`, with the bundle "
+            f"it was built with, adds it without re-encoding media; or search with mode 'dense'"
+        )
+    if query.mode == "hybrid" and lexical is None:
+        return "dense"
+    return query.mode
+
+
+def answer(
+    store: VectorStore,
+    collection: str,
+    query: SearchQuery,
+    vectors: Sequence[np.ndarray],
+    heard: Sequence[Heard] = (),
+    *,
+    has_lexical: bool,
+    k: int | None = None,
+    lexical: SparseVector | None = None,
+) -> SearchResult:
+    """The first ``k`` (default ``query.k``) hits of a query whose inputs are encoded (``vectors``: its
+    inputs', then its ``like`` items'; ``heard``: what was heard in its clips). ``lexical`` replaces the
+    lexical query made from the typed and heard words (benchmarks compare variants with it)."""
+    k = k or query.k
+    lexical = lexical if lexical is not None else lexical_query(query.text, heard)
+    mode = choose_mode(query, lexical, has_lexical, collection)
+    if mode == "lexical" and lexical is None:  # nothing typed or heard to match: no hit
+        return SearchResult([], list(heard), mode)
+    spoken = len(vectors) == 1 and len(query.audio) == 1 and bool(heard and heard[0].transcript)
+    match = mode != "lexical" and spoken and heard[0].speech_probability >= LEXICAL_MIN_SPEECH and query.match_heard
+    limit = max(k, LEXICAL_CANDIDATES) if match else k
+    request, request_filter = store_query(
+        query, vectors, lexical, mode, limit, build_filter(query.filters, exclude_ids=query.like)
+    )
+    hits = [Hit.from_point(p) for p in store.query(collection, request, limit=limit, query_filter=request_filter)]
+    if match:
+        hits = rescore_by_transcript(hits, heard[0].transcript, k)
+    return SearchResult(hits, list(heard), mode)
 
 
 class Searcher:
@@ -79,6 +190,7 @@ class Searcher:
         encoder_pool: dict | None = None,
         match_heard: bool = True,
         rerank_spoken: int = 0,
+        runtime: str | None = None,
     ):
         from mmalign.plugin.align.bundle import Bundle, load_bundle
 
@@ -95,12 +207,13 @@ class Searcher:
             self.close()
             raise
         self.device = device
-        self.encoder = QueryEncoder(self.bundle, device=device, encoder_pool=encoder_pool)
+        self.encoder = QueryEncoder(self.bundle, device=device, encoder_pool=encoder_pool, runtime=runtime)
         self.defaults = {"match_heard": match_heard, "rerank_spoken": rerank_spoken}
+        self._has_lexical: bool | None = None
 
     def recorded_bundle(self) -> Path:
         """The bundle folder the collection's record names, checked to exist (its id is checked on load)."""
-        path = self.record.extra.get("bundle_path")
+        path = self.record.bundle_path
         if not path or not Path(path).exists():
             raise StoreError(
                 f"collection {self.collection!r} was built with bundle {self.record.bundle_id!r}, whose "
@@ -143,6 +256,7 @@ class Searcher:
         k: int = 10,
         filters: Mapping[str, Any] | None = None,
         fusion: str = "rrf",
+        mode: str | None = None,
     ) -> list[Hit]:
         """The hits of these query inputs (see :class:`~mmalign.schemas.query.SearchQuery`)."""
         query = search_query(
@@ -154,6 +268,7 @@ class Searcher:
             k=k,
             filters=dict(filters or {}),
             fusion=fusion,
+            mode=mode,
             **self.defaults,
         )
         return self.run(query).hits
@@ -169,32 +284,21 @@ class Searcher:
         elif len(encoded) != len(query.text) + len(query.image) + len(query.audio):
             raise ConfigError(f"{len(encoded)} encoded inputs for a query with {query.inputs - len(query.like)}")
         heard = [e.heard for e in encoded if e.heard is not None]
-        using = query.using.value
-        vectors = [e.vector for e in encoded] + [self.item_vector(i, using) for i in query.like]
+        vectors = [e.vector for e in encoded] + [self.item_vector(i, query.using.value) for i in query.like]
         spoken = len(vectors) == 1 and len(query.audio) == 1 and bool(heard and heard[0].transcript)
-        sure = spoken and heard[0].speech_probability >= LEXICAL_MIN_SPEECH
-        rerank, lexical = spoken and query.rerank_spoken > 0, sure and query.match_heard
+        rerank = spoken and query.rerank_spoken > 0
         wanted = max(query.k, query.rerank_spoken) if rerank else query.k
-        query_filter = build_filter(query.filters, exclude_ids=query.like)
-        if len(vectors) == 1 or query.fusion == "mean":
-            mean = np.mean(vectors, axis=0)
-            points = self.store.query(
-                self.collection,
-                Nearest(mean / max(np.linalg.norm(mean), 1e-12), using),
-                limit=max(wanted, LEXICAL_CANDIDATES) if lexical else wanted,
-                query_filter=query_filter,
-            )
-        else:
-            branches = tuple(
-                Prefetch(Nearest(v, using), limit=max(query.k * 4, 50), filter=query_filter) for v in vectors
-            )
-            points = self.store.query(self.collection, Fused(branches, "rrf"), limit=query.k)
-        hits = [Hit.from_point(p) for p in points]
-        if lexical:
-            hits = rescore_by_transcript(hits, heard[0].transcript, wanted)
+        result = answer(self.store, self.collection, query, vectors, heard, has_lexical=self.has_lexical, k=wanted)
         if rerank:
-            hits = self._rerank_spoken(query.audio[0], hits, query.k)
-        return SearchResult(hits, heard)
+            result.hits = self._rerank_spoken(query.audio[0], result.hits, query.k)
+        return result
+
+    @property
+    def has_lexical(self) -> bool:
+        """Whether the collection has the ``lexical`` vector (collections made before it get it by reembed)."""
+        if self._has_lexical is None:
+            self._has_lexical = LEXICAL_VECTOR in self.store.sparse_vectors(self.collection)
+        return self._has_lexical
 
     def _rerank_spoken(self, path: str | Path, hits: list[Hit], k: int) -> list[Hit]:
         """Hits ordered by how likely Whisper finds each hit's text as what was said in ``path`` (mean

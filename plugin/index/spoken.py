@@ -97,12 +97,34 @@ def is_speech(transcript: str | None, speech_probability: float, floor: float = 
     return bool(transcript and transcript.strip()) and speech_probability >= floor
 
 
+#: Hypotheses of a spoken query's n-best list (beam search, as many beams) matched by the lexical branch.
+HYPOTHESES = 5
+
+
 def spoken_terms(heard, *, floor: float = SPEECH_FLOOR, phonetic: float = PHONETIC_WEIGHT) -> SparseVector | None:
     """The lexical query of one spoken input (a :class:`~mmalign.plugin.index.query_encoder.Heard`): the
-    words of its transcript and their phonetic keys (weighted ``phonetic``); None when it is not speech."""
+    words of its n-best transcripts (``notes["hypotheses"]``: [text, mean log-probability] pairs, each text
+    weighted by its softmax share; else the transcript alone) and their phonetic terms (weighted
+    ``phonetic``); None when it is not speech."""
     if not is_speech(heard.transcript, heard.speech_probability, floor):
         return None
-    return query_vector(heard.transcript, phonetic=phonetic)
+    found = [(str(t), float(s)) for t, s in (heard.notes or {}).get("hypotheses") or [] if str(t).strip()]
+    if not found:
+        return query_vector(heard.transcript, phonetic=phonetic)
+    shares = np.exp(np.array([s for _, s in found]) - max(s for _, s in found))
+    return query_vector([t for t, _ in found], phonetic=phonetic, weights=list(shares / shares.sum()))
+
+
+def add_hypotheses(encoder, clips: list, notes: list[dict], n: int = HYPOTHESES) -> None:
+    """Put the ``n``-best transcripts of each clip whose greedy transcript is speech into its annotation
+    (``hypotheses``), when the encoder's transcriber can list them (one more decoding pass, beam ``n``)."""
+    transcriber = getattr(encoder, "transcriber", None)
+    if n < 2 or transcriber is None or not hasattr(transcriber, "hypotheses"):
+        return
+    speech = [i for i, note in enumerate(notes) if is_speech(note.get("transcript"), note.get("speech_probability", 1))]
+    if speech:
+        for i, found in zip(speech, transcriber.hypotheses([clips[i] for i in speech], num_hypotheses=n)):
+            notes[i]["hypotheses"] = [[text, round(score, 4)] for text, score in found]
 
 
 def speech_heard(note: dict) -> str:
