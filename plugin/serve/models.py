@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmalign.schemas.vocabulary import SearchMode
+
 FilterValue = str | int | bool | list[str | int | bool]
 
 
@@ -43,6 +45,11 @@ class SearchRequest(BaseModel):
         "keys, OR within a list).",
     )
     fusion: Literal["rrf", "mean"] = Field(default="rrf", description="How several inputs are combined.")
+    mode: SearchMode | None = Field(
+        default=None,
+        description="dense (vectors), lexical (BM25 over item words and heard speech) or hybrid (both, fused); "
+        "default: hybrid when words are typed or speech is heard, else dense.",
+    )
 
 
 class RecommendRequest(BaseModel):

@@ -18,7 +18,7 @@ from mmalign.plugin.serve.uploads import Upload, decode_base64
 from mmalign.plugin.serve.validation import SearchQuery
 from mmalign.schemas.vocabulary import SEARCH_FUSIONS, SEARCH_TARGETS
 
-FORM_FIELDS = ("text", "image", "audio", "like", "using", "k", "fusion", "filter", "filters")
+FORM_FIELDS = ("text", "image", "audio", "like", "using", "k", "fusion", "mode", "filter", "filters")
 #: Non-file multipart fields larger than this are refused.
 MAX_FORM_FIELD_BYTES = 256 << 10
 
@@ -47,6 +47,7 @@ async def search_from_json(request: Request) -> SearchQuery:
         k=parsed.k,
         filters=parsed.filters,
         fusion=parsed.fusion,
+        mode=parsed.mode,
     )
 
 
@@ -80,7 +81,7 @@ async def search_from_form(request: Request, max_files: int) -> SearchQuery:
         except ConfigError as exc:
             raise bad_request(str(exc)) from None
         fields: dict[str, Any] = {}
-        for name in ("using", "k", "fusion"):
+        for name in ("using", "k", "fusion", "mode"):
             value = form.get(name)
             if isinstance(value, str) and value.strip():
                 fields[name] = form_number(value) if name == "k" else value.strip()
@@ -96,6 +97,7 @@ async def search_from_form(request: Request, max_files: int) -> SearchQuery:
             k=parsed.k,
             filters=parsed.filters,
             fusion=parsed.fusion,
+            mode=parsed.mode,
         )
     finally:
         await form.close()

@@ -38,6 +38,7 @@ class SearchQuery:
     k: int = 10
     filters: dict[str, Any] = field(default_factory=dict)
     fusion: str = "rrf"
+    mode: str | None = None
 
 
 @dataclass

@@ -266,6 +266,7 @@
     form.append("using", state.using);
     form.append("k", $("k").value);
     form.append("fusion", $("fusion").value);
+    if ($("mode").value) form.append("mode", $("mode").value);
     $("go").disabled = true;
     $("empty").hidden = true;
     const status = $("status");
@@ -384,9 +385,9 @@
     loadInfo().then(() => { if (hasQuery()) search(); });
   });
 
-  // -- the URL: /?q=TEXT&using=V&k=N&fusion=F&filter=KEY=VALUE&like=ID opens with that search --------------
+  // -- the URL: /?q=TEXT&using=V&k=N&fusion=F&mode=M&filter=KEY=VALUE&like=ID opens with that search -------
   // (filter and like repeat, as in the API's form). An image or a sound cannot travel in a URL.
-  const USING = ["fused", "image", "text", "audio"], FUSION = ["rrf", "mean"];
+  const USING = ["fused", "image", "text", "audio"], FUSION = ["rrf", "mean"], MODE = ["dense", "lexical", "hybrid"];
   function fromUrl() {
     const params = new URLSearchParams(window.location.search);
     const problems = [];
@@ -408,6 +409,11 @@
       if (FUSION.includes(fusion)) $("fusion").value = fusion;
       else problems.push("fusion=" + fusion + " (valid: " + FUSION.join(", ") + ")");
     }
+    const mode = params.get("mode");
+    if (mode !== null) {
+      if (MODE.includes(mode)) $("mode").value = mode;
+      else problems.push("mode=" + mode + " (valid: " + MODE.join(", ") + ")");
+    }
     for (const text of params.getAll("filter")) {
       const at = text.indexOf("=");
       if (at < 1) { problems.push("filter=" + text + " (valid: KEY=VALUE, e.g. category=animals)"); continue; }
@@ -426,7 +432,47 @@
     params.set("using", state.using);
     params.set("k", $("k").value);
     if ($("fusion").value !== "rrf") params.set("fusion", $("fusion").value);
+    if ($("mode").value) params.set("mode", $("mode").value);
     history.replaceState(null, "", window.location.pathname + "?" + params.toString());
   }
   loadInfo().then(fromUrl);
+})();
+
+// -- write jobs (plugin/serve/jobs.py): a read-only panel, shown while the service has jobs to show --------------
+(() => {
+  const panel = document.getElementById("jobs");
+  const list = document.getElementById("jobs-list");
+  if (!panel || !list) return;
+  function row(job) {
+    const item = document.createElement("li");
+    const progress = job.progress || {};
+    let text = job.kind.replace("_", " ") + " " + job.collection + ": " + job.state;
+    if (job.state === "running") text += ", " + progress.stage;
+    if (job.error) text += ": " + job.error;
+    item.className = "job " + job.state;
+    item.title = "job " + job.id + ", sent " + job.created_at;
+    item.append(document.createTextNode(text + " "));
+    if (job.state === "running" && progress.total) {
+      const bar = document.createElement("progress");
+      bar.max = progress.total;
+      bar.value = progress.done;
+      bar.textContent = progress.done + "/" + progress.total;
+      item.append(bar, document.createTextNode(" " + progress.done + "/" + progress.total));
+    }
+    return item;
+  }
+  async function refresh() {
+    let jobs = null;
+    try {
+      const response = await fetch("/v1/jobs?limit=5", { credentials: "same-origin" });
+      if (response.ok) jobs = await response.json();
+    } catch (e) {
+      jobs = null;
+    }
+    panel.hidden = !jobs || !jobs.length;
+    if (jobs) list.replaceChildren(...jobs.map(row));
+    const busy = jobs && jobs.some((job) => job.state === "running" || job.state === "queued");
+    setTimeout(refresh, busy ? 1000 : 5000);
+  }
+  refresh();
 })();
