@@ -7,6 +7,10 @@ kernel drops the lock when the holder exits, however it exits (a kill included):
 A JSON record is replaced in three steps: write a temporary file beside it and fsync it, ``os.replace``
 it over the record (atomic on POSIX), fsync the folder. A kill at any moment leaves the old record or
 the new one, never a mix; a left-over temporary file is ignored and removed at the next open.
+
+A service that holds the store (``mmalign serve``) records where it listens in ``<store>/.mmalign-serve.json``
+(:func:`write_service_address`), so that the CLI can send it the write jobs it cannot run itself; the
+record counts only while its pid holds the lock (:func:`read_service_address`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 from mmalign.connectors.errors import StoreError
 
 LOCK_NAME = ".mmalign.lock"
+SERVICE_NAME = ".mmalign-serve.json"
 TMP_SUFFIX = ".tmp"
 
 
@@ -75,11 +80,16 @@ class StoreLock:
                 self._fd = None
 
 
-def _read_holder(fd: int) -> str:
+def _holder_info(fd: int) -> dict:
     try:
         info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
     except (OSError, ValueError):
         info = {}
+    return info if isinstance(info, dict) else {}
+
+
+def _read_holder(fd: int) -> str:
+    info = _holder_info(fd)
     if not info.get("pid"):
         return "another process (it has not written its name yet)"
     where = f" on {info['host']}" if info.get("host") and info["host"] != socket.gethostname() else ""
@@ -121,3 +131,60 @@ def remove_temporaries(folder: str | Path) -> None:
             leftover.unlink()
         except OSError:  # pragma: no cover - best effort
             pass
+
+
+# -- the service that holds a store ---------------------------------------------------------------------
+def lock_holder(folder: str | Path) -> dict | None:
+    """What the lock file of the store at ``folder`` says about its holder (pid, host, command, since), or
+    None when nobody holds the lock now (checked with a non-blocking lock that is released at once)."""
+    import fcntl
+
+    path = Path(folder) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder_info(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def write_service_address(folder: str | Path, url: str, **info: Any) -> Path:
+    """Record that this process serves the store at ``folder`` on ``url`` (removed by
+    :func:`remove_service_address` when it stops; a record whose pid no longer holds the lock is ignored)."""
+    path = Path(folder) / SERVICE_NAME
+    record = {"pid": os.getpid(), "url": url, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info}
+    write_json_atomic(path, record)
+    return path
+
+
+def read_service_address(folder: str | Path) -> dict | None:
+    """The service recorded for the store at ``folder`` (``url``, ``pid``, ...), or None when there is no
+    record, or its process no longer holds the store (a killed service leaves a stale record)."""
+    path = Path(folder) / SERVICE_NAME
+    try:
+        record = read_json(path)
+    except (OSError, ValueError):
+        return None
+    holder = lock_holder(folder)
+    if not isinstance(record, dict) or not record.get("url") or holder is None:
+        return None
+    if holder.get("pid") != record.get("pid") or holder.get("host", socket.gethostname()) != socket.gethostname():
+        return None
+    return record
+
+
+def remove_service_address(folder: str | Path) -> None:
+    """Remove this process's service record of the store at ``folder`` (another process's is left alone)."""
+    path = Path(folder) / SERVICE_NAME
+    try:
+        if read_json(path).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass

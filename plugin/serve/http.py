@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 #: Paths that need the API key (when one is set). The page shell, health checks and docs do not.
 PROTECTED = ("/v1/", "/metrics")
+#: Write jobs (plugin/serve/jobs.py): without an API key, only clients on this machine may use them.
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 COOKIE = "mmalign_api_key"
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; "
@@ -81,6 +83,11 @@ def map_library_error(exc: MmalignError) -> ServiceError:
     return ServiceError(503, "unavailable", message, headers={"Retry-After": "5"})
 
 
+def is_jobs_path(path: str) -> bool:
+    """``/v1/jobs...`` or ``/v1/collections/{name}/jobs``."""
+    return path.startswith("/v1/jobs") or (path.startswith("/v1/collections/") and path.rstrip("/").endswith("/jobs"))
+
+
 class ServiceMiddleware:
     """API key, body-size limit, per-route metrics, and a JSON 500 (traceback logged) for real faults."""
 
@@ -130,6 +137,11 @@ class ServiceMiddleware:
                     "unauthorized",
                     "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
                     {"WWW-Authenticate": "Bearer"},
+                )
+                return await response(scope, receive, send_tracked)
+            if self.key is None and is_jobs_path(path) and (scope.get("client") or ("",))[0] not in LOOPBACK:
+                response = error_response(
+                    403, "jobs_local_only", "write jobs are taken only from 127.0.0.1 when the service has no --api-key"
                 )
                 return await response(scope, receive, send_tracked)
             length = dict(scope.get("headers", [])).get(b"content-length")

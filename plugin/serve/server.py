@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from mmalign.plugin.serve.service import Service
 
@@ -15,20 +16,39 @@ def run(
     log_level: str = "info",
     access_log: bool = True,
     watch_interval_s: float = 5.0,
+    on_listening: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve ``service`` with uvicorn until interrupted."""
+    """Serve ``service`` with uvicorn until interrupted. ``on_listening(url)`` is called once the socket
+    listens (``port=0`` takes a free port: the url says which)."""
     import uvicorn
 
     from mmalign.plugin.serve.app import create_app as _create_app
 
-    uvicorn.run(
+    sock = _bind(host, port)
+    if on_listening is not None:
+        bound = sock.getsockname()[1]
+        local = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        on_listening(f"http://{f'[{local}]' if ':' in local else local}:{bound}")
+    config = uvicorn.Config(
         _create_app(service, watch_interval_s=watch_interval_s),
-        host=host,
-        port=port,
         log_level=log_level,
         access_log=access_log,
         timeout_graceful_shutdown=5,
     )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def _bind(host: str, port: int):
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)  # connections made before uvicorn accepts wait in the backlog instead of being refused
+    return sock
 
 
 class BackgroundServer:
@@ -41,13 +61,9 @@ class BackgroundServer:
     """
 
     def __init__(self, app, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
-        import socket
-
         import uvicorn
 
-        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
+        self.sock = _bind(host, port)
         self.host, self.port = host, self.sock.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
         config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=5)
