@@ -120,9 +120,11 @@ class StoreConfig(BaseModel):
         return self.engine or DEFAULT_ENGINE
 
 
-#: What a collection version is doing: ``building`` (written by a re-embed), ``verified`` (checked, not yet
-#: live), ``ready``, ``pushing`` (being copied in by ``store push``), ``damaged`` (verify found it broken).
-VersionState = Literal["building", "verified", "ready", "pushing", "damaged"]
+#: What a collection version is doing. mmalign writes ``building`` (a re-embed writes it), ``verified``
+#: (checked, not yet live), ``ready``, ``pushing`` (being copied in by ``store push``) and ``damaged``
+#: (verify found it broken); an operator may set others (e.g. ``abandoned``): only ``ready`` versions are
+#: rollback targets.
+VERSION_STATES = ("building", "verified", "ready", "pushing", "damaged")
 #: Version of the record format (the JSON each collection carries in Qdrant metadata or Edge's record file).
 STORE_SCHEMA_VERSION = 1
 
@@ -168,7 +170,7 @@ class CollectionRecord(BaseModel):
     bundle_id: str | None = None
     schema_version: int = STORE_SCHEMA_VERSION
     alias: str | None = Field(default=None, description="The alias this version was built for.")
-    state: VersionState = "ready"
+    state: str = Field(default="ready", min_length=1, description=f"One of {VERSION_STATES}, or an operator's.")
     previous: str | None = Field(default=None, description="The version the alias pointed at before this one.")
     created_at: str | None = None
     verified_at: str | None = None
