@@ -19,13 +19,17 @@ from pathlib import Path
 import numpy as np
 
 from mmalign.connectors.dead_letter import DeadLetterWriter
+from mmalign.connectors.disk import ensure_store_space
 from mmalign.connectors.errors import ItemError
 from mmalign.connectors.faults import crash_point
 from mmalign.connectors.store import EXTRA_VECTOR_NAMES, PointData, StoreError, VectorStore
 from mmalign.plugin.features.cache import FeatureCache
+from mmalign.plugin.index.lexical import lexical_vectors
+from mmalign.plugin.index.verify import verify_collection
 from mmalign.plugin.index.versions import list_versions, parse_version, utc_now, version_name
 from mmalign.schemas import Modality, ReembedReport, StoreConfig
 from mmalign.schemas.training import BundleConfig
+from mmalign.schemas.vocabulary import LEXICAL_VECTOR
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,10 @@ def reembed(
     device: str = "auto",
     force_reencode: bool = False,
     on_chunk: Callable[[int], None] | None = None,
+    ingest_options=None,
 ) -> ReembedReport:
+    """``ingest_options`` (an :class:`~mmalign.plugin.index.ingest.IngestOptions`, e.g. ``runner="ray"``) say
+    how a re-encode ingests the catalog; chunk_size and device given here win."""
     from datetime import datetime, timezone
 
     from mmalign.plugin.align.bundle import Bundle, load_bundle
@@ -80,6 +87,7 @@ def reembed(
                 device=device,
                 force_reencode=force_reencode,
                 on_chunk=on_chunk,
+                ingest_options=ingest_options,
             )
     vs = store
     started = time.perf_counter()
@@ -97,12 +105,15 @@ def reembed(
         else "reencode"
     )
     if old_record.bundle_id == new_bundle.bundle_id:
-        return _already_live(vs, collection, live, old_record, mode, started)
+        if LEXICAL_VECTOR in vs.sparse_vectors(live):
+            return _already_live(vs, collection, live, old_record, mode, started)
+        mode = "lexical"  # a version from before lexical search: vectors copied, the lexical vector added
     if mode == "reencode" and catalog is None:
         raise StoreError(
             f"bundle {new_bundle.bundle_id} uses other encoders than {old_record.bundle_id}: the "
-            f"items must be re-encoded, so pass the catalog (--catalog)"
+            f"items must be re-encoded, so give the catalog (catalog=...)"
         )
+    ensure_store_space(vs, vs.count(live), new_bundle.dim, f"re-embedding {collection!r} into a new version")
     target = _next_version(vs, collection, live, new_bundle, bundle_path)
     report = ReembedReport(
         collection=collection,
@@ -116,6 +127,8 @@ def reembed(
     letters = DeadLetterWriter(dead_letter or Path(features_dir) / "reembed_dead_letter.jsonl")
     if mode == "reproject":
         _reproject(vs, live, target, new_bundle, FeatureCache(features_dir), report, letters, chunk_size, on_chunk)
+    elif mode == "lexical":
+        _add_lexical(vs, live, target, new_bundle, FeatureCache(features_dir), report, chunk_size, on_chunk)
     else:
         from mmalign.plugin.index.ingest import ingest
 
@@ -129,6 +142,7 @@ def reembed(
             dead_letter=letters.path,
             device=device,
             on_chunk=on_chunk,
+            options=ingest_options,
         )
         report.written, report.resumed, report.failed = result.ok, result.unchanged, result.failed
     _verify_and_swap(
@@ -226,7 +240,7 @@ def _reproject(vs, live, target, bundle, cache: FeatureCache, report, letters, c
                         ItemError(
                             item_id,
                             f"no cached {[m.value for m in missing] or 'usable'} "
-                            f"features to re-project; re-embed with --catalog",
+                            f"features to re-project; re-embed with the catalog (catalog=...)",
                         ),
                         stage="project",
                     )
@@ -234,11 +248,56 @@ def _reproject(vs, live, target, bundle, cache: FeatureCache, report, letters, c
                 ok.append((payload, present))
             usable = {m: {p["item_id"]: rows[m][p["item_id"]] for p, present in ok if m in present} for m in specs}
             vectors = project_items(bundle, [p["item_id"] for p, _ in ok], usable)
+            heard = speech_in_payloads(cache, bundle, [p for p, _ in ok])
             out = []
             for (payload, _), named in zip(ok, vectors):
                 new_payload = {k: v for k, v in payload.items() if k != "item_id"}
-                new_payload.update(bundle_id=bundle.bundle_id, ingested_at=utc_now())
-                out.append(PointData(payload["item_id"], named, new_payload))
+                new_payload.update(bundle_id=bundle.bundle_id, ingested_at=utc_now(), **heard[payload["item_id"]])
+                lexical = lexical_vectors(new_payload.get("text"), new_payload.get("heard"))
+                out.append(PointData(payload["item_id"], {**named, **lexical}, new_payload))
+            vs.upsert(target, out)
+            report.written += len(out)
+        crash_point("reembed.chunk_written")
+        if on_chunk is not None:
+            on_chunk(number)
+
+
+def speech_in_payloads(cache: FeatureCache, bundle, payloads: list[dict]) -> dict[str, dict]:
+    """item id -> ``{"heard": ...}`` with only speech (index/spoken.py), from the clip's annotation in the
+    feature cache (versions written before kept every transcript); ``{}`` where the cache no longer has
+    the clip's annotation (the stored ``heard`` is kept) or the item has no ``heard``."""
+    from mmalign.plugin.features.annotations import AnnotationTable
+    from mmalign.plugin.index.spoken import speech_heard
+
+    out: dict[str, dict] = {p["item_id"]: {} for p in payloads}
+    spec = bundle.encoder_spec(Modality.AUDIO) if Modality.AUDIO in bundle.modalities else None
+    with_heard = [p["item_id"] for p in payloads if p.get("heard")]
+    if spec is None or not with_heard:
+        return out
+    index = cache.index(Modality.AUDIO, spec)
+    wanted = {i: index[i].content_hash for i in with_heard if i in index}
+    for item_id, note in AnnotationTable(cache).read(Modality.AUDIO, spec, wanted).items():
+        out[item_id] = {"heard": speech_heard(note)}
+    return out
+
+
+def _add_lexical(vs, live, target, bundle, cache: FeatureCache, report, chunk_size, on_chunk) -> None:
+    """The next version of a collection made before lexical search, with the same bundle: every point's
+    vectors copied as they are, its ``lexical`` vector made from its payload's text and heard speech (no
+    media is decoded or encoded)."""
+    for number, points in enumerate(vs.scroll_pages(live, with_vectors=True, page_size=chunk_size)):
+        ids = [p.payload["item_id"] for p in points]
+        done = {p.payload["item_id"] for p in vs.retrieve(target, ids)}
+        report.resumed += len(done)
+        todo = [p for p in points if p.payload["item_id"] not in done]
+        heard = speech_in_payloads(cache, bundle, [p.payload for p in todo])
+        out = []
+        for p in todo:
+            payload = {k: v for k, v in p.payload.items() if k != "item_id"}
+            payload.update(heard[p.payload["item_id"]])
+            lexical = lexical_vectors(payload.get("text"), payload.get("heard"))
+            out.append(PointData(p.payload["item_id"], {**(p.vector or {}), **lexical}, payload))
+        if out:
             vs.upsert(target, out)
             report.written += len(out)
         crash_point("reembed.chunk_written")
@@ -272,10 +331,14 @@ def _verify_and_swap(
         return
     if min_quality is not None and (report.quality_new is None or report.quality_new < min_quality):
         report.reason = (
-            f"quality probe {report.quality_new} is below --min-quality {min_quality}; the alias stays on {live}"
+            f"quality probe {report.quality_new} is below min_quality {min_quality}; the alias stays on {live}"
         )
         return
     vs.build_index(target)  # payload indexes + HNSW (Edge) before the version goes live
+    checked = verify_collection(vs, target, sample=0)  # every point read back and checked (index/verify.py)
+    if not checked.ok:
+        report.reason = f"{target} fails verification: {'; '.join(checked.problems())}; the alias stays on {live}"
+        return
     vs.update_record(target, state="verified", previous=live, verified_at=utc_now(), points=len(new_ids))
     crash_point("reembed.verified")
     vs.set_alias(alias, target)
