@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from mmalign.plugin.serve.http import ServiceMiddleware, install_error_handlers
 from mmalign.plugin.serve.limits import JsonDepthLimit
 from mmalign.plugin.serve.routes import catalog_routes, health_routes, page_routes, query_routes
+from mmalign.plugin.serve.routes_jobs import jobs_routes
 from mmalign.plugin.serve.server import BackgroundServer, run
 from mmalign.plugin.serve.service import Service
 
@@ -51,10 +52,12 @@ def create_app(service: Service, *, watch_interval_s: float = 5.0) -> FastAPI:
             "item ids against any stored vector. Errors are `{detail, code}`."
         ),
         lifespan=lifespan,
+        docs_url=None,  # /docs is the page router's: Swagger UI from local files, no CDN
+        redoc_url=None,  # ReDoc loads from a CDN (blank offline): /docs covers the API
     )
     app.add_middleware(JsonDepthLimit)  # inside ServiceMiddleware: the body it reads is size-limited first
     app.add_middleware(ServiceMiddleware, service=service)
     install_error_handlers(app)
-    for routes in (page_routes, health_routes, query_routes, catalog_routes):
+    for routes in (page_routes, health_routes, query_routes, catalog_routes, jobs_routes):
         app.include_router(routes(service))
     return app
