@@ -155,7 +155,7 @@ def reembed(
 def _bundle_config(record) -> BundleConfig | None:
     from mmalign.plugin.align.bundle import load_bundle_config
 
-    path = record.extra.get("bundle_path")
+    path = record.bundle_path
     if not path or not (Path(path) / "config.json").exists():
         return None
     return load_bundle_config(path)
@@ -163,7 +163,7 @@ def _bundle_config(record) -> BundleConfig | None:
 
 def _already_live(vs: VectorStore, alias: str, live: str, record, mode: str, started: float) -> ReembedReport:
     """Re-embedding to the bundle that is live is a no-op (it also finishes a run killed after its swap)."""
-    if record.extra.get("state", "ready") != "ready":
+    if record.state != "ready":
         vs.update_record(live, state="ready", verified_at=utc_now())
     return ReembedReport(
         collection=alias,
@@ -187,7 +187,7 @@ def _next_version(vs: VectorStore, alias: str, live: str, bundle, bundle_path: s
         record = vs.collection_record(name)
         if (
             name != live
-            and record.extra.get("state") in ("building", "verified")
+            and record.state in ("building", "verified")
             and record.bundle_id == bundle.bundle_id
         ):
             vs.update_record(name, previous=live, state="building")
@@ -205,7 +205,7 @@ def _next_version(vs: VectorStore, alias: str, live: str, bundle, bundle_path: s
             "alias": alias,
             "previous": live,
             "encoders": {m.value: bundle.encoder_spec(m).name for m in bundle.modalities},
-            **_kept_from(vs.collection_record(live), ("media_root",)),
+            "media_root": vs.collection_record(live).media_root,
         },
         extra_vectors=[n for n in EXTRA_VECTOR_NAMES if n in vs.vector_sizes(live)],  # collab: rebuilt later
     )
@@ -351,7 +351,7 @@ def _verify_and_swap(
     ready = [
         n
         for n in list_versions(vs, alias)
-        if n not in (target, live) and vs.collection_record(n).extra.get("state", "ready") == "ready"
+        if n not in (target, live) and vs.collection_record(n).state == "ready"
     ]
     keep_names = {target, live, *(ready[-keep:] if keep > 0 else [])}
     for name in list_versions(vs, alias):
@@ -359,9 +359,3 @@ def _verify_and_swap(
             vs.delete_collection(name)
             report.dropped.append(name)
             crash_point("reembed.dropped")
-
-
-def _kept_from(record, keys) -> dict:
-    """Fields of the live version's record that the next version keeps (where the media lives)."""
-    extra = record.extra if record is not None else {}
-    return {k: extra[k] for k in keys if k in extra}
