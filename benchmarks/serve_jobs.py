@@ -65,7 +65,7 @@ def prepare(data_dir: Path, items: int, features: Path) -> Path:
             from mmalign.schemas import TrainConfig
 
             print(f"training {name} (seed {seed}; features are encoded first when missing)…", flush=True)
-            cfg = TrainConfig(seed=seed, epochs=5, teacher_epochs=5)
+            cfg = TrainConfig(seed=seed, epochs=2, teacher_epochs=1, teacher_hidden=256)
             train_bundle(
                 open_catalog(catalog, media_root=media_root),
                 data_dir / name,

@@ -7,6 +7,7 @@ import json
 import click
 
 from mmalign.plugin.cli.options import fail, with_store
+from mmalign.plugin.cli.remote import remote_options, run_remote
 from mmalign.plugin.cli.store_integrity import COMMANDS as INTEGRITY_COMMANDS
 
 
@@ -60,14 +61,19 @@ def store_info(store, as_json):
 @with_store
 @click.option("--collection", required=True, help="Alias or collection to index.")
 @click.option("--json", "as_json", is_flag=True)
-def store_index(store, collection, as_json):
+@remote_options
+def store_index(store, collection, as_json, via, service_key):
     """Build the payload indexes and the HNSW graph of COLLECTION (ingest and reembed do it themselves)."""
     from dataclasses import asdict
 
-    from mmalign.connectors.store import VectorStore
+    from mmalign.connectors.store import IndexReport, VectorStore
 
-    with VectorStore(store) as vs:
-        report = vs.build_index(collection)
+    result = run_remote(store, via, service_key, collection, "index", {})
+    if result is not None:  # `mmalign serve` holds the store: it built them
+        report = IndexReport(**result)
+    else:
+        with VectorStore(store) as vs:
+            report = vs.build_index(collection)
     if as_json:
         click.echo(json.dumps(asdict(report), indent=2))
         return

@@ -210,7 +210,7 @@ class ServiceStopping(Exception):
 def _now() -> str:
     from datetime import datetime, timezone
 
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 # -- paths ------------------------------------------------------------------------------------------------
@@ -390,10 +390,9 @@ class JobQueue:
         with self._cond:
             jobs = [
                 j.model_copy(update={"log": []})
-                for j in self._jobs.values()
+                for j in reversed(self._jobs.values())  # in the order they came (read back in that order)
                 if (collection is None or j.collection == collection) and (state is None or j.state == state)
             ]
-        jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         return jobs[:limit]
 
     def cancel(self, job_id: str) -> Job:
@@ -593,9 +592,7 @@ class JobQueue:
 
     def _prune(self) -> None:
         with self._cond:
-            finished = sorted(
-                (j for j in self._jobs.values() if j.finished), key=lambda j: (j.created_at, j.id), reverse=True
-            )
+            finished = [j for j in reversed(self._jobs.values()) if j.finished]  # newest first
             gone = [j.id for j in finished[self.config.keep :]]
             for job_id in gone:
                 del self._jobs[job_id]

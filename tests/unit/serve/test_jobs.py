@@ -362,7 +362,16 @@ def test_the_cli_routes_reembed_rollback_ingest_and_drop_version_to_the_service_
         result = runner.invoke(main, ["drop-version", "items__v2", "--force", *store_args])
         assert result.exit_code == 0 and "dropped items__v2" in result.output, result.output
         assert not service.store.collection_exists("items__v2")
-        assert len(service.jobs.list()) == 5
+        result = runner.invoke(main, ["store", "index", "--collection", "items", *store_args])
+        assert result.exit_code == 0 and "items__v1: indexed in" in result.output, result.output
+        assert [j.kind for j in service.jobs.list()] == [
+            "index",
+            "drop_version",
+            "rollback",
+            "ingest",
+            "rollback",
+            "reembed",
+        ]
     service.close()
     # the service is gone: its record is stale and the same command runs here
     assert read_service_address(site / "qdrant") is None
