@@ -95,30 +95,39 @@ def bench_runners(args, catalog_path: Path, media_root: Path, bundle, work: Path
         ("ray, 1 actor", {"runner": "ray"}),
         ("ray, 2 actors", {"runner": "ray", "ray_workers": 2}),
     ]
-    reports, lines = {}, []
+    reports, seconds, lines = {}, {name: [] for name, _ in runs}, []
     try:
-        for name, settings in runs:
-            folder = work / name.replace(" ", "").replace(",", "-")
-            reports[name] = ingest(
-                open_catalog(subset, media_root=media_root),
-                bundle=bundle,
-                collection="bench",
-                store=StoreConfig(path=str(folder / "store")),
-                features_dir=folder / "features",
-                device="cpu",
-                **settings,
-            )
-            lines += stage_table(name, reports[name])
+        for rep in range(args.repeat):  # every other repetition in reverse order: no runner always goes first
+            for name, settings in runs if rep % 2 == 0 else runs[::-1]:
+                folder = work / f"{name.replace(' ', '').replace(',', '-')}-{rep}"
+                report = ingest(
+                    open_catalog(subset, media_root=media_root),
+                    bundle=bundle,
+                    collection="bench",
+                    store=StoreConfig(path=str(folder / "store")),
+                    features_dir=folder / "features",
+                    device="cpu",
+                    **settings,
+                )
+                seconds[name].append(report.seconds)
+                if rep == 0:
+                    reports[name] = report
+                    lines += stage_table(name, report)
     finally:
         ray.shutdown()
-    base = reports["in-process"]
-    print(f"\n{'runner':<16}{'items/s':>9}{'vs in-process':>15}   points vs in-process")
-    want = stored_points(work / "in-process" / "store")
+    base = float(np.median(seconds["in-process"]))
+    print(f"\n{'runner':<16}{'items/s':>9}{'vs in-process':>15}   runs (s)   points vs in-process (first run)")
+    want = stored_points(work / "in-process-0" / "store")
     for name, _ in runs:
-        folder = work / name.replace(" ", "").replace(",", "-")
-        rate = len(items) / reports[name].seconds
-        same = "-" if name == "in-process" else compare(stored_points(folder / "store"), want)
-        print(f"{name:<16}{rate:>9.1f}{rate / (len(items) / base.seconds):>14.2f}x   {same}")
+        median = float(np.median(seconds[name]))
+        rate = len(items) / median
+        runs_s = "/".join(f"{x:.0f}" for x in seconds[name])
+        same = (
+            "-"
+            if name == "in-process"
+            else compare(stored_points(work / f"{name.replace(' ', '').replace(',', '-')}-0" / "store"), want)
+        )
+        print(f"{name:<16}{rate:>9.1f}{base / median:>14.2f}x   {runs_s:<10} {same}")
     print("\nper stage (items, worker or wall seconds, items/s; stages overlap):")
     print("\n".join(lines))
 
@@ -246,6 +255,7 @@ def main(argv=None) -> int:
     parser.add_argument("--media-root")
     parser.add_argument("--bundle", default="base", help="A bundle folder, or 'base' (the shipped base bundle).")
     parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=1, help="Runner repetitions (alternating order); medians.")
     parser.add_argument("--cached-items", type=int, default=20_000)
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)

@@ -1,6 +1,6 @@
 """``mmalign features``: encode a catalog's media into the feature cache.
 
-Named steps, each a function that the in-process runner and the Ray runner (plugin/index/ray_runner.py)
+Named steps, each a function that the in-process runner and the Ray runner (plugin/features/ray_encode.py)
 both call: **read** the catalog (:func:`read_items`), **plan** per modality what the cache lacks
 (:func:`plan_jobs`: resolve and hash every input, skip rows cached with the same hash), **decode**
 (:func:`decode_job`, on worker threads here, on Ray tasks there), **encode** a decoded batch
@@ -51,6 +51,7 @@ class ExtractOptions:
     """How features are computed (not which): the device, batch size, decode threads, shard size."""
 
     device: str = "auto"
+    runtime: str | None = None  # torch, onnx or auto (None: $MMALIGN_RUNTIME, else auto): plugin/encoders/runtime.py
     batch_size: int | None = None  # None: the encoder's default (larger on a GPU)
     workers: int = 4  # decode threads
     shard_size: int = DEFAULT_SHARD_SIZE
@@ -116,9 +117,16 @@ def text_hash(text: str) -> str:
 
 
 def preset_specs(
-    preset: str, weights: Mapping[str, str] | None = None, modalities: Sequence[Modality | str] | None = None
+    preset: str,
+    weights: Mapping[str, str] | None = None,
+    modalities: Sequence[Modality | str] | None = None,
+    runtime: str | None = None,
+    device: str = "auto",
 ) -> dict[Modality, EncoderSpec]:
-    """The encoder spec per modality of a preset, with weight overrides (encoder name -> weights)."""
+    """The encoder spec per modality of a preset, with weight overrides (encoder name -> weights), on the
+    ``runtime`` it runs on (:func:`~mmalign.plugin.encoders.runtime.with_runtime`)."""
+    from mmalign.plugin.encoders.runtime import with_runtime
+
     chosen = get_preset(preset)
     wanted = {Modality(m) for m in modalities} if modalities else set(Modality)
     weights = dict(weights or {})
@@ -130,7 +138,7 @@ def preset_specs(
         spec = get_encoder_spec(name)
         if name in weights:
             spec = with_weights(spec, weights.pop(name))
-        specs[modality] = spec
+        specs[modality] = with_runtime(spec, runtime, device)
     if weights:
         raise ConfigError(
             f"--weights names encoders not used by preset {preset!r}: {sorted(weights)}; "
@@ -152,22 +160,24 @@ def extract_features(
     options: ExtractOptions | None = None,
     encoder_pool: EncoderPool | dict | None = None,
     build_encoder: Callable | None = None,
+    encode_step: Callable | None = None,
     **settings: Any,
 ) -> FeatureReport:
     """Encode every item's modalities into ``out_dir``; returns the per-modality counts.
 
     ``specs`` (modality -> encoder spec) overrides the preset, e.g. with the specs a bundle recorded;
     ``items`` encodes only these (already parsed) items of the catalog. ``options`` (or its fields as
-    keywords: ``device``, ``batch_size``, ``workers``, ``shard_size``, ``show_progress``) say how;
+    keywords: ``device``, ``runtime``, ``batch_size``, ``workers``, ``shard_size``, ``show_progress``) say how;
     ``build_encoder(spec, device=...)`` replaces the encoder factory, ``encoder_pool`` keeps encoders
-    between calls.
+    between calls. ONNX exports are cached in ``out_dir/onnx``. ``encode_step`` replaces the in-process
+    encode step (:func:`encode_items`), e.g. with :func:`mmalign.plugin.features.ray_encode.on_ray`.
     """
     started = time.perf_counter()
     options = (options or ExtractOptions()).updated(**settings)
     if not isinstance(catalog, Catalog):
         catalog = open_catalog(catalog)
     if specs is None:
-        specs = preset_specs(preset, weights, modalities)
+        specs = preset_specs(preset, weights, modalities, options.runtime, options.device)
     out_dir = Path(out_dir)
     letters = DeadLetterWriter(dead_letter or out_dir / "dead_letter.jsonl")
     report = FeatureReport(
@@ -177,11 +187,22 @@ def extract_features(
         items, report.records_invalid = read_items(catalog, letters)
     items = list(items)
     report.records_ok = len(items)
-    pool = EncoderPool.of(encoder_pool, build=build_encoder)
+    pool = EncoderPool.of(encoder_pool, build=build_encoder or default_builder(out_dir))
     cache = FeatureCache(out_dir)
-    encode_items(catalog, items, cache, specs, pool=pool, letters=letters, options=options, report=report)
+    encode = encode_step or encode_items  # e.g. ray_encode.on_ray(address, workers): the same step on Ray
+    encode(catalog, items, cache, specs, pool=pool, letters=letters, options=options, report=report)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def default_builder(features_dir: str | Path) -> Callable:
+    """:func:`~mmalign.plugin.encoders.build_encoder`, with ONNX exports cached under ``features_dir/onnx``."""
+    from functools import partial
+
+    from mmalign.plugin.encoders import build_encoder
+    from mmalign.plugin.encoders.onnx_runtime import export_dir
+
+    return partial(build_encoder, export_dir=export_dir(features_dir))
 
 
 def read_items(catalog: Catalog, letters: DeadLetterWriter) -> tuple[list[CatalogItem], int]:

