@@ -137,9 +137,9 @@ def pretrain(
     cca = build_student(train.dims(), cfg, student_fit)
     svd = build_student(train.dims(), cfg, svd_fit)
     models = {"svd": svd, "cca": cca, "teacher": teacher, "student": student}
-    from mmalign.plugin.align.fit import evaluate_models
+    from mmalign.plugin.align.trainer import TorchEmbedder
 
-    val_results = evaluate_models(models, val, [])
+    val_results = [r for name, m in models.items() for r in evaluate_embedder(name, TorchEmbedder(m, name), val)]
     for model in models.values():
         recentre(model, global_mean)
     summary = {
