@@ -11,6 +11,7 @@ running the app in :mod:`.server`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -19,7 +20,7 @@ from mmalign.plugin.serve.http import ServiceMiddleware, install_error_handlers
 from mmalign.plugin.serve.limits import JsonDepthLimit
 from mmalign.plugin.serve.routes import catalog_routes, health_routes, page_routes, query_routes
 from mmalign.plugin.serve.routes_jobs import jobs_routes
-from mmalign.plugin.serve.server import BackgroundServer, run
+from mmalign.plugin.serve.server import BackgroundServer, serve_app
 from mmalign.plugin.serve.service import Service
 
 __all__ = ["BackgroundServer", "create_app", "run"]
@@ -61,3 +62,18 @@ def create_app(service: Service, *, watch_interval_s: float = 5.0) -> FastAPI:
     for routes in (page_routes, health_routes, query_routes, catalog_routes, jobs_routes):
         app.include_router(routes(service))
     return app
+
+
+def run(
+    service: Service,
+    *,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    access_log: bool = True,
+    watch_interval_s: float = 5.0,
+    on_listening: Callable[[str], None] | None = None,
+) -> None:
+    """Serve ``service`` with uvicorn until interrupted (see :func:`.server.serve_app`)."""
+    app = create_app(service, watch_interval_s=watch_interval_s)
+    serve_app(app, host=host, port=port, log_level=log_level, access_log=access_log, on_listening=on_listening)

@@ -5,36 +5,26 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from mmalign.plugin.serve.service import Service
 
-
-def run(
-    service: Service,
+def serve_app(
+    app,
     *,
     host: str,
     port: int,
     log_level: str = "info",
     access_log: bool = True,
-    watch_interval_s: float = 5.0,
     on_listening: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve ``service`` with uvicorn until interrupted. ``on_listening(url)`` is called once the socket
+    """Serve ``app`` with uvicorn until interrupted. ``on_listening(url)`` is called once the socket
     listens (``port=0`` takes a free port: the url says which)."""
     import uvicorn
-
-    from mmalign.plugin.serve.app import create_app as _create_app
 
     sock = _bind(host, port)
     if on_listening is not None:
         bound = sock.getsockname()[1]
         local = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
         on_listening(f"http://{f'[{local}]' if ':' in local else local}:{bound}")
-    config = uvicorn.Config(
-        _create_app(service, watch_interval_s=watch_interval_s),
-        log_level=log_level,
-        access_log=access_log,
-        timeout_graceful_shutdown=5,
-    )
+    config = uvicorn.Config(app, log_level=log_level, access_log=access_log, timeout_graceful_shutdown=5)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
