@@ -185,11 +185,7 @@ def _next_version(vs: VectorStore, alias: str, live: str, bundle, bundle_path: s
     versions = list_versions(vs, alias)
     for name in versions:
         record = vs.collection_record(name)
-        if (
-            name != live
-            and record.state in ("building", "verified")
-            and record.bundle_id == bundle.bundle_id
-        ):
+        if name != live and record.state in ("building", "verified") and record.bundle_id == bundle.bundle_id:
             vs.update_record(name, previous=live, state="building")
             return name
     number = max([parse_version(n)[1] for n in versions] + [0]) + 1
@@ -349,9 +345,7 @@ def _verify_and_swap(
     # keep the new version, the one that was live (the rollback target, whatever --keep says) and the
     # newest `keep` other ready ones
     ready = [
-        n
-        for n in list_versions(vs, alias)
-        if n not in (target, live) and vs.collection_record(n).state == "ready"
+        n for n in list_versions(vs, alias) if n not in (target, live) and vs.collection_record(n).state == "ready"
     ]
     keep_names = {target, live, *(ready[-keep:] if keep > 0 else [])}
     for name in list_versions(vs, alias):
