@@ -313,7 +313,8 @@ def transcribe_variants(data: Path, clips, spec, items: dict) -> None:
 
 # -- run ------------------------------------------------------------------------------------------------
 #: Hybrid variants tried for typed queries: (label, fusion, lexical branch weight).
-HYBRIDS = (("hybrid rrf", "rrf", 1.0), ("hybrid rrf w0.5", "rrf", 0.5), ("hybrid rrf w2", "rrf", 2.0))
+HYBRIDS = (("hybrid rrf", "rrf", 1.0), ("hybrid rrf w0.5", "rrf", 0.5), ("hybrid rrf w0.25", "rrf", 0.25))
+HYBRIDS += (("hybrid rrf w2", "rrf", 2.0),)
 HYBRIDS += (("hybrid dbsf", "dbsf", 1.0),)
 #: Spoken-query variants of the lexical branch: (label, transcripts, hypotheses used, phonetic weight,
 #: phonetic gram size, speech floor); "-heard": without the transcript match of the fused candidates.
@@ -488,15 +489,25 @@ def run(args) -> int:
             embedder = fit_split(paired, train_ids, val_ids, seed)
             for split, ids in (("val", val_ids), ("test", test_ids)):
                 with VectorStore(StoreConfig(path=":memory:", engine="edge")) as store:
-                    for grams in GRAMS:
+                    for grams in GRAMS if spoken_kinds else (3,):  # other gram sizes: spoken variants only
                         build_collection(store, f"g{grams}", embedder, paired, ids, texts, spoken.speech, grams)
                     evaluate_typed(table, store, (name, split), embedder, typed, features, set(ids))
                     if spoken_kinds:
                         spoken.evaluate(table, store, (name, split), embedder, set(ids), names, spoken_kinds)
             print(f"  seed {seed}: {time.perf_counter() - t0:.0f}s", flush=True)
+            if args.out:  # after every seed: a run stopped early keeps what it measured
+                Path(args.out).write_text(json.dumps({"|".join(k): v for k, v in table.values.items()}, indent=1))
     print_tables(table, args)
-    if args.out:
-        Path(args.out).write_text(json.dumps({"|".join(k): v for k, v in table.values.items()}, indent=1))
+    return 0
+
+
+def report(args) -> int:
+    """The tables of runs written with ``--out`` (several files: e.g. a typed-query run and a spoken one)."""
+    table = Table()
+    for path in args.runs:
+        for key, runs in json.loads(Path(path).read_text()).items():
+            table.values.setdefault(tuple(key.split("|")), []).extend(runs)
+    print_tables(table, args)
     return 0
 
 
@@ -678,6 +689,35 @@ def latency(args) -> int:
     return 0
 
 
+#: What a text-query mode is judged by on the validation items: exact and partial names at recall@1,
+#: descriptions (paraphrases) at recall@10.
+CRITERIA = (("exact", "recall@1"), ("partial", "recall@1"), ("paraphrase", "recall@10"))
+
+
+def choose_default(table: Table, catalogs) -> str | None:
+    """The text-query mode with the best mean of :data:`CRITERIA` over the catalogs' validation items, among
+    those whose paraphrase recall@10 is within 0.01 of dense's on every catalog (None without the data)."""
+    labels = {k[4] for k in table.values if k[1] == "val" and k[2] == "exact"}
+    keys = {
+        (c, label): [(c, "val", kind, "fused", label) for kind, _ in CRITERIA] for c in catalogs for label in labels
+    }
+    if not labels or any(k not in table.values for ks in keys.values() for k in ks):
+        return None
+    score, ok = {}, {}
+    for label in sorted(labels):
+        score[label] = np.mean([table.mean(k, m) for c in catalogs for k, (_, m) in zip(keys[c, label], CRITERIA)])
+        ok[label] = all(
+            table.mean((c, "val", "paraphrase", "fused", label), "recall@10")
+            >= table.mean((c, "val", "paraphrase", "fused", "dense"), "recall@10") - 0.01
+            for c in catalogs
+        )
+        print(
+            f"validation: {label}: mean of {[f'{k} {m}' for k, m in CRITERIA]} = {score[label]:.3f}"
+            f"{'' if ok[label] else ' (paraphrases lose more than 0.01 recall@10)'}"
+        )
+    return max((label for label in labels if ok[label]), key=lambda label: score[label], default=None)
+
+
 def print_tables(table: Table, args) -> None:
     for name in args.catalogs:
         for split in ("val", "test"):
@@ -690,19 +730,25 @@ def print_tables(table: Table, args) -> None:
                 n = np.mean([r["n_queries"] for r in table.values[key]])
                 cells = " | ".join(table.cell(key, m) for m in ("recall@1", "recall@10", "mrr", "recall@50"))
                 print(f"| {key[2]} | {key[3]} | {key[4]} | {n:.0f} | {cells} |")
+    chosen = choose_default(table, args.catalogs)
+    if chosen is not None:
+        print(f"\nthe default for text queries, chosen on validation: {chosen}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
-    for name in ("prepare", "transcripts", "run", "latency", "all"):
+    for name in ("prepare", "transcripts", "run", "latency", "report", "all"):
         p = sub.add_parser(name)
         p.add_argument("--data", default="mmalign-data/search-bench")
         p.add_argument("--features", default="mmalign-data/search-bench/features")
         p.add_argument("--tux-features", default="mmalign-data/features", help="the tuxpaint stamps' feature cache")
         if name in ("prepare", "run", "all"):
             p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-        if name in ("run", "all"):
+        if name == "report":
+            p.add_argument("runs", nargs="+", help="JSON files that run --out wrote")
+            p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+        if name in ("run", "report", "all"):
             p.add_argument("--catalogs", nargs="+", default=list(CATALOGS), choices=list(CATALOGS))
             p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
         if name in ("latency", "all"):
@@ -718,6 +764,8 @@ def main(argv=None) -> int:
         return run(args)
     if args.command == "latency":
         return latency(args)
+    if args.command == "report":
+        return report(args)
     parser.print_help()
     return 1
 
