@@ -16,7 +16,7 @@ from mmalign.connectors import DataError
 from mmalign.plugin.align.metrics import ranks_of_targets, retrieval_metrics
 from mmalign.plugin.encoders.registry import get_encoder_spec
 from mmalign.plugin.features.cache import QUARANTINE, FeatureCache, shard_checksum
-from mmalign.plugin.features.extract import extract_features
+from mmalign.plugin.features.extract import extract_features, preset_specs
 from mmalign.schemas import Modality
 from tests.tiny_catalog import N_ITEMS
 
@@ -83,7 +83,7 @@ def test_damaged_shard_is_reencoded_by_the_next_extraction(media_dir, tmp_path, 
     out = tmp_path / "features"
     first = extract_features(catalog, out, preset=tiny_preset, modalities=["text"], device="cpu")
     assert first.modalities[Modality.TEXT].encoded == 6
-    spec = get_encoder_spec("tiny-bert")
+    spec = preset_specs(tiny_preset, modalities=["text"])[Modality.TEXT]  # on the runtime extraction chose
     cache = FeatureCache(out)
     before = cache.load(Modality.TEXT, spec)
     [shard] = cache.directory(Modality.TEXT, spec).glob("shard-*.safetensors")
