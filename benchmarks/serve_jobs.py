@@ -1,7 +1,7 @@
 """Queries while the service re-embeds: `python -m benchmarks.serve --during-reembed`.
 
     python -m benchmarks.serve --during-reembed [--data-dir mmalign-data/serve-jobs] [--items 2000]
-        [--clients 8] [--seconds 20] [--job-threads 1] [--job-nice 0] [--mode reproject|reencode]
+        [--clients 8] [--seconds 20] [--job-threads 1] [--job-nice 10] [--mode reproject|reencode]
 
 1. Prepares once (kept in ``--data-dir``): a catalog of the first ``--items`` Papirus icons (image +
    text; ``apt-get install papirus-icon-theme``), their features (preset offline-small), two bundles
@@ -303,7 +303,7 @@ def during_reembed(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="Seconds of queries before and after the job.")
     parser.add_argument("--mode", choices=("reproject", "reencode"), default="reproject")
     parser.add_argument("--job-threads", type=int, default=1)
-    parser.add_argument("--job-nice", type=int, default=0)
+    parser.add_argument("--job-nice", type=int, default=10)
     args = parser.parse_args(argv)
     if args.clients > 64 or args.seconds > 120 or args.items > 10000:
         raise SystemExit("bounded load only: at most 64 clients, 120 s per phase and 10,000 items")
@@ -340,7 +340,11 @@ def during_reembed(argv: list[str] | None = None) -> int:
             os.killpg(process.pid, signal.SIGKILL)
     rows = phase_rows(result)
     print_tables(rows, result["job"], names, args)
-    (run / "result.json").write_text(json.dumps({"rows": rows, "job": result["job"]}, indent=1, default=str))
+    records = [[round(r[0] - result["marks"]["before"], 3), round(r[1], 4), r[2]] for r in result["records"]]
+    marks = {k: round(v - result["marks"]["before"], 3) for k, v in result["marks"].items()}
+    saved = {"rows": rows, "job": result["job"], "marks": marks, "requests": records}  # [start s, latency s, status]
+    (run / "result.json").write_text(json.dumps(saved, default=str))
+    print(f"requests and the job's log: {run / 'result.json'}")
     errors = sum(r["errors"] for r in rows)
     mixed = sum(r["bundles"].get("mixed", 0) for r in rows)
     return 0 if result["job"]["state"] == "done" and not errors and not mixed else 1

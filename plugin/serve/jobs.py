@@ -77,7 +77,14 @@ class JobsConfig(BaseModel):
         "store in a folder; not kept (lost at exit) for an in-memory store or a server without this setting.",
     )
     threads: int = Field(default=1, ge=1, description="torch threads of a job (encoders, projections).")
-    nice: int = Field(default=0, ge=0, le=19, description="How much lower the job thread's CPU priority is.")
+    nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="How much lower the job thread's CPU priority is (Linux nice). 10: measured on 2 shared cores, "
+        "queries kept 0.6-0.85 of their rate during a reembed (0.32 with 0) while the job took 1.4-2x longer "
+        "(benchmarks/serve_jobs.py, docs/serve.md#writes-while-serving).",
+    )
     keep: int = Field(default=200, ge=1, description="Finished jobs kept (the oldest are forgotten).")
 
 
