@@ -257,12 +257,12 @@ def _folder_name(spec: EncoderSpec) -> str:
 
 def _export(spec: EncoderSpec, folder: Path, weights: str | None) -> None:
     require_onnxruntime()
-    from mmalign.plugin.encoders import build_encoder
+    from mmalign.plugin.encoders.factory import build_kind
 
     started = time.perf_counter()
     log.info("exporting %s to ONNX (first use) into %s", encoder_id(spec), folder)
     twin = torch_twin(spec)
-    reference_encoder = build_encoder(twin, device="cpu")
+    reference_encoder = build_kind(twin, device="cpu")
     work = folder.parent / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
     work.mkdir(parents=True)
     try:
