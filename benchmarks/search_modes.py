@@ -328,6 +328,10 @@ SPOKEN = (
     ("words+phon0.5 g2", "greedy", 1, 0.5, 2, 0.5),
     ("words+phon0.5 g4", "greedy", 1, 0.5, 4, 0.5),
     ("nbest5+phon0.5", "nbest", 5, 0.5, 3, 0.5),
+    ("nbest5+phon0.5 dbsf", "nbest", 5, 0.5, 3, 0.5),
+    ("nbest5+phon0.5 -heard", "nbest", 5, 0.5, 3, 0.5),
+    ("nbest5 floor0", "nbest", 5, 0.5, 3, 0.0),
+    ("nbest5 floor0.3", "nbest", 5, 0.5, 3, 0.3),
     ("beam1+phon0.5", "nbest", 1, 0.5, 3, 0.5),
     ("prompt1+phon0.5", "prompt", 1, 0.5, 3, 0.5),
     ("prompt5+phon0.5", "prompt", 5, 0.5, 3, 0.5),
@@ -601,7 +605,12 @@ class SpokenSet:
                         if is_speech(hyps[0], probability, floor):
                             lexical = query_vector(hyps, phonetic=phonetic, weights=weights, phonetic_size=grams)
                         query = search_query(
-                            audio=["clip"], using=target, k=DEPTH, mode="hybrid", match_heard="-heard" not in label
+                            audio=["clip"],
+                            using=target,
+                            k=DEPTH,
+                            mode="hybrid",
+                            match_heard="-heard" not in label,
+                            hybrid_fusion="dbsf" if label.endswith("dbsf") else "rrf",
                         )
                         if lexical is None:
                             query = base

@@ -13,7 +13,9 @@ from mmalign.plugin.cli.options import (
     json_option,
     parse_weights,
     preset_option,
+    runtime_option,
 )
+from mmalign.plugin.cli.scale_options import runner_options
 
 
 @click.command()
@@ -40,6 +42,8 @@ from mmalign.plugin.cli.options import (
     help="Weights for an encoder: a local path or a tag (repeatable).",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@runtime_option
+@runner_options
 @click.option("--batch-size", type=click.IntRange(min=1), help="Default: per modality (32 image, 64 text, 8 audio).")
 @click.option("--workers", default=4, show_default=True, type=click.IntRange(min=1), help="Decode threads.")
 @click.option("--dead-letter", type=click.Path(dir_okay=False), help="Default: OUT/dead_letter.jsonl.")
@@ -63,6 +67,10 @@ def features(
     modalities,
     weights,
     device,
+    runtime,
+    runner,
+    ray_address,
+    ray_workers,
     batch_size,
     workers,
     dead_letter,
@@ -94,10 +102,12 @@ def features(
         modalities=modalities or None,
         weights=parse_weights(weights),
         device=device,
+        runtime=runtime,
         batch_size=batch_size,
         workers=workers,
         dead_letter=dead_letter,
         show_progress=progress,
+        encode_step=_encode_step(runner, ray_address, ray_workers),
     )
     if as_json:
         echo_json(report)
@@ -105,3 +115,12 @@ def features(
         print_features(report)
     if report.records_invalid or any(c.failed for c in report.modalities.values()):
         sys.exit(EXIT_ITEMS_FAILED)
+
+
+def _encode_step(runner: str, ray_address: str | None, ray_workers: int):
+    """None (in-process), or the encode step on Ray (issue #25)."""
+    if runner != "ray":
+        return None
+    from mmalign.plugin.features.ray_encode import on_ray
+
+    return on_ray(ray_address, ray_workers)

@@ -11,8 +11,11 @@ from mmalign.plugin.cli.options import (
     catalog_options,
     echo_json,
     json_option,
+    runtime_option,
     with_store,
 )
+from mmalign.plugin.cli.remote import job_args, remote_options, run_remote
+from mmalign.plugin.cli.scale_options import layout_options, runner_options
 
 
 @click.command()
@@ -29,6 +32,8 @@ from mmalign.plugin.cli.options import (
 )
 @click.option("--dead-letter", type=click.Path(dir_okay=False))
 @click.option("--device", default="auto", show_default=True)
+@runtime_option
+@runner_options
 @click.option(
     "--collab",
     is_flag=True,
@@ -36,7 +41,9 @@ from mmalign.plugin.cli.options import (
 )
 @json_option
 @catalog_options
+@remote_options
 @with_store
+@layout_options
 def ingest(
     catalog,
     bundle_path,
@@ -44,20 +51,28 @@ def ingest(
     chunk_size,
     dead_letter,
     device,
+    runtime,
+    runner,
+    ray_address,
+    ray_workers,
     collab,
     as_json,
     fmt,
     media_root,
     features_dir,
+    via,
+    service_key,
     store,
 ):
     """Embed CATALOG with BUNDLE and upsert it into COLLECTION (idempotent, incremental, resumable).
 
     Exits with status 3 when some items failed or were stored without a modality (see the dead letter).
+    When `mmalign serve` holds the store (or with --via), the service runs it as a job.
     """
     from mmalign.connectors.sources import open_catalog
     from mmalign.plugin.cli.render import print_ingest
     from mmalign.plugin.index.ingest import ingest as run_ingest
+    from mmalign.schemas import IngestReport
 
     if bundle_path is None:
         from mmalign.plugin.align.bundle import load_bundle_config
@@ -68,7 +83,13 @@ def ingest(
             f"`mmalign train CATALOG --init base` fits one to this catalog)",
             err=True,
         )
-    report = run_ingest(
+    args = {"catalog": catalog, "bundle": bundle_path, "media_root": media_root, "format": fmt}
+    args |= {"features_dir": features_dir, "dead_letter": dead_letter, "chunk_size": chunk_size}
+    settings = {"device": device, "runtime": runtime, "collab": collab}
+    settings |= {"runner": runner, "ray_address": ray_address, "ray_workers": ray_workers}
+    result = run_remote(store, via, service_key, collection, "ingest", job_args(args, **settings))
+    report = IngestReport.model_validate(result) if result is not None else None
+    report = report or run_ingest(
         open_catalog(catalog, media_root=media_root, format=fmt),
         bundle=bundle_path,
         collection=collection,
@@ -77,8 +98,12 @@ def ingest(
         chunk_size=chunk_size,
         dead_letter=dead_letter,
         device=device,
-        show_progress=sys.stderr.isatty(),
+        runtime=runtime,
+        show_progress=True,
         collab=collab,
+        runner=runner,
+        ray_address=ray_address,
+        ray_workers=ray_workers,
     )
     if as_json:
         echo_json(report)
@@ -129,6 +154,27 @@ def ingest(
     help="How several query inputs are combined.",
 )
 @click.option(
+    "--mode",
+    type=click.Choice(["dense", "lexical", "hybrid"]),
+    default=None,
+    help="dense (vectors), lexical (BM25 over item words and heard speech) or hybrid (both, fused). "
+    "Default: hybrid when words are typed or speech is heard, else dense (docs/search.md).",
+)
+@click.option(
+    "--hybrid-fusion",
+    type=click.Choice(["rrf", "dbsf"]),
+    default="rrf",
+    show_default=True,
+    help="How hybrid mode fuses its dense and lexical candidates.",
+)
+@click.option(
+    "--lexical-weight",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True, max=100),
+    help="Hybrid mode with rrf: the weight of the lexical branch (dense: 1).",
+)
+@click.option(
     "--bundle",
     "bundle_path",
     type=click.Path(exists=True, file_okay=False),
@@ -149,6 +195,7 @@ def ingest(
     help="For one spoken --audio query: re-score the first hits by how well what was heard matches their text.",
 )
 @click.option("--device", default="auto", show_default=True)
+@runtime_option
 @click.option(
     "--json",
     "as_json",
@@ -167,10 +214,14 @@ def search(
     k,
     filters,
     fusion,
+    mode,
+    hybrid_fusion,
+    lexical_weight,
     bundle_path,
     rerank_spoken,
     match_heard,
     device,
+    runtime,
     as_json,
     store,
 ):
@@ -187,10 +238,13 @@ def search(
         k=k,
         filters=parse_filters(filters),
         fusion=fusion,
+        mode=mode,
+        hybrid_fusion=hybrid_fusion,
+        lexical_weight=lexical_weight,
         rerank_spoken=rerank_spoken,
         match_heard=match_heard,
     )
-    with Searcher(collection, store=store, bundle=bundle_path, device=device) as searcher:
+    with Searcher(collection, store=store, bundle=bundle_path, device=device, runtime=runtime) as searcher:
         result = searcher.run(query)
     hits, heard = result.hits, [h.as_dict() for h in result.heard]
     if as_json and heard:  # an audio query whose encoder transcribes: what was heard, then the hits
@@ -218,9 +272,12 @@ def search(
 @click.option("--reencode", is_flag=True, help="Re-encode from the catalog even if the encoders are the same.")
 @click.option("--batch-size", "chunk_size", default=256, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True)
+@runner_options
 @json_option
 @catalog_options
+@remote_options
 @with_store
+@layout_options
 def reembed(
     collection,
     bundle_path,
@@ -230,22 +287,36 @@ def reembed(
     reencode,
     chunk_size,
     device,
+    runner,
+    ray_address,
+    ray_workers,
     as_json,
     fmt,
     media_root,
     features_dir,
+    via,
+    service_key,
     store,
 ):
     """Build the next version with a new bundle, verify it, swap the alias (zero downtime).
 
-    Exits with status 1 when the swap was refused (the report says why).
+    Exits with status 1 when the swap was refused (the report says why). When `mmalign serve` holds the
+    store (or with --via), the service runs it as a job while it goes on answering queries.
     """
     from mmalign.connectors.sources import open_catalog
     from mmalign.plugin.cli.render import print_reembed
+    from mmalign.plugin.index.ingest import IngestOptions
     from mmalign.plugin.index.reembed import reembed as run
+    from mmalign.schemas import ReembedReport
 
-    source = open_catalog(catalog, media_root=media_root, format=fmt) if catalog else None
-    report = run(
+    args = {"bundle": bundle_path, "catalog": catalog, "media_root": media_root, "format": fmt}
+    args |= {"features_dir": features_dir, "keep": keep, "min_quality": min_quality, "reencode": reencode}
+    settings = {"chunk_size": chunk_size, "device": device}
+    settings |= {"runner": runner, "ray_address": ray_address, "ray_workers": ray_workers}
+    result = run_remote(store, via, service_key, collection, "reembed", job_args(args, **settings))
+    source = open_catalog(catalog, media_root=media_root, format=fmt) if catalog and result is None else None
+    report = ReembedReport.model_validate(result) if result is not None else None
+    report = report or run(
         collection,
         bundle=bundle_path,
         store=store,
@@ -256,6 +327,7 @@ def reembed(
         chunk_size=chunk_size,
         device=device,
         force_reencode=reencode,
+        ingest_options=IngestOptions(runner=runner, ray_address=ray_address, ray_workers=ray_workers),
     )
     if as_json:
         echo_json(report)
@@ -286,28 +358,37 @@ def versions(collection, as_json, store):
 @click.command()
 @click.argument("collection")
 @click.option("--to", "to", help="Version to make live (vK or K); default: the previous ready one.")
+@remote_options
 @with_store
-def rollback(collection, to, store):
+def rollback(collection, to, via, service_key, store):
     """Point COLLECTION back at an earlier version (atomic alias swap)."""
     from mmalign.connectors.store import VectorStore
     from mmalign.plugin.index.versions import rollback as run
 
-    with VectorStore(store) as vs:
-        name = run(vs, collection, to)
+    result = run_remote(store, via, service_key, collection, "rollback", {"to": to})
+    if result is not None:
+        name = result["live"]
+    else:
+        with VectorStore(store) as vs:
+            name = run(vs, collection, to)
     click.echo(f"{collection} -> {name}")
 
 
 @click.command("drop-version")
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Drop it even if it is what `rollback` would return to.")
+@remote_options
 @with_store
-def drop_version(name, force, store):
+def drop_version(name, force, via, service_key, store):
     """Delete one physical version NAME (e.g. catalog__v3) that no alias points at."""
     from mmalign.connectors.store import VectorStore
     from mmalign.plugin.index.versions import drop_version as run
+    from mmalign.plugin.index.versions import parse_version
 
-    with VectorStore(store) as vs:
-        run(vs, name, force=force)
+    alias = (parse_version(name) or (name,))[0]  # the job runs in the queue of the version's alias
+    if run_remote(store, via, service_key, alias, "drop_version", {"name": name, "force": force}) is None:
+        with VectorStore(store) as vs:
+            run(vs, name, force=force)
     click.echo(f"dropped {name}")
 
 
@@ -325,4 +406,4 @@ def quickstart(data_dir, device, k):
     """Real catalog end to end: tuxpaint stamps -> features -> bundle -> Qdrant -> cross-modal queries."""
     from mmalign.plugin.workflows.quickstart import quickstart as run
 
-    run(data_dir, echo=click.echo, device=device, show_progress=sys.stderr.isatty(), k=k)
+    run(data_dir, echo=click.echo, device=device, show_progress=True, k=k)

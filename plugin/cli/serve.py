@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mmalign.plugin.cli.options import with_store
+from mmalign.plugin.cli.options import runtime_option, with_store
 
 
 def _parse_max_batch(value: str) -> int | dict[str, int]:
@@ -24,7 +24,7 @@ def _parse_max_batch(value: str) -> int | dict[str, int]:
 @click.command()
 @click.option("--collection", required=True, help="The alias (or collection) to serve.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="0: a free port.")
 @click.option(
     "--api-key",
     "service_key",
@@ -46,6 +46,7 @@ def _parse_max_batch(value: str) -> int | dict[str, int]:
     help="Default: the bundle the collection was built with.",
 )
 @click.option("--device", default="auto", show_default=True)
+@runtime_option
 @click.option("--max-body-mb", default=16.0, show_default=True, type=click.FloatRange(min=0.01), help="Body limit.")
 @click.option("--batching/--no-batching", default=True, show_default=True, help="Micro-batch concurrent encodes.")
 @click.option(
@@ -66,7 +67,14 @@ def _parse_max_batch(value: str) -> int | dict[str, int]:
     help="CPU threads of the encoders (torch, CTranslate2). Default: the cores minus one (at least 1), "
     "leaving a core to HTTP, decoding and the store.",
 )
-@click.option("--max-wait-ms", default=4.0, show_default=True, type=click.FloatRange(min=0), help="Batch wait.")
+@click.option(
+    "--max-wait-ms",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="0: adaptive batching (a lone query is encoded at once; what arrives while the model is busy forms the "
+    "next batch); above 0: a fixed window a batch waits for more queries.",
+)
 @click.option("--k-max", default=100, show_default=True, type=click.IntRange(min=1), help="Largest k accepted.")
 @click.option(
     "--watch-interval",
@@ -74,6 +82,31 @@ def _parse_max_batch(value: str) -> int | dict[str, int]:
     show_default=True,
     type=click.FloatRange(min=0),
     help="Seconds between alias checks (0: only when a request sees the change).",
+)
+@click.option(
+    "--jobs-root",
+    "jobs_roots",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder that paths in write jobs (catalog, bundle, media, feature cache) must lie under (repeatable). "
+    "Default: the folder that holds the embedded store (mmalign-data for mmalign-data/qdrant).",
+)
+@click.option(
+    "--jobs-dir", type=click.Path(file_okay=False), help="Where jobs are kept (default: <store>/.mmalign-jobs)."
+)
+@click.option(
+    "--job-threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="torch threads of a write job (ingest, reembed), which shares the CPU with the queries.",
+)
+@click.option(
+    "--job-nice",
+    default=10,
+    show_default=True,
+    type=click.IntRange(0, 19),
+    help="Run write jobs at a lower CPU priority (Linux nice of the job thread; 0: the same as the queries).",
 )
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
@@ -86,6 +119,7 @@ def serve(
     media_root,
     bundle_path,
     device,
+    runtime,
     max_body_mb,
     batching,
     max_batch,
@@ -94,6 +128,10 @@ def serve(
     max_wait_ms,
     k_max,
     watch_interval,
+    jobs_roots,
+    jobs_dir,
+    job_threads,
+    job_nice,
     log_level,
     access_log,
     store,
@@ -101,7 +139,8 @@ def serve(
     """Serve search, recommend, items and media over HTTP, and a search page at /.
 
     Loads the bundle and the query encoders once, micro-batches concurrent encodes, and follows the
-    alias when `mmalign reembed` moves it to another bundle.
+    alias when `mmalign reembed` moves it to another bundle. It owns the store: `mmalign ingest`,
+    `reembed`, `rollback` and `drop-version` on the same store are sent to it as write jobs.
     """
     import logging
     import os
@@ -114,7 +153,9 @@ def serve(
         ) from exc
     from pydantic import ValidationError
 
+    from mmalign.connectors.store_files import remove_service_address, write_service_address
     from mmalign.plugin.serve.config import ServeConfig
+    from mmalign.plugin.serve.jobs import JobsConfig
     from mmalign.plugin.serve.service import Service
 
     logging.getLogger("mmalign").setLevel(getattr(logging, log_level.upper()))
@@ -126,6 +167,7 @@ def serve(
             store=store,
             bundle=bundle_path,
             device=device,
+            runtime=runtime,
             api_key=service_key,
             media_root=media_root,
             max_body_bytes=int(max_body_mb * (1 << 20)),
@@ -135,6 +177,7 @@ def serve(
             model_process=model_process,
             max_wait_ms=max_wait_ms,
             k_max=k_max,
+            jobs=JobsConfig(roots=jobs_roots, folder=jobs_dir, threads=job_threads, nice=job_nice),
         )
     except ValidationError as exc:
         raise click.ClickException("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from exc
@@ -144,9 +187,27 @@ def serve(
     service = Service(config)
     generation = service.load()
     media = f"media from {service.media_root}" if service.media_root else "no media (--media-root)"
-    click.echo(
-        f"serving {collection!r} (bundle {generation.bundle_id}, {', '.join(generation.modalities)}; {media}) "
-        f"at http://{host}:{port}/ (API docs: /docs)",
-        err=True,
-    )
-    run(service, host=host, port=port, log_level=log_level, access_log=access_log, watch_interval_s=watch_interval)
+    folder = None if store.is_server or store.resolved_path == ":memory:" else store.resolved_path
+
+    def listening(url: str) -> None:
+        if folder is not None:  # the CLI sends its write jobs here while this process holds the store
+            write_service_address(folder, url, collection=collection, api_key=bool(service_key))
+        click.echo(
+            f"serving {collection!r} (bundle {generation.bundle_id}, {', '.join(generation.modalities)}; {media}) "
+            f"at {url}/ (API docs: /docs)",
+            err=True,
+        )
+
+    try:
+        run(
+            service,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=access_log,
+            watch_interval_s=watch_interval,
+            on_listening=listening,
+        )
+    finally:
+        if folder is not None:
+            remove_service_address(folder)

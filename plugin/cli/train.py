@@ -12,6 +12,7 @@ from mmalign.plugin.cli.options import (
     json_option,
     parse_weights,
     preset_option,
+    runtime_option,
 )
 from mmalign.schemas import TrainConfig
 
@@ -71,6 +72,7 @@ _DEFAULT = {name: field.default for name, field in TrainConfig.model_fields.item
 )
 @click.option("--weights", multiple=True, metavar="ENCODER=PATH")
 @click.option("--device", default="auto", show_default=True)
+@runtime_option
 @json_option
 @catalog_options
 @click.pass_context
@@ -93,6 +95,7 @@ def train(
     config_file,
     weights,
     device,
+    runtime,
     as_json,
     fmt,
     media_root,
@@ -144,6 +147,7 @@ def train(
         show_progress=True,
         echo=echo,
         init_bundle=init_bundle,
+        runtime=runtime,
     )
     if as_json:
         echo_json(report)

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mmalign.plugin.serve.jobs import JobsConfig
 from mmalign.schemas import StoreConfig
 
 #: Request bodies larger than this are refused with 413 (``--max-body-mb``).
@@ -32,6 +33,9 @@ class ServeConfig(BaseModel):
         default=None, description="The bundle folder; default: the one recorded with the live collection."
     )
     device: str = "auto"
+    runtime: str | None = Field(
+        default=None, description="torch, onnx or auto (None: $MMALIGN_RUNTIME, else auto): plugin/encoders/runtime.py."
+    )
     api_key: str | None = Field(default=None, repr=False, description="Required on /v1/* and /metrics when set.")
     media_root: Path | None = Field(
         default=None, description="Folder the items' media paths are relative to; media is served only from it."
@@ -49,13 +53,19 @@ class ServeConfig(BaseModel):
         description="CPU threads of the encoders in this process (torch intra-op; CTranslate2 unless "
         "MMALIGN_CT2_THREADS is set); None leaves them as they are.",
     )
-    max_wait_ms: float = Field(default=4.0, ge=0, description="How long a batch waits for more queries.")
+    max_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="0: adaptive batching (a lone query is encoded at once; queries that arrive while the model "
+        "is busy form the next batch); above 0, a fixed window a batch waits for more queries.",
+    )
     k_max: int = Field(default=100, ge=1)
     max_inputs: int = Field(default=8, ge=1, description="Most query inputs (texts, files, like ids) per request.")
     max_text_chars: int = Field(default=2000, ge=1)
     decode_workers: int = Field(default=4, ge=1, description="Threads that decode uploaded media.")
     reload_timeout_s: float = Field(default=300.0, gt=0, description="How long a request waits for a reload.")
     warm_up: bool = Field(default=True, description="Encode one query per modality before answering.")
+    jobs: JobsConfig = Field(default_factory=JobsConfig, description="How write jobs run (plugin/serve/jobs.py).")
     model_process: bool = Field(
         default=False,
         description="Run the encoders in a process of their own (``mmalign serve`` does by default): the "

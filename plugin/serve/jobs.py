@@ -316,10 +316,11 @@ class JobQueue:
             except (OSError, ValueError) as exc:
                 log.warning("ignoring an unreadable job file %s: %s", path.name, exc)
         for job in sorted(found, key=lambda j: (j.created_at, j.id)):
+            self._saved[job.id] = (job.revision, 0.0)  # as it is on disk
             if job.state == "running":
                 self._recover(job)
+                self._save(job, force=True)
             self._jobs[job.id] = job
-            self._save(job, force=True)
             if job.state == "queued":
                 self._queues.setdefault(job.collection, deque()).append(job.id)
         self._prune()

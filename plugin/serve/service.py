@@ -27,6 +27,7 @@ from mmalign.plugin.serve.batcher import MicroBatcher
 from mmalign.plugin.serve.config import ServeConfig, resolve_max_batch
 from mmalign.plugin.serve.errors import ServiceError, bad_request, public_message
 from mmalign.plugin.serve.generations import BundleFollower, Generation, Stale
+from mmalign.plugin.serve.jobs import JobQueue
 from mmalign.plugin.serve.metrics import Metrics
 from mmalign.plugin.serve.uploads import remove_upload, save_upload
 from mmalign.plugin.serve.validation import FilterKeys, RecommendQuery, RequestChecks, SearchQuery
@@ -84,6 +85,9 @@ class Service:
             on_loaded=self.filter_keys.scan,
         )
         self.media_root = Path(config.media_root).resolve() if config.media_root else None
+        self.jobs = JobQueue(
+            self.store, config.jobs, read_roots=lambda: [self.media_root], model_process=config.model_process
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def load(self) -> Generation:
@@ -91,12 +95,13 @@ class Service:
         if self.config.model_process:
             from mmalign.plugin.serve.worker import ModelProcess
 
-            self.model = ModelProcess(self.config.device, self.config.threads)
+            self.model = ModelProcess(self.config.device, self.config.threads, self.config.runtime)
         elif self.config.threads is not None:
             import torch
 
             torch.set_num_threads(self.config.threads)
             os.environ.setdefault("MMALIGN_CT2_THREADS", str(self.config.threads))
+            os.environ.setdefault("MMALIGN_ONNX_THREADS", str(self.config.threads))
         try:
             self.follower.generation = self._build_generation(self.config.bundle)
         except BaseException:
@@ -104,9 +109,10 @@ class Service:
             raise
         self.filter_keys.scan()
         if self.media_root is None:
-            recorded = self.generation.searcher.record.extra.get("media_root")
+            recorded = self.generation.searcher.record.media_root
             if recorded and Path(recorded).is_dir():
                 self.media_root = Path(recorded).resolve()
+        self.jobs.start()  # resumes what a killed service left running
         return self.generation
 
     def _build_generation(self, bundle: str | Path | None) -> Generation:
@@ -118,6 +124,7 @@ class Service:
             bundle=bundle,
             device=self.config.device,
             encoder_pool=self.encoder_pool,
+            runtime=self.config.runtime,
         )
         recommender = Recommender(self.config.collection, store=self.store)
         self._numbers += 1
@@ -144,6 +151,7 @@ class Service:
         self.close()
 
     def close(self) -> None:
+        self.jobs.close()  # a running job stops after its chunk (it resumes at the next start)
         for executor in (self._model_executor, self._decode_executor, self._query_executor):
             executor.shutdown(wait=False, cancel_futures=True)
         if self.model is not None:
@@ -262,6 +270,7 @@ class Service:
             k=query.k,
             filters=query.filters,
             fusion=query.fusion,
+            mode=query.mode,
         )
         try:
             hits = generation.searcher.run(request, encoded).hits

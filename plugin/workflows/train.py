@@ -20,13 +20,13 @@ from mmalign.schemas import EvalReport, TrainConfig, TrainReport
 log = logging.getLogger(__name__)
 
 
-def catalog_features(catalog, features_dir, preset, weights, device, show_progress):
+def catalog_features(catalog, features_dir, preset, weights, device, show_progress, runtime=None):
     """Make sure the cache holds the catalog's features (a rerun only encodes what is new)."""
     if not isinstance(catalog, Catalog):
         catalog = open_catalog(catalog)
-    specs = preset_specs(preset, weights)
+    specs = preset_specs(preset, weights, runtime=runtime, device=device)
     report = extract_features(
-        catalog, features_dir, preset=preset, weights=weights, device=device, show_progress=show_progress
+        catalog, features_dir, specs=specs, preset=preset, device=device, show_progress=show_progress
     )
     items = catalog.items()
     data = load_paired(FeatureCache(features_dir), specs, [i.id for i in items])
@@ -48,6 +48,8 @@ def train_bundle(
     show_progress: bool = False,
     echo: Callable[[str], None] = log.info,
     init_bundle: str | Path | None = None,
+    base_mode: str = "all",
+    runtime: str | None = None,
 ) -> TrainReport:
     """Features (cached) -> alignment -> bundle on disk; returns the report.
 
@@ -78,7 +80,7 @@ def train_bundle(
         cfg = cfg.model_copy(update={"teacher_hidden": shape.hidden, "teacher_layers": shape.layers})
         echo(f"teacher: fine-tuned from bundle {base.bundle_id} ({init_bundle}); student: from this catalog's CCA")
     catalog, specs, feature_report, data = catalog_features(
-        catalog, features_dir, preset, weights, device, show_progress
+        catalog, features_dir, preset, weights, device, show_progress, runtime
     )
     specs = {m: s for m, s in specs.items() if m in data.modalities}
     if not specs:
@@ -94,7 +96,13 @@ def train_bundle(
         if base is not None:
             base.check_encoders({m: s for m, s in specs.items() if m.value in base.config.encoders})
         result = fit_alignment(
-            data, cfg, interactions=rows, raw_modalities=shared_space_modalities(specs), echo=echo, base=base
+            data,
+            cfg,
+            interactions=rows,
+            raw_modalities=shared_space_modalities(specs),
+            echo=echo,
+            base=base,
+            base_mode=base_mode,
         )
         models, training = result.models, result.training_summary
         split, metrics = result.split, {"split": "test", "n_items": len(result.test), "results": result.results}
@@ -116,7 +124,7 @@ def train_bundle(
         "preset": preset,
     }
     if base is not None:
-        summary["init"] = {"base_bundle_id": base.bundle_id, "base_name": str(init_bundle)}
+        summary["init"] = {"base_bundle_id": base.bundle_id, "base_name": str(init_bundle), "mode": base_mode}
     bundle_id = save_bundle(
         out,
         specs=specs,

@@ -147,3 +147,27 @@ def test_the_n_best_list_lets_a_lower_hypothesis_find_the_item(trained, store, w
     assert searcher.run(query, [Encoded(vector, heard)]).hits[0].id == "w2"
     greedy_only = Heard("clip.wav", "Hi, Peter.", 0.8)
     assert "w2" not in [h.id for h in searcher.run(query, [Encoded(vector, greedy_only)]).hits]
+
+
+def test_cli_search_takes_the_mode(trained, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from mmalign.plugin.cli import main
+    from mmalign.schemas import StoreConfig
+
+    base, _ = trained
+    catalog = write_words_catalog(tmp_path / "words")
+    qdrant = str(tmp_path / "q")
+    with VectorStore(StoreConfig(path=qdrant)) as store:
+        ingest(catalog, bundle=base / "bundle", collection="words", store=store, features_dir=base / "features")
+    common = ["search", "--collection", "words", "--qdrant-path", qdrant, "--device", "cpu", "--json", "-k", "3"]
+    for mode in ("lexical", "hybrid"):
+        result = CliRunner().invoke(main, [*common, "--text", "LP-100", "--mode", mode])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)[0]["id"] == "w7"
+    weighted = CliRunner().invoke(main, [*common, "--text", "fire", "--hybrid-fusion", "rrf", "--lexical-weight", "3"])
+    assert weighted.exit_code == 0 and {h["id"] for h in json.loads(weighted.output)[:2]} == {"w0", "w1"}
+    bad = CliRunner().invoke(main, [*common, "--text", "LP-100", "--mode", "bm25"])
+    assert bad.exit_code != 0 and "'dense', 'lexical', 'hybrid'" in bad.output
