@@ -477,7 +477,8 @@ def run(args) -> int:
         texts = {i["id"]: i.get("text") or "" for i in raw}
         names = {i["id"]: item_name(name, i) for i in raw}
         cache = FeatureCache(catalog_features(args, name))
-        paired = load_paired(cache, specs, list(texts))
+        present = {m for i in raw for m in ("image", "text", "audio") if i.get(m)}
+        paired = load_paired(cache, {m: s for m, s in specs.items() if m.value in present}, list(texts))
         spoken = SpokenSet.load(name, clips, clip_cache, specs[Modality.AUDIO], variants, catalog, cache)
         typed = {
             "exact": exact_queries(name, raw),
