@@ -31,11 +31,16 @@ class SearchQuery(BaseModel):
         description="dense (vectors), lexical (BM25 over the items' words and heard speech) or hybrid (both, "
         "fused); default: hybrid for text and speech, dense for images and 'like' (docs/search.md).",
     )
-    hybrid_fusion: StoreFusion = Field(
-        default="rrf", description="How hybrid mode combines its dense and lexical candidates (rrf or dbsf)."
+    hybrid_fusion: StoreFusion | None = Field(
+        default=None,
+        description="How hybrid mode combines its dense and lexical candidates (rrf or dbsf); default: chosen "
+        "by benchmarks/search_modes.py for typed and for spoken queries (docs/search.md).",
     )
-    lexical_weight: float = Field(
-        default=1.0, gt=0, le=100, description="Hybrid mode with rrf: the lexical branch's weight (dense: 1)."
+    lexical_weight: float | None = Field(
+        default=None,
+        gt=0,
+        le=100,
+        description="Hybrid mode with rrf: the lexical branch's weight (dense: 1); default: as hybrid_fusion.",
     )
     match_heard: bool = Field(
         default=True,

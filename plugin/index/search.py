@@ -52,6 +52,16 @@ __all__ = [
 #: The mode of a search that names none: ``hybrid`` when words were typed or speech was heard (and the
 #: collection has the ``lexical`` vector), else ``dense``; chosen by benchmarks/search_modes.py.
 DEFAULT_WORDS_MODE = "hybrid"
+#: Hybrid fusion and lexical weight when the query names none: for typed words, and for a spoken query (its
+#: lexical branch holds n-best transcripts and phonetic terms); chosen on validation (docs/search.md).
+TEXT_HYBRID = ("rrf", 1.0)
+SPOKEN_HYBRID = ("rrf", 1.0)
+
+
+def hybrid_fusion(query: SearchQuery) -> tuple[str, float]:
+    """(fusion, lexical weight) of a hybrid query: its own, else the default for its kind of input."""
+    fusion, weight = SPOKEN_HYBRID if query.audio else TEXT_HYBRID
+    return query.hybrid_fusion or fusion, query.lexical_weight or weight
 
 
 class Hit(SearchHit):
@@ -120,10 +130,11 @@ def store_query(
     if mode == "dense":
         return Fused(tuple(branches), "rrf"), None
     branches.append(Prefetch(Nearest(lexical, LEXICAL_VECTOR), limit=candidates, filter=query_filter))
-    if query.hybrid_fusion == "dbsf":
+    fusion, weight = hybrid_fusion(query)
+    if fusion == "dbsf":
         return Fused(tuple(branches), "dbsf"), None
-    weights = (1.0,) * len(dense) + (query.lexical_weight,)
-    return Fused(tuple(branches), "rrf", weights if query.lexical_weight != 1.0 else None), None
+    weights = (1.0,) * len(dense) + (weight,)
+    return Fused(tuple(branches), "rrf", weights if weight != 1.0 else None), None
 
 
 def choose_mode(query: SearchQuery, lexical: SparseVector | None, has_lexical: bool, collection: str) -> str:
