@@ -163,16 +163,14 @@ def ingest(
 @click.option(
     "--hybrid-fusion",
     type=click.Choice(["rrf", "dbsf"]),
-    default="rrf",
-    show_default=True,
-    help="How hybrid mode fuses its dense and lexical candidates.",
+    default=None,
+    help="How hybrid mode fuses its dense and lexical candidates (default: docs/search.md).",
 )
 @click.option(
     "--lexical-weight",
-    default=1.0,
-    show_default=True,
+    default=None,
     type=click.FloatRange(min=0, min_open=True, max=100),
-    help="Hybrid mode with rrf: the weight of the lexical branch (dense: 1).",
+    help="Hybrid mode with rrf: the weight of the lexical branch (dense: 1; default: docs/search.md).",
 )
 @click.option(
     "--bundle",
