@@ -266,22 +266,13 @@ class Searcher:
         using: str = "fused",
         k: int = 10,
         filters: Mapping[str, Any] | None = None,
-        fusion: str = "rrf",
-        mode: str | None = None,
     ) -> list[Hit]:
-        """The hits of these query inputs (see :class:`~mmalign.schemas.query.SearchQuery`)."""
-        query = search_query(
-            text=text,
-            image=image,
-            audio=audio,
-            like=like,
-            using=using,
-            k=k,
-            filters=dict(filters or {}),
-            fusion=fusion,
-            mode=mode,
-            **self.defaults,
-        )
+        """The hits of these query inputs, searched on the stored vector ``using``, in the default mode (see
+        :class:`~mmalign.schemas.query.SearchQuery`). How the query is answered (``mode``, ``fusion`` of several
+        inputs, ``hybrid_fusion``, ``lexical_weight``) is chosen with :meth:`run`:
+        ``searcher.run(search_query(text=[...], mode="lexical")).hits``."""
+        inputs = {"text": text, "image": image, "audio": audio, "like": like}
+        query = search_query(**inputs, using=using, k=k, filters=dict(filters or {}), **self.defaults)
         return self.run(query).hits
 
     def run(self, query: SearchQuery, encoded: Sequence[Encoded] | None = None) -> SearchResult:

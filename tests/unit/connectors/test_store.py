@@ -517,7 +517,7 @@ def test_server_and_embedded_engines_agree():
 def test_ingest_and_search_agree_on_edge_and_local_mode(trained):
     """The same ingest and searches (filters, multi-input fusion, recommendations) on both embedded engines."""
     from mmalign.plugin.index.ingest import ingest
-    from mmalign.plugin.index.search import Searcher
+    from mmalign.plugin.index.search import Searcher, search_query
     from mmalign.plugin.recommend.recommender import Recommender
 
     base, catalog = trained
@@ -532,10 +532,9 @@ def test_ingest_and_search_agree_on_edge_and_local_mode(trained):
             got = [searcher.search(image=[root / f"img{i}.png"], k=5, filters={"group": ["even"]}) for i in range(4)]
             # dense: the engines' agreement on vectors; hybrid ranks fuse BM25 ranks whose ties at the prefetch
             # cut-off either engine may order its own way (hybrid agreement: test_lexical_store.py, exact)
-            got.append(searcher.search(text=["a red frog"], using="text", k=8, mode="dense"))
-            got.append(
-                searcher.search(image=[root / "img1.png", root / "img2.png"], text=["a blue car"], k=6, mode="dense")
-            )
+            got.append(searcher.run(search_query(text=["a red frog"], using="text", k=8, mode="dense")).hits)
+            pair = [str(root / "img1.png"), str(root / "img2.png")]
+            got.append(searcher.run(search_query(image=pair, text=["a blue car"], k=6, mode="dense")).hits)
             got += [rec.more_like(["item3", "item4"], k=6, negative=["item5"], strategy=s) for s in ("best_score",)]
             got.append(rec.more_like(["item7"], k=6, strategy="average_vector"))
             answers.append(got)

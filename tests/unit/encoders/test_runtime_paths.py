@@ -46,7 +46,7 @@ def test_an_unknown_runtime_is_refused_naming_the_valid_ones(trained, tmp_path):
 def test_ingest_and_search_run_the_bundle_on_the_runtime_asked_for(trained, tmp_path):
     from mmalign.plugin.encoders.onnx_runtime import OnnxEncoder
     from mmalign.plugin.index.ingest import ingest
-    from mmalign.plugin.index.search import Searcher
+    from mmalign.plugin.index.search import Searcher, search_query
 
     base, catalog = trained
     with VectorStore(StoreConfig(path=":memory:")) as store:
@@ -68,7 +68,7 @@ def test_ingest_and_search_run_the_bundle_on_the_runtime_asked_for(trained, tmp_
                 encoder = searcher.encoder.encoder(Modality.TEXT)
                 assert isinstance(encoder, OnnxEncoder) == (runtime == "onnx")
                 vectors[runtime] = searcher.encoder.embed(Modality.TEXT, "a red frog").vector
-                hits[runtime] = searcher.search(text=["a red frog"], using="text", k=5, mode="dense")
+                hits[runtime] = searcher.run(search_query(text=["a red frog"], using="text", k=5, mode="dense")).hits
     # the same bundle on either runtime: the same query vector, the same neighbours and scores (dense: hybrid
     # scores are fused ranks, and BM25 ties at the prefetch cut-off may come in either order)
     np.testing.assert_allclose(vectors["torch"], vectors["onnx"], atol=1e-4)

@@ -7,7 +7,7 @@ import pytest
 
 from mmalign.connectors.store import StoreError, VectorStore
 from mmalign.plugin.index.ingest import ingest
-from mmalign.plugin.index.search import Searcher
+from mmalign.plugin.index.search import Searcher, search_query
 from mmalign.schemas import StoreConfig
 from tests.tiny_catalog import N_ITEMS  # the `trained` fixture lives there too
 
@@ -176,7 +176,8 @@ def test_filters_and_multi_input_rrf(trained, store):
     assert searcher.search(image=[root / "img2.png"], using="image", k=3, filters={"n": ["2"]})[0].id == "item2"
     both = searcher.search(image=[root / "img6.png", root / "img9.png"], using="image", k=2)
     assert {h.id for h in both} == {"item6", "item9"}  # each input's own top hit wins under RRF
-    mean = searcher.search(image=[root / "img6.png", root / "img9.png"], using="image", k=5, fusion="mean")
+    pair = [str(root / "img6.png"), str(root / "img9.png")]
+    mean = searcher.run(search_query(image=pair, using="image", k=5, fusion="mean")).hits
     assert len(mean) == 5
 
 

@@ -46,7 +46,7 @@ def test_a_rare_exact_word_is_found_first_in_every_mode_with_words(trained, stor
     assert default.mode == "hybrid" and default.hits[0].id == "w7"  # the default for typed words
     assert searcher.run(search_query(image=[str(words_catalog.parent / "img3.png")], k=3)).mode == "dense"
     assert searcher.run(search_query(text=["the of"], mode="lexical")).hits == []  # nothing to match
-    assert searcher.search(text=["umbrella"], mode="lexical", k=5)[0].id == "w2"
+    assert searcher.run(search_query(text=["umbrella"], mode="lexical", k=5)).hits[0].id == "w2"
 
 
 def test_filters_apply_to_both_branches(trained, store, words_catalog):
