@@ -111,31 +111,7 @@ def _parse_max_batch(value: str) -> int | dict[str, int]:
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 @with_store(api_key_flag="--qdrant-api-key")
-def serve(
-    collection,
-    host,
-    port,
-    service_key,
-    media_root,
-    bundle_path,
-    device,
-    runtime,
-    max_body_mb,
-    batching,
-    max_batch,
-    model_process,
-    threads,
-    max_wait_ms,
-    k_max,
-    watch_interval,
-    jobs_roots,
-    jobs_dir,
-    job_threads,
-    job_nice,
-    log_level,
-    access_log,
-    store,
-):
+def serve(collection, host, port, service_key, watch_interval, log_level, access_log, store, **settings):
     """Serve search, recommend, items and media over HTTP, and a search page at /.
 
     Loads the bundle and the query encoders once, micro-batches concurrent encodes, and follows the
@@ -143,26 +119,79 @@ def serve(
     `reembed`, `rollback` and `drop-version` on the same store are sent to it as write jobs.
     """
     import logging
-    import os
 
+    run = _server()
+    from mmalign.connectors.store_files import remove_service_address
+    from mmalign.plugin.serve.service import Service
+
+    logging.getLogger("mmalign").setLevel(getattr(logging, log_level.upper()))
+    config = _serve_config(collection, store, service_key, **settings)
+    if host not in ("127.0.0.1", "localhost", "::1") and not service_key:
+        click.echo(f"warning: listening on {host} without --api-key: anyone who reaches it can query", err=True)
+    click.echo(f"loading the bundle and encoders of {collection!r}…", err=True)
+    service = Service(config)
+    generation = service.load()
+    folder = None if store.is_server or store.resolved_path == ":memory:" else store.resolved_path
+    listening = _announce(service, generation, folder, api_key=bool(service_key))
+    try:
+        run(
+            service,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=access_log,
+            watch_interval_s=watch_interval,
+            on_listening=listening,
+        )
+    finally:
+        if folder is not None:
+            remove_service_address(folder)
+
+
+def _server():
+    """The server's ``run``, or a message naming the missing ``serve`` extra."""
     try:
         from mmalign.plugin.serve.app import run
     except ImportError as exc:
         raise click.ClickException(
             f"mmalign serve needs the serve extra ({exc.name} is missing): pip install 'mmalign[serve]'"
         ) from exc
+    return run
+
+
+def _serve_config(
+    collection,
+    store,
+    service_key,
+    *,
+    bundle_path,
+    device,
+    runtime,
+    media_root,
+    max_body_mb,
+    batching,
+    max_batch,
+    model_process,
+    threads,
+    max_wait_ms,
+    k_max,
+    jobs_roots,
+    jobs_dir,
+    job_threads,
+    job_nice,
+):
+    """The service's configuration from the command's options (a refused value as a click error)."""
+    import os
+
     from pydantic import ValidationError
 
-    from mmalign.connectors.store_files import remove_service_address, write_service_address
     from mmalign.plugin.serve.config import ServeConfig
     from mmalign.plugin.serve.jobs import JobsConfig
-    from mmalign.plugin.serve.service import Service
 
-    logging.getLogger("mmalign").setLevel(getattr(logging, log_level.upper()))
     if threads is None:
         threads = max(1, (os.cpu_count() or 2) - 1)
     try:
-        config = ServeConfig(
+        return ServeConfig(
             collection=collection,
             store=store,
             bundle=bundle_path,
@@ -181,33 +210,23 @@ def serve(
         )
     except ValidationError as exc:
         raise click.ClickException("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from exc
-    if host not in ("127.0.0.1", "localhost", "::1") and not service_key:
-        click.echo(f"warning: listening on {host} without --api-key: anyone who reaches it can query", err=True)
-    click.echo(f"loading the bundle and encoders of {collection!r}…", err=True)
-    service = Service(config)
-    generation = service.load()
+
+
+def _announce(service, generation, folder: str | None, *, api_key: bool):
+    """The callback run once the server listens: it records the address in the store ``folder`` (the CLI sends
+    its write jobs there while this process holds the store) and says what is served where."""
+    from mmalign.connectors.store_files import write_service_address
+
+    collection = service.config.collection
     media = f"media from {service.media_root}" if service.media_root else "no media (--media-root)"
-    folder = None if store.is_server or store.resolved_path == ":memory:" else store.resolved_path
 
     def listening(url: str) -> None:
-        if folder is not None:  # the CLI sends its write jobs here while this process holds the store
-            write_service_address(folder, url, collection=collection, api_key=bool(service_key))
+        if folder is not None:
+            write_service_address(folder, url, collection=collection, api_key=api_key)
         click.echo(
             f"serving {collection!r} (bundle {generation.bundle_id}, {', '.join(generation.modalities)}; {media}) "
             f"at {url}/ (API docs: /docs)",
             err=True,
         )
 
-    try:
-        run(
-            service,
-            host=host,
-            port=port,
-            log_level=log_level,
-            access_log=access_log,
-            watch_interval_s=watch_interval,
-            on_listening=listening,
-        )
-    finally:
-        if folder is not None:
-            remove_service_address(folder)
+    return listening

@@ -102,35 +102,14 @@ def train(
     features_dir,
 ):
     """Train the alignment on CATALOG's features and write a bundle to OUT."""
-    import json
-    from pathlib import Path
-
-    from pydantic import ValidationError
-
     from mmalign.connectors.sources import open_catalog
-    from mmalign.plugin.cli.render import retrieval_table
     from mmalign.plugin.workflows.train import train_bundle
-    from mmalign.schemas import TrainConfig
 
     init_bundle = None
     if init == "base":
         init_bundle, init = "base", "cca"
-    base = json.loads(Path(config_file).read_text()) if config_file else {}
-    given = {
-        name: value
-        for name, value in dict(
-            dim=dim, rank=rank, seed=seed, test_fraction=test_fraction, init=init, fusion=fusion
-        ).items()
-        if not config_file or ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
-    }
-    if not config_file or ctx.get_parameter_source("epochs") != click.core.ParameterSource.DEFAULT:
-        given.update(epochs=epochs, teacher_epochs=epochs)
-    if no_distill:
-        given["distill"] = False
-    try:
-        cfg = TrainConfig.model_validate({**base, **given})
-    except ValidationError as exc:
-        fail(f"invalid training config: {exc}")
+    options = dict(dim=dim, rank=rank, seed=seed, test_fraction=test_fraction, init=init, fusion=fusion)
+    cfg = _train_config(ctx, config_file, options, epochs=epochs, no_distill=no_distill)
     echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     source = open_catalog(catalog, media_root=media_root, format=fmt)
     report = train_bundle(
@@ -151,7 +130,38 @@ def train(
     )
     if as_json:
         echo_json(report)
-        return
+    else:
+        _echo_train_report(report, out)
+
+
+def _train_config(ctx, config_file, options: dict, *, epochs: int, no_distill: bool) -> TrainConfig:
+    """The TrainConfig of the command: the ``--config`` file's, overridden by the options given on the command
+    line (without a file, by every option: its defaults are TrainConfig's); ``--epochs`` sets both the teacher's
+    and the student's."""
+    import json
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    def given(name: str) -> bool:
+        return not config_file or ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+
+    base = json.loads(Path(config_file).read_text()) if config_file else {}
+    chosen = {name: value for name, value in options.items() if given(name)}
+    if given("epochs"):
+        chosen.update(epochs=epochs, teacher_epochs=epochs)
+    if no_distill:
+        chosen["distill"] = False
+    try:
+        return TrainConfig.model_validate({**base, **chosen})
+    except ValidationError as exc:
+        fail(f"invalid training config: {exc}")
+
+
+def _echo_train_report(report, out) -> None:
+    """The bundle written, its parameters and its held-out retrieval table."""
+    from mmalign.plugin.cli.render import retrieval_table
+
     params = report.parameters
     click.echo(f"bundle {report.bundle_id} -> {out} ({report.seconds}s)")
     ratio = f" (ratio 1/{params.teacher / params.student:.0f})" if params.teacher else ""

@@ -11,10 +11,13 @@ beyond ``keep`` are dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +31,7 @@ from mmalign.plugin.index.lexical import lexical_vectors
 from mmalign.plugin.index.verify import verify_collection
 from mmalign.plugin.index.versions import list_versions, parse_version, utc_now, version_name
 from mmalign.schemas import Modality, ReembedReport, StoreConfig
+from mmalign.schemas.store import CollectionRecord
 from mmalign.schemas.training import BundleConfig
 from mmalign.schemas.vocabulary import LEXICAL_VECTOR
 
@@ -70,86 +74,126 @@ def reembed(
     how a re-encode ingests the catalog; chunk_size and device given here win."""
     from datetime import datetime, timezone
 
+    with _opened(store) as vs:
+        started = time.perf_counter()
+        started_at = datetime.now(timezone.utc)
+        plan = _plan(vs, collection, bundle, catalog=catalog, force_reencode=force_reencode)
+        if plan.already_live:
+            return _already_live(vs, collection, plan.live, plan.record, plan.mode, started)
+        new_bundle = plan.bundle
+        ensure_store_space(vs, vs.count(plan.live), new_bundle.dim, f"re-embedding {collection!r} into a new version")
+        target = _next_version(vs, collection, plan.live, new_bundle, str(new_bundle.path.resolve()))
+        report = ReembedReport(
+            collection=collection,
+            old_version=plan.live,
+            new_version=target,
+            old_bundle=plan.record.bundle_id,
+            new_bundle=new_bundle.bundle_id,
+            mode=plan.mode,
+            expected=vs.count(plan.live),
+        )
+        letters = DeadLetterWriter(dead_letter or Path(features_dir) / "reembed_dead_letter.jsonl")
+        _write_version(
+            vs,
+            plan,
+            target,
+            report,
+            letters,
+            features_dir=features_dir,
+            catalog=catalog,
+            chunk_size=chunk_size,
+            device=device,
+            on_chunk=on_chunk,
+            ingest_options=ingest_options,
+        )
+        _verify_and_swap(vs, collection, plan, target, report, keep, min_quality, letters, started_at)
+        report.seconds = time.perf_counter() - started
+        return report
+
+
+def _opened(store: VectorStore | StoreConfig | None):
+    """``store`` itself (left open), or a store opened from its config and closed after use."""
+    if isinstance(store, VectorStore):
+        return contextlib.nullcontext(store)
+    return VectorStore(store or StoreConfig())
+
+
+@dataclass
+class _Plan:
+    """What a re-embed of the version ``live`` (with its ``record`` and its bundle's config, when that is still
+    on disk) to ``bundle`` does: ``mode`` reproject (same encoders: from the feature cache), reencode (the
+    catalog again) or lexical (same bundle, a version from before lexical search); ``already_live``: nothing."""
+
+    live: str
+    record: CollectionRecord
+    bundle: Any
+    old_config: BundleConfig | None
+    mode: str
+    already_live: bool = False
+
+
+def _plan(vs: VectorStore, collection: str, bundle, *, catalog, force_reencode: bool) -> _Plan:
+    """How the alias ``collection`` is re-embedded to ``bundle`` (a Bundle or its folder)."""
     from mmalign.plugin.align.bundle import Bundle, load_bundle
 
-    if not isinstance(store, VectorStore):
-        with VectorStore(store or StoreConfig()) as vs:
-            return reembed(
-                collection,
-                bundle=bundle,
-                store=vs,
-                features_dir=features_dir,
-                catalog=catalog,
-                keep=keep,
-                min_quality=min_quality,
-                chunk_size=chunk_size,
-                dead_letter=dead_letter,
-                device=device,
-                force_reencode=force_reencode,
-                on_chunk=on_chunk,
-                ingest_options=ingest_options,
-            )
-    vs = store
-    started = time.perf_counter()
-    started_at = datetime.now(timezone.utc)
     live = vs.resolve_alias(collection)
     if live is None:
         raise StoreError(f"{collection!r} is not an alias of a versioned collection; ingest it first")
     old_record = vs.collection_record(live)
     new_bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, with_teacher=False)
-    bundle_path = str(new_bundle.path.resolve())
     old_config = _bundle_config(old_record)
-    mode = (
-        "reproject"
-        if (old_config is not None and _same_encoders(old_config, new_bundle.config) and not force_reencode)
-        else "reencode"
-    )
+    same = old_config is not None and _same_encoders(old_config, new_bundle.config) and not force_reencode
+    plan = _Plan(live, old_record, new_bundle, old_config, "reproject" if same else "reencode")
     if old_record.bundle_id == new_bundle.bundle_id:
         if LEXICAL_VECTOR in vs.sparse_vectors(live):
-            return _already_live(vs, collection, live, old_record, mode, started)
-        mode = "lexical"  # a version from before lexical search: vectors copied, the lexical vector added
-    if mode == "reencode" and catalog is None:
+            plan.already_live = True
+            return plan
+        plan.mode = "lexical"  # a version from before lexical search: vectors copied, the lexical vector added
+    if plan.mode == "reencode" and catalog is None:
         raise StoreError(
             f"bundle {new_bundle.bundle_id} uses other encoders than {old_record.bundle_id}: the "
             f"items must be re-encoded, so give the catalog (catalog=...)"
         )
-    ensure_store_space(vs, vs.count(live), new_bundle.dim, f"re-embedding {collection!r} into a new version")
-    target = _next_version(vs, collection, live, new_bundle, bundle_path)
-    report = ReembedReport(
-        collection=collection,
-        old_version=live,
-        new_version=target,
-        old_bundle=old_record.bundle_id,
-        new_bundle=new_bundle.bundle_id,
-        mode=mode,
-        expected=vs.count(live),
-    )
-    letters = DeadLetterWriter(dead_letter or Path(features_dir) / "reembed_dead_letter.jsonl")
-    if mode == "reproject":
-        _reproject(vs, live, target, new_bundle, FeatureCache(features_dir), report, letters, chunk_size, on_chunk)
-    elif mode == "lexical":
-        _add_lexical(vs, live, target, new_bundle, FeatureCache(features_dir), report, chunk_size, on_chunk)
-    else:
-        from mmalign.plugin.index.ingest import ingest
+    return plan
 
-        result = ingest(
-            catalog,
-            bundle=new_bundle,
-            collection=target,
-            store=vs,
-            features_dir=features_dir,
-            chunk_size=chunk_size,
-            dead_letter=letters.path,
-            device=device,
-            on_chunk=on_chunk,
-            options=ingest_options,
-        )
-        report.written, report.resumed, report.failed = result.ok, result.unchanged, result.failed
-    _verify_and_swap(
-        vs, collection, live, target, new_bundle, old_config, report, keep, min_quality, letters, started_at
+
+def _write_version(
+    vs,
+    plan: _Plan,
+    target: str,
+    report,
+    letters,
+    *,
+    features_dir,
+    catalog,
+    chunk_size,
+    device,
+    on_chunk,
+    ingest_options,
+) -> None:
+    """Write the new version ``target`` in the plan's mode, counting written, resumed and failed points."""
+    if plan.mode == "reproject":
+        cache = FeatureCache(features_dir)
+        _reproject(vs, plan.live, target, plan.bundle, cache, report, letters, chunk_size, on_chunk)
+        return
+    if plan.mode == "lexical":
+        _add_lexical(vs, plan.live, target, plan.bundle, FeatureCache(features_dir), report, chunk_size, on_chunk)
+        return
+    from mmalign.plugin.index.ingest import ingest
+
+    result = ingest(
+        catalog,
+        bundle=plan.bundle,
+        collection=target,
+        store=vs,
+        features_dir=features_dir,
+        chunk_size=chunk_size,
+        dead_letter=letters.path,
+        device=device,
+        on_chunk=on_chunk,
+        options=ingest_options,
     )
-    report.seconds = time.perf_counter() - started
-    return report
+    report.written, report.resumed, report.failed = result.ok, result.unchanged, result.failed
 
 
 def _bundle_config(record) -> BundleConfig | None:
@@ -305,12 +349,12 @@ def _item_ids(vs: VectorStore, name: str) -> set[str]:
     return {p.payload["item_id"] for p in vs.scroll(name, with_payload=["item_id"], page_size=2048)}
 
 
-def _verify_and_swap(
-    vs, alias, live, target, bundle, old_config, report, keep, min_quality, letters, started_at
-) -> None:
+def _verify_and_swap(vs, alias, plan: _Plan, target, report, keep, min_quality, letters, started_at) -> None:
     """Swap only if every item of the live version (read again now, so items ingested meanwhile count)
     is in the new version or was reported failed in this run's dead letters."""
     from mmalign.connectors.dead_letter import read_dead_letters
+
+    live, bundle, old_config = plan.live, plan.bundle, plan.old_config
 
     report.quality_old = bundle_quality(old_config) if old_config else None
     report.quality_new = bundle_quality(bundle.config)
