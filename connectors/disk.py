@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mmalign.connectors.errors import ConfigError, StoreError
+from mmalign.schemas.store import DEFAULT_QDRANT_PATH
 
 #: Free space kept beyond the estimate.
 DEFAULT_MARGIN_BYTES = 32 << 20
@@ -127,7 +128,8 @@ def ensure_space(path: str | Path, need: int, what: str, *, detail: str = "") ->
     raise DiskSpaceError(
         f"not enough disk space for {what}: it writes about {mib(need)}{detail} and keeps a margin of "
         f"{mib(margin)} ({ENV_MARGIN}), but the filesystem of {str(place)!r} has {mib(free)} free; free "
-        f"space or put the store on another disk (--qdrant-path), then run the same command again"
+        f"space or put the store on another disk (StoreConfig.path; CLI: --qdrant-path), then run the same "
+        f"command again"
     )
 
 
@@ -150,23 +152,12 @@ def ensure_store_space(store: Any, points: int, dim: int, what: str, *, collecti
 
 
 # -- SIGBUS: one clear line ------------------------------------------------------------------------------------
-def _store_paths(argv: Sequence[str]) -> list[str]:
-    """The embedded store folders a command line names (default: the CLI's default store)."""
-    paths = []
-    for flag in ("--qdrant-path", "--to-path"):
-        for i, arg in enumerate(argv):
-            if arg == flag and i + 1 < len(argv):
-                paths.append(argv[i + 1])
-            elif arg.startswith(flag + "="):
-                paths.append(arg.split("=", 1)[1])
-    return [p for p in paths if p != ":memory:"] or ["mmalign-data/qdrant"]
-
-
-def sigbus_message(argv: Sequence[str]) -> str:
-    """What the user reads when the command died of SIGBUS: where, how much is free, and what to do."""
+def sigbus_message(store_paths: Sequence[str] = ()) -> str:
+    """What the user reads when the command died of SIGBUS: where (the embedded store folders it wrote to;
+    default: the default store), how much is free, and what to do."""
     places = []
     full = False
-    for path in _store_paths(argv):
+    for path in [p for p in store_paths if p != ":memory:"] or [DEFAULT_QDRANT_PATH]:
         try:
             free, place = free_bytes(path)
         except OSError:
@@ -181,8 +172,8 @@ def sigbus_message(argv: Sequence[str]) -> str:
         )
     return (
         f"Qdrant's engine was stopped by SIGBUS on a memory-mapped store file ({where}): the disk was full for a "
-        f"moment, or a store file was truncated; run the same command again, and `mmalign store verify "
-        f"--collection NAME` if it happens again"
+        f"moment, or a store file was truncated; run the same command again, and verify the collection "
+        f"if it happens again (verify_collection; CLI: `mmalign store verify --collection NAME`)"
     )
 
 
@@ -195,16 +186,16 @@ def _real_stdio() -> bool:
     return True
 
 
-def supervised(run: Callable[[], Any], argv: Sequence[str] | None = None) -> Any:
+def supervised(run: Callable[[], Any], store_paths: Sequence[str] = ()) -> Any:
     """Run ``run()`` (a CLI command) in a forked child and wait for it; a child stopped by SIGBUS becomes the
-    one line of :func:`sigbus_message` on stderr and exit status 1, any other end is passed on as it is.
+    one line of :func:`sigbus_message` (of ``store_paths``, the store folders the command writes to) on stderr
+    and exit status 1, any other end is passed on as it is.
 
     Runs ``run()`` in this process instead where there is no ``fork``, where stdout/stderr are not real
     files (a test runner's CliRunner), inside a supervised child, and with ``MMALIGN_SUPERVISED=1``.
     """
     if not hasattr(os, "fork") or os.environ.get(ENV_SUPERVISED) or not _real_stdio():
         return run()
-    argv = list(sys.argv[1:] if argv is None else argv)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -229,7 +220,7 @@ def supervised(run: Callable[[], Any], argv: Sequence[str] | None = None) -> Any
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         if number == signal.SIGBUS:
-            sys.stderr.write(f"Error: {sigbus_message(argv)}\n")
+            sys.stderr.write(f"Error: {sigbus_message(store_paths)}\n")
             sys.stderr.flush()
             os._exit(1)
         if number not in (signal.SIGKILL, signal.SIGSTOP):  # their handler cannot be set, and is the default

@@ -98,7 +98,7 @@ def _edge():
     except ImportError as exc:  # pragma: no cover - a pinned dependency
         raise StoreError(
             "the embedded Edge engine needs the package qdrant-edge-py (pip install qdrant-edge-py); "
-            "or use --engine local"
+            "or use qdrant-client's local mode: StoreConfig(engine='local') (CLI: --engine local)"
         ) from exc
     return qdrant_edge
 
@@ -141,9 +141,10 @@ class EdgeBackend:
             marker = read_marker(self.root)
             if marker is None and is_local_mode_folder(self.root):
                 raise StoreError(
-                    f"the store at {path!r} was written by qdrant-client's local mode: open it with --engine "
-                    f"local (StoreConfig(engine='local')), or copy its collections into an Edge store with "
-                    f"`mmalign store push --engine local --qdrant-path {path} --collection NAME --to-path NEW`"
+                    f"the store at {path!r} was written by qdrant-client's local mode: open it with "
+                    f"StoreConfig(engine='local') (CLI: --engine local), or copy its collections into an Edge "
+                    f"store with push_collection (CLI: `mmalign store push --engine local --qdrant-path {path} "
+                    f"--collection NAME --to-path NEW`)"
                 )
             if marker is not None and marker.get("engine") != "edge":
                 raise StoreError(f"the store at {path!r} is a {marker.get('engine')!r} store, not an Edge store")

@@ -75,7 +75,8 @@ class ClientBackend:
                     if marker is not None and marker.get("engine") != "local":
                         raise StoreError(
                             f"the store at {cfg.resolved_path!r} is a Qdrant {marker.get('engine')!r} store: open "
-                            f"it with --engine {marker.get('engine')} (StoreConfig(engine={marker.get('engine')!r}))"
+                            f"it with StoreConfig(engine={marker.get('engine')!r}) "
+                            f"(CLI: --engine {marker.get('engine')})"
                         )
                     self._lock = StoreLock.acquire(folder)
                     try:

@@ -20,15 +20,29 @@ from mmalign.plugin.cli.store import schemas, store
 from mmalign.plugin.cli.train import eval_command, train
 
 
+def store_paths(argv) -> list[str]:
+    """The embedded store folders a command line names (``--qdrant-path``, ``--to-path``)."""
+    paths = []
+    for flag in ("--qdrant-path", "--to-path"):
+        for i, arg in enumerate(argv):
+            if arg == flag and i + 1 < len(argv):
+                paths.append(argv[i + 1])
+            elif arg.startswith(flag + "="):
+                paths.append(arg.split("=", 1)[1])
+    return paths
+
+
 class MmalignGroup(click.Group):
     """Turns user errors into one clear line; lets real bugs show their traceback."""
 
     def main(self, *args, **kwargs):
         """Runs the command in a child process whose SIGBUS (a full disk under the store's memory-mapped
         files) becomes one clear error line (connectors/disk.py)."""
+        import sys
+
         from mmalign.connectors.disk import supervised
 
-        return supervised(lambda: super(MmalignGroup, self).main(*args, **kwargs))
+        return supervised(lambda: super(MmalignGroup, self).main(*args, **kwargs), store_paths(sys.argv[1:]))
 
     def invoke(self, ctx: click.Context):
         try:

@@ -119,10 +119,12 @@ def _providers(device: str) -> list[str]:
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise ConfigError(
                 "device 'cuda' with runtime 'onnx' needs onnxruntime's CUDA provider (pip install onnxruntime-gpu); "
-                "on a GPU the torch runtime is the default (--runtime torch)"
+                "on a GPU the torch runtime is the default (runtime='torch'; CLI: --runtime torch)"
             )
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    raise ConfigError(f"runtime 'onnx' runs on cpu or cuda, not on device {device!r}; use --runtime torch")
+    raise ConfigError(
+        f"runtime 'onnx' runs on cpu or cuda, not on device {device!r}; use runtime='torch' (CLI: --runtime torch)"
+    )
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -209,7 +211,9 @@ def encoder_class(spec: EncoderSpec) -> type[OnnxEncoder]:
         return OnnxImageEncoder
     if spec.modality is Modality.TEXT:
         return OnnxTextEncoder
-    raise ConfigError(f"encoder {spec.name!r} ({spec.kind}) has no ONNX Runtime path; use --runtime torch")
+    raise ConfigError(
+        f"encoder {spec.name!r} ({spec.kind}) has no ONNX Runtime path; use runtime='torch' (CLI: --runtime torch)"
+    )
 
 
 # -- export ----------------------------------------------------------------------------------------------
@@ -227,7 +231,8 @@ def ensure_export(spec: EncoderSpec, root: str | Path | None = None, *, require_
         raise ExportError(
             f"encoder {encoder_id(spec)}: its {spec.runtime} {spec.precision} features do not agree with torch's "
             f"(per-item cosine min {agreement['min_cosine']:.4f}, mean {agreement['mean_cosine']:.4f} over "
-            f"{agreement['probes']} probes; needed >= {AGREEMENT_MIN}); use precision fp32 or --runtime torch"
+            f"{agreement['probes']} probes; needed >= {AGREEMENT_MIN}); use precision fp32 or runtime='torch' "
+            f"(CLI: --runtime torch)"
         )
     return folder
 

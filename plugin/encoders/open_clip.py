@@ -26,7 +26,8 @@ def _create(spec):
         if path is None and spec.weights is not None:
             raise WeightsError(
                 f"encoder {spec.name!r}: could not get open_clip weights {spec.weights!r} ({exc}). Offline, pass a "
-                f"local checkpoint: --weights {spec.name}=/path/to/open_clip_model.safetensors"
+                f"local checkpoint: weights={{{spec.name!r}: '/path/to/open_clip_model.safetensors'}} "
+                f"(CLI: --weights {spec.name}=/path/to/open_clip_model.safetensors)"
             ) from exc
         raise
     tokenizer = open_clip.get_tokenizer(arch)

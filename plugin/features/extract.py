@@ -141,7 +141,7 @@ def preset_specs(
         specs[modality] = with_runtime(spec, runtime, device)
     if weights:
         raise ConfigError(
-            f"--weights names encoders not used by preset {preset!r}: {sorted(weights)}; "
+            f"weights (CLI: --weights) names encoders not used by preset {preset!r}: {sorted(weights)}; "
             f"it uses {[s.name for s in specs.values()]}"
         )
     return specs
@@ -571,7 +571,7 @@ def _encode_one_by_one(
         raise BatchError(
             f"encoder {encoder.spec.name!r} failed on every item of a batch of {len(inputs)} "
             f"(first: {jobs[0].item.id!r}) with {type(first).__name__}: {first}; stopping: this is "
-            f"not a bad item (check the weights, the device and its memory, or --batch-size)"
+            f"not a bad item (check the weights, the device and its memory, or batch_size; CLI: --batch-size)"
         ) from first
     for job, exc in zip(jobs, errors):
         if exc is not None:

@@ -145,8 +145,9 @@ def choose_mode(query: SearchQuery, lexical: SparseVector | None, has_lexical: b
     if query.mode != "dense" and not has_lexical:
         raise StoreError(
             f"collection {collection!r} has no {LEXICAL_VECTOR!r} vector for {query.mode} search (it was made "
-            f"before lexical search): `mmalign reembed --collection {collection} --bundle BUNDLE`, with the bundle "
-            f"it was built with, adds it without re-encoding media; or search with mode 'dense'"
+            f"before lexical search): reembed({collection!r}, bundle=BUNDLE) (CLI: `mmalign reembed --collection "
+            f"{collection} --bundle BUNDLE`), with the bundle it was built with, adds it without re-encoding media; "
+            f"or search with mode 'dense'"
         )
     if query.mode == "hybrid" and lexical is None:
         return "dense"

@@ -142,7 +142,8 @@ def snapshot_collection(
                     if problems:
                         raise StoreError(
                             f"{physical} is damaged (point {p.id}: {problems[0]}); a snapshot would keep the "
-                            f"damage: run `mmalign store verify --collection {collection} --repair` first"
+                            f"damage: repair it first (repair_collection; CLI: `mmalign store verify "
+                            f"--collection {collection} --repair`)"
                         )
                 tensors, body = _part(page, dense)
                 name = f"part-{number:05d}"

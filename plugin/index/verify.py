@@ -106,7 +106,7 @@ class VerifyReport:
             why = (
                 " (points were lost: the id tracker or a segment is damaged)"
                 if self.counted < self.recorded
-                else " (a write stopped before it was verified: run it again, or --repair)"
+                else " (a write stopped before it was verified: run it again, or repair_collection; CLI: --repair)"
             )
             lines.append(f"{self.counted} points now, {self.recorded} recorded after the last verified write{why}")
         if self.bad_total:
@@ -305,7 +305,7 @@ def repair_collection(
         if not catalog or not Path(catalog).exists():
             raise StoreError(
                 f"{before.version} needs repair ({'; '.join(before.problems())}) and the repair re-ingests its "
-                f"catalog: pass --catalog (the version records {catalog!r})"
+                f"catalog: pass catalog= (CLI: --catalog; the version records {catalog!r})"
             )
     if not isinstance(catalog, Catalog):
         catalog = open_catalog(catalog, media_root=media_root or record.media_root)

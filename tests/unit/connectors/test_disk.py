@@ -46,18 +46,18 @@ def test_the_margin_comes_from_the_environment_and_a_bad_value_is_named(monkeypa
         disk.margin_bytes()
 
 
-def _supervise(body: str, *argv: str) -> subprocess.CompletedProcess:
+def _supervise(body: str, *store_paths: str) -> subprocess.CompletedProcess:
     code = (
         "import os, signal, sys\n"
         "from mmalign.connectors.disk import supervised\n"
-        f"supervised(lambda: ({body}), {list(argv)!r})\n"
+        f"supervised(lambda: ({body}), {list(store_paths)!r})\n"
     )
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
 
 
 def test_a_child_stopped_by_sigbus_is_one_error_line_and_status_1(tmp_path):
-    done = _supervise("os.kill(os.getpid(), signal.SIGBUS)", "--qdrant-path", str(tmp_path / "store"))
+    done = _supervise("os.kill(os.getpid(), signal.SIGBUS)", str(tmp_path / "store"))
     assert done.returncode == 1
     [line] = done.stderr.splitlines()
     assert line.startswith("Error: ") and "SIGBUS" in line and str(tmp_path) in line and "Bus error" not in line
@@ -74,3 +74,16 @@ def test_a_test_runners_captured_streams_run_the_command_in_this_process(monkeyp
 
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     assert supervised(lambda: 42) == 42
+
+
+def test_the_cli_finds_the_store_folders_its_command_line_names_for_the_sigbus_line():
+    from mmalign.plugin.cli import store_paths
+
+    argv = ["store", "push", "--qdrant-path", "a", "--collection", "c", "--to-path=b"]
+    assert store_paths(argv) == ["a", "b"]
+    assert store_paths(["search", "--text", "x"]) == []
+
+
+def test_the_sigbus_line_names_what_to_call_in_the_library_and_on_the_command_line(tmp_path):
+    line = disk.sigbus_message([str(tmp_path)])
+    assert str(tmp_path) in line and "verify_collection; CLI: `mmalign store verify" in line

@@ -145,9 +145,10 @@ def test_engines_refuse_each_others_folders(tmp_path):
         vs.create_collection("c", 4)
     with VectorStore(StoreConfig(path=local, engine="local")) as vs:
         vs.create_collection("c", 4)
-    with pytest.raises(StoreError, match="--engine edge"):
+    with pytest.raises(StoreError, match=r"StoreConfig\(engine='edge'\) \(CLI: --engine edge\)"):
         VectorStore(StoreConfig(path=edge, engine="local")).list_collections()
-    with pytest.raises(StoreError, match="local mode: open it with --engine local"):
+    wanted = r"local mode: open it with StoreConfig\(engine='local'\) \(CLI: --engine local"
+    with pytest.raises(StoreError, match=wanted):
         VectorStore(StoreConfig(path=local, engine="edge")).list_collections()
     with VectorStore(StoreConfig(path=local)) as vs:  # no engine asked: a local-mode folder stays local
         assert vs.engine == "local" and vs.list_collections() == ["c"]

@@ -62,7 +62,7 @@ def test_rerun_skips_cached_and_reencodes_changed(media_dir, tmp_path, tiny_pres
 def test_modality_filter_and_unknown_weights_override(media_dir, tmp_path, tiny_preset):
     report = extract_features(media_dir / "catalog.jsonl", tmp_path / "f", preset=tiny_preset, modalities=["text"])
     assert list(report.modalities) == [Modality.TEXT]
-    with pytest.raises(ValueError, match="not used by preset"):
+    with pytest.raises(ValueError, match=r"^weights \(CLI: --weights\) names encoders not used by preset"):
         extract_features(media_dir / "catalog.jsonl", tmp_path / "f", preset=tiny_preset, weights={"vit": "x"})
 
 

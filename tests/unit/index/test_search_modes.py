@@ -111,7 +111,8 @@ def test_reembed_adds_lexical_to_an_older_collection_without_reencoding(trained,
     assert store.sparse_vectors("words") == []
     searcher = Searcher("words", store=store, device="cpu")
     assert searcher.run(search_query(text=["LP-100"])).mode == "dense"  # the default falls back
-    with pytest.raises(StoreError, match="mmalign reembed --collection words --bundle BUNDLE"):
+    wanted = r"reembed\('words', bundle=BUNDLE\) \(CLI: `mmalign reembed --collection words --bundle BUNDLE`\)"
+    with pytest.raises(StoreError, match=wanted):
         searcher.run(search_query(text=["LP-100"], mode="lexical"))
 
     def no_encoding(*args, **kw):

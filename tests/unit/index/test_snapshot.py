@@ -76,7 +76,8 @@ def test_a_damaged_archive_is_refused_naming_the_part(live, store, tmp_path):
 
 def test_a_damaged_version_is_not_snapshotted(live, store, tmp_path):
     store.overwrite_payload("items", "item5", {"item_id": "item6", "modalities": ["text"]})
-    with pytest.raises(StoreError, match="items__v1 is damaged .* run `mmalign store verify --collection items"):
+    wanted = r"items__v1 is damaged .* repair it first \(repair_collection; CLI: `mmalign store verify --collection"
+    with pytest.raises(StoreError, match=wanted):
         snapshot_collection(store, "items", tmp_path / "s")
     assert not (tmp_path / "s").exists() and not list(tmp_path.iterdir())  # no partial file left
 
