@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 from mmalign.connectors.errors import StoreError
 from mmalign.connectors.store import IndexReport, PointData, VectorStore
+from mmalign.schemas.store import PushProgress
 
 
 @dataclass
@@ -52,17 +53,18 @@ def push_collection(
     existing = target.collection_record(physical)
     offset = None
     if existing is None:
-        extra = {**record.extra, "state": "pushing", "push": {"source": origin, "next_offset": None, "points": 0}}
+        extra = {**record.carried(), "state": "pushing", "push": PushProgress(source=origin)}
         sparse = source.sparse_vectors(physical)  # the lexical vector travels too (a version from before has none)
         target.create_collection(physical, record.dim, bundle_id=record.bundle_id, extra=extra, sparse_vectors=sparse)
     else:
         target.check_compatible(existing, dim=record.dim, bundle_id=record.bundle_id)
-        progress = existing.extra.get("push") or {}
-        if progress.get("source") == origin and not progress.get("done") and progress.get("next_offset"):
-            offset = progress["next_offset"]
+        progress = existing.push or PushProgress(source=origin)
+        if progress.source == origin and not progress.done and progress.next_offset:
+            offset = progress.next_offset
             report.resumed_from = str(offset)
-            report.points = int(progress.get("points", 0))
-        target.update_record(physical, state="pushing", push={**progress, "source": origin, "done": False})
+            report.points = progress.points
+        resumed = progress.model_copy(update={"source": origin, "done": False})
+        target.update_record(physical, state="pushing", push=resumed)
     streams = target.config.write_streams  # a server: parallel upsert streams, about one per shard
     for number, (page, next_offset) in enumerate(
         source.pages(physical, with_vectors=True, with_sparse=True, page_size=batch_size * streams, offset=offset)
@@ -77,7 +79,7 @@ def push_collection(
         upsert_parallel(target, physical, points, batch_size, streams)  # the page is written before it is recorded
         report.points += len(points)
         resume = str(next_offset) if next_offset is not None else None
-        target.update_record(physical, push={"source": origin, "next_offset": resume, "points": report.points})
+        target.update_record(physical, push=PushProgress(source=origin, next_offset=resume, points=report.points))
         if on_batch is not None:
             on_batch(number)
     expected, copied = source.count(physical), target.count(physical)
@@ -87,10 +89,8 @@ def push_collection(
             f"meanwhile; run the push again"
         )
     report.index = target.build_index(physical)
-    state = record.extra.get("state", "ready")
-    target.update_record(
-        physical, state=state, push={"source": origin, "done": True, "points": copied, "at": _utc_now()}
-    )
+    done = PushProgress(source=origin, done=True, points=copied, at=_utc_now())
+    target.update_record(physical, state=record.state, push=done)
     if alias is not None:
         target.set_alias(alias, physical)
     report.seconds = time.perf_counter() - started

@@ -3,6 +3,7 @@ in a folder, or a Qdrant server by URL."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -186,6 +187,13 @@ class CollectionRecord(BaseModel):
     layout: dict[str, Any] = Field(
         default_factory=dict, description="Shards, replicas, quantization, vectors on disk it was created with."
     )
+    damage: list[str] | None = Field(default=None, description="What verify found broken (state damaged).")
+    replaced_by: str | None = Field(default=None, description="The version that was rebuilt in place of this one.")
+    rebuilt_from: str | None = Field(default=None, description="The damaged version this one was rebuilt from.")
+    restoring: str | None = Field(
+        default=None, description="SHA-256 of the parts of the snapshot a restore is writing into this version."
+    )
+    restored_from: str | None = Field(default=None, description="The snapshot archive this version was restored from.")
 
     #: Fields stored at the top of the JSON; all others go under ``extra``.
     TOP_LEVEL: ClassVar[tuple[str, ...]] = ("dim", "bundle_id", "schema_version")
@@ -208,6 +216,13 @@ class CollectionRecord(BaseModel):
         fields.pop("name")
         top = {k: fields.pop(k, None) for k in self.TOP_LEVEL}
         return {**top, "extra": fields}
+
+    def carried(self, drop: Iterable[str] = ()) -> dict[str, Any]:
+        """The recorded fields (besides name, dim, bundle id and schema version; an operator's own keys too) that a
+        new collection made from this one starts with, less those named in ``drop``: the ``extra`` of
+        ``VectorStore.create_collection``."""
+        dropped = set(drop)
+        return {k: v for k, v in self.extra.items() if k not in dropped}
 
     def updated(self, **changes) -> CollectionRecord:
         """A copy with ``changes`` (validated: a wrong type for a known field is refused)."""

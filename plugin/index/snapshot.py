@@ -36,6 +36,7 @@ from mmalign.connectors.query import SparseVector
 from mmalign.connectors.store import PointData, VectorStore
 from mmalign.plugin.index.checks import point_problems, seal_written
 from mmalign.plugin.index.versions import list_versions, parse_version, utc_now, version_name
+from mmalign.schemas.store import CollectionRecord
 
 FORMAT = "mmalign-snapshot"
 FORMAT_VERSION = 1
@@ -251,7 +252,7 @@ def restore_collection(
         ensure_store_space(store, int(manifest["points"]), dim, f"restoring {manifest['points']:,} points")
         numbers = [parse_version(n)[1] for n in list_versions(store, alias)] + [0]
         target = version_name(alias, max(numbers) + 1)
-        kept = {k: v for k, v in (stored.get("extra") or {}).items() if k not in _NOT_RESTORED}
+        kept = CollectionRecord.from_stored(target, stored).carried(drop=_NOT_RESTORED)
         store.create_collection(
             target,
             dim,
@@ -284,6 +285,6 @@ def _restoring(store: VectorStore, alias: str, digest: str) -> str | None:
     """A version of ``alias`` that a stopped restore of the same archive was building."""
     for name in list_versions(store, alias):
         record = store.collection_record(name)
-        if record.state == "building" and record.extra.get("restoring") == digest:
+        if record.state == "building" and record.restoring == digest:
             return name
     return None

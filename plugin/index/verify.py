@@ -368,7 +368,7 @@ def _next_version(store: VectorStore, damaged: str, record) -> str:
     numbers = [parse_version(n)[1] for n in list_versions(store, alias)] + [0]
     name = version_name(alias, max(numbers) + 1)
     dropped = ("points", "verified_at", "state", "push", "damage", "replaced_by", "rebuilt_from", "created_at")
-    keep = {k: v for k, v in record.extra.items() if k not in dropped}
+    keep = record.carried(drop=dropped)
     sizes = store.vector_sizes(damaged) if store.collection_exists(damaged) else {}
     store.create_collection(
         name,

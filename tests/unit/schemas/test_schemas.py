@@ -84,3 +84,39 @@ def test_transcript_spec_dim_counts_the_pooled_state():
     with pytest.raises(ValueError, match="dim must be 769"):
         WhisperTranscriptSpec(**{**fields, "dim": 385})
     assert WhisperTranscriptSpec(**{**fields, "state_width": 0, "dim": 385}).dim == 385
+
+
+def test_a_record_reads_push_restore_and_rebuild_fields_as_typed_and_writes_back_the_same_json():
+    from mmalign.schemas.store import CollectionRecord, PushProgress
+
+    extra = {
+        "alias": "c",
+        "state": "damaged",
+        "push": {"source": "edge:/s:c__v1", "next_offset": "17", "points": 5, "done": False},
+        "damage": ["point 3: no fused vector"],
+        "replaced_by": "c__v3",
+        "rebuilt_from": "c__v1",
+        "restoring": "ab12",
+        "restored_from": "/backups/c.tar",
+        "operator_note": "kept",
+    }
+    stored = {"dim": 8, "bundle_id": "b", "schema_version": 1, "extra": extra}
+    record = CollectionRecord.from_stored("c__v2", stored)
+    assert record.push == PushProgress(source="edge:/s:c__v1", next_offset="17", points=5)
+    assert (record.damage, record.replaced_by, record.rebuilt_from) == (["point 3: no fused vector"], "c__v3", "c__v1")
+    assert (record.restoring, record.restored_from) == ("ab12", "/backups/c.tar")
+    written = record.stored()
+    assert {k: written["extra"][k] for k in extra} == extra  # the file format is unchanged
+    assert CollectionRecord.from_stored("c__v2", written) == record
+    with pytest.raises(ValidationError, match="damage"):
+        record.updated(damage="broken")  # a list of problems, not a string
+
+
+def test_a_copy_carries_the_records_fields_less_those_dropped():
+    from mmalign.schemas.store import CollectionRecord
+
+    record = CollectionRecord(name="c__v1", dim=4, bundle_id="b", state="damaged", damage=["x"], operator_note=1)
+    carried = record.carried(drop=("state", "damage"))
+    assert carried["operator_note"] == 1 and "state" not in carried and "damage" not in carried
+    assert not {"name", "dim", "bundle_id", "schema_version"} & set(carried)
+    assert CollectionRecord(name="c__v2", dim=4, **carried).operator_note == 1
