@@ -25,6 +25,7 @@ import numpy as np
 
 from mmalign.connectors.backend import StoreBackend
 from mmalign.connectors.errors import StoreError
+from mmalign.connectors.fusion import TIE_MARGIN, best_first, cut, fuse
 from mmalign.connectors.query import (
     POINT_NAMESPACE,
     Fused,
@@ -400,9 +401,51 @@ class VectorStore:
             )
         for branch in query.prefetch if isinstance(query, Fused) else (query,):
             _name(branch.query.using if isinstance(branch, Prefetch) else branch.using)
-        return self._open().query(
-            name, query, limit=limit, query_filter=query_filter, with_payload=_selection(with_payload), exact=exact
-        )
+        if isinstance(query, Fused):
+            return self._fused(name, query, limit, query_filter, with_payload, exact)
+        return self._ranked(name, query, limit, query_filter, _selection(with_payload), exact)[:limit]
+
+    def _ranked(
+        self, name: str, query: Query, limit: int, query_filter: Filter | None, with_payload, exact: bool
+    ) -> list[Point]:
+        """The first ``limit`` points of a plain query, best first, with the whole group of equal scores at the
+        cut: engines return equal scores in an order of their own (:mod:`.fusion`), so a few more are asked
+        for, and more again while the group goes on (up to 8x)."""
+        asked = limit + TIE_MARGIN
+        while True:
+            points = best_first(
+                self._open().query(
+                    name, query, limit=asked, query_filter=query_filter, with_payload=with_payload, exact=exact
+                )
+            )
+            kept = cut(points, limit)
+            if len(kept) < len(points) or len(points) < asked or asked >= 8 * limit + TIE_MARGIN:
+                return kept
+            asked *= 2
+
+    def _fused(
+        self,
+        name: str,
+        query: Fused,
+        limit: int,
+        query_filter: Filter | None,
+        with_payload: bool | Sequence[str],
+        exact: bool,
+    ) -> list[Point]:
+        """A fused query, its branches run by the engine and fused here (why: :mod:`.fusion`)."""
+        branches = []
+        for branch in query.prefetch:
+            parts = tuple(f for f in (branch.filter, query_filter) if f is not None and not f.empty)
+            branch_filter = parts[0] if len(parts) == 1 else Filter(must=parts) if parts else None
+            branches.append(self._ranked(name, branch.query, branch.limit, branch_filter, False, exact))
+        winners = fuse(branches, query.fusion, query.weights, limit)
+        if not winners:
+            return []
+        if with_payload is False:
+            return [Point(pid, score=score) for pid, score in winners]
+        ids = [pid for pid, _ in winners]
+        found = {p.id: p for p in self._open().retrieve(name, ids, _selection(with_payload), False)}
+        return [Point(pid, found[pid].payload, score=score) for pid, score in winners if pid in found]
 
     # -- indexes -----------------------------------------------------------------------------------------------
     def filter_fields(self, name: str, *, sample: int = 2048) -> dict[str, str]:
