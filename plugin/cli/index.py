@@ -7,6 +7,7 @@ import sys
 import click
 
 from mmalign.plugin.cli.options import (
+    BUNDLE,
     EXIT_ITEMS_FAILED,
     catalog_options,
     echo_json,
@@ -175,8 +176,8 @@ def ingest(
 @click.option(
     "--bundle",
     "bundle_path",
-    type=click.Path(exists=True, file_okay=False),
-    help="Default: the bundle the collection was built with.",
+    type=BUNDLE,
+    help="A bundle folder, or base (the shipped base bundle). Default: the bundle the collection was built with.",
 )
 @click.option(
     "--rerank-spoken",
@@ -261,7 +262,9 @@ def search(
 
 @click.command()
 @click.option("--collection", required=True, help="The alias apps query.")
-@click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--bundle", "bundle_path", required=True, type=BUNDLE, help="A bundle folder, or base (the shipped base bundle)."
+)
 @click.option("--catalog", type=click.Path(exists=True), help="Needed when the new bundle's encoders differ.")
 @click.option(
     "--keep", default=2, show_default=True, type=click.IntRange(min=0), help="Previous versions to keep after the swap."

@@ -178,3 +178,26 @@ def echo_json(model) -> None:
         click.echo(model.model_dump_json(indent=2, by_alias=True))
     else:
         click.echo(json.dumps([m.model_dump(mode="json", by_alias=True) for m in model], indent=2))
+
+
+class BundleArgument(click.ParamType):
+    """A bundle folder, or the name of a bundle shipped with mmalign (``base``), as its folder."""
+
+    name = "bundle"
+
+    def convert(self, value, param, ctx):
+        from mmalign.connectors.errors import BundleError
+        from mmalign.plugin.align.bundle import SHIPPED_BUNDLES, resolve_bundle
+
+        try:
+            path = resolve_bundle(value)
+        except BundleError as exc:
+            self.fail(str(exc), param, ctx)
+        if not path.is_dir():
+            self.fail(
+                f"{value!r} is not a bundle folder, nor a shipped bundle ({', '.join(SHIPPED_BUNDLES)})", param, ctx
+            )
+        return str(path)
+
+
+BUNDLE = BundleArgument()

@@ -32,3 +32,12 @@ def test_ingest_without_a_bundle_uses_the_shipped_base_bundle_and_says_so(tmp_pa
     assert f"using the shipped base bundle {base_id}" in result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] == 2 and report["bundle_id"] == base_id
+    # the name `base` is a bundle wherever one is accepted: search and reembed take it too
+    store = ["--collection", "items", "--qdrant-path", str(tmp_path / "q")]
+    result = CliRunner().invoke(main, ["search", *store, "--bundle", "base", "--text", "a red ball", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["id"] == "red"
+    result = CliRunner().invoke(main, ["reembed", *store, "--bundle", "base", "--json"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["search", *store, "--bundle", "nosuch", "--text", "a red ball"])
+    assert result.exit_code == 2 and "nor a shipped bundle (base)" in result.output
