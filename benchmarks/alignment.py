@@ -188,7 +188,13 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
                     rows.setdefault((r["model"], r["query"], r["target"], metric), []).append(r[metric])
         params = {name: model.n_parameters() for name, model in models.items() if model is not None}
         params.update({name + " +CSLS": params[name] for name in CSLS_MODELS if name in params})
-        print(f"  {label} seed {seed} done ({time.perf_counter() - t0:.0f}s)", flush=True)
+        epochs = {"scratch": result.training_summary["teacher"].get("best_epoch")}
+        if base is not None and not args.zero_shot_only:
+            epochs["from base"] = tuned.training_summary["teacher"]["best_epoch"]
+            if "hidden" in args.base_modes:
+                epochs["from base (hidden)"] = hidden.training_summary["teacher"]["best_epoch"]
+        best = ", ".join(f"{k} {v}" for k, v in epochs.items() if v is not None)
+        print(f"  {label} seed {seed} done ({time.perf_counter() - t0:.0f}s; teacher best epoch: {best})", flush=True)
 
         _print_tables(
             label, data, present, result, cfg, base, rows, params, seconds, csls_val, cca, args, args.seeds[: done + 1]

@@ -56,21 +56,10 @@ def fit_alignment(
     import torch
 
     from mmalign.plugin.align.student import build_student
-    from mmalign.plugin.align.trainer import train_student, train_teacher
+    from mmalign.plugin.align.trainer import train_student
 
     torch.manual_seed(cfg.seed)
-    if len(data.modalities) < 2:
-        raise DataError(
-            f"alignment needs at least two modalities with features; have {[m.value for m in data.modalities]}"
-        )
-    train_ids, val_ids, test_ids = split_items(data.item_ids, cfg.test_fraction, cfg.val_fraction, cfg.seed)
-    train, val, test = data.select(train_ids), data.select(val_ids), data.select(test_ids)
-    if len(val) < 2:
-        raise DataError(f"the validation split has {len(val)} items; lower --test-fraction or add items")
-    echo(
-        f"items: {len(data)} (train {len(train)}, val {len(val)}, test {len(test)}); "
-        f"modalities: {', '.join(f'{m.value}={int(data.masks[m].sum())}' for m in data.modalities)}"
-    )
+    train, val, test, split = split_for_training(data, cfg, echo)
     t0 = time.perf_counter()
     reg, cca_fit, cca_model = choose_cca(train, val, cfg, cfg.rank, echo)
     svd_fit = fit_svd(train, cfg.rank)
@@ -78,55 +67,20 @@ def fit_alignment(
     closed_form_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    teacher_fit = fit_cca(train, cfg.dim, reg, cfg.cca_power)
-    init = None
-    if base is not None:
-        from mmalign.plugin.align.pretrain import domain_mean, teacher_from_base
-
-        if base.teacher is None:
-            raise DataError(f"bundle {base.bundle_id} has no teacher to start from; pass a base bundle")
-        init = teacher_from_base(base.teacher, train.dims(), cfg, teacher_fit, domain_mean(train), base_mode)
-    teacher, teacher_result = train_teacher(
-        train, val, cfg, teacher_fit, _train_histories(interactions, train), init=init
-    )
-    teacher_s = time.perf_counter() - t0
-    echo(
-        f"teacher: best val {teacher_result.best_val:.3f} at epoch {teacher_result.best_epoch} "
-        f"({len(teacher_result.history) - 1} epochs, {teacher_s:.1f}s)"
-    )
+    teacher, teacher_result = fit_teacher(train, val, cfg, reg, interactions, base, base_mode)
+    teacher_s = _report("teacher", teacher_result, time.perf_counter() - t0, echo)
     t0 = time.perf_counter()
     student_init = {"cca": cca_fit, "svd": svd_fit, "random": None}[cfg.init]
     student, student_result = train_student(train, val, cfg, student_init, teacher if cfg.distill else None)
-    student_s = time.perf_counter() - t0
-    echo(
-        f"student: best val {student_result.best_val:.3f} at epoch {student_result.best_epoch} "
-        f"({len(student_result.history) - 1} epochs, {student_s:.1f}s)"
-    )
+    student_s = _report("student", student_result, time.perf_counter() - t0, echo)
     models = {"svd": svd_model, "cca": cca_model, "teacher": teacher, "student": student}
     return AlignmentResult(
         models=models,
-        split={
-            "seed": cfg.seed,
-            "test_fraction": cfg.test_fraction,
-            "val_fraction": cfg.val_fraction,
-            "n_train": len(train),
-            "n_val": len(val),
-            "test_ids": test_ids,
-        },
+        split=split,
         training_summary={
             "cca_reg": reg,
-            "teacher": {
-                "best_epoch": teacher_result.best_epoch,
-                "best_val": teacher_result.best_val,
-                "epochs_run": len(teacher_result.history) - 1,
-                "seconds": round(teacher_s, 2),
-            },
-            "student": {
-                "best_epoch": student_result.best_epoch,
-                "best_val": student_result.best_val,
-                "epochs_run": len(student_result.history) - 1,
-                "seconds": round(student_s, 2),
-            },
+            "teacher": _training_record(teacher_result, teacher_s),
+            "student": _training_record(student_result, student_s),
             "closed_form_seconds": round(closed_form_s, 2),
         },
         test=test,
@@ -135,6 +89,68 @@ def fit_alignment(
         val=val,
         fits={"cca": cca_fit, "svd": svd_fit, "cca_reg": reg},
     )
+
+
+def split_for_training(data: PairedFeatures, cfg: TrainConfig, echo=log.info):
+    """(train, val, test, the split's record): the seeded item split of ``cfg``, refused when it leaves
+    too little to align or to validate on."""
+    if len(data.modalities) < 2:
+        raise DataError(
+            f"alignment needs at least two modalities with features; have {[m.value for m in data.modalities]}"
+        )
+    train_ids, val_ids, test_ids = split_items(data.item_ids, cfg.test_fraction, cfg.val_fraction, cfg.seed)
+    train, val, test = data.select(train_ids), data.select(val_ids), data.select(test_ids)
+    if len(val) < 2:
+        raise DataError(
+            f"the validation split has {len(val)} items (test_fraction {cfg.test_fraction}, val_fraction "
+            f"{cfg.val_fraction} of {len(data)} items); lower test_fraction or add items"
+        )
+    echo(
+        f"items: {len(data)} (train {len(train)}, val {len(val)}, test {len(test)}); "
+        f"modalities: {', '.join(f'{m.value}={int(data.masks[m].sum())}' for m in data.modalities)}"
+    )
+    split = {
+        "seed": cfg.seed,
+        "test_fraction": cfg.test_fraction,
+        "val_fraction": cfg.val_fraction,
+        "n_train": len(train),
+        "n_val": len(val),
+        "test_ids": test_ids,
+    }
+    return train, val, test, split
+
+
+def fit_teacher(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, reg: float, interactions, base, mode):
+    """The teacher: from the catalog's CCA at the shared dimension (ridge ``reg``), or from the ``base``
+    bundle's teacher (``mode``: see :data:`~mmalign.plugin.align.pretrain.BASE_MODES`)."""
+    from mmalign.plugin.align.trainer import train_teacher
+
+    teacher_fit = fit_cca(train, cfg.dim, reg, cfg.cca_power)
+    init = None
+    if base is not None:
+        from mmalign.plugin.align.pretrain import domain_mean, teacher_from_base
+
+        if base.teacher is None:
+            raise DataError(f"bundle {base.bundle_id} has no teacher to start from; pass a base bundle")
+        init = teacher_from_base(base.teacher, train.dims(), cfg, teacher_fit, domain_mean(train), mode)
+    return train_teacher(train, val, cfg, teacher_fit, _train_histories(interactions, train), init=init)
+
+
+def _report(name: str, result, seconds: float, echo) -> float:
+    echo(
+        f"{name}: best val {result.best_val:.3f} at epoch {result.best_epoch} "
+        f"({len(result.history) - 1} epochs, {seconds:.1f}s)"
+    )
+    return seconds
+
+
+def _training_record(result, seconds: float) -> dict:
+    return {
+        "best_epoch": result.best_epoch,
+        "best_val": result.best_val,
+        "epochs_run": len(result.history) - 1,
+        "seconds": round(seconds, 2),
+    }
 
 
 def choose_cca(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, rank: int, echo=log.info):

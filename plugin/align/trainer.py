@@ -271,7 +271,6 @@ def train_student(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, 
     item."""
     import torch
 
-    from mmalign.plugin.align.losses import cosine_gap, info_nce, neighbourhood_ce, relational_ce
     from mmalign.plugin.align.student import build_student
 
     torch.manual_seed(cfg.seed)
@@ -279,24 +278,80 @@ def train_student(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, 
     for m in student.modalities:
         if m in train.masks and train.masks[m].any():
             student.projections[m.value].set_input_scale(train.features[m][train.masks[m]])
-    targets = None
-    pools = {}
-    unpaired = teacher is not None and (cfg.unpaired_cosine > 0 or cfg.unpaired_relational > 0 or cfg.neighbourhood > 0)
-    if teacher is not None:
+    objective = StudentObjective(student, teacher, cfg, train)
+    result = fit_model(
+        student, list(student.parameters()), train, val, cfg, cfg.epochs, cfg.lr, objective.step, "student"
+    )
+    return student, result
+
+
+class StudentObjective:
+    """The student's loss on one batch (see :func:`train_student`), with the teacher's targets computed once:
+    its embeddings of every training item, and per modality the pool of single-modality inputs."""
+
+    def __init__(self, student, teacher, cfg: TrainConfig, train: PairedFeatures):
+        import torch
+
+        self.student, self.teacher, self.cfg = student, teacher, cfg
+        self.targets = None
+        self.pools: dict = {}
+        if teacher is None:
+            return
         teacher.eval()
         feats, masks = feature_tensors(train)
         with torch.no_grad():
-            targets = teacher(feats, masks)
-        if unpaired:
+            self.targets = teacher(feats, masks)
+        if cfg.unpaired_cosine > 0 or cfg.unpaired_relational > 0 or cfg.neighbourhood > 0:
             for m, rows in single_modality_pools(train).items():
                 if len(rows) >= 2:
                     x = torch.from_numpy(rows)
                     with torch.no_grad():
-                        pools[m] = (x, teacher.embed(m, x))
+                        self.pools[m] = (x, teacher.embed(m, x))
 
-    def unpaired_loss(generator):
+    def step(self, batch_f, batch_m, idx, scale, generator):
+        from mmalign.plugin.align.losses import info_nce
+
+        student, cfg = self.student, self.cfg
+        emb = {m: student.embed(m, batch_f[m]) for m in student.modalities}
+        loss, count = pair_losses(emb, batch_m, scale, student.modalities)
+        fused = student.fusion(emb, drop_modalities(batch_m, cfg.modality_dropout, generator))
+        for m in student.modalities:
+            present = batch_m[m]
+            if present.sum() >= 2:
+                loss = loss + 0.5 * info_nce(emb[m][present], fused[present], scale)
+        if self.targets is not None:
+            loss = self.distillation(loss, emb, batch_m, idx)
+        if self.pools:
+            loss = loss + self.unpaired_loss(generator)
+            count = max(count, 1)
+        return loss / max(count, 1) if count else None
+
+    def distillation(self, loss, emb, batch_m, idx):
+        """``loss`` + alpha * the teacher's in-batch similarity structure + beta * the cosine gap to its joint
+        vector."""
+        from mmalign.plugin.align.losses import cosine_gap, relational_ce
+
+        cfg, modalities = self.cfg, self.student.modalities
+        t_unit, t_joint = self.targets
+        batch_unit = {m: t_unit[m][idx] for m in t_unit}
+        for a, b in combinations(modalities, 2):
+            both = batch_m[a] & batch_m[b]
+            if both.sum() >= 2 and cfg.alpha > 0:
+                t_a, t_b, s_a, s_b = batch_unit[a][both], batch_unit[b][both], emb[a][both], emb[b][both]
+                loss = loss + cfg.alpha * relational_ce(t_a, t_b, s_a, s_b, cfg.tau_teacher, cfg.tau_student)
+        if cfg.beta > 0:
+            for m in modalities:
+                present = batch_m[m]
+                if present.any():
+                    loss = loss + cfg.beta * cosine_gap(emb[m][present], t_joint[idx][present])
+        return loss
+
+    def unpaired_loss(self, generator):
+        from mmalign.plugin.align.losses import cosine_gap, neighbourhood_ce, relational_ce
+
+        cfg, student, teacher = self.cfg, self.student, self.teacher
         inputs, t_emb = {}, {}
-        for m, (x, t) in pools.items():
+        for m, (x, t) in self.pools.items():
             inputs[m], t_emb[m] = _unpaired_batch(
                 x, t, cfg.unpaired_batch, cfg.unpaired_mixup, generator, lambda rows, m=m: teacher.embed(m, rows)
             )
@@ -315,38 +370,3 @@ def train_student(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, 
                     t_emb[a], t_emb[b], s_emb[a], s_emb[b], cfg.tau_teacher, cfg.tau_student
                 )
         return loss
-
-    def step(batch_f, batch_m, idx, scale, generator):
-        emb = {m: student.embed(m, batch_f[m]) for m in student.modalities}
-        loss, count = pair_losses(emb, batch_m, scale, student.modalities)
-        fused = student.fusion(emb, drop_modalities(batch_m, cfg.modality_dropout, generator))
-        for m in student.modalities:
-            present = batch_m[m]
-            if present.sum() >= 2:
-                loss = loss + 0.5 * info_nce(emb[m][present], fused[present], scale)
-        if targets is not None:
-            t_unit, t_joint = targets
-            batch_unit = {m: t_unit[m][idx] for m in t_unit}
-            for a, b in combinations(student.modalities, 2):
-                both = batch_m[a] & batch_m[b]
-                if both.sum() >= 2 and cfg.alpha > 0:
-                    loss = loss + cfg.alpha * relational_ce(
-                        batch_unit[a][both],
-                        batch_unit[b][both],
-                        emb[a][both],
-                        emb[b][both],
-                        cfg.tau_teacher,
-                        cfg.tau_student,
-                    )
-            if cfg.beta > 0:
-                for m in student.modalities:
-                    present = batch_m[m]
-                    if present.any():
-                        loss = loss + cfg.beta * cosine_gap(emb[m][present], t_joint[idx][present])
-        if pools:
-            loss = loss + unpaired_loss(generator)
-            count = max(count, 1)
-        return loss / max(count, 1) if count else None
-
-    result = fit_model(student, list(student.parameters()), train, val, cfg, cfg.epochs, cfg.lr, step, "student")
-    return student, result
