@@ -14,9 +14,10 @@ Catalogs: the 950 tuxpaint stamps (image, text, 134 sound effects, 65 spoken des
 65/15/20 (train/validation/test, by item: TrainConfig's fractions); the items of the written paraphrase
 queries are always held out (in test, or in validation for a fixed fifth of them). The bundle is the
 closed-form CCA of ``mmalign train`` (TrainConfig's rank, 64; ridge chosen on validation) fitted on the
-training items. The searched collection holds the test items (an embedded Edge collection built with the store's own code: dense vectors from the bundle, the
-``lexical`` vector from plugin/index/lexical.py); validation queries run against the validation items, to
-choose weights and spoken-query variants; nothing is tuned on test.
+training items. The searched collection holds the test items (an embedded Edge collection built with the
+store's own code: dense vectors from the bundle, the ``lexical`` vector from plugin/index/lexical.py);
+validation queries run against the validation items, to choose weights and spoken-query variants; nothing
+is tuned on test.
 
 Query kinds (a query's relevant items: every item of the collection whose text it was made from, so that
 identically named stamps count as one answer):
