@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mmalign.plugin.cli.options import runtime_option, with_store
+from mmalign.plugin.cli.options import BUNDLE, runtime_option, with_store
 
 
 def _parse_max_batch(value: str) -> int | dict[str, int]:
@@ -42,8 +42,8 @@ def _parse_max_batch(value: str) -> int | dict[str, int]:
 @click.option(
     "--bundle",
     "bundle_path",
-    type=click.Path(exists=True, file_okay=False),
-    help="Default: the bundle the collection was built with.",
+    type=BUNDLE,
+    help="A bundle folder, or base (the shipped base bundle). Default: the bundle the collection was built with.",
 )
 @click.option("--device", default="auto", show_default=True)
 @runtime_option
