@@ -341,6 +341,8 @@ SPOKEN = (
     ("words+phon0.5 floor0.3", "greedy", 1, 0.5, 3, 0.3),
     ("words+phon0.5 floor0.7", "greedy", 1, 0.5, 3, 0.7),
 )
+#: The spoken-query variant (the default's lexical branch) whose lexical branch is also measured alone.
+LEXICAL_ALONE = "nbest5+phon0.5"
 GRAMS = (2, 3, 4)
 DEPTH = 100  # hits read per query: a relevant item beyond it counts as rank DEPTH
 
@@ -596,7 +598,7 @@ class SpokenSet:
             vectors = query_vectors(embedder, np.stack([q[1] for q in queries]), self.text_part)
             targets = ("fused",) if kind == "sound" else ("text", "fused")
             for target in targets:
-                dense, runs = [], {label: [] for label, *_ in SPOKEN}
+                dense, alone, runs = [], [], {label: [] for label, *_ in SPOKEN}
                 for (item, _, (said, probability), clip_id), vector in zip(queries, vectors):
                     relevant = {i for i in ids if names[i] == names[item]}
                     heard = Heard(clip_id, said, probability)
@@ -625,7 +627,15 @@ class SpokenSet:
                             query = base
                         found = answer(store, f"g{grams}", query, [vector], [heard], has_lexical=True, lexical=lexical)
                         runs[label].append(_rank(found.hits, relevant))
+                        if label == LEXICAL_ALONE:  # the lexical branch of the default alone (no speech: no hit)
+                            lone = search_query(audio=["clip"], using=target, k=DEPTH, mode="lexical")
+                            if lexical is None:
+                                alone.append(DEPTH)
+                                continue
+                            found = answer(store, "g3", lone, [vector], [heard], has_lexical=True, lexical=lexical)
+                            alone.append(_rank(found.hits, relevant))
                 table.add((*key, kind, target, "dense (before)"), dense)
+                table.add((*key, kind, target, f"lexical {LEXICAL_ALONE}"), alone)
                 for label, ranks in runs.items():
                     table.add((*key, kind, target, f"hybrid {label}"), ranks)
 
