@@ -45,7 +45,7 @@ def fit_alignment(
     raw_modalities: Sequence[Modality] = (),
     echo: Callable[[str], None] = log.info,
     base=None,
-    base_mode: str = "all",
+    base_mode: str = "hidden",
 ) -> AlignmentResult:
     """Split, fit svd/cca (CCA ridge picked on val), train the teacher, distil the student, test.
 

@@ -80,8 +80,9 @@ def ingest(
 
         bundle_path = "base"
         click.echo(
-            f"no --bundle: using the shipped base bundle {load_bundle_config('base').bundle_id} (zero-shot; "
-            f"`mmalign train CATALOG --init base` fits one to this catalog)",
+            f"no --bundle: using the shipped base bundle {load_bundle_config('base').bundle_id} (zero-shot: "
+            f"pretrained on icons with names, its cross-modal recall on catalogs unlike them is low, see "
+            f"docs/benchmarks.md; `mmalign train CATALOG` fits a bundle to this catalog)",
             err=True,
         )
     args = {"catalog": catalog, "bundle": bundle_path, "media_root": media_root, "format": fmt}

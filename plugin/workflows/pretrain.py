@@ -69,17 +69,7 @@ def pretrain_bundle(
     items = catalog.items()[:limit] if limit else catalog.items()
     if not cached_only:
         extract_features(catalog, features_dir, specs=specs, items=items, device=device, show_progress=show_progress)
-    data = load_paired(FeatureCache(features_dir), specs, [i.id for i in items])
-    paired = data.masks[Modality.IMAGE] & data.masks[Modality.TEXT]
-    if paired.sum() < 100:
-        raise DataError(
-            f"only {int(paired.sum())} pool items have both image and text features in {str(features_dir)!r}; "
-            f"run without --cached-only to extract them"
-        )
-    data = data.subset(np.flatnonzero(paired))
-    by_id = {i.id: i for i in items}
-    sources = [str(by_id[i].metadata.get("source", "catalog")) for i in data.item_ids]
-    groups = [str(by_id[i].metadata.get("group", i)) for i in data.item_ids]
+    data, sources, groups = pool_pairs(items, features_dir, specs)
     echo(f"pool: {len(data)} of {len(items)} items have image and text features")
     result = pretrain(
         data,
@@ -116,6 +106,22 @@ def pretrain_bundle(
     )
     echo(f"base bundle {bundle_id} -> {out} ({time.perf_counter() - started:.0f}s)")
     return {"bundle_id": bundle_id, "out": str(out), "seconds": round(time.perf_counter() - started, 1), **summary}
+
+
+def pool_pairs(items, features_dir: str | Path, specs):
+    """(the pool items with both image and text features, their sources, their concept groups)."""
+    data = load_paired(FeatureCache(features_dir), specs, [i.id for i in items])
+    paired = data.masks[Modality.IMAGE] & data.masks[Modality.TEXT]
+    if paired.sum() < 100:
+        raise DataError(
+            f"only {int(paired.sum())} pool items have both image and text features in {str(features_dir)!r}; "
+            f"run with cached_only=False (CLI: without --cached-only) to extract them"
+        )
+    data = data.subset(np.flatnonzero(paired))
+    by_id = {i.id: i for i in items}
+    sources = [str(by_id[i].metadata.get("source", "catalog")) for i in data.item_ids]
+    groups = [str(by_id[i].metadata.get("group", i)) for i in data.item_ids]
+    return data, sources, groups
 
 
 def _pool_record(catalog_path: Path, sources: list[str]) -> dict:

@@ -48,7 +48,7 @@ def train_bundle(
     show_progress: bool = False,
     echo: Callable[[str], None] = log.info,
     init_bundle: str | Path | None = None,
-    base_mode: str = "all",
+    base_mode: str = "hidden",
     runtime: str | None = None,
 ) -> TrainReport:
     """Features (cached) -> alignment -> bundle on disk; returns the report.
@@ -67,18 +67,8 @@ def train_bundle(
     """
     from mmalign.plugin.align.bundle import save_bundle
 
-    cfg = cfg or TrainConfig()
     started = time.perf_counter()
-    base = None
-    if init_bundle is not None:
-        from mmalign.plugin.align.bundle import load_bundle
-
-        base = load_bundle(init_bundle)
-        shape = base.config.teacher
-        if shape is None or base.teacher is None:
-            raise DataError(f"bundle {base.bundle_id} ({init_bundle}) has no teacher to fine-tune")
-        cfg = cfg.model_copy(update={"teacher_hidden": shape.hidden, "teacher_layers": shape.layers})
-        echo(f"teacher: fine-tuned from bundle {base.bundle_id} ({init_bundle}); student: from this catalog's CCA")
+    base, cfg = _init_from(init_bundle, cfg or TrainConfig(), echo)
     catalog, specs, feature_report, data = catalog_features(
         catalog, features_dir, preset, weights, device, show_progress, runtime
     )
@@ -92,24 +82,7 @@ def train_bundle(
     if interactions is not None:
         letters = interactions_dead_letter or Path(features_dir) / "interactions_dead_letter.jsonl"
         rows, invalid = _load_interactions(interactions, interactions_holdout, set(data.item_ids), echo, letters)
-    if len(specs) >= 2:
-        if base is not None:
-            base.check_encoders({m: s for m, s in specs.items() if m.value in base.config.encoders})
-        result = fit_alignment(
-            data,
-            cfg,
-            interactions=rows,
-            raw_modalities=shared_space_modalities(specs),
-            echo=echo,
-            base=base,
-            base_mode=base_mode,
-        )
-        models, training = result.models, result.training_summary
-        split, metrics = result.split, {"split": "test", "n_items": len(result.test), "results": result.results}
-    else:
-        models, training = _single_modality(data, cfg, rows, echo)
-        split = {"seed": cfg.seed, "test_ids": [], "kind": "interactions" if rows else "none"}
-        metrics = {"split": "none", "n_items": 0, "results": []}
+    models, training, split, metrics = _fit_models(data, specs, cfg, rows, base, base_mode, echo)
     student, teacher = models["student"], models.get("teacher")
     summary = {
         "split": split,
@@ -125,24 +98,51 @@ def train_bundle(
     }
     if base is not None:
         summary["init"] = {"base_bundle_id": base.bundle_id, "base_name": str(init_bundle), "mode": base_mode}
+    baselines = {k: models[k] for k in ("svd", "cca") if k in models}
     bundle_id = save_bundle(
-        out,
-        specs=specs,
-        cfg=cfg,
-        student=student,
-        teacher=teacher,
-        baselines={k: models[k] for k in ("svd", "cca") if k in models},
-        summary=summary,
+        out, specs=specs, cfg=cfg, student=student, teacher=teacher, baselines=baselines, summary=summary
     )
+    report = {k: v for k, v in summary.items() if k != "init"}
+    seconds = round(time.perf_counter() - started, 1)
     return TrainReport.model_validate(
-        {
-            **{k: v for k, v in summary.items() if k != "init"},
-            "bundle_id": bundle_id,
-            "out": str(out),
-            "seconds": round(time.perf_counter() - started, 1),
-            "feature_report": feature_report,
-        }
+        {**report, "bundle_id": bundle_id, "out": str(out), "seconds": seconds, "feature_report": feature_report}
     )
+
+
+def _init_from(init_bundle, cfg: TrainConfig, echo):
+    """(the base bundle or None, ``cfg`` with the base teacher's shape): what ``init_bundle`` starts from."""
+    if init_bundle is None:
+        return None, cfg
+    from mmalign.plugin.align.bundle import load_bundle
+
+    base = load_bundle(init_bundle)
+    shape = base.config.teacher
+    if shape is None or base.teacher is None:
+        raise DataError(f"bundle {base.bundle_id} ({init_bundle}) has no teacher to fine-tune")
+    echo(f"teacher: fine-tuned from bundle {base.bundle_id} ({init_bundle}); student: from this catalog's CCA")
+    return base, cfg.model_copy(update={"teacher_hidden": shape.hidden, "teacher_layers": shape.layers})
+
+
+def _fit_models(data: PairedFeatures, specs, cfg: TrainConfig, rows, base, base_mode: str, echo):
+    """(models, training summary, split, test metrics): the cross-modal fit of two or more modalities, else
+    the one-modality bundle (a co-occurrence space with interactions, PCA without)."""
+    if len(specs) < 2:
+        models, training = _single_modality(data, cfg, rows, echo)
+        split = {"seed": cfg.seed, "test_ids": [], "kind": "interactions" if rows else "none"}
+        return models, training, split, {"split": "none", "n_items": 0, "results": []}
+    if base is not None:
+        base.check_encoders({m: s for m, s in specs.items() if m.value in base.config.encoders})
+    result = fit_alignment(
+        data,
+        cfg,
+        interactions=rows,
+        raw_modalities=shared_space_modalities(specs),
+        echo=echo,
+        base=base,
+        base_mode=base_mode,
+    )
+    metrics = {"split": "test", "n_items": len(result.test), "results": result.results}
+    return result.models, result.training_summary, result.split, metrics
 
 
 def _load_interactions(path, holdout: str | None, known: set[str], echo, dead_letter) -> tuple[list, dict]:
@@ -180,7 +180,8 @@ def _single_modality(data: PairedFeatures, cfg: TrainConfig, interactions, echo)
         return fitted["models"], fitted["summary"]
     echo(
         f"one modality ({data.modalities[0].value}) and no interactions: nothing to align; the bundle is the "
-        f"content-only PCA projection (pass --interactions to learn a space that serves recommendation)"
+        f"content-only PCA projection (give interactions, CLI --interactions, to learn a space that serves "
+        f"recommendation)"
     )
     student = build_student(data.dims(), cfg, fit_svd(data, cfg.rank))
     return {"student": student, "svd": student}, {"objective": "content-only PCA"}
@@ -213,7 +214,7 @@ def evaluate_bundle(
         if catalog is None:
             raise DataError(
                 f"bundle {bundle.bundle_id} has no held-out items (a base bundle): pass the catalog to "
-                f"evaluate on, and --split-of a bundle trained on it to use that bundle's test items"
+                f"evaluate on, and split_of (CLI --split-of) a bundle trained on it to use that bundle's test items"
             )
         if not isinstance(catalog, Catalog):
             catalog = open_catalog(catalog)

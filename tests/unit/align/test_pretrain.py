@@ -146,7 +146,7 @@ def test_init_from_base_starts_the_catalogs_teacher_from_the_base_and_no_test_it
     monkeypatch.setattr(pretrain_module, "domain_mean", record("mean", pretrain_module.domain_mean))
     catalog, _ = shifted_sources(n_sources=1, per_source=120, seed=7)
     cfg = TrainConfig(**{**TINY, "teacher_epochs": 0})  # epoch 0 only: the teacher is the base, re-centred
-    result = fit_module.fit_alignment(catalog, cfg, base=base_bundle, echo=lambda line: None)
+    result = fit_module.fit_alignment(catalog, cfg, base=base_bundle, base_mode="all", echo=lambda line: None)
     test_ids = set(result.split["test_ids"])
     for name in ("teacher", "student", "mean"):
         assert seen[name] and not seen[name] & test_ids, name
@@ -159,10 +159,39 @@ def test_init_from_base_starts_the_catalogs_teacher_from_the_base_and_no_test_it
     np.testing.assert_allclose(teacher.towers["image"].mean.numpy(), train.features[IMAGE].mean(0), atol=1e-4)
 
 
+def test_init_from_base_by_default_keeps_the_catalogs_cca_and_adds_the_base_hidden_layers(base_bundle):
+    """The default mode (``hidden``, chosen on the benchmark catalogs: never below the teacher from scratch at
+    epoch 0): the linear map is the catalog's CCA, as without a base, and each tower's hidden layer is the
+    base's, behind an output layer that starts at zero, so the teacher at epoch 0 embeds as the scratch one."""
+    import copy
+
+    import torch
+
+    from mmalign.plugin.align.fit import fit_alignment
+
+    base = copy.deepcopy(base_bundle)
+    with torch.no_grad():  # a hidden layer unlike a fresh one of the same seed (the tiny base barely trained)
+        for m in (IMAGE, TEXT):
+            base.teacher.towers[m.value].mlp[0].weight.add_(0.5)
+    catalog, _ = shifted_sources(n_sources=1, per_source=120, seed=7)
+    cfg = TrainConfig(**{**TINY, "teacher_epochs": 0})
+    tuned = fit_alignment(catalog, cfg, base=base, echo=lambda line: None).models["teacher"]
+    scratch = fit_alignment(catalog, cfg, echo=lambda line: None).models["teacher"]
+    tuned.eval(), scratch.eval()
+    for m in (IMAGE, TEXT):
+        base_hidden = base.teacher.towers[m.value].mlp[0].weight
+        assert torch.equal(tuned.towers[m.value].mlp[0].weight, base_hidden)
+        assert not torch.equal(scratch.towers[m.value].mlp[0].weight, base_hidden)
+        assert torch.equal(tuned.towers[m.value].linear.weight, scratch.towers[m.value].linear.weight)
+        x = torch.from_numpy(catalog.features[m][:5])
+        with torch.no_grad():
+            assert torch.allclose(tuned.embed(m, x), scratch.embed(m, x), atol=1e-6)
+
+
 def test_init_from_base_refuses_another_shared_dimension(base_bundle):
     from mmalign.connectors.errors import ConfigError
     from mmalign.plugin.align.fit import fit_alignment
 
     catalog, _ = shifted_sources(n_sources=1, per_source=60, seed=3)
-    with pytest.raises(ConfigError, match="--dim 16"):
+    with pytest.raises(ConfigError, match="needs dim 16"):
         fit_alignment(catalog, TrainConfig(**{**TINY, "dim": 12}), base=base_bundle, echo=lambda line: None)
