@@ -167,5 +167,8 @@ def drop_version(store: VectorStore, name: str, *, force: bool = False) -> None:
         raise StoreError(f"{name!r} is live behind alias {aliases[0]!r}: roll back or re-embed first")
     parsed = parse_version(name)
     if parsed and rollback_target(store, parsed[0]) == name and not force:
-        raise StoreError(f"{name!r} is what `mmalign rollback {parsed[0]}` returns to; pass --force to drop it anyway")
+        raise StoreError(
+            f"{name!r} is what `mmalign rollback {parsed[0]}` returns to; pass force=True (CLI: --force) to drop "
+            f"it anyway"
+        )
     store.delete_collection(name)
