@@ -143,6 +143,7 @@ ENGINE_MODULES = {"connectors/store_client.py", "connectors/edge_store.py"}
 ENGINE_USERS = {
     "benchmarks/store_engines.py",
     "tests/unit/connectors/test_store.py",
+    "tests/unit/connectors/test_fusion.py",  # mmalign's fusion against qdrant-client's reference formulas
     "tests/unit/connectors/test_store_layout.py",
     "tests/unit/test_layout.py",
 }
