@@ -151,7 +151,8 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
             models["base zero-shot teacher, centred"] = recentre(copy.deepcopy(base.teacher), mean)
         if base is not None and not args.zero_shot_only:
             t1 = time.perf_counter()
-            tuned = fit_alignment(data, cfg, echo=lambda line: None, base=base, base_mode="all")  # the rows "from base": mode all
+            # the rows "from base" are mode all; mode hidden has its own rows
+            tuned = fit_alignment(data, cfg, echo=lambda line: None, base=base, base_mode="all")
             seconds.setdefault("from base: svd + cca + teacher + student", []).append(time.perf_counter() - t1)
             assert tuned.split["test_ids"] == result.split["test_ids"]
             models["teacher from base"] = tuned.models["teacher"]
