@@ -37,12 +37,10 @@ import numpy as np
 from mmalign.connectors.errors import StoreError
 from mmalign.connectors.query import (
     Filter,
-    Fused,
     HasItem,
     Match,
     Nearest,
     Point,
-    Prefetch,
     Query,
     Recommend,
     SparseVector,
@@ -70,8 +68,6 @@ SHARD = "shard"
 FORMAT = 1
 #: Qdrant server's collection-name rules (plus: no leading dot, which marks our temporary files).
 _BAD_NAME = re.compile(r'[<>:"/\\|?*\x00]')
-#: Reciprocal rank fusion constant of Qdrant (server and qdrant-client's local mode).
-RRF_K = 2
 #: Payload index kinds mmalign creates, by name.
 INDEX_KINDS = ("keyword", "integer", "bool")
 
@@ -409,11 +405,10 @@ class EdgeBackend:
         params = self._search_params(exact, name)
 
         def build():
-            fused = isinstance(query, Fused)
             return qe.QueryRequest(
                 limit=limit,
                 query=translate.query(query),
-                prefetches=[translate.prefetch(p, params) for p in query.prefetch] if fused else None,
+                prefetches=None,
                 filter=translate.filter(query_filter, exclude_items=item_ids_in(query)),
                 with_payload=_selector(with_payload),
                 with_vector=False,
@@ -565,12 +560,8 @@ class _Translator:
         self.lookup = lookup
 
     def query(self, query: Query) -> Any:
-        """The Edge scoring query, or the fusion of a fused query."""
+        """The Edge scoring query (a fused query's branches come one by one: VectorStore fuses them, fusion.py)."""
         qe = self.qe
-        if isinstance(query, Fused):
-            if query.fusion == "dbsf":
-                return qe.Fusion.Dbsf()
-            return qe.Fusion.Rrf(k=RRF_K, weights=list(query.weights) if query.weights else None)
         if isinstance(query, Nearest) and isinstance(query.target, SparseVector):
             return qe.Query.Nearest(_edge_vector(qe, query.target), using=query.using)
         if isinstance(query, Nearest):
@@ -600,16 +591,6 @@ class _Translator:
         ids = [x for x in examples if isinstance(x, str)]
         looked_up = iter(self.lookup(ids, using)) if ids else iter(())
         return [next(looked_up) if isinstance(x, str) else as_vector(x).tolist() for x in examples]
-
-    def prefetch(self, p: Prefetch, params) -> Any:
-        return self.qe.Prefetch(
-            limit=p.limit,
-            query=self.query(p.query),
-            prefetches=None,
-            params=params,
-            filter=self.filter(p.filter, exclude_items=item_ids_in(p.query)),
-            score_threshold=None,
-        )
 
     # filters
     def filter(self, f: Filter | None, exclude_items: Sequence[str] = ()) -> Any:

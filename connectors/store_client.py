@@ -26,7 +26,6 @@ from mmalign.connectors.query import (
     Query,
     Recommend,
     SparseVector,
-    item_ids_in,
     point_id,
 )
 from mmalign.schemas import StoreConfig
@@ -35,8 +34,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: Name of mmalign's record in a collection's Qdrant metadata.
 METADATA_KEY = "mmalign"
-#: Reciprocal rank fusion constant (Qdrant's; the Edge backend uses the same).
-RRF_K = 2
 
 
 class ClientBackend:
@@ -237,24 +234,9 @@ class ClientBackend:
             params = models.SearchParams(
                 quantization=models.QuantizationSearchParams(rescore=True, oversampling=oversampling)
             )
-        if isinstance(query, Fused):
-            if query.weights:
-                request = models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=list(query.weights)))
-            else:
-                request = models.FusionQuery(fusion=models.Fusion(query.fusion))
-            using = None
-            prefetch = [
-                models.Prefetch(
-                    query=_query(p.query),
-                    using=p.query.using,
-                    limit=p.limit,
-                    filter=_filter(p.filter, item_ids_in(p.query)),
-                    params=params,
-                )
-                for p in query.prefetch
-            ]
-        else:
-            request, using, prefetch = _query(query), query.using, None
+        if isinstance(query, Fused):  # VectorStore runs a fused query's branches and fuses them (fusion.py)
+            raise StoreError("a fused query reaches the engine branch by branch: call VectorStore.query")
+        request, using, prefetch = _query(query), query.using, None
         response = self._call(
             f"query {name!r}",
             lambda c: c.query_points(
