@@ -409,8 +409,8 @@ class VectorStore:
         self, name: str, query: Query, limit: int, query_filter: Filter | None, with_payload, exact: bool
     ) -> list[Point]:
         """The first ``limit`` points of a plain query, best first, with the whole group of equal scores at the
-        cut: engines return equal scores in an order of their own (:mod:`.fusion`), so a few more are asked
-        for, and more again while the group goes on (up to 8x)."""
+        cut: engines return equal scores in an order of their own (:mod:`.fusion`), so one more is asked for,
+        and twice as many while the group goes on past what was asked (up to 8x)."""
         asked = limit + TIE_MARGIN
         while True:
             points = best_first(

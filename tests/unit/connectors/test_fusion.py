@@ -17,8 +17,10 @@ def _points(*scores):
     return [Point(f"p{i}", score=s) for i, s in enumerate(scores)]
 
 
-def test_equal_scores_share_the_best_rank_of_their_group():
-    assert shared_ranks(_points(3.0, 2.0, 2.0, 2.0, 1.0)) == [0, 1, 1, 1, 4]
+def test_equal_scores_share_the_average_rank_of_their_group():
+    assert shared_ranks(_points(3.0, 2.0, 2.0, 2.0, 1.0)) == [0, 2, 2, 2, 4]
+    assert shared_ranks(_points(1.0, 1.0)) == [0.5, 0.5]
+    assert shared_ranks(_points(5.0)) == [0] and shared_ranks([]) == []
 
 
 def test_a_cut_keeps_the_whole_group_of_equal_scores():
@@ -56,7 +58,8 @@ def test_the_fused_order_does_not_depend_on_the_order_of_equal_scores():
         answers.add(tuple(fuse([dense, shuffled], "rrf", None, 5)))
     assert len(answers) == 1
     [answer] = answers
-    assert answer[0] == ("p3", pytest.approx(1 / 2 + 1 / 3))  # dense rank 0, lexical rank 1 (shared)
+    # p0: lexical rank 0, dense rank 2; p3: dense rank 0, lexical rank 2 (its group's average): equal, by id
+    assert answer[:2] == (("p0", pytest.approx(1 / 2 + 1 / 4)), ("p3", pytest.approx(1 / 2 + 1 / 4)))
 
 
 TEXTS = ["a red frog", "a red car", "a red hat", "a red bus", "a green frog", "a blue car", "red", "a frog"]
