@@ -193,3 +193,19 @@ def test_metrics_render_prometheus_text():
     assert 'mmalign_batch_size_bucket{modality="text",le="+Inf"} 2' in text
     assert metrics.mean_batch_size("text") == 4.0
     assert 'bundle_id="def"' in text and 'bundle_id="abc"' not in text
+
+
+def test_the_service_socket_sends_small_writes_at_once():
+    """TCP_NODELAY on the listening socket, and a proto that says TCP (asyncio sets TCP_NODELAY only on such
+    sockets): without it a response written as headers, then body, waited for the client's delayed ACK, 40 ms
+    on every request (benchmarks/serve.py's overhead table)."""
+    import socket
+
+    from mmalign.plugin.serve.server import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        sock.close()
