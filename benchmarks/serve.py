@@ -221,7 +221,7 @@ class ServiceProcess:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(signal.SIGTERM)  # passed on to the command by the CLI's supervisor
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:

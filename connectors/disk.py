@@ -186,6 +186,28 @@ def _real_stdio() -> bool:
     return True
 
 
+def _terminal_interrupts_the_group() -> bool:
+    """Whether a Ctrl-C would reach the child as well: this process is in its terminal's foreground group."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError):
+        return False
+
+
+def _end_with_parent(parent: int) -> None:
+    """The child gets SIGTERM when the supervisor dies (even of SIGKILL), so that it never runs on as an
+    orphan holding the store (Linux: PR_SET_PDEATHSIG; elsewhere nothing is done)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return
+    if os.getppid() != parent:  # the supervisor died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def supervised(run: Callable[[], Any], store_paths: Sequence[str] = ()) -> Any:
     """Run ``run()`` (a CLI command) in a forked child and wait for it; a child stopped by SIGBUS becomes the
     one line of :func:`sigbus_message` (of ``store_paths``, the store folders the command writes to) on stderr
@@ -198,13 +220,18 @@ def supervised(run: Callable[[], Any], store_paths: Sequence[str] = ()) -> Any:
         return run()
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child runs the command; its exit (sys.exit, an exception) ends it as usual
         os.environ[ENV_SUPERVISED] = "1"
+        _end_with_parent(parent)
         return run()
-    forwarded = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+    forwarded = [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2]
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, *forwarded)}
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the child (same process group)
+    if _terminal_interrupts_the_group():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the child too (same process group)
+    else:  # a SIGINT sent to this pid alone (kill -INT, a process manager): the child must get it
+        forwarded.append(signal.SIGINT)
     for sig in forwarded:
         signal.signal(sig, lambda number, _frame: os.kill(pid, number))
     try:

@@ -4,8 +4,11 @@ with one error line instead of "Bus error"."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,6 +70,50 @@ def test_any_other_end_of_the_child_is_passed_on_as_it_is():
     assert _supervise("sys.exit(3)").returncode == 3
     assert _supervise("print('hello')").stdout == "hello\n"
     assert _supervise("os.kill(os.getpid(), signal.SIGKILL)").returncode == -9
+
+
+def _supervised_sleeper(tmp_path):
+    """A supervised command (no terminal) that writes its pid and sleeps; returns (supervisor, child pid)."""
+    code = (
+        "import os, time\n"
+        "from mmalign.connectors.disk import supervised\n"
+        f"supervised(lambda: (open({str(tmp_path / 'child')!r}, 'w').write(str(os.getpid())), time.sleep(60)))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "child").exists() or not (tmp_path / "child").read_text():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    return proc, int((tmp_path / "child").read_text())
+
+
+def _gone(pid: int, within_s: float = 20) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_sigint_sent_to_the_supervisor_alone_reaches_the_command(tmp_path):
+    """``kill -INT PID`` or a process manager interrupts the supervisor only (no terminal sends it to the
+    group): it is passed on, so that the command stops instead of running on as an orphan."""
+    proc, child = _supervised_sleeper(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) != 0
+    assert _gone(child)
+
+
+def test_the_command_ends_when_its_supervisor_is_killed(tmp_path):
+    """SIGKILL cannot be passed on: the child asked the kernel for SIGTERM when its parent dies."""
+    proc, child = _supervised_sleeper(tmp_path)
+    proc.kill()
+    proc.wait(30)
+    assert _gone(child)
 
 
 def test_a_test_runners_captured_streams_run_the_command_in_this_process(monkeypatch):
