@@ -2,6 +2,7 @@
 
     python -m benchmarks.base_prior few-pairs  [--catalogs wesnoth tuxpaint] [--seeds 0 1 2] [--pairs 20 50 100 200]
     python -m benchmarks.base_prior adapt      [--catalogs wesnoth tuxpaint] [--seeds 0 1]
+    python -m benchmarks.base_prior zero-shot  --bases base OTHER_BASE [--catalogs ...] [--seeds ...]
 
 ``few-pairs``: with only N of the catalog's training pairs, the catalog's CCA on those N, against the teacher
 fine-tuned from the base on them (modes ``all`` and ``hidden``), the teacher from scratch, and the base
@@ -25,10 +26,12 @@ import numpy as np
 PAIRS = (("text", "image"), ("image", "text"))
 
 
-def _catalog_data(name: str, args, base):
+def _catalog_data(name: str, args, base, extract: bool = False):
+    """The catalog's paired features under ``base``'s encoders (``extract``: encode what is not cached)."""
     from benchmarks.alignment import build_catalog
     from mmalign.connectors.sources import open_catalog
     from mmalign.plugin.features.cache import FeatureCache
+    from mmalign.plugin.features.extract import extract_features
     from mmalign.plugin.features.paired import load_paired
 
     built = build_catalog(name, args.data)
@@ -36,6 +39,8 @@ def _catalog_data(name: str, args, base):
         raise SystemExit(f"{name}: {built}")
     catalog = open_catalog(built[0], media_root=built[1])
     specs = {m: base.encoder_spec(m) for m in base.modalities}
+    if extract:
+        extract_features(catalog, args.features, specs=specs)
     return load_paired(FeatureCache(args.features), specs, [i.id for i in catalog.items()])
 
 
@@ -117,6 +122,32 @@ def adapt(args, base) -> dict:
     return rows
 
 
+def zero_shot(args, _base) -> dict:
+    """Each of ``--bases`` zero-shot (teacher, centred on the catalog's training items) against the
+    catalog's own CCA under the same encoders; the catalogs' features are extracted as needed."""
+    from mmalign.plugin.align.bundle import load_bundle
+    from mmalign.plugin.align.fit import choose_cca, split_for_training
+    from mmalign.plugin.align.pretrain import domain_mean, recentre
+    from mmalign.schemas import TrainConfig
+
+    rows: dict[tuple, list[float]] = {}
+    for path in args.bases:
+        base = load_bundle(path)
+        label = f"{path} ({base.config.pool.n_pairs if base.config.pool else '?'} pool pairs)"
+        for name in args.catalogs:
+            data = _catalog_data(name, args, base, extract=True)
+            for seed in args.seeds:
+                cfg = TrainConfig(seed=seed)
+                train, val, test, _ = split_for_training(data, cfg, lambda line: None)
+                _, _, cca = choose_cca(train, val, cfg, cfg.rank, lambda line: None)
+                models = {"base": recentre(copy.deepcopy(base.teacher), domain_mean(train)), "cca": cca}
+                for model, value in _recall(models, test).items():
+                    key = f"{label}, zero-shot teacher centred" if model == "base" else f"{label}: own cca"
+                    rows.setdefault((name, len(test), key), []).append(value)
+                print(f"  {label} {name} seed {seed}", flush=True)
+    return rows
+
+
 def _cov(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     x = x - x.mean(0)
@@ -132,7 +163,8 @@ def _msqrt(c: np.ndarray, power: float, eps: float = 0.1) -> np.ndarray:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=("few-pairs", "adapt"))
+    parser.add_argument("command", choices=("few-pairs", "adapt", "zero-shot"))
+    parser.add_argument("--bases", nargs="+", default=["base"], help="base bundles (zero-shot)")
     parser.add_argument("--catalogs", nargs="+", default=["wesnoth", "tuxpaint"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--pairs", type=int, nargs="+", default=[20, 50, 100, 200])
@@ -148,7 +180,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     base = load_bundle(args.base)
-    rows = (few_pairs if args.command == "few-pairs" else adapt)(args, base)
+    rows = {"few-pairs": few_pairs, "adapt": adapt, "zero-shot": zero_shot}[args.command](args, base)
     key = "pairs" if args.command == "few-pairs" else "test items"
     print(f"\nrecall@10, mean of text→image and image→text; mean ± std over seeds {args.seeds}")
     print(f"| catalog | {key} | model | recall@10 |\n|---|---|---|---|")
