@@ -6,7 +6,7 @@ icons (the glyph in a random saturated colour on white, or in white on a rounded
 colour: half each), as their own sources (centred apart from the black originals) and in the same concept
 groups (so the held-out groups stay held out), pretrains a base on originals + variants, and compares its
 zero-shot recall on the catalogs (centred on each catalog's training items, as ``benchmarks.alignment``)
-with the shipped base's.
+with the shipped base's (``benchmarks.base_prior zero-shot``).
 
     python -m benchmarks.pool_colours --pool mmalign-data/pool/pool.jsonl --n 6000 [--originals 8000]
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import colorsys
-import copy
 import json
 import re
 import time
@@ -77,16 +76,10 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=Path("mmalign-data/benchmarks"))
     parser.add_argument("--epochs", type=int, default=20, help="teacher epochs at most (the shipped base: 20)")
     args = parser.parse_args(argv)
-    import torch
-
-    from benchmarks.base_prior import _catalog_data, _recall
-    from mmalign.plugin.align.bundle import load_bundle
-    from mmalign.plugin.align.fit import split_for_training
-    from mmalign.plugin.align.pretrain import domain_mean, recentre
+    from benchmarks import base_prior
     from mmalign.plugin.workflows.pretrain import pretrain_bundle
     from mmalign.schemas import TrainConfig
 
-    torch.set_num_threads(1)
     t0 = time.perf_counter()
     catalog = write_pool(args.pool, args.out, args.n, args.originals)
     print(f"pool with colours: {catalog} ({time.perf_counter() - t0:.0f}s)", flush=True)
@@ -94,21 +87,9 @@ def main(argv=None) -> int:
     if not (bundle / "config.json").exists():
         cfg = TrainConfig(teacher_epochs=args.epochs)
         pretrain_bundle(catalog, bundle, features_dir=args.features, cfg=cfg, student_epochs=4, echo=print)
-    bases = {"shipped base (black glyphs)": load_bundle("base"), "base with colours": load_bundle(bundle)}
-    rows: dict[tuple[str, str], list[float]] = {}
-    for name in args.catalogs:
-        data = _catalog_data(name, args, bases["shipped base (black glyphs)"])
-        for seed in args.seeds:
-            train, _, test, _ = split_for_training(data, TrainConfig(seed=seed), lambda line: None)
-            for label, base in bases.items():
-                model = recentre(copy.deepcopy(base.teacher), domain_mean(train))
-                rows.setdefault((name, label), []).append(_recall({"m": model}, test)["m"])
-            print(f"  {name} seed {seed}: " + ", ".join(f"{k[1]} {v[-1]:.3f}" for k, v in rows.items() if k[0] == name))
-    print(f"\nzero-shot teacher, centred: recall@10, mean of text→image and image→text, seeds {args.seeds}")
-    print("| catalog | base | recall@10 |\n|---|---|---|")
-    for (name, label), values in rows.items():
-        print(f"| {name} | {label} | {np.mean(values):.3f} ± {np.std(values):.3f} |")
-    return 0
+    # the shipped base (black glyphs) and the one with colours, zero-shot, against each catalog's own CCA
+    common = ["--catalogs", *args.catalogs, "--seeds", *map(str, args.seeds), "--data", str(args.data)]
+    return base_prior.main(["zero-shot", "--bases", "base", str(bundle), *common, "--features", args.features])
 
 
 if __name__ == "__main__":
