@@ -14,6 +14,7 @@ from mmalign.connectors.errors import DataError
 from mmalign.plugin.align.closed_form import fit_cca, fit_svd
 from mmalign.plugin.align.cooccurrence import user_histories
 from mmalign.plugin.align.evaluation import RawEmbedder, evaluate_embedder, primary_metric
+from mmalign.plugin.align.pretrain import DEFAULT_BASE_MODE
 from mmalign.plugin.features.paired import PairedFeatures, split_items
 from mmalign.schemas import Modality, TrainConfig, UserVectorConfig
 
@@ -45,7 +46,7 @@ def fit_alignment(
     raw_modalities: Sequence[Modality] = (),
     echo: Callable[[str], None] = log.info,
     base=None,
-    base_mode: str = "hidden",
+    base_mode: str = DEFAULT_BASE_MODE,
 ) -> AlignmentResult:
     """Split, fit svd/cca (CCA ridge picked on val), train the teacher, distil the student, test.
 

@@ -243,9 +243,12 @@ def train_balanced_teacher(
 #: ``hidden`` is the default: on the benchmark catalogs ``all`` starts far below the catalog's CCA and
 #: ends below it (docs/benchmarks.md), while ``hidden`` can only do as well as no base on validation.
 BASE_MODES = ("all", "hidden")
+DEFAULT_BASE_MODE = "hidden"
 
 
-def teacher_from_base(base_teacher, dims: dict[Modality, int], cfg: TrainConfig, fit, means, mode: str = "hidden"):
+def teacher_from_base(
+    base_teacher, dims: dict[Modality, int], cfg: TrainConfig, fit, means, mode: str = DEFAULT_BASE_MODE
+):
     """A teacher for a catalog started from the base teacher (see :data:`BASE_MODES`): the towers of
     the modalities the base has, its mixer and output; a modality the base lacks (audio) gets a new
     tower initialised from the catalog's CCA ``fit``, as without a base."""

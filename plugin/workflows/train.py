@@ -11,6 +11,7 @@ from mmalign.connectors.errors import DataError
 from mmalign.connectors.sources import Catalog, open_catalog
 from mmalign.plugin.align.evaluation import shared_space_modalities
 from mmalign.plugin.align.fit import evaluate_models, fit_alignment
+from mmalign.plugin.align.pretrain import DEFAULT_BASE_MODE
 from mmalign.plugin.encoders.registry import DEFAULT_PRESET
 from mmalign.plugin.features.cache import FeatureCache
 from mmalign.plugin.features.extract import extract_features, preset_specs
@@ -48,7 +49,7 @@ def train_bundle(
     show_progress: bool = False,
     echo: Callable[[str], None] = log.info,
     init_bundle: str | Path | None = None,
-    base_mode: str = "hidden",
+    base_mode: str = DEFAULT_BASE_MODE,
     runtime: str | None = None,
 ) -> TrainReport:
     """Features (cached) -> alignment -> bundle on disk; returns the report.
