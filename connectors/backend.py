@@ -73,7 +73,8 @@ class StoreBackend(Protocol):
     def query(
         self, name: str, query: Query, *, limit: int, query_filter: Filter | None, with_payload: Selection, exact: bool
     ) -> list[Point]:
-        """The scored points of ``query``, best first."""
+        """The scored points of ``query`` (a Nearest or a Recommend: VectorStore runs a Fused query's branches
+        one by one and fuses them itself, connectors/fusion.py), best first."""
 
     # indexes and files
     def build_index(self, name: str, fields: Mapping[str, str]) -> dict: ...
