@@ -256,6 +256,44 @@ class AisfxAudioSpec(_SpecBase):
         return Modality.AUDIO
 
 
+class LabelledImageSpec(_SpecBase):
+    """An image classifier's pooled feature, followed by what its classifier head says about the image, in a
+    text encoder's space: the embeddings of its class names (``prompt`` filled with each name), weighted by the
+    ``top_k`` class probabilities (softmax of the logits at ``temperature``), L2-normalised and scaled to
+    ``weight`` times the pooled feature's norm. The first ``backbone.dim`` columns are the backbone's feature
+    exactly, so its cached features give this encoder's without running the backbone again. The head has
+    learned from the labelled images of its pretraining: the label part carries that image+text knowledge into
+    a space where a catalog's texts already live (docs/encoders.md)."""
+
+    kind: Literal["labelled_image"] = "labelled_image"
+    backbone: TimmImageSpec = Field(description="The image classifier (its head must be in its weights).")
+    text_encoder: TextSpec = Field(description="The text encoder that embeds the class names (its full spec).")
+    vocabulary: Literal["imagenet-1k"] = Field(default="imagenet-1k", description="The classifier's class names.")
+    prompt: str = Field(default="{}", description="Text embedded for each class, '{}' standing for its name.")
+    temperature: float = Field(default=2.0, gt=0)
+    top_k: int = Field(default=20, gt=0, description="Only the k most probable classes contribute.")
+    weight: float = Field(default=0.5, gt=0, description="Norm of the label part, relative to the pooled feature's.")
+
+    @model_validator(mode="after")
+    def _dim_matches(self) -> LabelledImageSpec:
+        expected = self.backbone.dim + self.text_encoder.dim
+        if self.dim != expected:
+            raise ValueError(
+                f"dim must be {expected} (backbone dim + text encoder dim) for {self.name!r}, got {self.dim}"
+            )
+        if "{}" not in self.prompt:
+            raise ValueError(f"prompt of {self.name!r} must hold '{{}}' where the class name goes, got {self.prompt!r}")
+        return self
+
+    @property
+    def background(self) -> tuple[int, int, int]:
+        return self.backbone.background
+
+    @property
+    def modality(self) -> Modality:
+        return Modality.IMAGE
+
+
 AudioPartSpec = Annotated[
     LibrosaAudioSpec | WhisperCT2AudioSpec | WhisperTranscriptSpec | AisfxAudioSpec, Field(discriminator="kind")
 ]
@@ -310,7 +348,8 @@ EncoderSpec = Annotated[
     | WhisperCT2AudioSpec
     | WhisperTranscriptSpec
     | AisfxAudioSpec
-    | ConcatAudioSpec,
+    | ConcatAudioSpec
+    | LabelledImageSpec,
     Field(discriminator="kind"),
 ]
 

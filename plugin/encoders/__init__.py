@@ -13,6 +13,8 @@ def build_encoder(spec_or_name, device: str = "auto", *, export_dir=None) -> Enc
     """Load the encoder a spec (or registered name) describes. A spec with ``runtime: onnx`` runs on ONNX
     Runtime, exported at first use into ``export_dir`` (default: :func:`.onnx_runtime.export_dir`)."""
     spec = get_encoder_spec(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
+    if spec.kind == "labelled_image":  # its parts run on their own runtimes
+        return build_kind(spec, device=device, export_dir=export_dir)
     if getattr(spec, "runtime", "torch") == "onnx":
         from mmalign.plugin.encoders.onnx_runtime import encoder_class
 

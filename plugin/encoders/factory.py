@@ -15,13 +15,15 @@ KINDS = {
     "whisper_ct2_transcript": ("mmalign.plugin.encoders.transcribe", "WhisperTranscriptEncoder"),
     "aisfx_audio": ("mmalign.plugin.encoders.sfx", "AisfxAudioEncoder"),
     "concat_audio": ("mmalign.plugin.encoders.combined", "ConcatAudioEncoder"),
+    "labelled_image": ("mmalign.plugin.encoders.labels", "LabelledImageEncoder"),
 }
 
 
-def build_kind(spec: EncoderSpec, device: str = "auto") -> Encoder:
-    """The encoder class of ``spec.kind``, loaded (on torch, or CTranslate2/librosa for those kinds)."""
+def build_kind(spec: EncoderSpec, device: str = "auto", **options) -> Encoder:
+    """The encoder class of ``spec.kind``, loaded (on torch, or CTranslate2/librosa for those kinds); ``options``
+    go to kinds that take more (``export_dir`` of a labelled image encoder's parts)."""
     import importlib
 
     module_name, class_name = KINDS[spec.kind]
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(spec, device=device)
+    return cls(spec, device=device, **options)

@@ -125,7 +125,10 @@ def _without_later_defaults(body):
 
 
 def runtime_label(spec: EncoderSpec) -> str | None:
-    """``onnx-int8``, ``onnx-fp32``; None for an encoder on torch (or a kind without runtimes)."""
+    """``onnx-int8``, ``onnx-fp32``; None for an encoder on torch (or a kind without runtimes). A labelled image
+    encoder runs where its backbone runs."""
+    if spec.kind == "labelled_image":
+        return runtime_label(spec.backbone)
     runtime = getattr(spec, "runtime", "torch")
     return None if runtime == "torch" else f"{runtime}-{spec.precision}"
 
@@ -140,7 +143,10 @@ def encoder_id(spec: EncoderSpec) -> str:
 
 
 def with_weights(spec: EncoderSpec, weights: str) -> EncoderSpec:
-    """The same spec with other weights (a local path, a package tag or a hub tag)."""
+    """The same spec with other weights (a local path, a package tag or a hub tag); for a labelled image encoder,
+    its backbone's (whose checkpoint also holds the classifier head)."""
+    if spec.kind == "labelled_image":
+        return spec.model_copy(update={"backbone": spec.backbone.model_copy(update={"weights": weights})})
     return spec.model_copy(update={"weights": weights})
 
 
@@ -151,7 +157,7 @@ def encoder_info(name: str) -> EncoderInfo:
         modality=spec.modality,
         kind=spec.kind,
         dim=spec.dim,
-        weights=spec.weights,
+        weights=spec.backbone.weights if spec.kind == "labelled_image" else spec.weights,
         encoder_id=encoder_id(spec),
         description=spec.description,
     )

@@ -63,7 +63,13 @@ def with_runtime(
     spec: EncoderSpec, runtime: str | None = None, device: str = "auto", precision: str | None = None
 ) -> EncoderSpec:
     """The spec that runs on ``runtime`` (see :func:`resolve_runtime`). On onnx, ``precision`` (default: the
-    spec's ``onnx_precision``); on torch, fp32. Kinds without an ONNX path are returned as they are."""
+    spec's ``onnx_precision``); on torch, fp32. Kinds without an ONNX path are returned as they are; a labelled
+    image encoder's backbone and text encoder each get theirs."""
+    if spec.kind == "labelled_image":
+        body = spec.model_dump(mode="json")
+        body["backbone"] = with_runtime(spec.backbone, runtime, device, precision).model_dump(mode="json")
+        body["text_encoder"] = with_runtime(spec.text_encoder, runtime, device, precision).model_dump(mode="json")
+        return ENCODER_SPEC_ADAPTER.validate_python(body)
     if not supports_runtime(spec):
         return spec
     chosen = resolve_runtime(runtime, device)

@@ -247,9 +247,32 @@ def encode_items(
         counts.load_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
         sink = CacheSink(cache, spec, options.shard_size)
+        todo = derive_from_backbone(encoder, todo, cache, sink, counts)
         _encode_jobs(encoder, todo, sink, counts, fail, options)
         counts.seconds = time.perf_counter() - t0
     return out
+
+
+def derive_from_backbone(
+    encoder, jobs: list[EncodeJob], cache: FeatureCache, sink: CacheSink, counts: ModalityCounts
+) -> list[EncodeJob]:
+    """For an encoder built on a backbone whose features are cached (a labelled image encoder): its features
+    from the backbone's cached rows of the same content, without decoding or encoding anything again (they are
+    counted as encoded). Returns the jobs that are left to encode."""
+    if not jobs or not hasattr(encoder, "from_pooled"):
+        return jobs
+    backbone = encoder.backbone.spec
+    table = cache.load(backbone.modality, backbone, [job.item.id for job in jobs])
+    found = {item: (h, row) for item, h, row in zip(table.item_ids, table.content_hashes, table.features)}
+    usable = [job for job in jobs if found.get(job.item.id, (None,))[0] == job.content_hash]
+    if usable:
+        rows = encoder.from_pooled(np.stack([found[job.item.id][1] for job in usable]))
+        for job, row in zip(usable, rows):
+            sink.add(job.item.id, job.content_hash, row, {})
+        counts.encoded += len(usable)
+        log.info("%s: %d items from %s's cached features", sink.spec.name, len(usable), backbone.name)
+    derived = {job.item.id for job in usable}
+    return [job for job in jobs if job.item.id not in derived]
 
 
 def failure_sink(letters: DeadLetterWriter, counts: ModalityCounts) -> Fail:

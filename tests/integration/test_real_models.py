@@ -36,6 +36,20 @@ def test_efficientnet_lite0_real_images(tuxpaint_stamps):
     assert _cos(out[0], out[1]) > _cos(out[0], out[2]) and _cos(out[0], out[1]) > _cos(out[1], out[2])
 
 
+def test_labelled_efficientnet_puts_stamps_near_their_own_words_with_no_pairs(tuxpaint_stamps):
+    """The label part (ImageNet class names in MiniLM's space) of a frog stamp is nearer "A frog." than "A coin.",
+    and the quarter's is the other way round: a cross-modal match that no catalog pair taught."""
+    text = _needs("minilm-l6")
+    _needs("efficientnet-lite0")
+    enc = plugin.build_encoder("efficientnet-lite0-labels", device="cpu")
+    paths = ["animals/amphibians/frog.png", "symbols/money/us/coins/025quarter.png"]
+    out = enc.encode([enc.load_input(tuxpaint_stamps / p, p) for p in paths])
+    _check(out, 2, 1664)
+    frog, coin = text.encode(["A frog.", "A coin."])
+    labels = out[:, 1280:]
+    assert _cos(labels[0], frog) > _cos(labels[0], coin) and _cos(labels[1], coin) > _cos(labels[1], frog)
+
+
 def test_efficientnet_lite0_weights_are_the_imagenet_ones(tuxpaint_stamps):
     """The by-position key mapping must give a working classifier: a frog stamp is an ImageNet frog."""
     import torch

@@ -219,6 +219,7 @@ def test_wheel_installs_one_namespace(tmp_path):
         inside = "mmalign/" + str(path.relative_to(ROOT)).replace("\\", "/")
         assert inside in names, f"{module} missing from the wheel"
     assert "mmalign/plugin/encoders/specs/presets/offline-small.json" in names
+    assert "mmalign/plugin/encoders/vocabularies/imagenet-1k.json" in names
     assert {f"mmalign/plugin/serve/static/{n}" for n in ("index.html", "app.js", "app.css", "icon.svg")} <= set(names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "mmalign = mmalign.plugin.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
