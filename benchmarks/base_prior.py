@@ -30,6 +30,7 @@ def _catalog_data(name: str, args, base, extract: bool = False):
     """The catalog's paired features under ``base``'s encoders (``extract``: encode what is not cached)."""
     from benchmarks.alignment import build_catalog
     from mmalign.connectors.sources import open_catalog
+    from mmalign.plugin.encoders.runtime import with_runtime
     from mmalign.plugin.features.cache import FeatureCache
     from mmalign.plugin.features.extract import extract_features
     from mmalign.plugin.features.paired import load_paired
@@ -38,7 +39,7 @@ def _catalog_data(name: str, args, base, extract: bool = False):
     if isinstance(built, str):
         raise SystemExit(f"{name}: {built}")
     catalog = open_catalog(built[0], media_root=built[1])
-    specs = {m: base.encoder_spec(m) for m in base.modalities}
+    specs = {m: with_runtime(base.encoder_spec(m)) for m in base.modalities}  # $MMALIGN_RUNTIME, as ingest does
     if extract:
         extract_features(catalog, args.features, specs=specs)
     return load_paired(FeatureCache(args.features), specs, [i.id for i in catalog.items()])

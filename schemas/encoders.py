@@ -272,7 +272,7 @@ class LabelledImageSpec(_SpecBase):
     prompt: str = Field(default="{}", description="Text embedded for each class, '{}' standing for its name.")
     temperature: float = Field(default=2.0, gt=0)
     top_k: int = Field(default=20, gt=0, description="Only the k most probable classes contribute.")
-    weight: float = Field(default=0.5, gt=0, description="Norm of the label part, relative to the pooled feature's.")
+    weight: float = Field(default=1.0, gt=0, description="Norm of the label part, relative to the pooled feature's.")
 
     @model_validator(mode="after")
     def _dim_matches(self) -> LabelledImageSpec:

@@ -1,0 +1,136 @@
+"""The labelled image encoder's options, chosen on validation splits (issue #21; docs/encoders.md).
+
+    python -m benchmarks.labelled_images grid      [--catalogs tuxpaint wesnoth] [--seeds 0 1 2]
+    python -m benchmarks.labelled_images zero-shot [--catalogs tuxpaint wesnoth papirus] [--seeds 0 1 2]
+
+``grid``: for each temperature / top-k / weight, the catalog's CCA on ``[efficientnet-lite0 ; label part]``
+fitted on its training split and scored on its **validation** split (the mean of recall@1/5/10 that training
+selects on), against the plain ``efficientnet-lite0`` feature. ``zero-shot``: no pairs at all: each text's
+MiniLM vector against each image's label part, both centred on the training items' means, recall@10 on the
+validation split (mean of text→image and image→text). The label parts are computed from the cached
+``efficientnet-lite0`` features (catalogs and features as ``benchmarks.alignment`` builds them; run it once
+first), so nothing is encoded again. The test splits are never read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+TEMPERATURES = (1.0, 2.0, 4.0)
+TOP_K = (5, 20, 100)
+WEIGHTS = (0.25, 0.5, 1.0)
+
+
+def _parts(args):
+    """(head, class-name embeddings, loader of a catalog's plain features)."""
+    from benchmarks.base_prior import _catalog_data
+    from mmalign.plugin.encoders import build_encoder
+    from mmalign.plugin.encoders.labels import class_names, classifier_head
+    from mmalign.plugin.encoders.registry import get_encoder_spec
+
+    spec = get_encoder_spec("efficientnet-lite0-labels")
+    text = build_encoder(spec.text_encoder, device="cpu")
+    names = np.asarray(text.encode([spec.prompt.format(n) for n in class_names(spec.vocabulary)]), np.float32)
+    plain = SimpleNamespace(
+        modalities=["image", "text"], encoder_spec=lambda m: {"image": spec.backbone, "text": spec.text_encoder}[m]
+    )
+    return classifier_head(spec), names, lambda name: _catalog_data(name, args, plain)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _recall10(sims: np.ndarray) -> float:
+    ranks = (sims > np.diag(sims)[:, None]).sum(1)
+    return float((ranks < 10).mean())
+
+
+def grid(args) -> None:
+    from mmalign.plugin.align.evaluation import evaluate_embedder, primary_metric
+    from mmalign.plugin.align.fit import choose_cca, split_for_training
+    from mmalign.plugin.align.trainer import TorchEmbedder
+    from mmalign.plugin.encoders.labels import label_part
+    from mmalign.schemas import TrainConfig
+
+    head, names, load = _parts(args)
+    options = [None, *itertools.product(TEMPERATURES, TOP_K, WEIGHTS)]
+    scores: dict[tuple, dict[str, float]] = {}
+    for name in args.catalogs:
+        data = load(name)
+        image, mask = data.features["image"], data.masks["image"]
+        for opts in options:
+            run = data.subset(np.arange(len(data)))
+            if opts is not None:
+                spec = SimpleNamespace(temperature=opts[0], top_k=opts[1], weight=opts[2])
+                labels = label_part(image, head, names, spec) * mask[:, None]
+                run.features["image"] = np.concatenate([image, labels], axis=1).astype(np.float32)
+            values = []
+            for seed in args.seeds:
+                cfg = TrainConfig(seed=seed)
+                train, val, _, _ = split_for_training(run, cfg, lambda line: None)
+                _, _, cca = choose_cca(train, val, cfg, cfg.rank, lambda line: None)
+                values.append(
+                    primary_metric(evaluate_embedder("cca", TorchEmbedder(cca, "cca"), val, with_fused=False))
+                )
+            scores.setdefault(opts, {})[name] = float(np.mean(values))
+            print(json.dumps({"catalog": name, "options": opts, "val": round(scores[opts][name], 4)}), flush=True)
+    plain = scores[None]
+    print("\n| temperature | top-k | weight | " + " | ".join(args.catalogs) + " | sum |")
+    print("|---|---|---|" + "---|" * (len(args.catalogs) + 1))
+    gains = {o: {c: v - plain[c] for c, v in s.items()} for o, s in scores.items() if o is not None}
+    for opts, gain in sorted(gains.items(), key=lambda kv: -sum(kv[1].values())):
+        cells = " | ".join(f"{gain[c]:+.3f}" for c in args.catalogs)
+        print(f"| {opts[0]} | {opts[1]} | {opts[2]} | {cells} | {sum(gain.values()):+.3f} |")
+    print("\nplain efficientnet-lite0 (val): " + ", ".join(f"{c} {v:.3f}" for c, v in plain.items()))
+
+
+def zero_shot(args) -> None:
+    from mmalign.plugin.align.fit import split_for_training
+    from mmalign.plugin.encoders.labels import label_part
+    from mmalign.plugin.encoders.registry import get_encoder_spec
+    from mmalign.schemas import TrainConfig
+
+    head, names, load = _parts(args)
+    spec = get_encoder_spec("efficientnet-lite0-labels")
+    print("| catalog | val queries | label part vs text, R@10 | chance |\n|---|---|---|---|")
+    for name in args.catalogs:
+        data = load(name)
+        values, n = [], 0
+        for seed in args.seeds:
+            train, val, _, _ = split_for_training(data, TrainConfig(seed=seed), lambda line: None)
+            image_mean = _unit(label_part(train.features["image"][train.masks["image"]], head, names, spec)).mean(0)
+            text_mean = _unit(train.features["text"][train.masks["text"]]).mean(0)
+            both = val.masks["image"] & val.masks["text"]
+            images = _unit(_unit(label_part(val.features["image"][both], head, names, spec)) - image_mean)
+            texts = _unit(_unit(val.features["text"][both]) - text_mean)
+            sims = texts @ images.T
+            values.append((_recall10(sims) + _recall10(sims.T)) / 2)
+            n = int(both.sum())
+        print(f"| {name} | {n} | {np.mean(values):.3f} | {min(1.0, 10 / n):.3f} |", flush=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["grid", "zero-shot"])
+    parser.add_argument("--catalogs", nargs="+", default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--data", type=Path, default=Path("mmalign-data/benchmarks"))
+    parser.add_argument("--features", default="mmalign-data/features")
+    args = parser.parse_args(argv)
+    if args.what == "grid":
+        args.catalogs = args.catalogs or ["tuxpaint", "wesnoth"]
+        grid(args)
+    else:
+        args.catalogs = args.catalogs or ["tuxpaint", "wesnoth", "papirus"]
+        zero_shot(args)
+
+
+if __name__ == "__main__":
+    main()
