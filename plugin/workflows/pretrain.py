@@ -82,10 +82,17 @@ def pretrain_bundle(
         echo=echo,
     )
     models = result.models
+    bridge = None
+    if specs[Modality.IMAGE].kind == "labelled_image":  # the zero-shot student also reads the label part
+        models, cfg, bridge = _with_label_bridge(models, data, specs[Modality.IMAGE], cfg, echo)
     pool = _pool_record(catalog.path, sources)
     summary = {
         "split": {"seed": cfg.seed, "test_ids": [], "n_train": result.n_train, "n_val": result.n_val, "groups": True},
-        "training_summary": {**result.summary, "seconds": round(time.perf_counter() - started, 1)},
+        "training_summary": {
+            **result.summary,
+            "label_bridge": bridge,
+            "seconds": round(time.perf_counter() - started, 1),
+        },
         "parameters": {"student": models["student"].n_parameters(), "teacher": models["teacher"].n_parameters()},
         "metrics": {
             "split": "val (held-out concept groups of the pool)",
@@ -106,6 +113,19 @@ def pretrain_bundle(
     )
     echo(f"base bundle {bundle_id} -> {out} ({time.perf_counter() - started:.0f}s)")
     return {"bundle_id": bundle_id, "out": str(out), "seconds": round(time.perf_counter() - started, 1), **summary}
+
+
+def _with_label_bridge(models: dict, data, image_spec, cfg: TrainConfig, echo):
+    """The student joined with the label bridge (:mod:`mmalign.plugin.align.bridge`), the baselines padded to its
+    rank, and the config that records that rank; also what was done, for the summary."""
+    from mmalign.plugin.align.bridge import BRIDGE_RANK, BRIDGE_WEIGHT, padded, with_label_bridge
+
+    student = with_label_bridge(models["student"], data, image_spec.backbone.dim, BRIDGE_WEIGHT, BRIDGE_RANK)
+    rank, added = student.rank, student.rank - models["student"].rank
+    models = {**models, "student": student, **{k: padded(models[k], rank) for k in ("svd", "cca")}}
+    echo(f"student: joined with the label bridge (weight {BRIDGE_WEIGHT}, {added} text directions): rank {rank}")
+    summary = {"weight": BRIDGE_WEIGHT, "rank": added, "distilled_rank": cfg.rank}
+    return models, cfg.model_copy(update={"rank": rank}), summary
 
 
 def pool_pairs(items, features_dir: str | Path, specs):
