@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmalign.plugin.align.pretrain import BASE_MODES, DEFAULT_BASE_MODE
+
 #: Student variants distilled from each seed's teacher: name -> TrainConfig fields over the defaults.
 #: ``student`` is TrainConfig's default (rank 64, distilled on single-modality inputs too).
 VARIANTS: dict[str, dict] = {
@@ -78,8 +80,8 @@ CSLS_MODELS = (
     "teacher",
     "student",
     "base zero-shot teacher, centred",
-    "teacher from base",
-    "student from base",
+    "teacher from base (hidden)",
+    "student from base (hidden)",
 )
 
 
@@ -149,27 +151,23 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
             models["base zero-shot teacher"] = base.teacher
             models["base zero-shot student, centred"] = recentre(copy.deepcopy(base.student), mean)
             models["base zero-shot teacher, centred"] = recentre(copy.deepcopy(base.teacher), mean)
+        tuned: dict = {}  # base mode -> the fit started from the base
         if base is not None and not args.zero_shot_only:
-            t1 = time.perf_counter()
-            # the rows "from base" are mode all; mode hidden has its own rows
-            tuned = fit_alignment(data, cfg, echo=lambda line: None, base=base, base_mode="all")
-            seconds.setdefault("from base: svd + cca + teacher + student", []).append(time.perf_counter() - t1)
-            assert tuned.split["test_ids"] == result.split["test_ids"]
-            models["teacher from base"] = tuned.models["teacher"]
-            models["student from base"] = tuned.models["student"]
-            if "hidden" in args.base_modes:
+            for mode in args.base_modes:
                 t1 = time.perf_counter()
-                hidden = fit_alignment(data, cfg, echo=lambda line: None, base=base, base_mode="hidden")
-                seconds.setdefault("from base (hidden): svd + cca + teacher + student", []).append(
+                tuned[mode] = fit_alignment(data, cfg, echo=lambda line: None, base=base, base_mode=mode)
+                seconds.setdefault(f"from base ({mode}): svd + cca + teacher + student", []).append(
                     time.perf_counter() - t1
                 )
-                models["teacher from base (hidden)"] = hidden.models["teacher"]
-                models["student from base (hidden)"] = hidden.models["student"]
-            for name, fields in base_variants.items():
+                assert tuned[mode].split["test_ids"] == result.split["test_ids"]
+                models[f"teacher from base ({mode})"] = tuned[mode].models["teacher"]
+                models[f"student from base ({mode})"] = tuned[mode].models["student"]
+            start = tuned.get(DEFAULT_BASE_MODE) or next(iter(tuned.values()), None)
+            for name, fields in base_variants.items() if start is not None else ():
                 vcfg = TrainConfig(seed=seed, **{**overrides, **fields})
                 t1 = time.perf_counter()
                 models[name], _ = train_student(
-                    tuned.train, tuned.val, vcfg, tuned.fits["cca"], tuned.models["teacher"]
+                    start.train, start.val, vcfg, start.fits["cca"], start.models["teacher"]
                 )
                 seconds.setdefault(name, []).append(time.perf_counter() - t1)
         for r in evaluate_models(models, result.test, []):
@@ -190,10 +188,8 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
         params = {name: model.n_parameters() for name, model in models.items() if model is not None}
         params.update({name + " +CSLS": params[name] for name in CSLS_MODELS if name in params})
         epochs = {"scratch": result.training_summary["teacher"].get("best_epoch")}
-        if base is not None and not args.zero_shot_only:
-            epochs["from base"] = tuned.training_summary["teacher"]["best_epoch"]
-            if "hidden" in args.base_modes:
-                epochs["from base (hidden)"] = hidden.training_summary["teacher"]["best_epoch"]
+        for mode, fit in tuned.items():
+            epochs[f"from base ({mode})"] = fit.training_summary["teacher"]["best_epoch"]
         best = ", ".join(f"{k} {v}" for k, v in epochs.items() if v is not None)
         print(f"  {label} seed {seed} done ({time.perf_counter() - t0:.0f}s; teacher best epoch: {best})", flush=True)
 
@@ -225,8 +221,7 @@ def _print_tables(label, data, present, result, cfg, base, rows, params, seconds
         print(line)
     for name, model in (
         ("student", "teacher"),
-        ("student from base", "teacher from base"),
-        ("student from base (hidden)", "teacher from base (hidden)"),
+        *((f"student from base ({mode})", f"teacher from base ({mode})") for mode in BASE_MODES),
     ):
         if name not in params:
             continue
@@ -240,8 +235,8 @@ def _print_tables(label, data, present, result, cfg, base, rows, params, seconds
                 parts.append(f"{metric} {ratio.mean():.3f}")
             print(f"  {q}→{t}: {', '.join(parts)}")
     for name in (
-        "teacher from base",
-        "teacher from base (hidden)",
+        *(f"teacher from base ({mode})" for mode in BASE_MODES),
+        "base zero-shot student",
         "base zero-shot teacher, centred",
         "base zero-shot student, centred",
     ):
@@ -336,7 +331,7 @@ def main(argv=None) -> int:
         help=f"from-base student variants (default all): {list(BASE_VARIANTS)}",
     )
     parser.add_argument(
-        "--base-modes", nargs="*", default=["all", "hidden"], help="how the teacher starts from the base: all, hidden"
+        "--base-modes", nargs="*", default=list(BASE_MODES), help=f"how the teacher starts from the base: {BASE_MODES}"
     )
     parser.add_argument(
         "--zero-shot-only", action="store_true", help="svd, cca and the base's zero-shot rows only (no training)"
