@@ -40,3 +40,16 @@ def test_a_folder_called_base_is_not_shadowed_by_the_shipped_one(tmp_path, monke
     shutil.copytree(shipped_bundle_dir("base"), tmp_path / "base")
     monkeypatch.chdir(tmp_path)
     assert resolve_bundle("base").resolve() == (tmp_path / "base").resolve()
+
+
+def test_the_shipped_base_was_made_with_the_default_presets_encoders_and_holds_the_label_bridge():
+    """So that `mmalign train CATALOG --init base` works with the default preset, and the base's zero-shot student
+    reads the image's label part."""
+    from mmalign.plugin.encoders.registry import DEFAULT_PRESET
+    from mmalign.plugin.features.extract import preset_specs
+
+    bundle = load_bundle("base")
+    specs = preset_specs(DEFAULT_PRESET, None)
+    bundle.check_encoders({m: specs[m] for m in bundle.modalities})
+    bridge = bundle.config.training_summary["label_bridge"]
+    assert bridge["rank"] > 0 and bundle.config.ranks["image"] == bridge["distilled_rank"] + bridge["rank"]
