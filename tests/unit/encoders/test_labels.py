@@ -160,3 +160,19 @@ def test_features_come_from_the_backbones_cache_without_encoding_again(media_dir
     table = FeatureCache(out).load(Modality.IMAGE, spec, pooled.item_ids)
     np.testing.assert_array_equal(table.features[:, :256], pooled.features)
     assert np.linalg.norm(table.features[:, 256:], axis=1).min() > 0
+
+
+def test_on_onnx_runtime_both_parts_run_there_and_agree_with_torch(tiny_text, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'mmalign[onnx]')")
+    from PIL import Image
+
+    from mmalign.plugin.encoders.onnx_runtime import OnnxEncoder
+    from mmalign.plugin.encoders.runtime import with_runtime
+
+    monkeypatch.setenv("MMALIGN_ONNX_DIR", str(tmp_path / "onnx"))
+    spec = _spec(tiny_text)
+    images = [Image.new("RGB", (40, 30), (255, 0, 0)), Image.new("RGB", (64, 64), (0, 90, 200))]
+    on_torch = plugin.build_encoder(spec, device="cpu")
+    on_onnx = plugin.build_encoder(with_runtime(spec, "onnx"), device="cpu")
+    assert isinstance(on_onnx.backbone, OnnxEncoder)
+    np.testing.assert_allclose(on_onnx.encode(images), on_torch.encode(images), atol=1e-3, rtol=1e-3)
