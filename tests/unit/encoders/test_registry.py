@@ -16,7 +16,11 @@ def test_builtin_encoders_and_sizes_without_loading():
     assert plugin.get_embedding_size("minilm-l6") == 384
     assert plugin.get_embedding_size("whisper-tiny-en") == 384
     preset = plugin.get_preset("offline-small")
-    assert (preset.image, preset.text, preset.audio) == ("efficientnet-lite0-labels", "minilm-l6", "speech-whisper-1pass")
+    assert (preset.image, preset.text, preset.audio) == (
+        "efficientnet-lite0-labels",
+        "minilm-l6",
+        "speech-whisper-1pass",
+    )
     assert plugin.get_embedding_size("speech-whisper") == plugin.get_embedding_size("speech-whisper-1pass") == 769
     assert plugin.get_embedding_size("speech-sfx") == 384 + 1 + 1024
     assert plugin.get_preset("offline-whisper").audio == "whisper-tiny-en"
