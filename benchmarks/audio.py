@@ -455,6 +455,7 @@ def run(args) -> int:
     from mmalign.plugin.align.trainer import TorchEmbedder
     from mmalign.plugin.encoders import build_encoder
     from mmalign.plugin.encoders.registry import get_encoder_spec, get_preset
+    from mmalign.plugin.encoders.runtime import with_runtime
     from mmalign.plugin.features.cache import FeatureCache
     from mmalign.plugin.features.paired import load_paired
     from mmalign.schemas import Modality
@@ -465,7 +466,11 @@ def run(args) -> int:
     sound_ids = {i.id for i in sounds_catalog.items() if i.audio is not None}
     queries = open_catalog(paths["queries"][0], media_root=paths["queries"][1])
     preset = get_preset("offline-small")
-    base = {Modality.IMAGE: get_encoder_spec(preset.image), Modality.TEXT: get_encoder_spec(preset.text)}
+    # on the runtime that `prepare` extracted them with ($MMALIGN_RUNTIME, else auto), as ingest reads them
+    base = {
+        m: with_runtime(get_encoder_spec(name))
+        for m, name in ((Modality.IMAGE, preset.image), (Modality.TEXT, preset.text))
+    }
     rows, extra = _Rows(), {}
     texts = {i.id: i.text for i in sounds_catalog.items()}
     transcribers: dict = {}
@@ -747,6 +752,7 @@ def rerank_curve(args) -> int:
     from mmalign.plugin.align.trainer import TorchEmbedder
     from mmalign.plugin.encoders import build_encoder
     from mmalign.plugin.encoders.registry import get_encoder_spec, get_preset
+    from mmalign.plugin.encoders.runtime import with_runtime
     from mmalign.plugin.features.cache import FeatureCache
     from mmalign.plugin.features.paired import load_paired
     from mmalign.schemas import Modality
@@ -759,7 +765,11 @@ def rerank_curve(args) -> int:
     sound_ids = {i.id for i in sounds.items() if i.audio is not None}
     spec = get_encoder_spec(ENCODERS[DEFAULT])
     preset = get_preset("offline-small")
-    base = {Modality.IMAGE: get_encoder_spec(preset.image), Modality.TEXT: get_encoder_spec(preset.text)}
+    # on the runtime that `prepare` extracted them with ($MMALIGN_RUNTIME, else auto), as ingest reads them
+    base = {
+        m: with_runtime(get_encoder_spec(name))
+        for m, name in ((Modality.IMAGE, preset.image), (Modality.TEXT, preset.text))
+    }
     qrows = audio_rows(queries, cache, spec)
     transcriber = build_encoder(spec, device="cpu").transcriber
     store = data / f"rerank-{args.seed}.npz"
