@@ -114,6 +114,16 @@ def media_dir(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _weights_cache(tmp_path_factory):
+    """Converted checkpoints and class-name embeddings go to a folder of the test session, not under the working
+    directory (a test that needs its own sets ``MMALIGN_WEIGHTS_CACHE`` itself)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MMALIGN_WEIGHTS_CACHE", str(tmp_path_factory.mktemp("weights-cache")))
+    yield
+    patch.undo()
+
+
 # -- tiny towers -------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def tiny_hf_text_dir(tmp_path_factory) -> Path:

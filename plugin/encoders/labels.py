@@ -11,6 +11,7 @@ backbone's pooled feature; the learned projections decide how much to trust it (
 from __future__ import annotations
 
 import json
+import logging
 from functools import cache
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import numpy as np
 
 from mmalign.plugin.encoders.base import Encoder
 from mmalign.plugin.encoders.weights import WeightsError, resolve_local
+
+log = logging.getLogger(__name__)
 
 VOCABULARIES = Path(__file__).parent / "vocabularies"
 #: Checkpoint keys of a classifier head, as the weight packages and timm name them.
@@ -89,6 +92,45 @@ def classifier_head(spec) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def name_embeddings(spec, build_text_encoder) -> np.ndarray:
+    """(classes, text dim): the class names (in ``spec.prompt``) embedded by the text encoder. Kept as safetensors in
+    ``$MMALIGN_WEIGHTS_CACHE`` (by default next to the feature cache), named by the text encoder's id and a hash of
+    the prompts, so that a process that builds this encoder (a CLI image query) need not load the text encoder and
+    embed 1,000 names again; where the cache cannot be read or written, they are embedded here."""
+    import hashlib
+    import os
+
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file, save_file
+
+    from mmalign.plugin.encoders.registry import encoder_id
+    from mmalign.plugin.encoders.weights import DEFAULT_WEIGHTS_CACHE, WEIGHTS_CACHE_ENV
+
+    prompts = [spec.prompt.format(name) for name in class_names(spec.vocabulary)]
+    text_id = encoder_id(spec.text_encoder)
+    digest = hashlib.sha256("\n".join([text_id, *prompts]).encode()).hexdigest()[:16]
+    folder = Path(os.environ.get(WEIGHTS_CACHE_ENV) or DEFAULT_WEIGHTS_CACHE)
+    target = folder / f"names-{spec.vocabulary}-{digest}.safetensors"
+    expected = (len(prompts), spec.text_encoder.dim)
+    if target.is_file():
+        try:
+            names = load_file(str(target))["names"]
+            if names.shape == expected and np.isfinite(names).all():
+                return names
+            log.warning("class-name embeddings %s are %s, expected %s: embedding again", target, names.shape, expected)
+        except (SafetensorError, OSError, KeyError) as exc:
+            log.warning("class-name embeddings %s are unreadable (%s): embedding again", target, exc)
+    names = np.ascontiguousarray(build_text_encoder().encode(prompts), dtype=np.float32)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        save_file({"names": names}, str(tmp), metadata={"text_encoder": text_id, "vocabulary": spec.vocabulary})
+        os.replace(tmp, target)
+    except OSError as exc:
+        log.warning("cannot keep class-name embeddings in %s (%s): using them unsaved", folder, exc)
+    return names
+
+
 def _load_checkpoint(path: Path) -> dict:
     if path.suffix == ".safetensors":
         from safetensors.numpy import load_file
@@ -100,8 +142,8 @@ def _load_checkpoint(path: Path) -> dict:
 
 
 class LabelledImageEncoder(Encoder):
-    """The backbone (on its own runtime) encodes the image; the head and the class-name embeddings, computed
-    once when the encoder is built, give the label part."""
+    """The backbone (on its own runtime) encodes the image; the head and the class-name embeddings (computed once,
+    then read from the weights cache: :func:`name_embeddings`) give the label part."""
 
     def __init__(self, spec, device: str = "auto", export_dir=None):
         super().__init__(spec, device)
@@ -109,9 +151,9 @@ class LabelledImageEncoder(Encoder):
 
         self.backbone = build_encoder(spec.backbone, device=device, export_dir=export_dir)
         self.device = getattr(self.backbone, "device", None)
-        text = build_encoder(spec.text_encoder, device=device, export_dir=export_dir)
-        prompts = [spec.prompt.format(name) for name in class_names(spec.vocabulary)]
-        self.names = np.asarray(text.encode(prompts), dtype=np.float32)
+        self.names = name_embeddings(
+            spec, lambda: build_encoder(spec.text_encoder, device=device, export_dir=export_dir)
+        )
         self.head = classifier_head(spec)
 
     def load_input(self, path, item_id):

@@ -176,3 +176,26 @@ def test_on_onnx_runtime_both_parts_run_there_and_agree_with_torch(tiny_text, tm
     on_onnx = plugin.build_encoder(with_runtime(spec, "onnx"), device="cpu")
     assert isinstance(on_onnx.backbone, OnnxEncoder)
     np.testing.assert_allclose(on_onnx.encode(images), on_torch.encode(images), atol=1e-3, rtol=1e-3)
+
+
+def test_class_name_embeddings_are_kept_and_a_damaged_copy_is_made_again(tiny_text, tmp_path, monkeypatch):
+    from mmalign.plugin.encoders.labels import name_embeddings
+
+    monkeypatch.setenv("MMALIGN_WEIGHTS_CACHE", str(tmp_path / "w"))
+    spec = _spec(tiny_text)
+    built = []
+
+    def text_encoder():
+        built.append(1)
+        return plugin.build_encoder(tiny_text, device="cpu")
+
+    first = name_embeddings(spec, text_encoder)
+    again = name_embeddings(spec, text_encoder)
+    assert len(built) == 1 and first.shape == (1000, tiny_text.dim)
+    np.testing.assert_array_equal(first, again)
+    (cached,) = (tmp_path / "w").glob("names-imagenet-1k-*.safetensors")
+    cached.write_bytes(b"not safetensors")
+    np.testing.assert_allclose(name_embeddings(spec, text_encoder), first, rtol=1e-6)
+    assert len(built) == 2
+    other = name_embeddings(_spec(tiny_text, prompt="a {}"), text_encoder)  # another prompt: other names
+    assert len(built) == 3 and not np.allclose(other, first)
