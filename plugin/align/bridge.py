@@ -19,7 +19,7 @@ from mmalign.schemas import Modality
 #: The bridge's weight in the base bundle's zero-shot student, chosen on the validation splits of tuxpaint,
 #: wesnoth and papirus (none of them in the pool; recall@10, mean of text→image and image→text, seeds 0-2):
 #: 0.25 gave 0.389 / 0.255 / 0.086, 0.5 gave 0.425 / 0.260 / 0.074, 1.0 gave 0.439 / 0.257 / 0.058; the student
-#: alone 0.287 / 0.235 / 0.080, the bridge alone 0.415 / 0.292 / 0.026.
+#: alone 0.287 / 0.235 / 0.080, the bridge alone 0.405 / 0.228 / 0.023 (python -m benchmarks.labelled_images bridge).
 BRIDGE_WEIGHT = 0.5
 #: Principal directions of the texts that the bridge keeps.
 BRIDGE_RANK = 64
