@@ -100,7 +100,8 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
 
     torch.set_num_threads(max(1, args.threads))
     catalog = open_catalog(catalog, media_root=media_root)
-    _, _, _, data = catalog_features(catalog, args.features, args.preset, None, "auto", False)
+    # The first run encodes the media (minutes): its progress is printed.
+    _, _, _, data = catalog_features(catalog, args.features, args.preset, None, "auto", show_progress=True)
     present = list(data.modalities)
     data.features = {m: data.features[m] for m in present}
     data.masks = {m: data.masks[m] for m in present}

@@ -74,8 +74,11 @@ def test_any_other_end_of_the_child_is_passed_on_as_it_is():
 
 def _supervised_sleeper(tmp_path):
     """A supervised command (no terminal) that writes its pid and sleeps; returns (supervisor, child pid)."""
+    # A shell's background job (`pytest &`) starts with SIGINT ignored, and Python then keeps it ignored in
+    # both processes: the command is started as from a terminal, where SIGINT raises KeyboardInterrupt.
     code = (
-        "import os, time\n"
+        "import os, signal, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from mmalign.connectors.disk import supervised\n"
         f"supervised(lambda: (open({str(tmp_path / 'child')!r}, 'w').write(str(os.getpid())), time.sleep(60)))\n"
     )
