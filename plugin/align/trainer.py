@@ -261,20 +261,22 @@ def _unpaired_batch(pool, targets, batch: int, mixup: float, generator, embed):
     return x, t
 
 
-def train_student(train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, fit: LinearFit | None, teacher=None):
+def train_student(
+    train: PairedFeatures, val: PairedFeatures, cfg: TrainConfig, fit: LinearFit | None, teacher=None, start=None
+):
     """Student: InfoNCE between its modalities (+ each modality vs. its fused vector), plus, with a
     teacher, alpha * CE(P_teacher || Q_student) + beta * (1 - cos(s_m, teacher joint)) on the
     training pairs, and the unpaired terms: per modality, single-modality training inputs (and mixes
     of two of them) embedded by the teacher's tower of that modality, matched by cosine
     (``unpaired_cosine``) and by the in-batch similarity distributions between unrelated inputs of
     two modalities (``unpaired_relational``). The unpaired terms never use which rows belong to one
-    item."""
+    item. ``start`` (a Student) is trained from a copy of it instead of from ``fit``."""
     import torch
 
     from mmalign.plugin.align.student import build_student
 
     torch.manual_seed(cfg.seed)
-    student = build_student(train.dims(), cfg, fit, cfg.student_hidden)
+    student = copy.deepcopy(start) if start is not None else build_student(train.dims(), cfg, fit, cfg.student_hidden)
     for m in student.modalities:
         if m in train.masks and train.masks[m].any():
             student.projections[m.value].set_input_scale(train.features[m][train.masks[m]])

@@ -228,3 +228,26 @@ def test_negative_residual_width_is_refused(hidden):
 
     with pytest.raises(ConfigError, match="hidden must be >= 0"):
         LowRankProjection(10, 8, 4, hidden)
+
+
+def test_the_teachers_linearisation_reproduces_a_linear_teacher_and_training_can_start_from_it():
+    """benchmarks.distillation's ``rrr`` start (known answer): a teacher whose towers are linear maps onto a
+    10-d latent is reproduced by its rank-10 linearisation on items it was not fitted on; train_student
+    with ``start`` trains a copy of that student (0 epochs: the start itself, left untouched)."""
+    from benchmarks.distillation import teacher_linearisation
+    from mmalign.plugin.align.trainer import train_student
+
+    data, z, maps = latent_catalog(n=300, latent=10, paired=1.0)
+    train, held_out = data.subset(np.arange(240)), data.subset(np.arange(240, 300))
+    teacher = _oracle_teacher(train, z[:240], maps, 16)
+    cfg = TrainConfig(**{**TINY, "rank": 10, "epochs": 0})
+    student = teacher_linearisation(train, teacher, cfg, ridge=1e-4)
+    for m in (IMAGE, TEXT):
+        x = torch.from_numpy(held_out.features[m])
+        with torch.no_grad():
+            cosine = (student.embed(m, x) * teacher.embed(m, x)).sum(1)
+        assert cosine.min() > 0.99, (m, cosine.min())
+    trained, result = train_student(train, held_out, cfg, None, teacher, start=student)
+    assert trained is not student and result.best_epoch == 0
+    x = torch.from_numpy(held_out.features[IMAGE])
+    torch.testing.assert_close(trained.embed(IMAGE, x), student.embed(IMAGE, x))

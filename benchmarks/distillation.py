@@ -1,0 +1,146 @@
+"""How much of the teacher reaches the student: ways of distilling it, scored on VALIDATION splits.
+
+    python -m benchmarks.distillation --catalogs papirus tuxpaint [--seeds 0 1 2] [--base base]
+
+Per catalog and seed: the split, CCA and the teacher fine-tuned from the base bundle (``fit_alignment``,
+as ``mmalign train --init base`` does), then students from that teacher, each scored on the seed's
+validation split (never the test split: this is what chooses between them). Rows: the teacher, the
+default student (CCA start, distilled), and the variants of ``STUDENTS``. ``rrr`` students start from
+the teacher's best rank-r linear approximation (reduced-rank ridge regression of the teacher's
+embeddings of the training features on those features, per modality: :func:`teacher_linearisation`)
+instead of from CCA. Printed: recall@10 t→i / i→t, MRR, primary metric, and each student's retention
+(student / teacher, primary metric), mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.alignment import build_catalog
+
+#: name -> (start: "cca" or "rrr", ridge for rrr, TrainConfig fields over the defaults, train the student?)
+STUDENTS: dict[str, tuple[str, float, dict, bool]] = {
+    "student alpha 8": ("cca", 0.0, {"alpha": 8.0}, True),
+    "student beta 2": ("cca", 0.0, {"beta": 2.0}, True),
+    "student mixup 0.5": ("cca", 0.0, {"unpaired_mixup": 0.5}, True),
+    "student lr 1e-3": ("cca", 0.0, {"lr": 1e-3}, True),
+    "student hidden 16": ("cca", 0.0, {"student_hidden": 16}, True),
+    "student hidden 16, lr 1e-3": ("cca", 0.0, {"student_hidden": 16, "lr": 1e-3}, True),
+    "rrr 0.1, no training": ("rrr", 0.1, {}, False),
+    "rrr 1, no training": ("rrr", 1.0, {}, False),
+    "rrr 10, no training": ("rrr", 10.0, {}, False),
+    "rrr 1, distilled": ("rrr", 1.0, {}, True),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--catalogs", nargs="+", default=["papirus", "tuxpaint"])
+    parser.add_argument("--data", type=Path, default=Path("mmalign-data/benchmarks"))
+    parser.add_argument("--features", type=Path, default=Path("mmalign-data/features"))
+    parser.add_argument("--preset", default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--base", default="base")
+    parser.add_argument("--students", nargs="*", default=None, help=f"default all: {list(STUDENTS)}")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    for name in args.catalogs:
+        built = build_catalog(name, args.data)
+        if isinstance(built, str):
+            print(f"{name}: skipped: {built}")
+            continue
+        run_catalog(name, *built, args)
+
+
+def run_catalog(label: str, catalog_path: Path, media_root: Path, args) -> None:
+    from mmalign.connectors.sources import open_catalog
+    from mmalign.plugin.align.bundle import load_bundle
+    from mmalign.plugin.align.evaluation import evaluate_embedder, primary_metric
+    from mmalign.plugin.align.fit import fit_alignment
+    from mmalign.plugin.align.trainer import TorchEmbedder, train_student
+    from mmalign.plugin.encoders.registry import DEFAULT_PRESET
+    from mmalign.plugin.workflows.train import catalog_features
+    from mmalign.schemas import TrainConfig
+
+    catalog = open_catalog(catalog_path, media_root=media_root)
+    preset = args.preset or DEFAULT_PRESET
+    _, _, _, data = catalog_features(catalog, args.features, preset, None, "auto", show_progress=True)
+    present = list(data.modalities)  # a modality no item has is left out, as benchmarks.alignment does
+    data.features = {m: data.features[m] for m in present}
+    data.masks = {m: data.masks[m] for m in present}
+    base = load_bundle(args.base)
+    students = {k: v for k, v in STUDENTS.items() if args.students is None or k in args.students}
+    scores: dict[str, list[tuple[float, float, float, float]]] = {}
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        cfg = TrainConfig(seed=seed)
+        fit = fit_alignment(data, cfg, echo=lambda line: None, base=base)
+        teacher = fit.models["teacher"]
+        models = {"cca": fit.models["cca"], "teacher": teacher, "student": fit.models["student"]}
+        for name, (start, ridge, fields, train) in students.items():
+            vcfg = TrainConfig(seed=seed, **fields)
+            init = fit.fits["cca"] if start == "cca" else None
+            if start == "rrr":
+                models[name] = teacher_linearisation(fit.train, teacher, vcfg, ridge)
+                if train:
+                    models[name], _ = train_student(fit.train, fit.val, vcfg, None, teacher, start=models[name])
+            else:
+                models[name], _ = train_student(fit.train, fit.val, vcfg, init, teacher)
+        for name, model in models.items():
+            rows = evaluate_embedder(name, TorchEmbedder(model, name), fit.val, with_fused=False)
+            cell = {(r["query"], r["target"]): r for r in rows}
+            ti, it = cell[("text", "image")], cell[("image", "text")]
+            scores.setdefault(name, []).append(
+                (ti["recall@10"], it["recall@10"], (ti["mrr"] + it["mrr"]) / 2, primary_metric(rows))
+            )
+        print(f"  {label} seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(f"\n{label}: VALIDATION split, mean ± std over seeds {args.seeds} (base {base.bundle_id})")
+    print(f"{'model':<28}{'t→i R@10':>16}{'i→t R@10':>16}{'MRR t↔i':>16}{'primary':>16}{'/teacher':>10}")
+    teacher_primary = np.array([s[3] for s in scores["teacher"]])
+    for name, rows in scores.items():
+        arr = np.array(rows)
+        cells = "".join(f"{arr[:, k].mean():>10.3f} ± {arr[:, k].std():.3f}" for k in range(4))
+        print(f"{name:<28}{cells}{(arr[:, 3] / teacher_primary).mean():>10.3f}")
+
+
+def teacher_linearisation(train, teacher, cfg, ridge: float):
+    """A student whose projection of each modality is the rank-r ridge regression of the teacher's
+    embeddings of the training features on those (centred) features; fusion weights start equal."""
+    import torch
+
+    from mmalign.plugin.align.student import Student
+
+    student = Student(train.dims(), cfg.dim, cfg.rank, cfg.fusion, cfg.student_hidden)
+    teacher.eval()
+    for m in student.modalities:
+        x = train.features[m][train.masks[m]].astype(np.float64)
+        with torch.no_grad():
+            target = teacher.embed(m, torch.from_numpy(x.astype(np.float32))).numpy().astype(np.float64)
+        mean = x.mean(0)
+        xc = x - mean
+        scale = np.sqrt((xc**2).sum(1).mean()) / np.sqrt(x.shape[1])
+        # ridge relative to the features' scale: (XᵀX + λ s² n I)⁻¹ XᵀT
+        gram = xc.T @ xc + ridge * scale**2 * len(xc) * np.eye(x.shape[1])
+        weights = np.linalg.solve(gram, xc.T @ target)  # (d, D)
+        fitted = xc @ weights
+        proj = student.projections[m.value]
+        _, _, vt = np.linalg.svd(fitted, full_matrices=False)
+        u = vt[: proj.rank].T  # (D, r): the fitted embeddings' top directions
+        v = weights @ u  # (d, r)
+        with torch.no_grad():
+            proj.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            norm = np.linalg.norm(v, axis=0).mean()
+            proj.V.copy_(torch.as_tensor(v / max(norm, 1e-12), dtype=torch.float32))
+            proj.U.copy_(torch.as_tensor(u, dtype=torch.float32))
+    return student
+
+
+if __name__ == "__main__":
+    main()
