@@ -329,7 +329,7 @@ def main(argv=None) -> int:
         "--base-variants",
         nargs="*",
         default=None,
-        help=f"from-base student variants (default all): {list(BASE_VARIANTS)}",
+        help=f"from-base student variants (default: all; the flag alone: none): {list(BASE_VARIANTS)}",
     )
     parser.add_argument(
         "--base-modes", nargs="*", default=list(BASE_MODES), help=f"how the teacher starts from the base: {BASE_MODES}"
