@@ -1,6 +1,7 @@
 """How much of the teacher reaches the student: ways of distilling it, scored on VALIDATION splits.
 
     python -m benchmarks.distillation --catalogs papirus tuxpaint [--seeds 0 1 2] [--base base]
+    python -m benchmarks.distillation --teachers --catalogs papirus [--seeds 0 1]
 
 Per catalog and seed: the split, CCA and the teacher fine-tuned from the base bundle (``fit_alignment``,
 as ``mmalign train --init base`` does), then students from that teacher, each scored on the seed's
@@ -10,6 +11,9 @@ the teacher's best rank-r linear approximation (reduced-rank ridge regression of
 embeddings of the training features on those features, per modality: :func:`teacher_linearisation`)
 instead of from CCA. Printed: recall@10 t→i / i→t, MRR, primary metric, and each student's retention
 (student / teacher, primary metric), mean ± std over seeds.
+
+``--teachers``: the teacher fine-tuned from the base with the settings of ``TEACHERS`` instead (no
+student), scored the same way on the validation split, next to the catalog's CCA.
 """
 
 from __future__ import annotations
@@ -36,6 +40,15 @@ STUDENTS: dict[str, tuple[str, float, dict, bool]] = {
     "rrr 1, distilled": ("rrr", 1.0, {}, True),
 }
 
+#: Teacher settings tried with ``--teachers``: name -> TrainConfig fields over the defaults.
+TEACHERS: dict[str, dict] = {
+    "teacher": {},
+    "teacher dropout 0.3": {"dropout": 0.3},
+    "teacher weight decay 0.01": {"weight_decay": 0.01},
+    "teacher lr 1e-3": {"teacher_lr": 1e-3},
+    "teacher batch 256": {"teacher_batch_size": 256},
+}
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -47,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", default="base")
     parser.add_argument("--students", nargs="*", default=None, help=f"default all: {list(STUDENTS)}")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--teachers", action="store_true", help=f"teacher settings instead: {list(TEACHERS)}")
     args = parser.parse_args(argv)
     import torch
 
@@ -56,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(built, str):
             print(f"{name}: skipped: {built}")
             continue
-        run_catalog(name, *built, args)
+        (run_teachers if args.teachers else run_catalog)(name, *built, args)
 
 
 def run_catalog(label: str, catalog_path: Path, media_root: Path, args) -> None:
@@ -108,6 +122,62 @@ def run_catalog(label: str, catalog_path: Path, media_root: Path, args) -> None:
         arr = np.array(rows)
         cells = "".join(f"{arr[:, k].mean():>10.3f} ± {arr[:, k].std():.3f}" for k in range(4))
         print(f"{name:<28}{cells}{(arr[:, 3] / teacher_primary).mean():>10.3f}")
+
+
+def _catalog_data(catalog_path: Path, media_root: Path, args):
+    from mmalign.connectors.sources import open_catalog
+    from mmalign.plugin.encoders.registry import DEFAULT_PRESET
+    from mmalign.plugin.workflows.train import catalog_features
+
+    catalog = open_catalog(catalog_path, media_root=media_root)
+    _, _, _, data = catalog_features(catalog, args.features, args.preset or DEFAULT_PRESET, None, "auto", True)
+    present = list(data.modalities)  # a modality no item has is left out, as benchmarks.alignment does
+    data.features = {m: data.features[m] for m in present}
+    data.masks = {m: data.masks[m] for m in present}
+    return data
+
+
+def _val_scores(name, model, val) -> tuple[float, float, float, float]:
+    from mmalign.plugin.align.evaluation import evaluate_embedder, primary_metric
+    from mmalign.plugin.align.trainer import TorchEmbedder
+
+    rows = evaluate_embedder(name, TorchEmbedder(model, name), val, with_fused=False)
+    cell = {(r["query"], r["target"]): r for r in rows}
+    ti, it = cell[("text", "image")], cell[("image", "text")]
+    return ti["recall@10"], it["recall@10"], (ti["mrr"] + it["mrr"]) / 2, primary_metric(rows)
+
+
+def run_teachers(label: str, catalog_path: Path, media_root: Path, args) -> None:
+    import torch
+
+    from mmalign.plugin.align.bundle import load_bundle
+    from mmalign.plugin.align.fit import choose_cca, fit_teacher, split_for_training
+    from mmalign.schemas import TrainConfig
+
+    data = _catalog_data(catalog_path, media_root, args)
+    base = load_bundle(args.base)
+    scores: dict[str, list] = {}
+    seconds: dict[str, list] = {}
+    for seed in args.seeds:
+        cfg = TrainConfig(seed=seed)
+        train, val, _test, _ = split_for_training(data, cfg, lambda line: None)
+        reg, _, cca = choose_cca(train, val, cfg, cfg.rank, lambda line: None)
+        scores.setdefault("cca", []).append(_val_scores("cca", cca, val))
+        for name, fields in TEACHERS.items():
+            t0 = time.perf_counter()
+            torch.manual_seed(seed)  # as fit_alignment does: every setting starts from the same draw
+            teacher, result = fit_teacher(train, val, TrainConfig(seed=seed, **fields), reg, None, base, "hidden")
+            seconds.setdefault(name, []).append(time.perf_counter() - t0)
+            scores.setdefault(name, []).append(_val_scores(name, teacher, val))
+            print(f"  {label} seed {seed} {name}: best epoch {result.best_epoch}", flush=True)
+    print(f"\n{label}: VALIDATION split, teachers from the base, mean ± std over seeds {args.seeds}")
+    print(f"{'model':<28}{'t→i R@10':>16}{'i→t R@10':>16}{'MRR t↔i':>16}{'primary':>16}{'− cca':>8}{'s':>6}")
+    cca_primary = np.array([s[3] for s in scores["cca"]])
+    for name, rows in scores.items():
+        arr = np.array(rows)
+        cells = "".join(f"{arr[:, k].mean():>10.3f} ± {arr[:, k].std():.3f}" for k in range(4))
+        took = f"{np.mean(seconds[name]):>6.0f}" if name in seconds else ""
+        print(f"{name:<28}{cells}{(arr[:, 3] - cca_primary).mean():>+8.3f}{took}")
 
 
 def teacher_linearisation(train, teacher, cfg, ridge: float):
