@@ -44,6 +44,7 @@ STUDENTS: dict[str, tuple[str, float, dict, bool]] = {
 TEACHERS: dict[str, dict] = {
     "teacher": {},
     "teacher dropout 0.3": {"dropout": 0.3},
+    "teacher dropout 0.5": {"dropout": 0.5},
     "teacher weight decay 0.01": {"weight_decay": 0.01},
     "teacher lr 1e-3": {"teacher_lr": 1e-3},
     "teacher batch 256": {"teacher_batch_size": 256},
@@ -60,7 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", default="base")
     parser.add_argument("--students", nargs="*", default=None, help=f"default all: {list(STUDENTS)}")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--teachers", action="store_true", help=f"teacher settings instead: {list(TEACHERS)}")
+    parser.add_argument(
+        "--teachers", nargs="*", default=None, help=f"teacher settings instead (the flag alone: all): {list(TEACHERS)}"
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(built, str):
             print(f"{name}: skipped: {built}")
             continue
-        (run_teachers if args.teachers else run_catalog)(name, *built, args)
+        (run_catalog if args.teachers is None else run_teachers)(name, *built, args)
 
 
 def run_catalog(label: str, catalog_path: Path, media_root: Path, args) -> None:
@@ -164,6 +167,8 @@ def run_teachers(label: str, catalog_path: Path, media_root: Path, args) -> None
         reg, _, cca = choose_cca(train, val, cfg, cfg.rank, lambda line: None)
         scores.setdefault("cca", []).append(_val_scores("cca", cca, val))
         for name, fields in TEACHERS.items():
+            if args.teachers and name not in args.teachers:
+                continue
             t0 = time.perf_counter()
             torch.manual_seed(seed)  # as fit_alignment does: every setting starts from the same draw
             teacher, result = fit_teacher(train, val, TrainConfig(seed=seed, **fields), reg, None, base, "hidden")
