@@ -114,7 +114,11 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
     params: dict[str, int] = {}
     seconds: dict[str, list[float]] = {}
     csls_val: dict[str, list[float]] = {}
-    overrides = {k: v for k, v in (("teacher_epochs", args.teacher_epochs), ("epochs", args.epochs)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (("teacher_epochs", args.teacher_epochs), ("epochs", args.epochs), ("dropout", args.dropout))
+        if v is not None
+    }
     for done, seed in enumerate(args.seeds):
         cfg = TrainConfig(seed=seed, **overrides)
         t0 = time.perf_counter()
@@ -337,6 +341,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--zero-shot-only", action="store_true", help="svd, cca and the base's zero-shot rows only (no training)"
     )
+    parser.add_argument("--dropout", type=float, default=None, help="the teacher's dropout (default: TrainConfig's)")
     parser.add_argument("--base", default="base", help="base bundle for the zero-shot/from-base rows (none: skip)")
     parser.add_argument("--teacher-epochs", type=int, default=None, help="max teacher epochs (default TrainConfig's)")
     parser.add_argument("--epochs", type=int, default=None, help="max student epochs (default TrainConfig's)")
