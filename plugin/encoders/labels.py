@@ -11,7 +11,6 @@ backbone's pooled feature; the learned projections decide how much to trust it (
 from __future__ import annotations
 
 import json
-import logging
 from functools import cache
 from pathlib import Path
 
@@ -19,8 +18,6 @@ import numpy as np
 
 from mmalign.plugin.encoders.base import Encoder
 from mmalign.plugin.encoders.weights import WeightsError, resolve_local
-
-log = logging.getLogger(__name__)
 
 VOCABULARIES = Path(__file__).parent / "vocabularies"
 #: Checkpoint keys of a classifier head, as the weight packages and timm name them.
@@ -98,37 +95,23 @@ def name_embeddings(spec, build_text_encoder) -> np.ndarray:
     the prompts, so that a process that builds this encoder (a CLI image query) need not load the text encoder and
     embed 1,000 names again; where the cache cannot be read or written, they are embedded here."""
     import hashlib
-    import os
-
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file, save_file
 
     from mmalign.plugin.encoders.registry import encoder_id
-    from mmalign.plugin.encoders.weights import DEFAULT_WEIGHTS_CACHE, WEIGHTS_CACHE_ENV
+    from mmalign.plugin.encoders.weights import kept_in_weights_cache
 
     prompts = [spec.prompt.format(name) for name in class_names(spec.vocabulary)]
     text_id = encoder_id(spec.text_encoder)
     digest = hashlib.sha256("\n".join([text_id, *prompts]).encode()).hexdigest()[:16]
-    folder = Path(os.environ.get(WEIGHTS_CACHE_ENV) or DEFAULT_WEIGHTS_CACHE)
-    target = folder / f"names-{spec.vocabulary}-{digest}.safetensors"
     expected = (len(prompts), spec.text_encoder.dim)
-    if target.is_file():
-        try:
-            names = load_file(str(target))["names"]
-            if names.shape == expected and np.isfinite(names).all():
-                return names
-            log.warning("class-name embeddings %s are %s, expected %s: embedding again", target, names.shape, expected)
-        except (SafetensorError, OSError, KeyError) as exc:
-            log.warning("class-name embeddings %s are unreadable (%s): embedding again", target, exc)
-    names = np.ascontiguousarray(build_text_encoder().encode(prompts), dtype=np.float32)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        save_file({"names": names}, str(tmp), metadata={"text_encoder": text_id, "vocabulary": spec.vocabulary})
-        os.replace(tmp, target)
-    except OSError as exc:
-        log.warning("cannot keep class-name embeddings in %s (%s): using them unsaved", folder, exc)
-    return names
+    kept = kept_in_weights_cache(
+        f"names-{spec.vocabulary}-{digest}.safetensors",
+        lambda: {"names": np.ascontiguousarray(build_text_encoder().encode(prompts), dtype=np.float32)},
+        what="class-name embeddings",
+        metadata={"text_encoder": text_id, "vocabulary": spec.vocabulary},
+        numpy=True,
+        valid=lambda t: "names" in t and t["names"].shape == expected and bool(np.isfinite(t["names"]).all()),
+    )
+    return kept["names"]
 
 
 def _load_checkpoint(path: Path) -> dict:

@@ -19,6 +19,7 @@ from mmalign.connectors.errors import WeightsError
 __all__ = [
     "WeightsError",
     "converted_checkpoint",
+    "kept_in_weights_cache",
     "is_packaged",
     "load_legacy_checkpoint",
     "packaged_weights_available",
@@ -151,22 +152,42 @@ def converted_checkpoint(source: Path, name: str, convert) -> dict:
     The safetensors file is named by the sha256 of the source, in ``$MMALIGN_WEIGHTS_CACHE`` (default
     ``mmalign-data/features/weights``); where that cannot be written, the conversion is used unsaved.
     """
+    return kept_in_weights_cache(
+        f"{name}-{_file_sha256(source)[:16]}.safetensors",
+        lambda: {k: v.detach().contiguous().clone() for k, v in convert(source).items()},
+        what="converted weights",
+        metadata={"source": str(source)},
+    )
+
+
+def kept_in_weights_cache(file_name: str, make, *, what: str, metadata: dict, numpy: bool = False, valid=None) -> dict:
+    """Tensors read from ``file_name`` in ``$MMALIGN_WEIGHTS_CACHE`` (default ``mmalign-data/features/weights``), or
+    made by ``make()`` and kept there (written to a temporary file, then renamed). A file that cannot be read, or
+    that ``valid(tensors)`` refuses, is made again; where the folder cannot be written, the tensors are used unsaved.
+    ``numpy``: numpy arrays instead of torch tensors."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file, save_file
+
+    if numpy:
+        from safetensors.numpy import load_file, save_file
+    else:
+        from safetensors.torch import load_file, save_file
 
     folder = Path(os.environ.get(WEIGHTS_CACHE_ENV) or DEFAULT_WEIGHTS_CACHE)
-    target = folder / f"{name}-{_file_sha256(source)[:16]}.safetensors"
+    target = folder / file_name
     if target.is_file():
         try:
-            return load_file(str(target))
+            tensors = load_file(str(target))
+            if valid is None or valid(tensors):
+                return tensors
+            log.warning("%s %s are not what was expected: made again", what, target)
         except (SafetensorError, OSError) as exc:
-            log.warning("converted weights %s are unreadable (%s): converting again", target, exc)
-    tensors = {k: v.detach().contiguous().clone() for k, v in convert(source).items()}
+            log.warning("%s %s are unreadable (%s): made again", what, target, exc)
+    tensors = make()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        save_file(tensors, str(tmp), metadata={"source": str(source)})
+        save_file(tensors, str(tmp), metadata=metadata)
         os.replace(tmp, target)
     except OSError as exc:
-        log.warning("cannot keep converted weights in %s (%s): using them unsaved", folder, exc)
+        log.warning("cannot keep %s in %s (%s): using them unsaved", what, folder, exc)
     return tensors
