@@ -90,21 +90,15 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
 
     import torch
 
-    from mmalign.connectors.sources import open_catalog
     from mmalign.plugin.align.evaluation import evaluate_embedder, primary_metric
     from mmalign.plugin.align.fit import choose_cca, evaluate_models, fit_alignment
     from mmalign.plugin.align.pretrain import domain_mean, recentre
     from mmalign.plugin.align.trainer import TorchEmbedder, train_student
-    from mmalign.plugin.workflows.train import catalog_features
     from mmalign.schemas import TrainConfig
 
     torch.set_num_threads(max(1, args.threads))
-    catalog = open_catalog(catalog, media_root=media_root)
-    # The first run encodes the media (minutes): its progress is printed.
-    _, _, _, data = catalog_features(catalog, args.features, args.preset, None, "auto", show_progress=True)
+    data = benchmark_data(catalog, media_root, args.features, args.preset)
     present = list(data.modalities)
-    data.features = {m: data.features[m] for m in present}
-    data.masks = {m: data.masks[m] for m in present}
     base = _load_base(args.base)
     variants = {
         k: v for k, v in VARIANTS.items() if (args.variants is None and k == "student") or k in (args.variants or [])
@@ -201,6 +195,20 @@ def run_catalog(label: str, catalog, media_root, args) -> None:
         _print_tables(
             label, data, present, result, cfg, base, rows, params, seconds, csls_val, cca, args, args.seeds[: done + 1]
         )
+
+
+def benchmark_data(catalog, media_root, features, preset):
+    """The catalog's paired features (encoded first where the cache lacks them: minutes, with progress), with
+    only the modalities some item has."""
+    from mmalign.connectors.sources import open_catalog
+    from mmalign.plugin.workflows.train import catalog_features
+
+    catalog = open_catalog(catalog, media_root=media_root)
+    _, _, _, data = catalog_features(catalog, features, preset, None, "auto", show_progress=True)
+    present = list(data.modalities)
+    data.features = {m: data.features[m] for m in present}
+    data.masks = {m: data.masks[m] for m in present}
+    return data
 
 
 def _print_tables(label, data, present, result, cfg, base, rows, params, seconds, csls_val, cca, args, seeds) -> None:

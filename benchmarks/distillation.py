@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.alignment import build_catalog
+from benchmarks.alignment import benchmark_data, build_catalog
 
 #: name -> (start: "cca" or "rrr", ridge for rrr, TrainConfig fields over the defaults, train the student?)
 STUDENTS: dict[str, tuple[str, float, dict, bool]] = {
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--catalogs", nargs="+", default=["papirus", "tuxpaint"])
     parser.add_argument("--data", type=Path, default=Path("mmalign-data/benchmarks"))
     parser.add_argument("--features", type=Path, default=Path("mmalign-data/features"))
-    parser.add_argument("--preset", default=None)
+    parser.add_argument("--preset", default="offline-small")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--base", default="base")
     parser.add_argument("--students", nargs="*", default=None, help=f"default all: {list(STUDENTS)}")
@@ -77,21 +77,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_catalog(label: str, catalog_path: Path, media_root: Path, args) -> None:
-    from mmalign.connectors.sources import open_catalog
     from mmalign.plugin.align.bundle import load_bundle
-    from mmalign.plugin.align.evaluation import evaluate_embedder, primary_metric
     from mmalign.plugin.align.fit import fit_alignment
-    from mmalign.plugin.align.trainer import TorchEmbedder, train_student
-    from mmalign.plugin.encoders.registry import DEFAULT_PRESET
-    from mmalign.plugin.workflows.train import catalog_features
+    from mmalign.plugin.align.trainer import train_student
     from mmalign.schemas import TrainConfig
 
-    catalog = open_catalog(catalog_path, media_root=media_root)
-    preset = args.preset or DEFAULT_PRESET
-    _, _, _, data = catalog_features(catalog, args.features, preset, None, "auto", show_progress=True)
-    present = list(data.modalities)  # a modality no item has is left out, as benchmarks.alignment does
-    data.features = {m: data.features[m] for m in present}
-    data.masks = {m: data.masks[m] for m in present}
+    data = benchmark_data(catalog_path, media_root, args.features, args.preset)
     base = load_bundle(args.base)
     students = {k: v for k, v in STUDENTS.items() if args.students is None or k in args.students}
     scores: dict[str, list[tuple[float, float, float, float]]] = {}
@@ -103,41 +94,18 @@ def run_catalog(label: str, catalog_path: Path, media_root: Path, args) -> None:
         models = {"cca": fit.models["cca"], "teacher": teacher, "student": fit.models["student"]}
         for name, (start, ridge, fields, train) in students.items():
             vcfg = TrainConfig(seed=seed, **fields)
-            init = fit.fits["cca"] if start == "cca" else None
             if start == "rrr":
                 models[name] = teacher_linearisation(fit.train, teacher, vcfg, ridge)
                 if train:
                     models[name], _ = train_student(fit.train, fit.val, vcfg, None, teacher, start=models[name])
             else:
-                models[name], _ = train_student(fit.train, fit.val, vcfg, init, teacher)
+                models[name], _ = train_student(fit.train, fit.val, vcfg, fit.fits["cca"], teacher)
         for name, model in models.items():
-            rows = evaluate_embedder(name, TorchEmbedder(model, name), fit.val, with_fused=False)
-            cell = {(r["query"], r["target"]): r for r in rows}
-            ti, it = cell[("text", "image")], cell[("image", "text")]
-            scores.setdefault(name, []).append(
-                (ti["recall@10"], it["recall@10"], (ti["mrr"] + it["mrr"]) / 2, primary_metric(rows))
-            )
+            scores.setdefault(name, []).append(_val_scores(name, model, fit.val))
         print(f"  {label} seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
     print(f"\n{label}: VALIDATION split, mean ± std over seeds {args.seeds} (base {base.bundle_id})")
-    print(f"{'model':<28}{'t→i R@10':>16}{'i→t R@10':>16}{'MRR t↔i':>16}{'primary':>16}{'/teacher':>10}")
     teacher_primary = np.array([s[3] for s in scores["teacher"]])
-    for name, rows in scores.items():
-        arr = np.array(rows)
-        cells = "".join(f"{arr[:, k].mean():>10.3f} ± {arr[:, k].std():.3f}" for k in range(4))
-        print(f"{name:<28}{cells}{(arr[:, 3] / teacher_primary).mean():>10.3f}")
-
-
-def _catalog_data(catalog_path: Path, media_root: Path, args):
-    from mmalign.connectors.sources import open_catalog
-    from mmalign.plugin.encoders.registry import DEFAULT_PRESET
-    from mmalign.plugin.workflows.train import catalog_features
-
-    catalog = open_catalog(catalog_path, media_root=media_root)
-    _, _, _, data = catalog_features(catalog, args.features, args.preset or DEFAULT_PRESET, None, "auto", True)
-    present = list(data.modalities)  # a modality no item has is left out, as benchmarks.alignment does
-    data.features = {m: data.features[m] for m in present}
-    data.masks = {m: data.masks[m] for m in present}
-    return data
+    _print_scores(scores, "/teacher", lambda primary: f"{(primary / teacher_primary).mean():>10.3f}")
 
 
 def _val_scores(name, model, val) -> tuple[float, float, float, float]:
@@ -157,7 +125,7 @@ def run_teachers(label: str, catalog_path: Path, media_root: Path, args) -> None
     from mmalign.plugin.align.fit import choose_cca, fit_teacher, split_for_training
     from mmalign.schemas import TrainConfig
 
-    data = _catalog_data(catalog_path, media_root, args)
+    data = benchmark_data(catalog_path, media_root, args.features, args.preset)
     base = load_bundle(args.base)
     scores: dict[str, list] = {}
     seconds: dict[str, list] = {}
@@ -176,13 +144,21 @@ def run_teachers(label: str, catalog_path: Path, media_root: Path, args) -> None
             scores.setdefault(name, []).append(_val_scores(name, teacher, val))
             print(f"  {label} seed {seed} {name}: best epoch {result.best_epoch}", flush=True)
     print(f"\n{label}: VALIDATION split, teachers from the base, mean ± std over seeds {args.seeds}")
-    print(f"{'model':<28}{'t→i R@10':>16}{'i→t R@10':>16}{'MRR t↔i':>16}{'primary':>16}{'− cca':>8}{'s':>6}")
     cca_primary = np.array([s[3] for s in scores["cca"]])
+    took = {name: f"{np.mean(v):>6.0f}" for name, v in seconds.items()}
+    _print_scores(scores, "− cca", lambda primary: f"{(primary - cca_primary).mean():>+10.3f}", took, "s")
+
+
+def _print_scores(scores: dict, last_header: str, last, extra=None, extra_header: str = "") -> None:
+    """One row per model: mean ± std over seeds of each :func:`_val_scores` column, then ``last(primary scores)``
+    (against the reference row) and ``extra[name]`` where given."""
+    extra = extra or {}
+    head = f"{'model':<28}{'t→i R@10':>16}{'i→t R@10':>16}{'MRR t↔i':>16}{'primary':>16}{last_header:>10}"
+    print(head + (f"{extra_header:>6}" if extra else ""))
     for name, rows in scores.items():
         arr = np.array(rows)
         cells = "".join(f"{arr[:, k].mean():>10.3f} ± {arr[:, k].std():.3f}" for k in range(4))
-        took = f"{np.mean(seconds[name]):>6.0f}" if name in seconds else ""
-        print(f"{name:<28}{cells}{(arr[:, 3] - cca_primary).mean():>+8.3f}{took}")
+        print(f"{name:<28}{cells}{last(arr[:, 3])}{extra.get(name, '')}")
 
 
 def teacher_linearisation(train, teacher, cfg, ridge: float):
