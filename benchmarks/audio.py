@@ -454,9 +454,9 @@ def run(args) -> int:
     from mmalign.connectors.sources import open_catalog
     from mmalign.plugin.align.trainer import TorchEmbedder
     from mmalign.plugin.encoders import build_encoder
-    from mmalign.plugin.encoders.registry import get_encoder_spec, get_preset
-    from mmalign.plugin.encoders.runtime import with_runtime
+    from mmalign.plugin.encoders.registry import get_encoder_spec
     from mmalign.plugin.features.cache import FeatureCache
+    from mmalign.plugin.features.extract import preset_specs
     from mmalign.plugin.features.paired import load_paired
     from mmalign.schemas import Modality
 
@@ -465,12 +465,8 @@ def run(args) -> int:
     sounds_catalog = open_catalog(paths["sounds"][0], media_root=paths["sounds"][1])
     sound_ids = {i.id for i in sounds_catalog.items() if i.audio is not None}
     queries = open_catalog(paths["queries"][0], media_root=paths["queries"][1])
-    preset = get_preset("offline-small")
     # on the runtime that `prepare` extracted them with ($MMALIGN_RUNTIME, else auto), as ingest reads them
-    base = {
-        m: with_runtime(get_encoder_spec(name))
-        for m, name in ((Modality.IMAGE, preset.image), (Modality.TEXT, preset.text))
-    }
+    base = preset_specs("offline-small", modalities=[Modality.IMAGE, Modality.TEXT])
     rows, extra = _Rows(), {}
     texts = {i.id: i.text for i in sounds_catalog.items()}
     transcribers: dict = {}
@@ -751,9 +747,9 @@ def rerank_curve(args) -> int:
     from mmalign.plugin.align.metrics import retrieval_metrics
     from mmalign.plugin.align.trainer import TorchEmbedder
     from mmalign.plugin.encoders import build_encoder
-    from mmalign.plugin.encoders.registry import get_encoder_spec, get_preset
-    from mmalign.plugin.encoders.runtime import with_runtime
+    from mmalign.plugin.encoders.registry import get_encoder_spec
     from mmalign.plugin.features.cache import FeatureCache
+    from mmalign.plugin.features.extract import preset_specs
     from mmalign.plugin.features.paired import load_paired
     from mmalign.schemas import Modality
 
@@ -764,12 +760,8 @@ def rerank_curve(args) -> int:
     texts = {i.id: i.text for i in sounds.items()}
     sound_ids = {i.id for i in sounds.items() if i.audio is not None}
     spec = get_encoder_spec(ENCODERS[DEFAULT])
-    preset = get_preset("offline-small")
     # on the runtime that `prepare` extracted them with ($MMALIGN_RUNTIME, else auto), as ingest reads them
-    base = {
-        m: with_runtime(get_encoder_spec(name))
-        for m, name in ((Modality.IMAGE, preset.image), (Modality.TEXT, preset.text))
-    }
+    base = preset_specs("offline-small", modalities=[Modality.IMAGE, Modality.TEXT])
     qrows = audio_rows(queries, cache, spec)
     transcriber = build_encoder(spec, device="cpu").transcriber
     store = data / f"rerank-{args.seed}.npz"
