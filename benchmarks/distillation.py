@@ -48,6 +48,10 @@ TEACHERS: dict[str, dict] = {
     "teacher weight decay 0.01": {"weight_decay": 0.01},
     "teacher lr 1e-3": {"teacher_lr": 1e-3},
     "teacher batch 256": {"teacher_batch_size": 256},
+    "teacher neighbourhood 0.1": {"teacher_neighbourhood": 0.1},
+    "teacher neighbourhood 0.5": {"teacher_neighbourhood": 0.5},
+    "teacher neighbourhood 2": {"teacher_neighbourhood": 2.0},
+    "teacher dropout 0.3, nbhd 0.5": {"dropout": 0.3, "teacher_neighbourhood": 0.5},
 }
 
 
