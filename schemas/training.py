@@ -63,11 +63,6 @@ class TrainConfig(BaseModel):
         ge=0,
         description="Weight of the neighbourhood-preservation term (each encoder's in-batch k-NN structure kept).",
     )
-    teacher_neighbourhood: float = Field(
-        0.0,
-        ge=0,
-        description="The teacher's neighbourhood-preservation term: each encoder's in-batch k-NN structure kept.",
-    )
 
 
 class RetrievalResult(BaseModel):

@@ -209,7 +209,7 @@ def teacher_step(teacher, cfg: TrainConfig, histories=None, all_f=None, all_m=No
     """The teacher's loss on one batch: ``step(batch_f, batch_m, idx, scale, generator)``."""
     import torch
 
-    from mmalign.plugin.align.losses import history_loss, info_nce, neighbourhood_ce
+    from mmalign.plugin.align.losses import history_loss, info_nce
 
     def step(batch_f, batch_m, idx, scale, generator):
         raw = {m: teacher.unimodal(m, batch_f[m]) for m in teacher.modalities}
@@ -222,13 +222,6 @@ def teacher_step(teacher, cfg: TrainConfig, histories=None, all_f=None, all_m=No
             if present.sum() >= 2:
                 loss = loss + info_nce(unit[m][present], joint[present], scale)
                 count += 1
-        if cfg.teacher_neighbourhood > 0:
-            for m in teacher.modalities:
-                present = batch_m[m]
-                if present.sum() >= 3:
-                    x = batch_f[m][present]
-                    kept = neighbourhood_ce(x - x.mean(0), unit[m][present], cfg.tau_teacher, cfg.tau_teacher)
-                    loss = loss + cfg.teacher_neighbourhood * kept
         if histories and cfg.cooccurrence_weight > 0:
             all_raw = {m: teacher.unimodal(m, all_f[m]) for m in teacher.modalities}
             items = teacher.joint(all_raw, all_m)
