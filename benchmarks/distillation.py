@@ -17,7 +17,8 @@ instead of from CCA. Printed: recall@10 t→i / i→t, MRR, primary metric, and 
 student), scored the same way on the validation split, next to the catalog's CCA.
 
 ``--fusion D ...``: the whole default fit from scratch (``fit_alignment``) at each teacher dropout D; per seed,
-the student's learned fusion weights and its ``→ fused`` MRR on the validation and the test split, with
+the student's learned fusion weights (and which were kept: :func:`~mmalign.plugin.align.fit.choose_fusion`)
+and its ``→ fused`` MRR on the validation and the test split, with
 text→image recall@10 on test (how a teacher setting reaches the fused vectors: nothing that selects the
 student's epoch looks at a ``→ fused`` cell).
 """
@@ -166,19 +167,19 @@ def run_fusion(label: str, catalog_path: Path, media_root: Path, args) -> None:
     from mmalign.schemas import TrainConfig
 
     data = benchmark_data(catalog_path, media_root, args.features, args.preset)
-    print(
-        f"{'catalog':<10}{'seed':>5}{'dropout':>8}  fusion weights{'':<22}→fused MRR, val  →fused MRR, test  t→i R@10"
-    )
+    head = f"{'catalog':<10}{'seed':>5}{'dropout':>8}  {'fusion weights (kept)':<50}"
+    print(head + f"{'→fused MRR, val':<26}{'→fused MRR, test':<26}t→i R@10")
     for seed in args.seeds:
         for dropout in args.fusion:
             fit = fit_alignment(data, TrainConfig(seed=seed, dropout=dropout), echo=lambda line: None)
             student = fit.models["student"]
-            weights = " ".join(f"{m.value} {w:.2f}" for m, w in student.fusion.weights().items())
+            chosen = fit.training_summary["fusion"]
+            weights = " ".join(f"{m} {w:.2f}" for m, w in chosen["learned_weights"].items()) + f" ({chosen['kept']})"
             val = evaluate_embedder("student", TorchEmbedder(student, "student"), fit.val, with_fused=True)
             test = [r for r in fit.results if r["model"] == "student"]
             t2i = next(r["recall@10"] for r in test if (r["query"], r["target"]) == ("text", "image"))
-            cells = f"{_fused_mrr(val):<18}{_fused_mrr(test):<18}{t2i:.3f}"
-            print(f"{label:<10}{seed:>5}{dropout:>8}  {weights:<36}{cells}", flush=True)
+            cells = f"{_fused_mrr(val):<26}{_fused_mrr(test):<26}{t2i:.3f}"
+            print(f"{label:<10}{seed:>5}{dropout:>8}  {weights:<50}{cells}", flush=True)
 
 
 def _fused_mrr(rows) -> str:
