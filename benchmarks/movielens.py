@@ -53,6 +53,12 @@ def main(argv=None) -> int:
     parser.add_argument("--half-life-days", type=float, default=None)
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
+        "--dropout",
+        type=float,
+        default=None,
+        help="the co-occurrence teacher's dropout (default: TrainConfig's; docs/benchmarks.md's rows: 0.1)",
+    )
+    parser.add_argument(
         "--skip-space", action="store_true", help="skip the co-occurrence space (minutes); keep baselines and hybrid"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the collab/hybrid rows")
@@ -81,8 +87,15 @@ def main(argv=None) -> int:
             "user vector · raw MiniLM (content)", user_vector_scorer(split, data.item_ids, raw, user_cfg), matrix, split
         )
     )
-    # dropout 0.1: the teacher's default when docs/benchmarks.md's rows were recorded (0.3 since; not measured here)
-    cfg = TrainConfig(seed=args.seed, lr=1e-3, teacher_lr=1e-3, epochs=60, teacher_epochs=60, patience=10, dropout=0.1)
+    cfg = TrainConfig(
+        seed=args.seed,
+        lr=1e-3,
+        teacher_lr=1e-3,
+        epochs=60,
+        teacher_epochs=60,
+        patience=10,
+        **({} if args.dropout is None else {"dropout": args.dropout}),
+    )
     content = content_vectors(data, cfg)
     if args.skip_space:
         rows.append(
