@@ -30,10 +30,12 @@ def evaluate_embedder(
     data: PairedFeatures,
     *,
     with_fused: bool = True,
+    cross_modal: bool = True,
     hubness_bank: PairedFeatures | None = None,
     hubness_k: int = 10,
 ) -> list[dict]:
-    """One row per (query modality -> target) with recall@1/5/10, MRR and the number of queries.
+    """One row per (query modality -> target) with recall@1/5/10, MRR and the number of queries;
+    ``cross_modal=False``: the ``-> fused`` rows only.
 
     A query is an item that has both the query and the target modality; its relevant result is
     the same item; the corpus is every evaluated item that has the target modality.
@@ -45,7 +47,9 @@ def evaluate_embedder(
     modalities = [m for m in model.modalities if m in data.masks and data.masks[m].any()]
     embedded = {m: model.embed(m, data.features[m][data.masks[m]]) for m in modalities}
     rows_of = {m: np.flatnonzero(data.masks[m]) for m in modalities}
-    targets: list[tuple[str, np.ndarray, np.ndarray]] = [(m.value, embedded[m], rows_of[m]) for m in modalities]
+    targets: list[tuple[str, np.ndarray, np.ndarray]] = (
+        [(m.value, embedded[m], rows_of[m]) for m in modalities] if cross_modal else []
+    )
     if with_fused:
         targets.append((FUSED, model.fuse(data), np.arange(len(data))))
     results = []

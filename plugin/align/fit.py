@@ -144,7 +144,7 @@ def fused_score(model, val: PairedFeatures) -> float | None:
     own fused vector); None when no validation item has two modalities to fuse."""
     from mmalign.plugin.align.trainer import TorchEmbedder
 
-    rows = [r for r in evaluate_embedder("fusion", TorchEmbedder(model, "fusion"), val) if r["target"] == "fused"]
+    rows = evaluate_embedder("fusion", TorchEmbedder(model, "fusion"), val, cross_modal=False)
     return sum(r["mrr"] for r in rows) / len(rows) if rows else None
 
 

@@ -48,3 +48,15 @@ def test_learned_fusion_is_kept_unless_equal_weights_do_better():
     assert record["kept"] == "learned"
     assert record["val_fused_mrr"]["learned"] >= record["val_fused_mrr"]["equal"]
     assert student.fusion.weights() == learned
+
+
+def test_fused_rows_alone_are_the_fused_rows_of_the_whole_evaluation():
+    """``cross_modal=False`` (what :func:`fused_score` asks for) leaves out the cross-modal rows and nothing else."""
+    from mmalign.plugin.align.evaluation import evaluate_embedder
+    from mmalign.plugin.align.trainer import TorchEmbedder
+
+    student, val = _cca_student([0.3, -0.3])
+    embedder = TorchEmbedder(student, "s")
+    whole = evaluate_embedder("s", embedder, val)
+    fused = evaluate_embedder("s", embedder, val, cross_modal=False)
+    assert fused == [r for r in whole if r["target"] == "fused"] and len(fused) == 2
