@@ -80,24 +80,10 @@ def recall10(rows: list[dict]) -> dict[str, float]:
     return {f"{q}→{t}": r["recall@10"] for r in rows for q, t in PAIRS if (r["query"], r["target"]) == (q, t)}
 
 
-def zero_shot(train, val, label_start: int) -> float:
-    """Recall@10 (mean of text→image and image→text) of the label part against the text vectors on ``val``,
-    both centred on ``train``'s means (``benchmarks.labelled_images.zero_shot``, from the encoder's own columns)."""
-    from benchmarks.labelled_images import _recall10, _unit
-    from mmalign.schemas import Modality
-
-    image, text = Modality.IMAGE, Modality.TEXT
-    image_mean = _unit(train.features[image][train.masks[image], label_start:]).mean(0)
-    text_mean = _unit(train.features[text][train.masks[text]]).mean(0)
-    both = val.masks[image] & val.masks[text]
-    images = _unit(_unit(val.features[image][both, label_start:]) - image_mean)
-    texts = _unit(_unit(val.features[text][both]) - text_mean)
-    sims = texts @ images.T
-    return (_recall10(sims) + _recall10(sims.T)) / 2
-
-
 def score_seed(data, seed: int, label_start: int) -> dict[str, float]:
-    """One seed's validation and test figures of the catalog's CCA, and the label part's zero-shot recall."""
+    """One seed's validation and test figures of the catalog's CCA, and the label part's zero-shot recall (the
+    encoder's own label columns, from ``label_start``)."""
+    from benchmarks.labelled_images import zero_shot_recall
     from mmalign.plugin.align.evaluation import evaluate_embedder, primary_metric
     from mmalign.plugin.align.fit import choose_cca, split_for_training
     from mmalign.plugin.align.trainer import TorchEmbedder
@@ -112,7 +98,7 @@ def score_seed(data, seed: int, label_start: int) -> dict[str, float]:
     out = {"val primary": primary_metric(val_rows), "reg": reg}
     out.update({f"val {k} R@10": v for k, v in recall10(val_rows).items()})
     out.update({f"test {k} R@10": v for k, v in recall10(test_rows).items()})
-    out["val zero-shot R@10"] = zero_shot(train, val, label_start)
+    out["val zero-shot R@10"] = zero_shot_recall(train, val, lambda image: image[:, label_start:])
     out["val queries"] = int((val.masks[Modality.IMAGE] & val.masks[Modality.TEXT]).sum())
     return out
 

@@ -109,15 +109,21 @@ def zero_shot(args) -> None:
         values, n = [], 0
         for seed in args.seeds:
             train, val, _, _ = split_for_training(data, TrainConfig(seed=seed), lambda line: None)
-            image_mean = _unit(label_part(train.features["image"][train.masks["image"]], head, names, spec)).mean(0)
-            text_mean = _unit(train.features["text"][train.masks["text"]]).mean(0)
-            both = val.masks["image"] & val.masks["text"]
-            images = _unit(_unit(label_part(val.features["image"][both], head, names, spec)) - image_mean)
-            texts = _unit(_unit(val.features["text"][both]) - text_mean)
-            sims = texts @ images.T
-            values.append((_recall10(sims) + _recall10(sims.T)) / 2)
-            n = int(both.sum())
+            values.append(zero_shot_recall(train, val, lambda image: label_part(image, head, names, spec)))
+            n = int((val.masks["image"] & val.masks["text"]).sum())
         print(f"| {name} | {n} | {np.mean(values):.3f} | {min(1.0, 10 / n):.3f} |", flush=True)
+
+
+def zero_shot_recall(train, val, label_of) -> float:
+    """Recall@10 (mean of text→image and image→text) of the label part ``label_of(image features)`` against the
+    text vectors on ``val``'s items with both, each side centred on ``train``'s mean: no pairs used."""
+    image_mean = _unit(label_of(train.features["image"][train.masks["image"]])).mean(0)
+    text_mean = _unit(train.features["text"][train.masks["text"]]).mean(0)
+    both = val.masks["image"] & val.masks["text"]
+    images = _unit(_unit(label_of(val.features["image"][both])) - image_mean)
+    texts = _unit(_unit(val.features["text"][both]) - text_mean)
+    sims = texts @ images.T
+    return (_recall10(sims) + _recall10(sims.T)) / 2
 
 
 def unjoined(student, rank: int):
